@@ -1,0 +1,16 @@
+//! A memcached-compatible cache server: one thread, one epoll reactor, one
+//! slab arena. Each module is a room with one concern:
+//!
+//! - `reactor`: epoll, listeners, the clock, connection state machines.
+//! - `slab`: the preallocated `-m` arena, its pages and size classes.
+//! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
+//! - `proto`: request parsers and reply writers.
+//! - `stats`: counters and their reports.
+//! - `settings`: the command-line options every room reads.
+
+pub mod items;
+pub mod proto;
+pub mod reactor;
+pub mod settings;
+pub mod slab;
+pub mod stats;

@@ -1,0 +1,176 @@
+//! Run-time settings: the values of memcached's command-line options.
+//!
+//! One plain struct, filled by `main.rs` from the command line and then
+//! handed (by reference) to every room. The defaults are memcached 1.6's,
+//! so `Settings::default()` is what a bare `memcached` would run with.
+
+/// Which protocol a listener speaks (`-B`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Ascii,
+    Binary,
+    Negotiating,
+}
+
+impl Protocol {
+    /// The name memcached prints in traces and `stats settings`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Ascii => "ascii",
+            Protocol::Binary => "binary",
+            Protocol::Negotiating => "auto-negotiate",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `-p`: TCP port; 0 disables TCP.
+    pub port: u16,
+    /// `-U`: UDP port; 0 (the default) disables UDP.
+    pub udp_port: u16,
+    /// `-s`: unix socket path (disables network listeners).
+    pub socket_path: Option<String>,
+    /// `-a`: permission mask of the unix socket.
+    pub access_mask: u32,
+    /// `-A`: whether the ascii `shutdown` command is honoured.
+    pub shutdown_command: bool,
+    /// `-l`: interfaces to listen on, each `host` or `host:port`; empty means all.
+    pub listen: Vec<String>,
+    /// `-d`
+    pub daemonize: bool,
+    /// `-r`
+    pub max_core: bool,
+    /// `-u`
+    pub user: Option<String>,
+    /// `-m`: item memory in bytes.
+    pub max_bytes: usize,
+    /// `-M`: false means "return an error instead of evicting".
+    pub evict_to_free: bool,
+    /// `-c`
+    pub max_conns: usize,
+    /// `-k`
+    pub lock_memory: bool,
+    /// `-v` count: 1 errors, 2 commands and replies, 3 state transitions.
+    pub verbose: u8,
+    /// `-P`
+    pub pid_file: Option<String>,
+    /// `-f`
+    pub factor: f64,
+    /// `-n`: minimum space for key + value + flags in the smallest class.
+    pub chunk_size: usize,
+    /// `-t`: accepted and reported; this server has one worker thread.
+    pub num_threads: usize,
+    /// `-D`
+    pub prefix_delimiter: u8,
+    /// Per-prefix stats on (`-D` given or `stats detail on`).
+    pub detail_enabled: bool,
+    /// `-R`
+    pub reqs_per_event: usize,
+    /// `-C` clears it.
+    pub use_cas: bool,
+    /// `-b`
+    pub backlog: i32,
+    /// `-B`
+    pub protocol: Protocol,
+    /// `-I`: the largest item (value plus overhead) that may be stored.
+    pub item_size_max: usize,
+    /// Size of one slab page.
+    pub slab_page_size: usize,
+    /// `-o slab_chunk_max`: the largest slab chunk; bigger items are chained.
+    pub slab_chunk_size_max: usize,
+    /// `-S`
+    pub sasl: bool,
+    /// `-F` clears it.
+    pub flush_enabled: bool,
+    /// `-X` clears it.
+    pub dump_enabled: bool,
+    /// `-Y`
+    pub auth_file: Option<String>,
+    /// `-e`
+    pub memory_file: Option<String>,
+    /// `-L`
+    pub large_pages: bool,
+    /// `-o maxconns_fast` (default on): refuse new connections at the limit
+    /// with an error instead of pausing accept.
+    pub maxconns_fast: bool,
+    /// `-o hashpower`: initial hash table size as a power of two (0 = default 16).
+    pub hashpower_init: u32,
+    /// `-o hashexpand` (default on).
+    pub hash_expand: bool,
+    /// `-o idle_timeout` in seconds; 0 disables.
+    pub idle_timeout: u32,
+    /// `-o read_buf_mem_limit` in bytes; 0 means unlimited.
+    pub read_buf_mem_limit: usize,
+    /// `-o lru_crawler` (default on).
+    pub lru_crawler: bool,
+    /// `-o lru_crawler_sleep` in microseconds.
+    pub lru_crawler_sleep: u32,
+    /// `-o lru_crawler_tocrawl`
+    pub lru_crawler_tocrawl: u32,
+    /// `-o track_sizes`
+    pub track_sizes: bool,
+    /// `-o slab_reassign` (default on).
+    pub slab_reassign: bool,
+    /// `-o slab_automove` (default 1).
+    pub slab_automove: u8,
+    /// `-o tail_repair_time`
+    pub tail_repair_time: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 11211,
+            udp_port: 0,
+            socket_path: None,
+            access_mask: 0o700,
+            shutdown_command: false,
+            listen: Vec::new(),
+            daemonize: false,
+            max_core: false,
+            user: None,
+            max_bytes: 64 * 1024 * 1024,
+            evict_to_free: true,
+            max_conns: 1024,
+            lock_memory: false,
+            verbose: 0,
+            pid_file: None,
+            factor: 1.25,
+            chunk_size: 48,
+            num_threads: 4,
+            prefix_delimiter: b':',
+            detail_enabled: false,
+            reqs_per_event: 20,
+            use_cas: true,
+            backlog: 1024,
+            protocol: Protocol::Negotiating,
+            item_size_max: 1024 * 1024,
+            slab_page_size: 1024 * 1024,
+            slab_chunk_size_max: 512 * 1024,
+            sasl: false,
+            flush_enabled: true,
+            dump_enabled: true,
+            auth_file: None,
+            memory_file: None,
+            large_pages: false,
+            maxconns_fast: true,
+            hashpower_init: 0,
+            hash_expand: true,
+            idle_timeout: 0,
+            read_buf_mem_limit: 0,
+            lru_crawler: true,
+            lru_crawler_sleep: 100,
+            lru_crawler_tocrawl: 0,
+            track_sizes: false,
+            slab_reassign: true,
+            slab_automove: 1,
+            tail_repair_time: 0,
+        }
+    }
+}
+
+/// The memcached release whose wire behaviour this server reproduces; it is
+/// what `version` and `stats` report, so clients that feature-detect by
+/// version treat us like it.
+pub const VERSION: &str = "1.6.18";
