@@ -1,1 +1,278 @@
-//! slab
+//! Slab allocation inside one preallocated arena.
+//!
+//! The arena is cut into 1 MB pages. A page is handed to a size class the
+//! first time that class runs out of chunks, and then carved into chunks of
+//! the class's size. Freed chunks go onto the class's free list. Like
+//! memcached, a class may always take its first page even when `-m` is
+//! exhausted (so every size stays storable), which is why the reservation
+//! has one page of headroom per class; past that, `alloc` fails and the
+//! caller must evict or report out of memory.
+//!
+//! A chunk is named by a `ChunkRef`: its arena offset in 8-byte units. Four
+//! bytes per reference keeps item headers and the hash table small; it caps
+//! the arena at 32 GiB.
+
+pub mod arena;
+pub mod classes;
+
+use arena::Arena;
+use classes::{ClassSize, class_sizes};
+use std::io;
+
+/// Arena offset / 8 of a chunk; `NIL` (0) names no chunk, which is why page
+/// 0 of the arena is never used.
+pub type ChunkRef = u32;
+pub const NIL: ChunkRef = 0;
+const UNIT: usize = 8;
+/// The most an arena can address with 32-bit chunk references.
+pub const MAX_ARENA_BYTES: usize = (u32::MAX as usize) * UNIT;
+
+#[derive(Debug, Default)]
+pub struct SlabClass {
+    pub size: usize,
+    pub perslab: usize,
+    /// Pages owned by this class.
+    pub pages: usize,
+    /// Chunks handed out and not yet freed.
+    pub used_chunks: usize,
+    free_head: ChunkRef,
+    free_count: usize,
+    /// The part of the newest page not yet carved into chunks: carving
+    /// lazily means a page costs RSS only as it fills.
+    carve_off: usize,
+    carve_left: usize,
+}
+
+impl SlabClass {
+    /// Chunks available without taking another page.
+    pub fn free_chunks(&self) -> usize {
+        self.free_count + self.carve_left
+    }
+
+    pub fn total_chunks(&self) -> usize {
+        self.pages * self.perslab
+    }
+}
+
+pub struct Slabs {
+    pub arena: Arena,
+    classes: Vec<SlabClass>,
+    page_size: usize,
+    /// Owning class of each page (0 = not handed out).
+    page_class: Vec<u8>,
+    next_page: usize,
+    mem_limit: usize,
+    mem_malloced: usize,
+    /// Pages given back by their class, ready for any class.
+    free_pages: Vec<usize>,
+}
+
+/// What the arena needs to know from the options.
+#[derive(Clone, Copy, Debug)]
+pub struct SlabConfig {
+    pub mem_limit: usize,
+    pub min_space: usize,
+    pub factor: f64,
+    pub page_size: usize,
+    pub chunk_max: usize,
+}
+
+impl Slabs {
+    pub fn new(cfg: SlabConfig) -> io::Result<Slabs> {
+        let sizes = class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max);
+        let limit_pages = cfg.mem_limit.div_ceil(cfg.page_size).max(1);
+        // Page 0 is the NIL page; then the -m budget; then one page per class
+        // for the "first page is always granted" rule.
+        let total_pages = 1 + limit_pages + sizes.len();
+        let len = total_pages * cfg.page_size;
+        if len > MAX_ARENA_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "memory limit too large: this build addresses at most 32 GiB of item memory",
+            ));
+        }
+        let arena = Arena::reserve(len)?;
+        let classes = sizes
+            .iter()
+            .map(|&ClassSize { size, perslab }| SlabClass {
+                size,
+                perslab,
+                ..SlabClass::default()
+            })
+            .collect();
+        Ok(Slabs {
+            arena,
+            classes,
+            page_size: cfg.page_size,
+            page_class: vec![0; total_pages],
+            next_page: 1,
+            mem_limit: cfg.mem_limit,
+            mem_malloced: 0,
+            free_pages: Vec::new(),
+        })
+    }
+
+    /// The largest class id (its chunks are `slab_chunk_max` bytes).
+    pub fn largest(&self) -> u8 {
+        (self.classes.len() - 1) as u8
+    }
+
+    pub fn class(&self, id: u8) -> &SlabClass {
+        &self.classes[id as usize]
+    }
+
+    pub fn class_size(&self, id: u8) -> usize {
+        self.classes[id as usize].size
+    }
+
+    /// The smallest class whose chunks hold `size` bytes, if any does.
+    pub fn class_for(&self, size: usize) -> Option<u8> {
+        if size == 0 || size > self.classes.last().unwrap().size {
+            return None;
+        }
+        // Few classes and a hot path: binary search over the sorted sizes.
+        let idx = self.classes[1..].partition_point(|c| c.size < size);
+        Some((idx + 1) as u8)
+    }
+
+    /// Bytes of pages handed out so far (memcached's `total_malloced`).
+    pub fn malloced(&self) -> usize {
+        self.mem_malloced
+    }
+
+    pub fn mem_limit(&self) -> usize {
+        self.mem_limit
+    }
+
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Byte offset of a chunk in the arena.
+    #[inline]
+    pub fn offset(chunk: ChunkRef) -> usize {
+        chunk as usize * UNIT
+    }
+
+    /// The class that owns the page a chunk lies in.
+    pub fn class_of(&self, chunk: ChunkRef) -> u8 {
+        self.page_class[Self::offset(chunk) / self.page_size]
+    }
+
+    /// A chunk of class `id`, or `None` when the memory limit is reached.
+    pub fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
+        let class = &mut self.classes[id as usize];
+        if class.free_head != NIL {
+            let chunk = class.free_head;
+            class.free_head = self.arena.read_u32(Self::offset(chunk));
+            class.free_count -= 1;
+            class.used_chunks += 1;
+            return Some(chunk);
+        }
+        if class.carve_left == 0 && !self.grant_page(id) {
+            return None;
+        }
+        let class = &mut self.classes[id as usize];
+        let chunk = (class.carve_off / UNIT) as ChunkRef;
+        class.carve_off += class.size;
+        class.carve_left -= 1;
+        class.used_chunks += 1;
+        Some(chunk)
+    }
+
+    /// Returns a chunk to its class's free list.
+    pub fn free(&mut self, chunk: ChunkRef, id: u8) {
+        debug_assert_eq!(self.class_of(chunk), id);
+        let class = &mut self.classes[id as usize];
+        let head = class.free_head;
+        class.free_head = chunk;
+        class.free_count += 1;
+        class.used_chunks -= 1;
+        self.arena.write_u32(Self::offset(chunk), head);
+    }
+
+    /// Hands a page to class `id`, following memcached's limit rule.
+    fn grant_page(&mut self, id: u8) -> bool {
+        let page = if let Some(page) = self.free_pages.pop() {
+            page
+        } else {
+            let class = &self.classes[id as usize];
+            let over = self.mem_malloced + self.page_size > self.mem_limit;
+            if over && class.pages > 0 {
+                return false;
+            }
+            if self.next_page >= self.page_class.len() {
+                return false;
+            }
+            self.next_page += 1;
+            self.mem_malloced += self.page_size;
+            self.next_page - 1
+        };
+        self.page_class[page] = id;
+        let class = &mut self.classes[id as usize];
+        class.pages += 1;
+        class.carve_off = page * self.page_size;
+        class.carve_left = class.perslab;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slabs(mb: usize) -> Slabs {
+        Slabs::new(SlabConfig {
+            mem_limit: mb << 20,
+            min_space: 48,
+            factor: 1.25,
+            page_size: 1 << 20,
+            chunk_max: 512 * 1024,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn picks_the_smallest_fitting_class() {
+        let s = slabs(8);
+        assert_eq!(s.class_for(1), Some(1));
+        assert_eq!(s.class_for(96), Some(1));
+        assert_eq!(s.class_for(97), Some(2));
+        assert_eq!(s.class_for(10300), Some(22));
+        assert_eq!(s.class_for(512 * 1024), Some(39));
+        assert_eq!(s.class_for(512 * 1024 + 1), None);
+    }
+
+    #[test]
+    fn three_megabytes_hold_282_chunks_of_class_22() {
+        // The seed's `-m 3 -M` run: 10 KB values land in 11104-byte chunks,
+        // 94 to a page, and the fourth page is refused.
+        let mut s = slabs(3);
+        let mut n = 0;
+        while s.alloc(22).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 282);
+        assert_eq!(s.malloced(), 3 << 20);
+    }
+
+    #[test]
+    fn first_page_of_a_class_is_granted_past_the_limit() {
+        let mut s = slabs(1);
+        assert!(s.alloc(1).is_some());
+        assert!(s.alloc(5).is_some());
+        assert_eq!(s.malloced(), 2 << 20);
+    }
+
+    #[test]
+    fn freed_chunks_are_reused_before_new_pages() {
+        let mut s = slabs(4);
+        let a = s.alloc(3).unwrap();
+        let b = s.alloc(3).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(s.class_of(a), 3);
+        s.free(a, 3);
+        assert_eq!(s.alloc(3), Some(a));
+        assert_eq!(s.class(3).used_chunks, 2);
+    }
+}
