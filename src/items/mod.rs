@@ -1,1 +1,765 @@
-//! items
+//! Items: where values live, how they are found, and how they leave.
+//!
+//! `Cache` ties the slab arena to a hash table and one LRU list per slab
+//! class. It implements memcached's storage semantics (set/add/replace/
+//! append/prepend/cas, incr/decr, touch, delete, flush_all) and its memory
+//! policy: a class that cannot get a chunk first reclaims expired items at
+//! its LRU tail, then evicts the tail -- or, with `-M`, fails so the client
+//! sees `SERVER_ERROR out of memory storing object` and nothing stored is
+//! lost.
+//!
+//! There is one thread and no reference counts: every operation finishes
+//! before the next begins, and callers copy what they read before calling
+//! again. Whatever may evict (an allocation) is done before an existing
+//! item is looked up, never between the lookup and its use.
+
+pub mod clock;
+pub mod hash;
+pub mod item;
+mod lru;
+
+use crate::proto::numbers::safe_strtoull;
+use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
+use clock::Clock;
+use hash::HashTable;
+use item::{CHUNKED, FETCHED, LINKED};
+use lru::Lru;
+use std::io;
+
+pub struct CacheConfig {
+    pub slab: SlabConfig,
+    pub item_size_max: usize,
+    pub use_cas: bool,
+    pub evict_to_free: bool,
+    pub hashpower: u32,
+    pub hash_expand: bool,
+    pub hash_seed: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// Bigger than `-I` allows.
+    TooLarge,
+    /// No chunk could be had (only possible with `-M`, or for large items).
+    NoMemory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreResult {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delta {
+    /// The new value; `len` bytes of decimal text.
+    Value(u64),
+    NonNumeric,
+    NoMemory,
+    NotFound,
+}
+
+/// Per-class counters memcached reports in `stats slabs` / `stats items`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClassStats {
+    pub set_cmds: u64,
+    pub get_hits: u64,
+    pub touch_hits: u64,
+    pub delete_hits: u64,
+    pub cas_hits: u64,
+    pub cas_badval: u64,
+    pub incr_hits: u64,
+    pub decr_hits: u64,
+    pub evicted: u64,
+    pub evicted_nonzero: u64,
+    pub evicted_time: u32,
+    pub evicted_unfetched: u64,
+    pub outofmemory: u64,
+    pub reclaimed: u64,
+    pub expired_unfetched: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ItemStats {
+    pub curr_items: u64,
+    pub total_items: u64,
+    /// Sum of memcached's size formula over linked items (`bytes`).
+    pub bytes: u64,
+    pub evictions: u64,
+    pub reclaimed: u64,
+    pub expired_unfetched: u64,
+    pub evicted_unfetched: u64,
+    pub get_expired: u64,
+    pub get_flushed: u64,
+    pub classes: Vec<ClassStats>,
+}
+
+pub struct Cache {
+    pub slabs: Slabs,
+    pub hash: HashTable,
+    lrus: Vec<Lru>,
+    pub clock: Clock,
+    cfg: CacheConfig,
+    cas_id: u64,
+    oldest_live: u32,
+    oldest_cas: u64,
+    pub stats: ItemStats,
+}
+
+/// How many items from an LRU tail are examined per attempt to free memory.
+const TAIL_SEARCH: usize = 5;
+/// How many times an allocation retries after freeing something.
+const ALLOC_TRIES: usize = 10;
+
+impl Cache {
+    pub fn new(cfg: CacheConfig) -> io::Result<Cache> {
+        let slabs = Slabs::new(cfg.slab)?;
+        let nclasses = slabs.largest() as usize + 1;
+        let power = if cfg.hashpower == 0 {
+            16
+        } else {
+            cfg.hashpower
+        };
+        Ok(Cache {
+            hash: HashTable::new(power, cfg.hash_expand, cfg.hash_seed),
+            lrus: (0..nclasses).map(|_| Lru::default()).collect(),
+            clock: Clock::new(),
+            cas_id: 0,
+            oldest_live: 0,
+            oldest_cas: 0,
+            stats: ItemStats {
+                classes: vec![ClassStats::default(); nclasses],
+                ..ItemStats::default()
+            },
+            slabs,
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.cfg
+    }
+
+    pub fn now(&self) -> u32 {
+        self.clock.now
+    }
+
+    /// Items in the LRU of class `id`.
+    pub fn lru_len(&self, id: u8) -> usize {
+        self.lrus[id as usize].len
+    }
+
+    /// Age in seconds of the oldest item in class `id`'s LRU.
+    pub fn lru_tail_age(&self, id: u8) -> u32 {
+        let tail = self.lrus[id as usize].tail;
+        if tail == NIL {
+            return 0;
+        }
+        self.now()
+            .saturating_sub(item::view(&self.slabs.arena, tail).time())
+    }
+
+    fn next_cas(&mut self) -> u64 {
+        self.cas_id += 1;
+        self.cas_id
+    }
+
+    fn hv(&self, key: &[u8]) -> u64 {
+        hash::hash(key, self.hash.seed)
+    }
+
+    // ----- reading items -------------------------------------------------
+
+    pub fn view(&self, it: ChunkRef) -> item::View<'_> {
+        item::view(&self.slabs.arena, it)
+    }
+
+    /// The class whose statistics an item counts toward.
+    pub fn class_of(&self, it: ChunkRef) -> u8 {
+        self.view(it).lru()
+    }
+
+    /// The value of `it`, as one slice per chunk it is stored in.
+    pub fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
+        let v = self.view(it);
+        Segments {
+            cache: self,
+            body: v.body_offset(),
+            chunked: v.is(CHUNKED),
+            left: v.nbytes() as usize,
+            index: 0,
+        }
+    }
+
+    /// The writable run of value bytes starting at `pos`, up to the end of
+    /// the chunk that holds `pos`: lets the reactor read a value from the
+    /// socket straight into the item.
+    pub fn value_window_mut(&mut self, it: ChunkRef, pos: usize) -> &mut [u8] {
+        let (off, len) = self.window(it, pos);
+        self.slabs.arena.bytes_mut(off, len)
+    }
+
+    fn is_flushed(&self, it: ChunkRef) -> bool {
+        let oldest = self.oldest_live;
+        if oldest == 0 || oldest > self.now() {
+            return false;
+        }
+        let v = self.view(it);
+        let cas = v.cas();
+        v.time() <= oldest || (self.oldest_cas != 0 && cas != 0 && cas < self.oldest_cas)
+    }
+
+    fn is_expired(&self, it: ChunkRef) -> bool {
+        let exp = self.view(it).exptime();
+        exp != 0 && exp <= self.now()
+    }
+
+    /// memcached's `do_item_get`: finds a live item, unlinking one that has
+    /// expired or been flushed. `bump` marks it fetched and refreshes its
+    /// LRU position.
+    fn find(&mut self, key: &[u8], bump: bool) -> Option<ChunkRef> {
+        let hv = self.hv(key);
+        let it = self.hash.find(&self.slabs.arena, key, hv)?;
+        if self.is_flushed(it) {
+            self.unlink(it);
+            self.stats.get_flushed += 1;
+            return None;
+        }
+        if self.is_expired(it) {
+            self.unlink(it);
+            self.stats.get_expired += 1;
+            return None;
+        }
+        if bump {
+            self.bump(it);
+        }
+        Some(it)
+    }
+
+    fn bump(&mut self, it: ChunkRef) {
+        let now = self.now();
+        let mut v = item::view_mut(&mut self.slabs.arena, it);
+        v.add_flag(FETCHED);
+        if v.time() < now.saturating_sub(clock::ITEM_UPDATE_INTERVAL) {
+            v.set_time(now);
+            let id = v.lru();
+            self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
+            self.lrus[id as usize].push_head(&mut self.slabs.arena, it);
+        }
+    }
+
+    /// A fetch (`get`/`gets`, or `gat`/`gats` with a new expiry).
+    pub fn get(&mut self, key: &[u8], touch: Option<u32>) -> Option<ChunkRef> {
+        let it = self.find(key, true)?;
+        if let Some(exptime) = touch {
+            item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
+        }
+        Some(it)
+    }
+
+    /// `touch`: a new expiry without fetching the value.
+    pub fn touch(&mut self, key: &[u8], exptime: u32) -> bool {
+        match self.find(key, true) {
+            Some(it) => {
+                item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
+                let c = self.class_of(it) as usize;
+                self.stats.classes[c].touch_hits += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        match self.find(key, false) {
+            Some(it) => {
+                let c = self.class_of(it) as usize;
+                self.stats.classes[c].delete_hits += 1;
+                self.unlink(it);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `flush_all [delay]`, with memcached's arithmetic: items last touched
+    /// at or before the cut-off (or, for an immediate flush, with an older
+    /// CAS) read as absent from the cut-off on.
+    pub fn flush_all(&mut self, delay: i32) {
+        let new_oldest = if delay > 0 {
+            self.clock.realtime(delay as i64)
+        } else {
+            self.now()
+        };
+        if self.cfg.use_cas {
+            self.oldest_live = new_oldest.wrapping_sub(1);
+            if self.oldest_live <= self.now() {
+                self.oldest_cas = self.next_cas();
+            }
+        } else {
+            self.oldest_live = new_oldest;
+        }
+    }
+
+    // ----- making items --------------------------------------------------
+
+    /// Whether an item of this shape is within `-I`, judged with
+    /// memcached's own size formula so the boundary is the same.
+    pub fn size_ok(&self, nkey: usize, nbytes: usize, flags: u32) -> bool {
+        item::memcached_ntotal(nkey, nbytes, flags, self.cfg.use_cas) <= self.cfg.item_size_max
+    }
+
+    /// A new, unlinked item with room for `nbytes` of value. Its value must
+    /// be filled in, then it is either stored or freed.
+    pub fn alloc(
+        &mut self,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        nbytes: usize,
+    ) -> Result<ChunkRef, AllocError> {
+        if !self.size_ok(key.len(), nbytes, flags) {
+            return Err(AllocError::TooLarge);
+        }
+        let largest = self.slabs.largest();
+        let chunk_max = self.slabs.class_size(largest);
+        let inline = item::inline_size(key.len(), nbytes);
+        let it = if inline <= chunk_max {
+            let id = self.slabs.class_for(inline).unwrap();
+            let it = self.alloc_chunk(id).ok_or(AllocError::NoMemory)?;
+            self.init_header(it, key, flags, exptime, nbytes, id, 0);
+            it
+        } else {
+            self.alloc_chunked(key, flags, exptime, nbytes)?
+        };
+        Ok(it)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn init_header(
+        &mut self,
+        it: ChunkRef,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        nbytes: usize,
+        lru: u8,
+        iflags: u8,
+    ) {
+        let now = self.now();
+        let mut v = item::view_mut(&mut self.slabs.arena, it);
+        v.set_h_next(NIL);
+        v.set_prev(NIL);
+        v.set_next(NIL);
+        v.set_time(now);
+        v.set_exptime(exptime);
+        v.set_nbytes(nbytes as u32);
+        v.set_cas(0);
+        v.set_flags(flags);
+        v.set_iflags(iflags);
+        v.set_lru(lru);
+        v.set_key(key);
+    }
+
+    /// A value bigger than the largest chunk: a header chunk holding the
+    /// key and a list of full-size chunks from the largest class. Large
+    /// items sit in the largest class's LRU, so evicting there frees the
+    /// chunks they need.
+    fn alloc_chunked(
+        &mut self,
+        key: &[u8],
+        flags: u32,
+        exptime: u32,
+        nbytes: usize,
+    ) -> Result<ChunkRef, AllocError> {
+        let largest = self.slabs.largest();
+        let chunk_max = self.slabs.class_size(largest);
+        let head_size = item::chunked_header_size(key.len(), nbytes, chunk_max);
+        let head_class = self
+            .slabs
+            .class_for(head_size)
+            .ok_or(AllocError::TooLarge)?;
+        let nchunks = nbytes.div_ceil(chunk_max);
+        let head = self.alloc_chunk(head_class).ok_or(AllocError::NoMemory)?;
+        self.init_header(head, key, flags, exptime, nbytes, largest, CHUNKED);
+        let list = item::view(&self.slabs.arena, head).body_offset();
+        for i in 0..nchunks {
+            match self.alloc_chunk(largest) {
+                Some(c) => self.slabs.arena.write_u32(list + 4 * i, c),
+                None => {
+                    for j in 0..i {
+                        let c = self.slabs.arena.read_u32(list + 4 * j);
+                        self.slabs.free(c, largest);
+                    }
+                    self.slabs.free(head, head_class);
+                    return Err(AllocError::NoMemory);
+                }
+            }
+        }
+        Ok(head)
+    }
+
+    /// A chunk of class `id`, reclaiming or evicting from its LRU as needed.
+    fn alloc_chunk(&mut self, id: u8) -> Option<ChunkRef> {
+        for _ in 0..ALLOC_TRIES {
+            if let Some(c) = self.slabs.alloc(id) {
+                return Some(c);
+            }
+            if !self.pull_tail(id) {
+                break;
+            }
+        }
+        self.stats.classes[id as usize].outofmemory += 1;
+        None
+    }
+
+    /// memcached's `lru_pull_tail` for an allocation: reclaim expired items
+    /// at the tail, then evict the first live one if evictions are allowed.
+    /// True if anything was freed.
+    fn pull_tail(&mut self, id: u8) -> bool {
+        let mut freed = false;
+        let mut it = self.lrus[id as usize].tail;
+        for _ in 0..TAIL_SEARCH {
+            if it == NIL {
+                break;
+            }
+            let v = self.view(it);
+            let prev = v.prev();
+            let exp = v.exptime();
+            let fetched = v.is(FETCHED);
+            let c = id as usize;
+            if (exp != 0 && exp < self.now()) || self.is_flushed(it) {
+                self.stats.reclaimed += 1;
+                self.stats.classes[c].reclaimed += 1;
+                if !fetched {
+                    self.stats.expired_unfetched += 1;
+                    self.stats.classes[c].expired_unfetched += 1;
+                }
+                self.unlink(it);
+                freed = true;
+                it = prev;
+                continue;
+            }
+            if self.cfg.evict_to_free {
+                let age = self.now().saturating_sub(v.time());
+                let cs = &mut self.stats.classes[c];
+                cs.evicted += 1;
+                cs.evicted_time = age;
+                if exp != 0 {
+                    cs.evicted_nonzero += 1;
+                }
+                if !fetched {
+                    cs.evicted_unfetched += 1;
+                    self.stats.evicted_unfetched += 1;
+                }
+                self.stats.evictions += 1;
+                self.unlink(it);
+                freed = true;
+            }
+            break;
+        }
+        freed
+    }
+
+    /// Frees an item that was never linked (a failed or abandoned store).
+    pub fn free_unlinked(&mut self, it: ChunkRef) {
+        debug_assert!(!self.view(it).is(LINKED));
+        self.free_chunks(it);
+    }
+
+    fn free_chunks(&mut self, it: ChunkRef) {
+        let v = self.view(it);
+        if v.is(CHUNKED) {
+            let largest = self.slabs.largest();
+            let chunk_max = self.slabs.class_size(largest);
+            let list = v.body_offset();
+            let n = (v.nbytes() as usize).div_ceil(chunk_max);
+            for i in 0..n {
+                let c = self.slabs.arena.read_u32(list + 4 * i);
+                self.slabs.free(c, largest);
+            }
+        }
+        item::view_mut(&mut self.slabs.arena, it).set_iflags(0);
+        let id = self.slabs.class_of(it);
+        self.slabs.free(it, id);
+    }
+
+    fn link(&mut self, it: ChunkRef) {
+        let cas = if self.cfg.use_cas { self.next_cas() } else { 0 };
+        let now = self.now();
+        let hv = self.hv(self.view(it).key());
+        let mut v = item::view_mut(&mut self.slabs.arena, it);
+        v.add_flag(LINKED);
+        v.set_time(now);
+        v.set_cas(cas);
+        let id = v.lru();
+        self.hash.insert(&mut self.slabs.arena, it, hv);
+        self.lrus[id as usize].push_head(&mut self.slabs.arena, it);
+        let v = self.view(it);
+        let size = item::memcached_ntotal(
+            v.nkey() as usize,
+            v.nbytes() as usize,
+            v.flags(),
+            self.cfg.use_cas,
+        );
+        self.stats.curr_items += 1;
+        self.stats.total_items += 1;
+        self.stats.bytes += size as u64;
+    }
+
+    fn unlink(&mut self, it: ChunkRef) {
+        let v = self.view(it);
+        let hv = self.hv(v.key());
+        let id = v.lru();
+        let size = item::memcached_ntotal(
+            v.nkey() as usize,
+            v.nbytes() as usize,
+            v.flags(),
+            self.cfg.use_cas,
+        );
+        self.hash.remove(&mut self.slabs.arena, it, hv);
+        self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
+        self.stats.curr_items -= 1;
+        self.stats.bytes -= size as u64;
+        self.free_chunks(it);
+    }
+
+    fn replace(&mut self, old: ChunkRef, new: ChunkRef) {
+        self.unlink(old);
+        self.link(new);
+    }
+
+    /// Stores a filled-in item under `mode`; the item is consumed either
+    /// way (linked, or freed when not stored). `cas_in` is the client's
+    /// CAS for `cas` (0 otherwise).
+    pub fn store(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
+        let c = self.class_of(it) as usize;
+        self.stats.classes[c].set_cmds += 1;
+        // Appending allocates, which may evict: do it before looking up the
+        // old item so the lookup cannot go stale.
+        if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
+            return self.store_concat(it, mode, cas_in);
+        }
+        let key = self.view(it).key();
+        let old = self.find(&key.to_vec(), false);
+        let result = match (old, mode) {
+            (Some(old), StoreMode::Add) => {
+                self.bump(old);
+                StoreResult::NotStored
+            }
+            (Some(old), StoreMode::Cas) => {
+                let oc = self.class_of(old) as usize;
+                if cas_in != 0 && cas_in == self.view(old).cas() {
+                    self.stats.classes[oc].cas_hits += 1;
+                    self.replace(old, it);
+                    return StoreResult::Stored;
+                }
+                self.stats.classes[oc].cas_badval += 1;
+                StoreResult::Exists
+            }
+            (Some(old), _) => {
+                self.replace(old, it);
+                return StoreResult::Stored;
+            }
+            (None, StoreMode::Set | StoreMode::Add) => {
+                self.link(it);
+                return StoreResult::Stored;
+            }
+            (None, StoreMode::Cas) => StoreResult::NotFound,
+            (None, _) => StoreResult::NotStored,
+        };
+        self.free_unlinked(it);
+        result
+    }
+
+    fn store_concat(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
+        let key = self.view(it).key().to_vec();
+        let add_len = self.view(it).nbytes() as usize;
+        // Size the new item from the current value, allocate, and only then
+        // take the old item (an eviction in between just means NOT_STORED).
+        let Some(old) = self.find(&key, false) else {
+            self.free_unlinked(it);
+            return StoreResult::NotStored;
+        };
+        let ov = self.view(old);
+        if cas_in != 0 && cas_in != ov.cas() {
+            self.free_unlinked(it);
+            return StoreResult::Exists;
+        }
+        let (flags, exptime, old_len) = (ov.flags(), ov.exptime(), ov.nbytes() as usize);
+        let new = match self.alloc(&key, flags, exptime, old_len + add_len) {
+            Ok(new) => new,
+            Err(_) => {
+                self.free_unlinked(it);
+                return StoreResult::NotStored;
+            }
+        };
+        let old = match self.find(&key, false) {
+            Some(o) if self.view(o).nbytes() as usize == old_len => o,
+            _ => {
+                self.free_unlinked(new);
+                self.free_unlinked(it);
+                return StoreResult::NotStored;
+            }
+        };
+        let (first, second) = if mode == StoreMode::Append {
+            (old, it)
+        } else {
+            (it, old)
+        };
+        let first_len = self.view(first).nbytes() as usize;
+        self.copy_value(first, new, 0);
+        self.copy_value(second, new, first_len);
+        self.free_unlinked(it);
+        self.replace(old, new);
+        StoreResult::Stored
+    }
+
+    /// Copies the whole value of `from` into `to` at value position `at`.
+    fn copy_value(&mut self, from: ChunkRef, to: ChunkRef, at: usize) {
+        let total = self.view(from).nbytes() as usize;
+        let mut done = 0;
+        while done < total {
+            let (src, src_len) = self.window(from, done);
+            let (dst, dst_len) = self.window(to, at + done);
+            let n = src_len.min(dst_len);
+            self.slabs.arena.copy_within(src, dst, n);
+            done += n;
+        }
+    }
+
+    /// Arena offset of value position `pos` of `it`, and how many value
+    /// bytes follow it contiguously.
+    fn window(&self, it: ChunkRef, pos: usize) -> (usize, usize) {
+        let v = self.view(it);
+        let nbytes = v.nbytes() as usize;
+        debug_assert!(pos <= nbytes);
+        if !v.is(CHUNKED) {
+            return (v.body_offset() + pos, nbytes - pos);
+        }
+        let chunk_max = self.slabs.class_size(self.slabs.largest());
+        let index = pos / chunk_max;
+        let chunk = self.slabs.arena.read_u32(v.body_offset() + 4 * index);
+        let seg_len = chunk_max.min(nbytes - index * chunk_max);
+        let within = pos % chunk_max;
+        (Slabs::offset(chunk) + within, seg_len - within)
+    }
+
+    /// `incr`/`decr` as memcached does them: the value must read as an
+    /// unsigned decimal; incr wraps at 2^64, decr stops at 0; a result that
+    /// fits is written in place (space padded, new CAS), otherwise a new
+    /// item replaces the old.
+    pub fn add_delta(&mut self, key: &[u8], incr: bool, delta: u64) -> Delta {
+        let Some(it) = self.find(key, false) else {
+            return Delta::NotFound;
+        };
+        let v = self.view(it);
+        let len = v.nbytes() as usize;
+        if len == 0 || v.is(CHUNKED) {
+            return Delta::NonNumeric;
+        }
+        let off = v.body_offset();
+        let current = {
+            // memcached parses the value with its CRLF after it.
+            let mut text = self.slabs.arena.bytes(off, len).to_vec();
+            text.extend_from_slice(b"\r\n");
+            safe_strtoull(&text)
+        };
+        let Some(current) = current else {
+            return Delta::NonNumeric;
+        };
+        let value = if incr {
+            current.wrapping_add(delta)
+        } else {
+            current.saturating_sub(delta)
+        };
+        let c = self.class_of(it) as usize;
+        if incr {
+            self.stats.classes[c].incr_hits += 1;
+        } else {
+            self.stats.classes[c].decr_hits += 1;
+        }
+        let mut digits = [0u8; 20];
+        let text = format_u64(value, &mut digits);
+        if text.len() <= len {
+            let cas = if self.cfg.use_cas { self.next_cas() } else { 0 };
+            let dst = self.slabs.arena.bytes_mut(off, len);
+            dst[..text.len()].copy_from_slice(text);
+            dst[text.len()..].fill(b' ');
+            item::view_mut(&mut self.slabs.arena, it).set_cas(cas);
+            self.bump(it);
+            return Delta::Value(value);
+        }
+        let (flags, exptime) = (self.view(it).flags(), self.view(it).exptime());
+        let new = match self.alloc(key, flags, exptime, text.len()) {
+            Ok(new) => new,
+            Err(_) => return Delta::NoMemory,
+        };
+        self.value_window_mut(new, 0).copy_from_slice(text);
+        match self.find(key, false) {
+            Some(old) => self.replace(old, new),
+            None => self.link(new),
+        }
+        Delta::Value(value)
+    }
+}
+
+/// Decimal text of `v` in `buf`, without allocating.
+pub fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// Iterator over the stored pieces of one value.
+pub struct Segments<'a> {
+    cache: &'a Cache,
+    body: usize,
+    chunked: bool,
+    left: usize,
+    index: usize,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let arena = &self.cache.slabs.arena;
+        if !self.chunked {
+            let n = self.left;
+            self.left = 0;
+            return Some(arena.bytes(self.body, n));
+        }
+        let chunk_max = self.cache.slabs.class_size(self.cache.slabs.largest());
+        let chunk = arena.read_u32(self.body + 4 * self.index);
+        let n = self.left.min(chunk_max);
+        self.index += 1;
+        self.left -= n;
+        Some(arena.bytes(Slabs::offset(chunk), n))
+    }
+}
+
+#[cfg(test)]
+mod tests;

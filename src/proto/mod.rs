@@ -1,1 +1,3 @@
-//! proto
+//! Protocol parsers and reply writers.
+
+pub mod numbers;

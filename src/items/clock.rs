@@ -1,0 +1,105 @@
+//! memcached's relative clock.
+//!
+//! Times inside the cache are seconds since shortly before the process
+//! started (`u32`), advanced once per second by the reactor from a
+//! monotonic source, so wall-clock jumps never expire or resurrect items.
+//! The epoch is set 62 seconds in the past exactly as memcached does
+//! (`ITEM_UPDATE_INTERVAL + 2`), which keeps "now" above every value with a
+//! special meaning (0 never, 1 already expired).
+
+/// Relative expiry times above this are absolute unix times (30 days).
+pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+/// An item is moved to the LRU head at most this often (seconds).
+pub const ITEM_UPDATE_INTERVAL: u32 = 60;
+
+pub struct Clock {
+    /// Seconds since the relative epoch.
+    pub now: u32,
+    /// Unix time of the relative epoch (memcached's `process_started`).
+    pub process_started: i64,
+    mono_start: i64,
+}
+
+fn monotonic_secs() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass it.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec
+}
+
+fn unix_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let back = (ITEM_UPDATE_INTERVAL + 2) as i64;
+        let mono_start = monotonic_secs() - back;
+        let mut c = Clock {
+            now: 0,
+            process_started: unix_secs() - back,
+            mono_start,
+        };
+        c.tick();
+        c
+    }
+
+    /// Re-reads the monotonic clock; true when the second changed.
+    pub fn tick(&mut self) -> bool {
+        let now = (monotonic_secs() - self.mono_start) as u32;
+        let changed = now != self.now;
+        self.now = now;
+        changed
+    }
+
+    /// memcached's `realtime()`: a protocol exptime to relative time.
+    pub fn realtime(&self, exptime: i64) -> u32 {
+        if exptime == 0 {
+            return 0;
+        }
+        if exptime < 0 {
+            return 1;
+        }
+        if exptime > REALTIME_MAXDELTA {
+            if exptime <= self.process_started {
+                return 1;
+            }
+            (exptime - self.process_started).min(u32::MAX as i64) as u32
+        } else {
+            (exptime + self.now as i64).min(u32::MAX as i64) as u32
+        }
+    }
+
+    /// The unix time of relative time `t`.
+    pub fn to_unix(&self, t: u32) -> i64 {
+        self.process_started + t as i64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_follows_memcached() {
+        let c = Clock::new();
+        assert_eq!(c.realtime(0), 0);
+        assert_eq!(c.realtime(-5), 1);
+        assert_eq!(c.realtime(10), c.now + 10);
+        assert_eq!(c.realtime(c.process_started), 1);
+        assert_eq!(c.realtime(c.process_started + 100), 100);
+        assert!(c.now >= ITEM_UPDATE_INTERVAL + 2);
+    }
+}

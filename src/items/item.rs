@@ -1,0 +1,189 @@
+//! Item layout inside a slab chunk.
+//!
+//! ```text
+//!  0  h_next   u32   next item in the same hash bucket
+//!  4  prev     u32   LRU neighbour toward the head (newer)
+//!  8  next     u32   LRU neighbour toward the tail (older)
+//! 12  time     u32   last access, relative seconds
+//! 16  exptime  u32   relative expiry, 0 = never
+//! 20  nbytes   u32   value length (no trailing CRLF is stored)
+//! 24  cas      u64
+//! 32  flags    u32   client flags
+//! 36  nkey     u8
+//! 37  iflags   u8    LINKED, FETCHED, CHUNKED
+//! 38  lru      u8    the class whose LRU holds the item
+//! 39  (spare)
+//! 40  key, then the value -- or, for a chunked item, one u32 chunk
+//!     reference per `chunk_max` bytes of value
+//! ```
+//!
+//! 40 bytes of header against memcached's 56 (with CAS) is most of why an
+//! item here often fits a smaller class than the same item in memcached.
+
+use crate::slab::{ChunkRef, Slabs, arena::Arena};
+
+pub const HEADER: usize = 40;
+
+pub const LINKED: u8 = 1;
+pub const FETCHED: u8 = 2;
+pub const CHUNKED: u8 = 4;
+
+const H_NEXT: usize = 0;
+const PREV: usize = 4;
+const NEXT: usize = 8;
+const TIME: usize = 12;
+const EXPTIME: usize = 16;
+const NBYTES: usize = 20;
+const CAS: usize = 24;
+const FLAGS: usize = 32;
+const NKEY: usize = 36;
+const IFLAGS: usize = 37;
+const LRU: usize = 38;
+
+/// Typed access to the header fields of the item at `it`.
+pub struct View<'a> {
+    arena: &'a Arena,
+    base: usize,
+}
+
+pub struct ViewMut<'a> {
+    arena: &'a mut Arena,
+    base: usize,
+}
+
+pub fn view(arena: &Arena, it: ChunkRef) -> View<'_> {
+    View {
+        arena,
+        base: Slabs::offset(it),
+    }
+}
+
+pub fn view_mut(arena: &mut Arena, it: ChunkRef) -> ViewMut<'_> {
+    ViewMut {
+        arena,
+        base: Slabs::offset(it),
+    }
+}
+
+macro_rules! u32_field {
+    ($get:ident, $set:ident, $off:expr) => {
+        impl View<'_> {
+            #[inline]
+            pub fn $get(&self) -> u32 {
+                self.arena.read_u32(self.base + $off)
+            }
+        }
+        impl ViewMut<'_> {
+            #[inline]
+            pub fn $get(&self) -> u32 {
+                self.arena.read_u32(self.base + $off)
+            }
+            #[inline]
+            pub fn $set(&mut self, v: u32) {
+                self.arena.write_u32(self.base + $off, v)
+            }
+        }
+    };
+}
+
+macro_rules! u8_field {
+    ($get:ident, $set:ident, $off:expr) => {
+        impl View<'_> {
+            #[inline]
+            pub fn $get(&self) -> u8 {
+                self.arena.bytes(self.base + $off, 1)[0]
+            }
+        }
+        impl ViewMut<'_> {
+            #[inline]
+            pub fn $get(&self) -> u8 {
+                self.arena.bytes(self.base + $off, 1)[0]
+            }
+            #[inline]
+            pub fn $set(&mut self, v: u8) {
+                self.arena.bytes_mut(self.base + $off, 1)[0] = v
+            }
+        }
+    };
+}
+
+u32_field!(h_next, set_h_next, H_NEXT);
+u32_field!(prev, set_prev, PREV);
+u32_field!(next, set_next, NEXT);
+u32_field!(time, set_time, TIME);
+u32_field!(exptime, set_exptime, EXPTIME);
+u32_field!(nbytes, set_nbytes, NBYTES);
+u32_field!(flags, set_flags, FLAGS);
+u8_field!(nkey, set_nkey, NKEY);
+u8_field!(iflags, set_iflags, IFLAGS);
+u8_field!(lru, set_lru, LRU);
+
+impl<'a> View<'a> {
+    pub fn cas(&self) -> u64 {
+        self.arena.read_u64(self.base + CAS)
+    }
+
+    pub fn key(&self) -> &'a [u8] {
+        let n = self.nkey() as usize;
+        self.arena.bytes(self.base + HEADER, n)
+    }
+
+    pub fn is(&self, flag: u8) -> bool {
+        self.iflags() & flag != 0
+    }
+
+    /// Byte offset of the value (or of the chunk list) in the arena.
+    pub fn body_offset(&self) -> usize {
+        self.base + HEADER + self.nkey() as usize
+    }
+}
+
+impl ViewMut<'_> {
+    pub fn set_cas(&mut self, v: u64) {
+        self.arena.write_u64(self.base + CAS, v)
+    }
+
+    pub fn cas(&self) -> u64 {
+        self.arena.read_u64(self.base + CAS)
+    }
+
+    pub fn set_key(&mut self, key: &[u8]) {
+        self.set_nkey(key.len() as u8);
+        self.arena
+            .bytes_mut(self.base + HEADER, key.len())
+            .copy_from_slice(key);
+    }
+
+    pub fn add_flag(&mut self, flag: u8) {
+        let f = self.iflags();
+        self.set_iflags(f | flag);
+    }
+
+    pub fn clear_flag(&mut self, flag: u8) {
+        let f = self.iflags();
+        self.set_iflags(f & !flag);
+    }
+}
+
+/// Bytes an item of this shape needs in its own chunk: the whole item when
+/// it fits one chunk, otherwise header, key and the chunk list.
+pub fn inline_size(nkey: usize, nbytes: usize) -> usize {
+    HEADER + nkey + nbytes
+}
+
+pub fn chunked_header_size(nkey: usize, nbytes: usize, chunk_max: usize) -> usize {
+    HEADER + nkey + 4 * nbytes.div_ceil(chunk_max)
+}
+
+/// What memcached 1.6 would count as this item's size (`ITEM_ntotal`): used
+/// where its behaviour depends on that number (the `-I` limit and the
+/// `bytes` statistic), so those match it byte for byte.
+pub fn memcached_ntotal(nkey: usize, nbytes: usize, flags: u32, use_cas: bool) -> usize {
+    crate::slab::classes::MEMCACHED_ITEM_HEADER
+        + nkey
+        + 1
+        + nbytes
+        + 2
+        + if flags != 0 { 4 } else { 0 }
+        + if use_cas { 8 } else { 0 }
+}

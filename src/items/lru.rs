@@ -1,0 +1,49 @@
+//! One LRU list: items doubly linked through their `prev`/`next` header
+//! fields, newest at the head, eviction candidates at the tail.
+
+use super::item;
+use crate::slab::{ChunkRef, NIL, arena::Arena};
+
+#[derive(Debug, Default)]
+pub struct Lru {
+    pub head: ChunkRef,
+    pub tail: ChunkRef,
+    pub len: usize,
+}
+
+impl Lru {
+    pub fn push_head(&mut self, arena: &mut Arena, it: ChunkRef) {
+        let mut v = item::view_mut(arena, it);
+        v.set_prev(NIL);
+        v.set_next(self.head);
+        if self.head != NIL {
+            item::view_mut(arena, self.head).set_prev(it);
+        }
+        self.head = it;
+        if self.tail == NIL {
+            self.tail = it;
+        }
+        self.len += 1;
+    }
+
+    pub fn unlink(&mut self, arena: &mut Arena, it: ChunkRef) {
+        let v = item::view(arena, it);
+        let (prev, next) = (v.prev(), v.next());
+        if prev != NIL {
+            item::view_mut(arena, prev).set_next(next);
+        } else {
+            debug_assert_eq!(self.head, it);
+            self.head = next;
+        }
+        if next != NIL {
+            item::view_mut(arena, next).set_prev(prev);
+        } else {
+            debug_assert_eq!(self.tail, it);
+            self.tail = prev;
+        }
+        let mut v = item::view_mut(arena, it);
+        v.set_prev(NIL);
+        v.set_next(NIL);
+        self.len -= 1;
+    }
+}

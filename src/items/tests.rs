@@ -1,0 +1,176 @@
+use super::*;
+
+fn cache(mb: usize, evict: bool) -> Cache {
+    Cache::new(CacheConfig {
+        slab: SlabConfig {
+            mem_limit: mb << 20,
+            min_space: 48,
+            factor: 1.25,
+            page_size: 1 << 20,
+            chunk_max: 512 * 1024,
+        },
+        item_size_max: 1 << 20,
+        use_cas: true,
+        evict_to_free: evict,
+        hashpower: 0,
+        hash_expand: true,
+        hash_seed: 7,
+    })
+    .unwrap()
+}
+
+fn set(c: &mut Cache, mode: StoreMode, key: &[u8], val: &[u8]) -> Result<StoreResult, AllocError> {
+    let it = c.alloc(key, 0, 0, val.len())?;
+    c.value_window_mut(it, 0).copy_from_slice(val);
+    Ok(c.store(it, mode, 0))
+}
+
+fn value(c: &mut Cache, key: &[u8]) -> Option<Vec<u8>> {
+    let it = c.get(key, None)?;
+    Some(c.value_segments(it).flatten().copied().collect())
+}
+
+#[test]
+fn set_get_delete() {
+    let mut c = cache(8, true);
+    assert_eq!(
+        set(&mut c, StoreMode::Set, b"k", b"v1"),
+        Ok(StoreResult::Stored)
+    );
+    assert_eq!(value(&mut c, b"k").unwrap(), b"v1");
+    assert_eq!(
+        set(&mut c, StoreMode::Add, b"k", b"v2"),
+        Ok(StoreResult::NotStored)
+    );
+    assert_eq!(
+        set(&mut c, StoreMode::Replace, b"k", b"v3"),
+        Ok(StoreResult::Stored)
+    );
+    assert_eq!(
+        set(&mut c, StoreMode::Append, b"k", b"+"),
+        Ok(StoreResult::Stored)
+    );
+    assert_eq!(
+        set(&mut c, StoreMode::Prepend, b"k", b"-"),
+        Ok(StoreResult::Stored)
+    );
+    assert_eq!(value(&mut c, b"k").unwrap(), b"-v3+");
+    assert!(c.delete(b"k"));
+    assert!(!c.delete(b"k"));
+    assert_eq!(value(&mut c, b"k"), None);
+    assert_eq!(c.stats.curr_items, 0);
+}
+
+#[test]
+fn cas_counts_from_one() {
+    let mut c = cache(8, true);
+    set(&mut c, StoreMode::Set, b"a", b"1").unwrap();
+    set(&mut c, StoreMode::Set, b"b", b"1").unwrap();
+    let a = c.get(b"a", None).unwrap();
+    let b = c.get(b"b", None).unwrap();
+    assert_eq!(c.view(a).cas(), 1);
+    assert_eq!(c.view(b).cas(), 2);
+    let it = c.alloc(b"a", 0, 0, 1).unwrap();
+    assert_eq!(c.store(it, StoreMode::Cas, 2), StoreResult::Exists);
+    let it = c.alloc(b"a", 0, 0, 1).unwrap();
+    assert_eq!(c.store(it, StoreMode::Cas, 1), StoreResult::Stored);
+    let it = c.alloc(b"zz", 0, 0, 1).unwrap();
+    assert_eq!(c.store(it, StoreMode::Cas, 1), StoreResult::NotFound);
+}
+
+#[test]
+fn incr_decr_follow_memcached() {
+    let mut c = cache(8, true);
+    set(&mut c, StoreMode::Set, b"n", b"10").unwrap();
+    assert_eq!(c.add_delta(b"n", false, 1), Delta::Value(9));
+    assert_eq!(value(&mut c, b"n").unwrap(), b"9 ");
+    assert_eq!(c.add_delta(b"n", true, 991), Delta::Value(1000));
+    assert_eq!(value(&mut c, b"n").unwrap(), b"1000");
+    assert_eq!(c.add_delta(b"n", false, 5000), Delta::Value(0));
+    set(&mut c, StoreMode::Set, b"m", b"18446744073709551615").unwrap();
+    assert_eq!(c.add_delta(b"m", true, 2), Delta::Value(1));
+    set(&mut c, StoreMode::Set, b"x", b"abc").unwrap();
+    assert_eq!(c.add_delta(b"x", true, 1), Delta::NonNumeric);
+    assert_eq!(c.add_delta(b"nope", true, 1), Delta::NotFound);
+}
+
+#[test]
+fn large_values_are_chunked_and_read_back() {
+    let mut c = cache(8, true);
+    let val: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let it = c.alloc(b"big", 0, 0, val.len()).unwrap();
+    let mut pos = 0;
+    while pos < val.len() {
+        let w = c.value_window_mut(it, pos);
+        let n = w.len();
+        w.copy_from_slice(&val[pos..pos + n]);
+        pos += n;
+    }
+    assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+    assert_eq!(value(&mut c, b"big").unwrap(), val);
+    assert_eq!(
+        set(&mut c, StoreMode::Append, b"big", b"tail"),
+        Ok(StoreResult::Stored)
+    );
+    let got = value(&mut c, b"big").unwrap();
+    assert_eq!(&got[..val.len()], &val[..]);
+    assert_eq!(&got[val.len()..], b"tail");
+    assert!(c.delete(b"big"));
+}
+
+#[test]
+fn seed_without_evictions_stops_at_282() {
+    let mut c = cache(3, false);
+    let val = vec![b'x'; 10240];
+    let mut stored = 0;
+    loop {
+        let key = stored.to_string();
+        match set(&mut c, StoreMode::Set, key.as_bytes(), &val) {
+            Ok(StoreResult::Stored) => stored += 1,
+            Err(AllocError::NoMemory) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 282);
+    assert_eq!(value(&mut c, b"0").unwrap().len(), 10240);
+}
+
+#[test]
+fn seed_with_evictions_keeps_the_newest() {
+    let mut c = cache(3, true);
+    let val = vec![b'x'; 10240];
+    for i in 0..1000 {
+        let key = i.to_string();
+        assert_eq!(
+            set(&mut c, StoreMode::Set, key.as_bytes(), &val),
+            Ok(StoreResult::Stored)
+        );
+    }
+    assert!(c.stats.evictions > 0);
+    assert!(value(&mut c, b"999").is_some());
+    assert!(value(&mut c, b"0").is_none());
+}
+
+#[test]
+fn hash_table_grows_without_losing_items() {
+    let mut c = cache(64, true);
+    for i in 0..200_000 {
+        let key = format!("key:{i}");
+        set(&mut c, StoreMode::Set, key.as_bytes(), b"v").unwrap();
+    }
+    assert!(c.hash.power() > 16);
+    for i in (0..200_000).step_by(997) {
+        let key = format!("key:{i}");
+        assert!(value(&mut c, key.as_bytes()).is_some(), "{key}");
+    }
+}
+
+#[test]
+fn flush_all_hides_older_items() {
+    let mut c = cache(8, true);
+    set(&mut c, StoreMode::Set, b"a", b"1").unwrap();
+    c.flush_all(0);
+    assert_eq!(value(&mut c, b"a"), None);
+    set(&mut c, StoreMode::Set, b"b", b"1").unwrap();
+    assert!(value(&mut c, b"b").is_some());
+}
