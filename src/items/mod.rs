@@ -313,6 +313,41 @@ impl Cache {
         }
     }
 
+    /// Unlinks `key` if present, counting nothing: a `set` that could not
+    /// be stored removes the value it was meant to replace.
+    pub fn delete_quietly(&mut self, key: &[u8]) {
+        if let Some(it) = self.find(key, false) {
+            self.unlink(it);
+        }
+    }
+
+    /// Counts a storage command against the class of its item, for a data
+    /// block that was refused before `store`.
+    pub fn count_set(&mut self, it: ChunkRef) {
+        let c = self.class_of(it) as usize;
+        self.stats.classes[c].set_cmds += 1;
+    }
+
+    /// `stats reset` for item counters (not gauges such as curr_items).
+    pub fn reset_stats(&mut self) {
+        let s = &mut self.stats;
+        s.total_items = 0;
+        s.evictions = 0;
+        s.reclaimed = 0;
+        s.expired_unfetched = 0;
+        s.evicted_unfetched = 0;
+        s.get_expired = 0;
+        s.get_flushed = 0;
+        for c in s.classes.iter_mut() {
+            *c = ClassStats::default();
+        }
+    }
+
+    /// Moves some hash buckets while the table grows (called when idle).
+    pub fn rehash_step(&mut self, buckets: usize) -> bool {
+        self.hash.migrate(&mut self.slabs.arena, buckets)
+    }
+
     // ----- making items --------------------------------------------------
 
     /// Whether an item of this shape is within `-I`, judged with

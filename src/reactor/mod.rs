@@ -1,9 +1,491 @@
-//! reactor
+//! The reactor: one thread, one epoll set, every socket non-blocking.
+//!
+//! Each descriptor is registered once, edge-triggered, for both reading and
+//! writing, so readiness changes never cost an `epoll_ctl`. A connection
+//! handles at most `-R` requests per turn; if it has more, it is queued to
+//! run again after the others have had theirs (memcached's `conn_yields`).
+//! The clock ticks once a second from the loop's own timeout.
 
+pub mod conn;
+pub mod listen;
+mod sys;
+
+use crate::items::{Cache, CacheConfig};
+use crate::proto::text::Ctx;
 use crate::settings::Settings;
+use crate::slab::SlabConfig;
+use crate::stats::Stats;
+use conn::{Conn, READ_SIZE, State, Stop};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use sys::Epoll;
+
+/// memcached keeps this many descriptors back from `-c` for its own use;
+/// the same margin makes `-c` admit the same number of clients.
+const RESERVED_FDS: usize = 20;
+const EVENTS_PER_WAIT: usize = 256;
+/// Hash buckets moved per loop turn while the table is growing.
+const REHASH_STEP: usize = 1024;
+
+enum Slot {
+    Empty,
+    Listener(TcpListener),
+    Signals,
+    Client(Box<Conn>),
+}
+
+pub struct Reactor {
+    epoll: Epoll,
+    slots: Vec<Slot>,
+    ready: VecDeque<RawFd>,
+    cache: Cache,
+    stats: Stats,
+    settings: Settings,
+    scratch: Vec<u8>,
+    stop: bool,
+}
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
-pub fn serve(settings: Settings) -> std::io::Result<()> {
-    let _ = settings;
+pub fn serve(settings: Settings) -> io::Result<()> {
+    let mut reactor = Reactor::new(settings)?;
+    reactor.run()
+}
+
+fn cache_config(s: &Settings) -> CacheConfig {
+    CacheConfig {
+        slab: SlabConfig {
+            mem_limit: s.max_bytes,
+            min_space: s.chunk_size,
+            factor: s.factor,
+            page_size: s.slab_page_size,
+            chunk_max: s.slab_chunk_size_max,
+        },
+        item_size_max: s.item_size_max,
+        use_cas: s.use_cas,
+        evict_to_free: s.evict_to_free,
+        hashpower: s.hashpower_init,
+        hash_expand: s.hash_expand,
+        hash_seed: random_seed(),
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (std::process::id() as u64) << 32;
+    }
+    u64::from_ne_bytes(buf)
+}
+
+impl Reactor {
+    pub fn new(settings: Settings) -> io::Result<Reactor> {
+        let cache = Cache::new(cache_config(&settings))?;
+        if settings.verbose > 1 {
+            for id in 1..=cache.slabs.largest() {
+                let c = cache.slabs.class(id);
+                eprintln!(
+                    "slab class {:3}: chunk size {:9} perslab {:7}",
+                    id, c.size, c.perslab
+                );
+            }
+        }
+        if settings.lock_memory {
+            if let Err(e) = cache.slabs.arena.lock() {
+                eprintln!("warning: -k invalid, mlock() failed: {e}");
+            }
+        }
+        let mut r = Reactor {
+            epoll: Epoll::new()?,
+            slots: Vec::new(),
+            ready: VecDeque::new(),
+            cache,
+            stats: Stats {
+                accepting_conns: true,
+                ..Stats::default()
+            },
+            settings,
+            scratch: vec![0; READ_SIZE],
+            stop: false,
+        };
+        let sigfd = sys::termination_signals()?;
+        r.register(sigfd, Slot::Signals, sys::READ)?;
+        for listener in listen::bind_all(&r.settings)? {
+            let fd = listener.as_raw_fd();
+            if r.settings.verbose > 1 {
+                eprintln!("<{} server listening ({})", fd, r.settings.protocol.name());
+            }
+            r.stats.curr_conns += 1;
+            r.stats.total_conns += 1;
+            r.stats.conn_structures += 1;
+            r.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
+        }
+        Ok(r)
+    }
+
+    fn register(&mut self, fd: RawFd, slot: Slot, events: u32) -> io::Result<()> {
+        let i = fd as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || Slot::Empty);
+        }
+        self.slots[i] = slot;
+        self.epoll.add(fd, events, fd as u64)
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
+        while !self.stop {
+            let busy = !self.ready.is_empty() || self.cache.hash.is_expanding();
+            let timeout = if busy { 0 } else { 1000 };
+            let n = self.epoll.wait(&mut events, timeout)?;
+            self.cache.clock.tick();
+            for ev in &events[..n] {
+                let (fd, bits) = (ev.u64 as RawFd, ev.events);
+                self.dispatch(fd, bits);
+            }
+            self.run_ready();
+            if self.cache.hash.is_expanding() {
+                self.cache.rehash_step(REHASH_STEP);
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, fd: RawFd, bits: u32) {
+        match self.slots.get_mut(fd as usize) {
+            Some(Slot::Listener(_)) => self.accept_all(fd),
+            Some(Slot::Signals) => self.handle_signals(fd),
+            Some(Slot::Client(c)) => {
+                if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
+                    c.readable = true;
+                }
+                if bits & sys::WRITE != 0 {
+                    c.writable = true;
+                }
+                self.drive(fd);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_signals(&mut self, fd: RawFd) {
+        while let Some(sig) = sys::read_signal(fd) {
+            if sig == libc::SIGTERM as u32
+                || sig == libc::SIGINT as u32
+                || sig == libc::SIGUSR1 as u32
+            {
+                self.stop = true;
+            }
+        }
+    }
+
+    fn run_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(fd) = self.ready.pop_front() else {
+                break;
+            };
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                c.queued = false;
+                self.drive(fd);
+            }
+        }
+    }
+
+    fn accept_all(&mut self, lfd: RawFd) {
+        loop {
+            let Some(Slot::Listener(l)) = self.slots.get(lfd as usize) else {
+                return;
+            };
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if self.settings.verbose > 0 {
+                        eprintln!("Failed to accept new connection: {e}");
+                    }
+                    return;
+                }
+            };
+            self.admit(stream);
+        }
+    }
+
+    fn admit(&mut self, stream: TcpStream) {
+        let fd = stream.as_raw_fd();
+        let full = self.stats.curr_conns as usize + RESERVED_FDS + 1 >= self.settings.max_conns;
+        if full {
+            sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
+            self.stats.rejected_conns += 1;
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = Conn::new(stream, fd, self.cache.now());
+        if self
+            .register(
+                fd,
+                Slot::Client(Box::new(conn)),
+                sys::READ | sys::WRITE | sys::EDGE,
+            )
+            .is_err()
+        {
+            self.slots[fd as usize] = Slot::Empty;
+            return;
+        }
+        if self.settings.verbose > 1 {
+            eprintln!("<{fd} new auto-negotiating client connection");
+        }
+        self.stats.curr_conns += 1;
+        self.stats.total_conns += 1;
+        self.stats.conn_structures = self.stats.conn_structures.max(self.stats.curr_conns);
+    }
+
+    fn close(&mut self, fd: RawFd) {
+        let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
+        if let Slot::Client(mut c) = slot {
+            let mut ctx = Ctx {
+                cache: &mut self.cache,
+                stats: &mut self.stats,
+                settings: &mut self.settings,
+                fd,
+            };
+            c.abandon(&mut ctx);
+            if self.settings.verbose > 1 {
+                eprintln!("<{fd} connection closed.");
+            }
+            self.stats.curr_conns -= 1;
+            // Dropping the stream closes the descriptor, which also removes
+            // it from the epoll set.
+        }
+    }
+
+    /// Runs one connection as far as it can go: write what is pending, take
+    /// buffered and newly readable requests within the budget.
+    fn drive(&mut self, fd: RawFd) {
+        let mut budget = self.settings.reqs_per_event.max(1);
+        loop {
+            match self.step(fd, &mut budget) {
+                Step::Again => continue,
+                Step::Idle => return,
+                Step::Close => return self.close(fd),
+                Step::Yield => {
+                    self.stats.conn_yields += 1;
+                    if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                        if !c.queued {
+                            c.queued = true;
+                            self.ready.push_back(fd);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
+        let Reactor {
+            slots,
+            cache,
+            stats,
+            settings,
+            scratch,
+            stop,
+            ..
+        } = self;
+        let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
+            return Step::Idle;
+        };
+        let c: &mut Conn = c;
+        // 1. Output first: it may unblock input.
+        if c.unsent() > 0 && c.writable {
+            match flush(c, stats) {
+                Ok(()) => {}
+                Err(_) => return Step::Close,
+            }
+        }
+        if c.close_after_write {
+            return if c.unsent() == 0 {
+                Step::Close
+            } else {
+                Step::Idle
+            };
+        }
+        if matches!(c.state, State::Closing) {
+            return Step::Close;
+        }
+        if c.blocked_on_output() {
+            return Step::Idle;
+        }
+        let mut ctx = Ctx {
+            cache,
+            stats,
+            settings,
+            fd,
+        };
+        // 2. Requests already buffered (or a paused multi-get).
+        if !c.input.is_empty() || c.resume > 0 {
+            let input = std::mem::take(&mut c.input);
+            let (used, why) = c.consume(&mut ctx, &input, budget);
+            c.input = input;
+            c.input.drain(..used);
+            if let Some(step) = after_consume(c, why, stop) {
+                return step;
+            }
+            if !c.input.is_empty() && why != Stop::NeedInput {
+                return Step::Again;
+            }
+        }
+        if *budget == 0 {
+            return if c.readable || !c.input.is_empty() {
+                Step::Yield
+            } else {
+                finish_turn(c, ctx.stats)
+            };
+        }
+        // 3. Fresh input.
+        if !c.readable {
+            return finish_turn(c, ctx.stats);
+        }
+        if let Some((pending, filled)) = c.direct_value_read() {
+            let window = ctx.cache.value_window_mut(pending.item, filled);
+            return match read_into(&mut c.stream, window, &mut c.readable) {
+                ReadOutcome::Data(n) => {
+                    ctx.stats.bytes_read += n as u64;
+                    c.value_read_directly(n);
+                    Step::Again
+                }
+                ReadOutcome::WouldBlock => finish_turn(c, ctx.stats),
+                ReadOutcome::Closed => Step::Close,
+            };
+        }
+        let want = c.read_size().min(scratch.len());
+        let n = match read_into(&mut c.stream, &mut scratch[..want], &mut c.readable) {
+            ReadOutcome::Data(n) => n,
+            ReadOutcome::WouldBlock => return finish_turn(c, ctx.stats),
+            ReadOutcome::Closed => return Step::Close,
+        };
+        ctx.stats.bytes_read += n as u64;
+        c.last_active = ctx.cache.now();
+        let (used, why) = if c.input.is_empty() {
+            let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
+            c.input.extend_from_slice(&scratch[used..n]);
+            (used, why)
+        } else {
+            c.input.extend_from_slice(&scratch[..n]);
+            let input = std::mem::take(&mut c.input);
+            let (used, why) = c.consume(&mut ctx, &input, budget);
+            c.input = input;
+            c.input.drain(..used);
+            (used, why)
+        };
+        let _ = used;
+        if let Some(step) = after_consume(c, why, stop) {
+            return step;
+        }
+        Step::Again
+    }
+}
+
+enum Step {
+    /// Keep going with this connection.
+    Again,
+    /// Nothing more until epoll reports readiness.
+    Idle,
+    /// Budget spent with work left: run again after the others.
+    Yield,
+    Close,
+}
+
+fn after_consume(c: &mut Conn, why: Stop, stop: &mut bool) -> Option<Step> {
+    match why {
+        Stop::NeedInput => None,
+        Stop::Budget => Some(Step::Yield),
+        Stop::Blocked => Some(Step::Again),
+        Stop::Close => Some(if c.close_after_write {
+            Step::Again
+        } else {
+            Step::Close
+        }),
+        Stop::Shutdown => {
+            *stop = true;
+            Some(Step::Close)
+        }
+    }
+}
+
+/// Writes what is pending at the end of a turn.
+fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
+    if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
+        return Step::Close;
+    }
+    Step::Idle
+}
+
+enum ReadOutcome {
+    Data(usize),
+    WouldBlock,
+    Closed,
+}
+
+fn read_into(stream: &mut TcpStream, buf: &mut [u8], readable: &mut bool) -> ReadOutcome {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => {
+                // A short read drained the socket; epoll will report more.
+                if n < buf.len() {
+                    *readable = false;
+                }
+                return ReadOutcome::Data(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *readable = false;
+                return ReadOutcome::WouldBlock;
+            }
+            Err(_) => return ReadOutcome::Closed,
+        }
+    }
+}
+
+/// Writes as much pending output as the socket takes.
+fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
+    while c.unsent() > 0 {
+        match c.stream.write(&c.out[c.out_pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                c.out_pos += n;
+                stats.bytes_written += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.writable = false;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if c.unsent() == 0 {
+        c.out.clear();
+        c.out_pos = 0;
+        // A burst of large replies should not pin memory on an idle client.
+        if c.out.capacity() > 1 << 20 {
+            c.out = Vec::new();
+        }
+    }
+    if c.input.is_empty() && c.input.capacity() > READ_SIZE {
+        c.input = Vec::new();
+    }
     Ok(())
 }

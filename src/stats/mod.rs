@@ -1,1 +1,254 @@
-//! stats
+//! Server counters and the `stats` reports built from them.
+//!
+//! Counters that belong to items (evictions, per-class hits) live in
+//! `items::ItemStats`; the ones that belong to connections and commands
+//! live here. The reports print memcached 1.6's field names in its order,
+//! leaving out what only exists with its worker threads or extstore.
+
+use crate::items::Cache;
+use crate::settings::{Settings, VERSION};
+use std::fmt::Write as _;
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub curr_conns: u64,
+    pub total_conns: u64,
+    pub rejected_conns: u64,
+    pub conn_structures: u64,
+    pub get_cmds: u64,
+    pub get_misses: u64,
+    pub touch_cmds: u64,
+    pub touch_misses: u64,
+    pub delete_misses: u64,
+    pub incr_misses: u64,
+    pub decr_misses: u64,
+    pub cas_misses: u64,
+    pub flush_cmds: u64,
+    pub meta_cmds: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub conn_yields: u64,
+    pub store_too_large: u64,
+    pub store_no_memory: u64,
+    pub auth_cmds: u64,
+    pub auth_errors: u64,
+    pub listen_disabled_num: u64,
+    pub accepting_conns: bool,
+}
+
+impl Stats {
+    /// `stats reset`: zero what memcached zeroes (not gauges like
+    /// curr_connections).
+    pub fn reset(&mut self) {
+        let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
+        *self = Stats::default();
+        (self.curr_conns, self.conn_structures, self.accepting_conns) = keep;
+    }
+}
+
+fn stat(out: &mut String, name: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "STAT {name} {value}\r\n");
+}
+
+fn rusage() -> (String, String) {
+    // SAFETY: getrusage only writes the struct we pass it.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let fmt = |tv: libc::timeval| format!("{}.{:06}", tv.tv_sec, tv.tv_usec);
+    (fmt(ru.ru_utime), fmt(ru.ru_stime))
+}
+
+/// The general `stats` report.
+pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
+    let mut o = String::with_capacity(4096);
+    let now = cache.now();
+    let is = &cache.stats;
+    let sum = |f: fn(&crate::items::ClassStats) -> u64| is.classes.iter().map(f).sum::<u64>();
+    let get_hits = sum(|c| c.get_hits);
+    let (user, system) = rusage();
+    stat(&mut o, "pid", std::process::id());
+    stat(&mut o, "uptime", now.saturating_sub(60));
+    stat(&mut o, "time", cache.clock.to_unix(now));
+    stat(&mut o, "version", VERSION);
+    stat(&mut o, "pointer_size", 8 * std::mem::size_of::<usize>());
+    stat(&mut o, "rusage_user", user);
+    stat(&mut o, "rusage_system", system);
+    stat(&mut o, "max_connections", settings.max_conns);
+    stat(&mut o, "curr_connections", stats.curr_conns);
+    stat(&mut o, "total_connections", stats.total_conns);
+    stat(&mut o, "rejected_connections", stats.rejected_conns);
+    stat(&mut o, "connection_structures", stats.conn_structures);
+    stat(&mut o, "cmd_get", stats.get_cmds);
+    stat(&mut o, "cmd_set", sum(|c| c.set_cmds));
+    stat(&mut o, "cmd_flush", stats.flush_cmds);
+    stat(&mut o, "cmd_touch", stats.touch_cmds);
+    stat(&mut o, "cmd_meta", stats.meta_cmds);
+    stat(&mut o, "get_hits", get_hits);
+    stat(&mut o, "get_misses", stats.get_misses);
+    stat(&mut o, "get_expired", is.get_expired);
+    stat(&mut o, "get_flushed", is.get_flushed);
+    stat(&mut o, "delete_misses", stats.delete_misses);
+    stat(&mut o, "delete_hits", sum(|c| c.delete_hits));
+    stat(&mut o, "incr_misses", stats.incr_misses);
+    stat(&mut o, "incr_hits", sum(|c| c.incr_hits));
+    stat(&mut o, "decr_misses", stats.decr_misses);
+    stat(&mut o, "decr_hits", sum(|c| c.decr_hits));
+    stat(&mut o, "cas_misses", stats.cas_misses);
+    stat(&mut o, "cas_hits", sum(|c| c.cas_hits));
+    stat(&mut o, "cas_badval", sum(|c| c.cas_badval));
+    stat(&mut o, "touch_hits", sum(|c| c.touch_hits));
+    stat(&mut o, "touch_misses", stats.touch_misses);
+    stat(&mut o, "store_too_large", stats.store_too_large);
+    stat(&mut o, "store_no_memory", stats.store_no_memory);
+    stat(&mut o, "auth_cmds", stats.auth_cmds);
+    stat(&mut o, "auth_errors", stats.auth_errors);
+    stat(&mut o, "bytes_read", stats.bytes_read);
+    stat(&mut o, "bytes_written", stats.bytes_written);
+    stat(&mut o, "limit_maxbytes", settings.max_bytes);
+    stat(&mut o, "accepting_conns", stats.accepting_conns as u8);
+    stat(&mut o, "listen_disabled_num", stats.listen_disabled_num);
+    stat(&mut o, "threads", settings.num_threads);
+    stat(&mut o, "conn_yields", stats.conn_yields);
+    stat(&mut o, "hash_power_level", cache.hash.power());
+    stat(&mut o, "hash_bytes", cache.hash.bytes());
+    stat(&mut o, "hash_is_expanding", cache.hash.is_expanding() as u8);
+    stat(&mut o, "bytes", is.bytes);
+    stat(&mut o, "curr_items", is.curr_items);
+    stat(&mut o, "total_items", is.total_items);
+    stat(&mut o, "expired_unfetched", is.expired_unfetched);
+    stat(&mut o, "evicted_unfetched", is.evicted_unfetched);
+    stat(&mut o, "evictions", is.evictions);
+    stat(&mut o, "reclaimed", is.reclaimed);
+    o.push_str("END\r\n");
+    o
+}
+
+/// `stats slabs`: per-class chunk geometry and counters.
+pub fn slabs(cache: &Cache) -> String {
+    let mut o = String::new();
+    let mut active = 0;
+    for id in 1..=cache.slabs.largest() {
+        let c = cache.slabs.class(id);
+        if c.pages == 0 {
+            continue;
+        }
+        active += 1;
+        let cs = &cache.stats.classes[id as usize];
+        let p = |o: &mut String, name: &str, v: u64| {
+            let _ = write!(o, "STAT {id}:{name} {v}\r\n");
+        };
+        p(&mut o, "chunk_size", c.size as u64);
+        p(&mut o, "chunks_per_page", c.perslab as u64);
+        p(&mut o, "total_pages", c.pages as u64);
+        p(&mut o, "total_chunks", c.total_chunks() as u64);
+        p(&mut o, "used_chunks", c.used_chunks as u64);
+        p(&mut o, "free_chunks", c.free_chunks() as u64);
+        p(&mut o, "free_chunks_end", 0);
+        p(&mut o, "get_hits", cs.get_hits);
+        p(&mut o, "cmd_set", cs.set_cmds);
+        p(&mut o, "delete_hits", cs.delete_hits);
+        p(&mut o, "incr_hits", cs.incr_hits);
+        p(&mut o, "decr_hits", cs.decr_hits);
+        p(&mut o, "cas_hits", cs.cas_hits);
+        p(&mut o, "cas_badval", cs.cas_badval);
+        p(&mut o, "touch_hits", cs.touch_hits);
+    }
+    stat(&mut o, "active_slabs", active);
+    stat(&mut o, "total_malloced", cache.slabs.malloced());
+    o.push_str("END\r\n");
+    o
+}
+
+/// `stats items`: per-class LRU contents and eviction counters.
+pub fn items(cache: &Cache) -> String {
+    let mut o = String::new();
+    for id in 1..=cache.slabs.largest() {
+        let n = cache.lru_len(id);
+        if n == 0 {
+            continue;
+        }
+        let cs = &cache.stats.classes[id as usize];
+        let p = |o: &mut String, name: &str, v: u64| {
+            let _ = write!(o, "STAT items:{id}:{name} {v}\r\n");
+        };
+        p(&mut o, "number", n as u64);
+        p(&mut o, "age", cache.lru_tail_age(id) as u64);
+        p(&mut o, "evicted", cs.evicted);
+        p(&mut o, "evicted_nonzero", cs.evicted_nonzero);
+        p(&mut o, "evicted_time", cs.evicted_time as u64);
+        p(&mut o, "outofmemory", cs.outofmemory);
+        p(&mut o, "reclaimed", cs.reclaimed);
+        p(&mut o, "expired_unfetched", cs.expired_unfetched);
+        p(&mut o, "evicted_unfetched", cs.evicted_unfetched);
+    }
+    o.push_str("END\r\n");
+    o
+}
+
+/// `stats settings`.
+pub fn settings(s: &Settings) -> String {
+    let mut o = String::new();
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    stat(&mut o, "maxbytes", s.max_bytes);
+    stat(&mut o, "maxconns", s.max_conns);
+    stat(&mut o, "tcpport", s.port);
+    stat(&mut o, "udpport", s.udp_port);
+    let inter = if s.listen.is_empty() {
+        "NULL".to_string()
+    } else {
+        s.listen.join(",")
+    };
+    stat(&mut o, "inter", inter);
+    stat(&mut o, "verbosity", s.verbose);
+    stat(&mut o, "oldest", 0);
+    stat(
+        &mut o,
+        "evictions",
+        if s.evict_to_free { "on" } else { "off" },
+    );
+    stat(
+        &mut o,
+        "domain_socket",
+        s.socket_path.as_deref().unwrap_or("NULL"),
+    );
+    stat(&mut o, "umask", format!("{:o}", s.access_mask));
+    stat(&mut o, "shutdown_command", yes(s.shutdown_command));
+    stat(&mut o, "growth_factor", format!("{:.2}", s.factor));
+    stat(&mut o, "chunk_size", s.chunk_size);
+    stat(&mut o, "num_threads", s.num_threads);
+    stat(&mut o, "num_threads_per_udp", s.num_threads);
+    stat(&mut o, "stat_key_prefix", s.prefix_delimiter as char);
+    stat(&mut o, "detail_enabled", yes(s.detail_enabled));
+    stat(&mut o, "reqs_per_event", s.reqs_per_event);
+    stat(&mut o, "cas_enabled", yes(s.use_cas));
+    stat(&mut o, "tcp_backlog", s.backlog);
+    stat(&mut o, "binding_protocol", s.protocol.name());
+    stat(&mut o, "auth_enabled_sasl", yes(s.sasl));
+    stat(&mut o, "auth_enabled_ascii", yes(s.auth_file.is_some()));
+    stat(&mut o, "item_size_max", s.item_size_max);
+    stat(&mut o, "maxconns_fast", yes(s.maxconns_fast));
+    stat(&mut o, "hashpower_init", s.hashpower_init);
+    stat(&mut o, "slab_reassign", yes(s.slab_reassign));
+    stat(&mut o, "slab_automove", s.slab_automove);
+    stat(&mut o, "slab_chunk_max", s.slab_chunk_size_max);
+    stat(&mut o, "lru_crawler", yes(s.lru_crawler));
+    stat(&mut o, "lru_crawler_sleep", s.lru_crawler_sleep);
+    stat(&mut o, "lru_crawler_tocrawl", s.lru_crawler_tocrawl);
+    stat(&mut o, "tail_repair_time", s.tail_repair_time);
+    stat(&mut o, "flush_enabled", yes(s.flush_enabled));
+    stat(&mut o, "dump_enabled", yes(s.dump_enabled));
+    stat(&mut o, "hash_algorithm", "multiply-fold");
+    stat(&mut o, "idle_timeout", s.idle_timeout);
+    stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
+    stat(&mut o, "track_sizes", yes(s.track_sizes));
+    stat(
+        &mut o,
+        "memory_file",
+        s.memory_file.as_deref().unwrap_or("(null)"),
+    );
+    o.push_str("END\r\n");
+    o
+}

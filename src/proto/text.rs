@@ -1,0 +1,472 @@
+//! The classic ascii protocol: one request line in, replies appended to the
+//! connection's output. Every reply string, error text and edge case follows
+//! memcached 1.6's `proto_text.c`; the dispatch below mirrors its shape
+//! (first letter, then exact name, then token counts) so that malformed
+//! lines fail the same way.
+
+use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::tokens::Tokens;
+use crate::items::clock::REALTIME_MAXDELTA;
+use crate::items::{AllocError, Cache, Delta, StoreMode, StoreResult, format_u64};
+use crate::settings::{Settings, VERSION};
+use crate::slab::ChunkRef;
+use crate::stats::{self, Stats};
+use std::io::Write as _;
+
+pub const KEY_MAX_LENGTH: usize = 250;
+/// Output above this pauses a multi-key get until the client reads, so a
+/// client that never reads cannot make the server buffer without bound.
+pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+
+/// What one request needs from the rest of the server.
+pub struct Ctx<'a> {
+    pub cache: &'a mut Cache,
+    pub stats: &'a mut Stats,
+    pub settings: &'a mut Settings,
+    /// The connection's descriptor, for `-vv` traces.
+    pub fd: i32,
+}
+
+/// A storage command waiting for its data block.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub item: ChunkRef,
+    pub mode: StoreMode,
+    pub cas: u64,
+    pub noreply: bool,
+    pub nbytes: usize,
+}
+
+/// What the connection does after a request line.
+#[derive(Clone, Copy, Debug)]
+pub enum Next {
+    Continue,
+    /// Read the data block into `Pending::item`, then its CRLF.
+    ReadValue(Pending),
+    /// Discard this many bytes of input (a refused data block).
+    Swallow(usize),
+    /// Close now, sending nothing more.
+    Close,
+    /// Close once pending replies are written (`quit`).
+    CloseAfterWrite,
+    /// Stop the server (`shutdown` with `-A`).
+    Shutdown,
+    /// A get paused after this many keys; run the same line again with
+    /// `resume` set once output has drained.
+    Suspend(usize),
+}
+
+struct Reply<'o> {
+    out: &'o mut Vec<u8>,
+    noreply: bool,
+    trace: bool,
+    fd: i32,
+}
+
+impl Reply<'_> {
+    /// memcached's `out_string`: a line, unless the command said noreply.
+    fn line(&mut self, s: &str) -> Next {
+        if self.noreply {
+            if self.trace {
+                eprintln!(">{} NOREPLY {}", self.fd, s);
+            }
+            self.noreply = false;
+            return Next::Continue;
+        }
+        if self.trace {
+            eprintln!(">{} {}", self.fd, s);
+        }
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        Next::Continue
+    }
+}
+
+/// memcached's `EXPTIME_TO_POSITIVE_TIME`: negative means "already expired",
+/// expressed as an absolute time in the past.
+fn positive_exptime(e: i32) -> i64 {
+    if e < 0 {
+        REALTIME_MAXDELTA + 1
+    } else {
+        e as i64
+    }
+}
+
+/// Handles one request line (without its line ending).
+pub fn process_line(ctx: &mut Ctx, line: &[u8], out: &mut Vec<u8>, resume: usize) -> Next {
+    // memcached treats the line as a C string.
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(n) => &line[..n],
+        None => line,
+    };
+    let trace = ctx.settings.verbose > 1;
+    if trace && resume == 0 {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "<{} ", ctx.fd);
+        let _ = err.write_all(line);
+        let _ = err.write_all(b"\n");
+    }
+    let t = Tokens::new(line);
+    let mut r = Reply {
+        out,
+        noreply: false,
+        trace,
+        fd: ctx.fd,
+    };
+    let n = t.ntokens();
+    let cmd = t.get(0);
+    if n < 2 || cmd.len() < 2 {
+        return r.line("ERROR");
+    }
+    let want = |lo: usize, hi: usize| n >= lo && n <= hi;
+    match cmd[0] {
+        b'm' if cmd.len() == 2 => match cmd[1] {
+            b'n' => r.line("MN"),
+            _ => r.line("ERROR"),
+        },
+        b'g' => {
+            if n < 3 {
+                return r.line("ERROR");
+            }
+            match cmd {
+                b"get" => process_get(ctx, line, &mut r, false, false, resume),
+                b"gets" => process_get(ctx, line, &mut r, true, false, resume),
+                b"gat" => process_get(ctx, line, &mut r, false, true, resume),
+                b"gats" => process_get(ctx, line, &mut r, true, true, resume),
+                _ => r.line("ERROR"),
+            }
+        }
+        b's' => match cmd {
+            b"set" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Set),
+            b"stats" => process_stats(ctx, &t, &mut r),
+            b"shutdown" => process_shutdown(ctx, &t, &mut r),
+            _ => r.line("ERROR"),
+        },
+        b'a' => match cmd {
+            b"add" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Add),
+            b"append" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Append),
+            _ => r.line("ERROR"),
+        },
+        b'c' => match cmd {
+            b"cas" if want(7, 8) => process_update(ctx, &t, &mut r, StoreMode::Cas),
+            _ => r.line("ERROR"),
+        },
+        b'i' => match cmd {
+            b"incr" if want(4, 5) => process_arithmetic(ctx, &t, &mut r, true),
+            _ => r.line("ERROR"),
+        },
+        b'd' => match cmd {
+            b"delete" if want(3, 5) => process_delete(ctx, &t, &mut r),
+            b"decr" if want(4, 5) => process_arithmetic(ctx, &t, &mut r, false),
+            _ => r.line("ERROR"),
+        },
+        b't' => match cmd {
+            b"touch" if want(4, 5) => process_touch(ctx, &t, &mut r),
+            _ => r.line("ERROR"),
+        },
+        _ => match cmd {
+            b"mget" => process_get(ctx, line, &mut r, false, false, resume),
+            b"prepend" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Prepend),
+            b"replace" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Replace),
+            b"bget" if n >= 3 => process_get(ctx, line, &mut r, false, false, resume),
+            b"flush_all" if want(2, 4) => process_flush_all(ctx, &t, &mut r),
+            b"version" => r.line(&format!("VERSION {VERSION}")),
+            b"quit" => Next::CloseAfterWrite,
+            b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
+            _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
+            _ => r.line("ERROR"),
+        },
+    }
+}
+
+fn set_noreply_maybe(t: &Tokens, r: &mut Reply) -> bool {
+    if t.last() == b"noreply" {
+        r.noreply = true;
+    }
+    r.noreply
+}
+
+fn process_get(
+    ctx: &mut Ctx,
+    line: &[u8],
+    r: &mut Reply,
+    return_cas: bool,
+    touch: bool,
+    resume: usize,
+) -> Next {
+    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    words.next(); // the command
+    let mut exptime = None;
+    if touch {
+        let arg = words.next().unwrap_or(&[]);
+        match safe_strtol(arg) {
+            Some(e) => exptime = Some(ctx.cache.clock.realtime(positive_exptime(e))),
+            None => return r.line("CLIENT_ERROR invalid exptime argument"),
+        }
+    }
+    let keys = words;
+    if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    for (i, key) in keys.enumerate().skip(resume) {
+        if r.out.len() > OUTPUT_HIGH_WATER && i > resume {
+            return Next::Suspend(i);
+        }
+        get_one(ctx, key, r, return_cas, exptime);
+    }
+    if r.trace {
+        eprintln!(">{} END", r.fd);
+    }
+    r.out.extend_from_slice(b"END\r\n");
+    Next::Continue
+}
+
+fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Option<u32>) {
+    ctx.stats.get_cmds += 1;
+    if touch.is_some() {
+        ctx.stats.touch_cmds += 1;
+    }
+    let Some(it) = ctx.cache.get(key, touch) else {
+        if touch.is_some() {
+            ctx.stats.touch_misses += 1;
+        } else {
+            ctx.stats.get_misses += 1;
+        }
+        return;
+    };
+    let class = ctx.cache.class_of(it) as usize;
+    let cs = &mut ctx.cache.stats.classes[class];
+    if touch.is_some() {
+        cs.touch_hits += 1;
+    } else {
+        cs.get_hits += 1;
+    }
+    let v = ctx.cache.view(it);
+    let mut num = [0u8; 20];
+    let out = &mut *r.out;
+    out.extend_from_slice(b"VALUE ");
+    out.extend_from_slice(key);
+    out.push(b' ');
+    out.extend_from_slice(format_u64(v.flags() as u64, &mut num));
+    out.push(b' ');
+    out.extend_from_slice(format_u64(v.nbytes() as u64, &mut num));
+    if return_cas {
+        out.push(b' ');
+        out.extend_from_slice(format_u64(v.cas(), &mut num));
+    }
+    out.extend_from_slice(b"\r\n");
+    for seg in ctx.cache.value_segments(it) {
+        out.extend_from_slice(seg);
+    }
+    out.extend_from_slice(b"\r\n");
+    if r.trace {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, ">{} sending key ", r.fd);
+        let _ = err.write_all(key);
+        let _ = err.write_all(b"\n");
+    }
+}
+
+fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> Next {
+    set_noreply_maybe(t, r);
+    let key = t.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    let (Some(flags), Some(exptime), Some(vlen)) = (
+        safe_strtoul(t.get(2)),
+        safe_strtol(t.get(3)),
+        safe_strtol(t.get(4)),
+    ) else {
+        return r.line("CLIENT_ERROR bad command line format");
+    };
+    let exptime = ctx.cache.clock.realtime(positive_exptime(exptime));
+    let mut cas = 0;
+    if mode == StoreMode::Cas {
+        match safe_strtoull(t.get(5)) {
+            Some(c) => cas = c,
+            None => return r.line("CLIENT_ERROR bad command line format"),
+        }
+    }
+    if vlen < 0 || vlen > i32::MAX - 2 {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    let nbytes = vlen as usize;
+    match ctx.cache.alloc(key, flags, exptime, nbytes) {
+        Ok(item) => Next::ReadValue(Pending {
+            item,
+            mode,
+            cas,
+            noreply: r.noreply,
+            nbytes,
+        }),
+        Err(e) => {
+            if e == AllocError::TooLarge {
+                ctx.stats.store_too_large += 1;
+                r.line("SERVER_ERROR object too large for cache");
+            } else {
+                ctx.stats.store_no_memory += 1;
+                r.line("SERVER_ERROR out of memory storing object");
+            }
+            // A set that cannot be stored must not leave the old value
+            // readable.
+            if mode == StoreMode::Set {
+                ctx.cache.delete_quietly(key);
+            }
+            Next::Swallow(nbytes + 2)
+        }
+    }
+}
+
+/// Finishes a storage command once its data block (and the two bytes after
+/// it) have arrived.
+pub fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
+    let mut r = Reply {
+        out,
+        noreply: p.noreply,
+        trace: ctx.settings.verbose > 1,
+        fd: ctx.fd,
+    };
+    if !crlf_ok {
+        ctx.cache.count_set(p.item);
+        ctx.cache.free_unlinked(p.item);
+        r.line("CLIENT_ERROR bad data chunk");
+        return;
+    }
+    let reply = match ctx.cache.store(p.item, p.mode, p.cas) {
+        StoreResult::Stored => "STORED",
+        StoreResult::Exists => "EXISTS",
+        StoreResult::NotFound => {
+            ctx.stats.cas_misses += 1;
+            "NOT_FOUND"
+        }
+        StoreResult::NotStored => "NOT_STORED",
+    };
+    r.line(reply);
+}
+
+fn process_arithmetic(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, incr: bool) -> Next {
+    set_noreply_maybe(t, r);
+    let key = t.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    let Some(delta) = safe_strtoull(t.get(2)) else {
+        return r.line("CLIENT_ERROR invalid numeric delta argument");
+    };
+    match ctx.cache.add_delta(key, incr, delta) {
+        Delta::Value(v) => {
+            let mut num = [0u8; 20];
+            let text = format_u64(v, &mut num);
+            r.line(std::str::from_utf8(text).unwrap())
+        }
+        Delta::NonNumeric => r.line("CLIENT_ERROR cannot increment or decrement non-numeric value"),
+        Delta::NoMemory => r.line("SERVER_ERROR out of memory"),
+        Delta::NotFound => {
+            if incr {
+                ctx.stats.incr_misses += 1;
+            } else {
+                ctx.stats.decr_misses += 1;
+            }
+            r.line("NOT_FOUND")
+        }
+    }
+}
+
+fn process_delete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    let n = t.ntokens();
+    if n > 3 {
+        let hold_is_zero = t.get(2) == b"0";
+        let sets_noreply = set_noreply_maybe(t, r);
+        let valid =
+            (n == 4 && (hold_is_zero || sets_noreply)) || (n == 5 && hold_is_zero && sets_noreply);
+        if !valid {
+            return r.line("CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]");
+        }
+    }
+    let key = t.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    if ctx.cache.delete(key) {
+        r.line("DELETED")
+    } else {
+        ctx.stats.delete_misses += 1;
+        r.line("NOT_FOUND")
+    }
+}
+
+fn process_touch(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    set_noreply_maybe(t, r);
+    let key = t.get(1);
+    if key.len() > KEY_MAX_LENGTH {
+        return r.line("CLIENT_ERROR bad command line format");
+    }
+    let Some(e) = safe_strtol(t.get(2)) else {
+        return r.line("CLIENT_ERROR invalid exptime argument");
+    };
+    let exptime = ctx.cache.clock.realtime(positive_exptime(e));
+    ctx.stats.touch_cmds += 1;
+    if ctx.cache.touch(key, exptime) {
+        r.line("TOUCHED")
+    } else {
+        ctx.stats.touch_misses += 1;
+        r.line("NOT_FOUND")
+    }
+}
+
+fn process_flush_all(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    set_noreply_maybe(t, r);
+    ctx.stats.flush_cmds += 1;
+    if !ctx.settings.flush_enabled {
+        return r.line("CLIENT_ERROR flush_all not allowed");
+    }
+    let mut delay = 0;
+    if t.ntokens() != if r.noreply { 3 } else { 2 } {
+        match safe_strtol(t.get(1)) {
+            Some(d) => delay = d,
+            None => return r.line("CLIENT_ERROR bad command line format"),
+        }
+    }
+    ctx.cache.flush_all(delay);
+    r.line("OK")
+}
+
+fn process_verbosity(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    set_noreply_maybe(t, r);
+    let level = safe_strtoul(t.get(1)).unwrap_or(0);
+    ctx.settings.verbose = level.min(2) as u8;
+    r.line("OK")
+}
+
+fn process_shutdown(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    if !ctx.settings.shutdown_command {
+        return r.line("ERROR: shutdown not enabled");
+    }
+    match t.ntokens() {
+        2 => Next::Shutdown,
+        3 if t.get(1) == b"graceful" => Next::Shutdown,
+        _ => r.line("CLIENT_ERROR invalid shutdown mode"),
+    }
+}
+
+fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    let report = match t.get(1) {
+        b"" => stats::general(ctx.stats, ctx.cache, ctx.settings),
+        b"reset" => {
+            ctx.stats.reset();
+            ctx.cache.reset_stats();
+            return r.line("RESET");
+        }
+        b"settings" => stats::settings(ctx.settings),
+        b"slabs" => stats::slabs(ctx.cache),
+        b"items" => stats::items(ctx.cache),
+        _ => return r.line("ERROR"),
+    };
+    if r.trace {
+        // memcached traces a stats report as one multi-line reply.
+        eprint!(">{} {}", r.fd, report);
+    }
+    r.out.extend_from_slice(report.as_bytes());
+    Next::Continue
+}

@@ -1,0 +1,281 @@
+//! One client connection: its buffers and its state machine.
+//!
+//! Bytes are parsed where they were read. A connection keeps only what a
+//! read left unfinished (part of a line, usually nothing), so an idle
+//! connection costs a socket and a few words; values are read straight into
+//! the item they will be stored in. Replies accumulate in `out` and are
+//! written once per batch of requests. When `out` grows past the high-water
+//! mark the connection stops taking requests until the client reads, which
+//! bounds what a client that never reads can make the server hold.
+
+use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use std::net::TcpStream;
+
+/// memcached's read buffer size: how much one read takes while parsing
+/// lines, which decides when an over-long line is refused.
+pub const READ_SIZE: usize = 16 * 1024;
+/// A line longer than this without a newline closes the connection,
+/// unless it is a multi-key get.
+const LINE_LIMIT: usize = 2048;
+/// The longest multi-key get line accepted, to keep memory bounded.
+const GET_LINE_LIMIT: usize = 8 * 1024 * 1024;
+
+#[derive(Debug)]
+pub enum State {
+    /// Waiting for a request line.
+    Cmd,
+    /// Reading a data block into an item, then its CRLF.
+    Value {
+        pending: Pending,
+        filled: usize,
+        crlf: [u8; 2],
+        crlf_got: usize,
+    },
+    /// Discarding a refused data block.
+    Swallow(usize),
+    /// Done; close without sending more.
+    Closing,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub fd: i32,
+    /// Unparsed input carried from one read to the next.
+    pub input: Vec<u8>,
+    pub out: Vec<u8>,
+    /// How much of `out` has been written.
+    pub out_pos: usize,
+    pub state: State,
+    /// Edge-triggered readiness as last reported by epoll.
+    pub readable: bool,
+    pub writable: bool,
+    pub close_after_write: bool,
+    /// Whether the protocol has been chosen (first bytes seen).
+    pub negotiated: bool,
+    /// Keys of a paused multi-get already answered.
+    pub resume: usize,
+    /// Queued to run again without waiting for epoll (fairness yield).
+    pub queued: bool,
+    pub last_active: u32,
+}
+
+/// Why `consume` stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Everything usable was consumed; more input is needed.
+    NeedInput,
+    /// The request budget for this turn is spent.
+    Budget,
+    /// Output is over the high-water mark; wait for the client to read.
+    Blocked,
+    /// The connection must close (after writing, if `close_after_write`).
+    Close,
+    /// `shutdown` was requested.
+    Shutdown,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, fd: i32, now: u32) -> Conn {
+        Conn {
+            stream,
+            fd,
+            input: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            state: State::Cmd,
+            readable: false,
+            writable: true,
+            close_after_write: false,
+            negotiated: false,
+            resume: 0,
+            queued: false,
+            last_active: now,
+        }
+    }
+
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    pub fn blocked_on_output(&self) -> bool {
+        self.unsent() > OUTPUT_HIGH_WATER
+    }
+
+    /// How much the next read may take while parsing lines, mirroring
+    /// memcached's fixed read buffer.
+    pub fn read_size(&self) -> usize {
+        READ_SIZE.saturating_sub(self.input.len()).max(1)
+    }
+
+    /// The value bytes still to come, if a large data block is being read
+    /// and nothing is buffered: the reactor then reads it straight into the
+    /// item.
+    pub fn direct_value_read(&self) -> Option<(Pending, usize)> {
+        match self.state {
+            State::Value {
+                pending, filled, ..
+            } if self.input.is_empty() && pending.nbytes - filled >= READ_SIZE => {
+                Some((pending, filled))
+            }
+            _ => None,
+        }
+    }
+
+    /// Frees what an unfinished request holds (a half-read item).
+    pub fn abandon(&mut self, ctx: &mut Ctx) {
+        if let State::Value { pending, .. } = self.state {
+            ctx.cache.free_unlinked(pending.item);
+        }
+        self.state = State::Closing;
+    }
+
+    /// Parses and executes requests from `data`; returns bytes consumed and
+    /// why it stopped. `budget` counts down once per request.
+    pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
+        let mut pos = 0;
+        if !self.negotiated && !data.is_empty() {
+            self.negotiated = true;
+            if ctx.settings.verbose > 1 {
+                eprintln!("{}: Client using the ascii protocol", self.fd);
+            }
+        }
+        loop {
+            match &mut self.state {
+                State::Closing => return (pos, Stop::Close),
+                State::Swallow(left) => {
+                    let n = (*left).min(data.len() - pos);
+                    *left -= n;
+                    pos += n;
+                    if *left > 0 {
+                        return (pos, Stop::NeedInput);
+                    }
+                    self.state = State::Cmd;
+                }
+                State::Value { .. } => {
+                    pos += self.fill_value(ctx, &data[pos..]);
+                    if matches!(self.state, State::Value { .. }) {
+                        return (pos, Stop::NeedInput);
+                    }
+                }
+                State::Cmd => {
+                    if self.blocked_on_output() {
+                        return (pos, Stop::Blocked);
+                    }
+                    if *budget == 0 {
+                        return (pos, Stop::Budget);
+                    }
+                    let rest = &data[pos..];
+                    let Some(nl) = memchr(b'\n', rest) else {
+                        if rest.len() > LINE_LIMIT && !self.may_grow_line(rest) {
+                            self.state = State::Closing;
+                            return (pos, Stop::Close);
+                        }
+                        return (pos, Stop::NeedInput);
+                    };
+                    let mut line = &rest[..nl];
+                    if line.len() > 1 && line[line.len() - 1] == b'\r' {
+                        line = &line[..line.len() - 1];
+                    }
+                    *budget -= 1;
+                    match text::process_line(ctx, line, &mut self.out, self.resume) {
+                        Next::Suspend(done) => {
+                            self.resume = done;
+                            return (pos, Stop::Blocked);
+                        }
+                        next => {
+                            self.resume = 0;
+                            pos += nl + 1;
+                            if let Some(stop) = self.apply(next) {
+                                return (pos, stop);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// memcached keeps reading a long line only if it is a multi-key get.
+    fn may_grow_line(&self, rest: &[u8]) -> bool {
+        let spaces = rest.iter().take_while(|&&b| b == b' ').count();
+        let body = &rest[spaces..];
+        spaces <= 100
+            && (body.starts_with(b"get ") || body.starts_with(b"gets "))
+            && rest.len() <= GET_LINE_LIMIT
+    }
+
+    fn apply(&mut self, next: Next) -> Option<Stop> {
+        match next {
+            Next::Continue | Next::Suspend(_) => None,
+            Next::ReadValue(pending) => {
+                self.state = State::Value {
+                    pending,
+                    filled: 0,
+                    crlf: [0; 2],
+                    crlf_got: 0,
+                };
+                None
+            }
+            Next::Swallow(n) => {
+                self.state = State::Swallow(n);
+                None
+            }
+            Next::Close => {
+                self.state = State::Closing;
+                Some(Stop::Close)
+            }
+            Next::CloseAfterWrite => {
+                self.close_after_write = true;
+                self.state = State::Closing;
+                Some(Stop::Close)
+            }
+            Next::Shutdown => {
+                self.state = State::Closing;
+                Some(Stop::Shutdown)
+            }
+        }
+    }
+
+    /// Copies data-block bytes into the pending item; returns bytes used.
+    fn fill_value(&mut self, ctx: &mut Ctx, data: &[u8]) -> usize {
+        let State::Value {
+            pending,
+            filled,
+            crlf,
+            crlf_got,
+        } = &mut self.state
+        else {
+            return 0;
+        };
+        let mut used = 0;
+        while *filled < pending.nbytes && used < data.len() {
+            let window = ctx.cache.value_window_mut(pending.item, *filled);
+            let n = window.len().min(data.len() - used);
+            window[..n].copy_from_slice(&data[used..used + n]);
+            *filled += n;
+            used += n;
+        }
+        while *filled == pending.nbytes && *crlf_got < 2 && used < data.len() {
+            crlf[*crlf_got] = data[used];
+            *crlf_got += 1;
+            used += 1;
+        }
+        if *crlf_got == 2 {
+            let (pending, ok) = (*pending, crlf == b"\r\n");
+            self.state = State::Cmd;
+            text::complete_store(ctx, pending, ok, &mut self.out);
+        }
+        used
+    }
+
+    /// Records `n` value bytes read directly into the item by the reactor.
+    pub fn value_read_directly(&mut self, n: usize) {
+        if let State::Value { filled, .. } = &mut self.state {
+            *filled += n;
+        }
+    }
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
