@@ -50,7 +50,7 @@ fn strtoull(s: &[u8]) -> (u64, usize, bool) {
 
 /// The digits must end the token or be followed by white space.
 fn ends_cleanly(s: &[u8], end: usize) -> bool {
-    end == s.len() || is_c_space(s[end])
+    end == s.len() || is_c_space(s[end]) || s[end] == 0
 }
 
 /// memcached's `safe_strtoull`.
@@ -71,7 +71,9 @@ pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
-/// memcached's `safe_strtol` (a `long` narrowed to `int32_t`).
+/// memcached's `safe_strtol`: a 64-bit `long`, refused only when it
+/// overflows, then narrowed to `int32_t` by truncation (so 2147483648 reads
+/// as a negative number, as it does in memcached).
 pub fn safe_strtol(s: &[u8]) -> Option<i32> {
     let (v, end, overflow) = strtoull(s);
     if end == 0 || !ends_cleanly(s, end) {
@@ -88,9 +90,6 @@ pub fn safe_strtol(s: &[u8]) -> Option<i32> {
     } else {
         magnitude as i64
     };
-    if l > i32::MAX as i64 {
-        return None;
-    }
     Some(l as i32)
 }
 
@@ -104,6 +103,7 @@ mod tests {
         assert_eq!(safe_strtoull(b" +7"), Some(7));
         assert_eq!(safe_strtoull(b"12 abc"), Some(12));
         assert_eq!(safe_strtoull(b"12\r\n"), Some(12));
+        assert_eq!(safe_strtoull(b"1\0x"), Some(1));
         assert_eq!(safe_strtoull(b"12abc"), None);
         assert_eq!(safe_strtoull(b""), None);
         assert_eq!(safe_strtoull(b"abc"), None);
@@ -117,7 +117,8 @@ mod tests {
     fn signed_follows_c() {
         assert_eq!(safe_strtol(b"-5"), Some(-5));
         assert_eq!(safe_strtol(b"2147483647"), Some(i32::MAX));
-        assert_eq!(safe_strtol(b"2147483648"), None);
+        assert_eq!(safe_strtol(b"2147483648"), Some(i32::MIN));
+        assert_eq!(safe_strtol(b"4294967297"), Some(1));
         // Below INT_MIN a long still fits and memcached only checks the top.
         assert_eq!(safe_strtol(b"-2147483649"), Some(2147483647));
         assert_eq!(safe_strtol(b"9223372036854775808"), None);

@@ -41,6 +41,10 @@ pub struct Pending {
 #[derive(Clone, Copy, Debug)]
 pub enum Next {
     Continue,
+    /// Done, and memcached would write its replies out at this point
+    /// (after a retrieval or `mn`); matters when the connection closes
+    /// before the next write point.
+    Flush,
     /// Read the data block into `Pending::item`, then its CRLF.
     ReadValue(Pending),
     /// Discard this many bytes of input (a refused data block).
@@ -121,7 +125,10 @@ pub fn process_line(ctx: &mut Ctx, line: &[u8], out: &mut Vec<u8>, resume: usize
     let want = |lo: usize, hi: usize| n >= lo && n <= hi;
     match cmd[0] {
         b'm' if cmd.len() == 2 => match cmd[1] {
-            b'n' => r.line("MN"),
+            b'n' => {
+                r.line("MN");
+                Next::Flush
+            }
             _ => r.line("ERROR"),
         },
         b'g' => {
@@ -218,13 +225,15 @@ fn process_get(
         eprintln!(">{} END", r.fd);
     }
     r.out.extend_from_slice(b"END\r\n");
-    Next::Continue
+    Next::Flush
 }
 
 fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Option<u32>) {
-    ctx.stats.get_cmds += 1;
+    // gat/gats count as touches, not as gets.
     if touch.is_some() {
         ctx.stats.touch_cmds += 1;
+    } else {
+        ctx.stats.get_cmds += 1;
     }
     let Some(it) = ctx.cache.get(key, touch) else {
         if touch.is_some() {
@@ -425,7 +434,7 @@ fn process_flush_all(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if t.ntokens() != if r.noreply { 3 } else { 2 } {
         match safe_strtol(t.get(1)) {
             Some(d) => delay = d,
-            None => return r.line("CLIENT_ERROR bad command line format"),
+            None => return r.line("CLIENT_ERROR invalid exptime argument"),
         }
     }
     ctx.cache.flush_all(delay);
@@ -434,7 +443,9 @@ fn process_flush_all(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
 
 fn process_verbosity(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     set_noreply_maybe(t, r);
-    let level = safe_strtoul(t.get(1)).unwrap_or(0);
+    let Some(level) = safe_strtoul(t.get(1)) else {
+        return r.line("CLIENT_ERROR bad command line format");
+    };
     ctx.settings.verbose = level.min(2) as u8;
     r.line("OK")
 }

@@ -45,6 +45,10 @@ pub struct Conn {
     pub out: Vec<u8>,
     /// How much of `out` has been written.
     pub out_pos: usize,
+    /// End of the replies memcached would already have written. A close
+    /// for a protocol violation drops what lies past it, as memcached
+    /// drops replies it had not yet sent.
+    pub flush_mark: usize,
     pub state: State,
     /// Edge-triggered readiness as last reported by epoll.
     pub readable: bool,
@@ -82,6 +86,7 @@ impl Conn {
             input: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
+            flush_mark: 0,
             state: State::Cmd,
             readable: false,
             writable: true,
@@ -132,6 +137,16 @@ impl Conn {
     /// Parses and executes requests from `data`; returns bytes consumed and
     /// why it stopped. `budget` counts down once per request.
     pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
+        let (used, why) = self.consume_inner(ctx, data, budget);
+        match why {
+            Stop::Close if !self.close_after_write => self.out.truncate(self.flush_mark),
+            Stop::Shutdown => self.out.truncate(self.flush_mark),
+            _ => self.flush_mark = self.out.len(),
+        }
+        (used, why)
+    }
+
+    fn consume_inner(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
         let mut pos = 0;
         if !self.negotiated && !data.is_empty() {
             self.negotiated = true;
@@ -207,6 +222,10 @@ impl Conn {
     fn apply(&mut self, next: Next) -> Option<Stop> {
         match next {
             Next::Continue | Next::Suspend(_) => None,
+            Next::Flush => {
+                self.flush_mark = self.out.len();
+                None
+            }
             Next::ReadValue(pending) => {
                 self.state = State::Value {
                     pending,

@@ -170,7 +170,7 @@ impl Reactor {
                 if bits & sys::WRITE != 0 {
                     c.writable = true;
                 }
-                self.drive(fd);
+                self.drive(fd, 1);
             }
             _ => {}
         }
@@ -194,7 +194,7 @@ impl Reactor {
             };
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 c.queued = false;
-                self.drive(fd);
+                self.drive(fd, 0);
             }
         }
     }
@@ -272,8 +272,11 @@ impl Reactor {
 
     /// Runs one connection as far as it can go: write what is pending, take
     /// buffered and newly readable requests within the budget.
-    fn drive(&mut self, fd: RawFd) {
-        let mut budget = self.settings.reqs_per_event.max(1);
+    ///
+    /// memcached runs one request before it starts counting `-R`, so a turn
+    /// that begins with fresh input gets one extra.
+    fn drive(&mut self, fd: RawFd, extra: usize) {
+        let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
             match self.step(fd, &mut budget) {
                 Step::Again => continue,
@@ -479,6 +482,7 @@ fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
     if c.unsent() == 0 {
         c.out.clear();
         c.out_pos = 0;
+        c.flush_mark = 0;
         // A burst of large replies should not pin memory on an idle client.
         if c.out.capacity() > 1 << 20 {
             c.out = Vec::new();
