@@ -171,6 +171,13 @@ impl Cache {
             .saturating_sub(item::view(&self.slabs.arena, tail).time())
     }
 
+    /// The key of `it`, copied into `buf`.
+    fn key_copy<'b>(&self, it: ChunkRef, buf: &'b mut [u8; 256]) -> &'b [u8] {
+        let key = self.view(it).key();
+        buf[..key.len()].copy_from_slice(key);
+        &buf[..key.len()]
+    }
+
     fn next_cas(&mut self) -> u64 {
         self.cas_id += 1;
         self.cas_id
@@ -587,8 +594,11 @@ impl Cache {
         if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
             return self.store_concat(it, mode, cas_in);
         }
-        let key = self.view(it).key();
-        let old = self.find(&key.to_vec(), false);
+        // The key is copied out of the arena (onto the stack) because the
+        // lookup needs the cache mutably.
+        let mut kbuf = [0u8; 256];
+        let key = self.key_copy(it, &mut kbuf);
+        let old = self.find(key, false);
         let result = match (old, mode) {
             (Some(old), StoreMode::Add) => {
                 self.bump(old);
@@ -620,11 +630,12 @@ impl Cache {
     }
 
     fn store_concat(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
-        let key = self.view(it).key().to_vec();
+        let mut kbuf = [0u8; 256];
+        let key = self.key_copy(it, &mut kbuf);
         let add_len = self.view(it).nbytes() as usize;
         // Size the new item from the current value, allocate, and only then
         // take the old item (an eviction in between just means NOT_STORED).
-        let Some(old) = self.find(&key, false) else {
+        let Some(old) = self.find(key, false) else {
             self.free_unlinked(it);
             return StoreResult::NotStored;
         };
@@ -634,14 +645,14 @@ impl Cache {
             return StoreResult::Exists;
         }
         let (flags, exptime, old_len) = (ov.flags(), ov.exptime(), ov.nbytes() as usize);
-        let new = match self.alloc(&key, flags, exptime, old_len + add_len) {
+        let new = match self.alloc(key, flags, exptime, old_len + add_len) {
             Ok(new) => new,
             Err(_) => {
                 self.free_unlinked(it);
                 return StoreResult::NotStored;
             }
         };
-        let old = match self.find(&key, false) {
+        let old = match self.find(key, false) {
             Some(o) if self.view(o).nbytes() as usize == old_len => o,
             _ => {
                 self.free_unlinked(new);

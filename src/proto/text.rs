@@ -297,7 +297,7 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
             None => return r.line("CLIENT_ERROR bad command line format"),
         }
     }
-    if vlen < 0 || vlen > i32::MAX - 2 {
+    if !(0..=i32::MAX - 2).contains(&vlen) {
         return r.line("CLIENT_ERROR bad command line format");
     }
     let nbytes = vlen as usize;

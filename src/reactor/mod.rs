@@ -98,10 +98,10 @@ impl Reactor {
                 );
             }
         }
-        if settings.lock_memory {
-            if let Err(e) = cache.slabs.arena.lock() {
-                eprintln!("warning: -k invalid, mlock() failed: {e}");
-            }
+        if settings.lock_memory
+            && let Err(e) = cache.slabs.arena.lock()
+        {
+            eprintln!("warning: -k invalid, mlock() failed: {e}");
         }
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -284,11 +284,11 @@ impl Reactor {
                 Step::Close => return self.close(fd),
                 Step::Yield => {
                     self.stats.conn_yields += 1;
-                    if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
-                        if !c.queued {
-                            c.queued = true;
-                            self.ready.push_back(fd);
-                        }
+                    if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
+                        && !c.queued
+                    {
+                        c.queued = true;
+                        self.ready.push_back(fd);
                     }
                     return;
                 }

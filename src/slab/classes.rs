@@ -34,7 +34,7 @@ pub fn class_sizes(
         if size as f64 >= chunk_max as f64 / factor {
             break;
         }
-        if size % CHUNK_ALIGN != 0 {
+        if !size.is_multiple_of(CHUNK_ALIGN) {
             size += CHUNK_ALIGN - size % CHUNK_ALIGN;
         }
         classes.push(ClassSize {
