@@ -1,9 +1,223 @@
+//! The `memcached` binary: parse the command line like memcached 1.6.18,
+//! prepare the process the way its `main()` does (core and file limits,
+//! dropping root, daemonizing, locking memory, the pid file), then hand the
+//! settings to the reactor.
+
+mod options;
+
+use std::ffi::OsString;
+use std::io::Write as _;
+
 use memcached::settings::Settings;
+use nix::errno::Errno;
+use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigHandler, Signal, kill, signal};
+use nix::unistd::{Pid, User, daemon, geteuid, getpid, getuid, setgid, setgroups, setuid};
+
+use options::{EX_NOUSER, EX_OSERR, EX_USAGE, Exit};
+
+/// File descriptors wanted beyond `-c`: memcached counts its listeners
+/// and internal descriptors inside maxconns, but this server keeps stdio,
+/// the epoll descriptor and its listeners outside it.
+const FD_HEADROOM: u64 = 32;
 
 fn main() {
-    let settings = Settings::default();
-    if let Err(e) = memcached::reactor::serve(settings) {
-        eprintln!("failed to serve: {e}");
-        std::process::exit(71);
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
+    eprint_bytes(&parsed.warnings);
+    if let Err(exit) = prepare(&parsed.settings) {
+        leave(exit);
+    }
+    if let Err(e) = memcached::reactor::serve(parsed.settings) {
+        // The reactor words its errors the way memcached does ("failed to
+        // listen on TCP port 11211: ..."), so they are printed verbatim.
+        eprintln!("{e}");
+        std::process::exit(EX_OSERR);
+    }
+}
+
+/// Prints what an [`Exit`] carries and ends the process with its code.
+fn leave(exit: Exit) -> ! {
+    eprint_bytes(&exit.stderr);
+    let mut stdout = std::io::stdout().lock();
+    // Nothing useful can be done if stdout is gone (e.g. `-h | head`).
+    let _ = stdout.write_all(&exit.stdout).and_then(|()| stdout.flush());
+    std::process::exit(exit.code)
+}
+
+fn eprint_bytes(bytes: &[u8]) {
+    let _ = std::io::stderr().write_all(bytes);
+}
+
+/// memcached's start-up steps between parsing and opening sockets, in its
+/// order (each one's failure message depends on the ones before it).
+fn prepare(settings: &Settings) -> Result<(), Exit> {
+    if settings.max_core {
+        raise_core_limit()?;
+    }
+    raise_file_limit(settings.max_conns)?;
+    assume_identity(settings.user.as_deref())?;
+    if settings.daemonize {
+        daemonize(settings)?;
+    }
+    if settings.lock_memory {
+        lock_memory();
+    }
+    if settings.auth_file.is_some() && settings.udp_port != 0 {
+        let message = "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n";
+        return Err(Exit::error(EX_USAGE, message));
+    }
+    if let Some(path) = &settings.pid_file {
+        save_pid(path);
+    }
+    Ok(())
+}
+
+/// `-r`: unlimited core files if allowed, else up to the hard limit; only
+/// a soft limit of 0 (no core files at all) is fatal.
+fn raise_core_limit() -> Result<(), Exit> {
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CORE)
+        && setrlimit(Resource::RLIMIT_CORE, RLIM_INFINITY, RLIM_INFINITY).is_err()
+    {
+        let _ = setrlimit(Resource::RLIMIT_CORE, hard, hard);
+    }
+    match getrlimit(Resource::RLIMIT_CORE) {
+        Ok((soft, _)) if soft != 0 => Ok(()),
+        _ => Err(Exit::error(
+            EX_OSERR,
+            "failed to ensure corefile creation\n",
+        )),
+    }
+}
+
+/// Enough descriptors for `-c` connections. memcached sets both limits to
+/// exactly maxconns (even lowering them); this only raises, wanting some
+/// headroom, and settles for maxconns when the hard limit allows no more.
+fn raise_file_limit(max_conns: usize) -> Result<(), Exit> {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return Err(Exit::error(
+            EX_OSERR,
+            "failed to getrlimit number of files\n",
+        ));
+    };
+    let needed = max_conns as u64;
+    let wanted = needed.saturating_add(FD_HEADROOM);
+    if soft >= wanted {
+        return Ok(());
+    }
+    // Root may raise the hard limit too.
+    if setrlimit(Resource::RLIMIT_NOFILE, wanted, hard.max(wanted)).is_ok() {
+        return Ok(());
+    }
+    // Otherwise as much as the hard limit allows, if that is enough.
+    let raised = hard >= needed && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok();
+    if raised || soft >= needed {
+        return Ok(());
+    }
+    let message = "failed to set rlimit for open files. Try starting as root or requesting smaller \
+                   maxconns value.\n";
+    Err(Exit::error(EX_OSERR, message))
+}
+
+/// Root must name a user with `-u` and becomes that user; anyone else keeps
+/// their identity and `-u` is ignored.
+fn assume_identity(user: Option<&str>) -> Result<(), Exit> {
+    if !getuid().is_root() && !geteuid().is_root() {
+        return Ok(());
+    }
+    let name = user.unwrap_or_default();
+    if name.is_empty() {
+        return Err(Exit::error(
+            EX_USAGE,
+            "can't run as root without the -u switch\n",
+        ));
+    }
+    let Ok(Some(account)) = User::from_name(name) else {
+        let message = format!("can't find the user {name} to switch to\n");
+        return Err(Exit::error(EX_NOUSER, message));
+    };
+    if let Err(errno) = setgroups(&[]) {
+        // EPERM means we are already without the privilege to change them.
+        let message = format!("failed to drop supplementary groups: {}\n", strerror(errno));
+        if errno != Errno::EPERM {
+            return Err(Exit::error(EX_OSERR, message));
+        }
+        eprint_bytes(message.as_bytes());
+    }
+    if setgid(account.gid).is_err() || setuid(account.uid).is_err() {
+        let message = format!("failed to assume identity of user {name}\n");
+        return Err(Exit::error(EX_OSERR, message));
+    }
+    Ok(())
+}
+
+/// `-d`: detach like memcached's `daemonize(maxcore, verbose)`: with `-r`
+/// the working directory stays (for the core file), with `-v` stdio stays.
+fn daemonize(settings: &Settings) -> Result<(), Exit> {
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+    // signal context; memcached ignores SIGHUP here so losing the
+    // controlling terminal while detaching cannot kill it.
+    if let Err(errno) = unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) } {
+        eprintln!("Failed to ignore SIGHUP: {}", strerror(errno));
+    }
+    daemon(settings.max_core, settings.verbose > 0)
+        .map_err(|_| Exit::error(1, "failed to daemon() in order to daemonize\n"))
+}
+
+/// `-k`: failure is only a warning, as in memcached.
+fn lock_memory() {
+    if let Err(errno) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        eprintln!(
+            "warning: -k invalid, mlockall() failed: {}",
+            strerror(errno)
+        );
+    }
+}
+
+/// memcached's `save_pid`: warn if the file names a live process, then
+/// write `<path>.tmp` and rename it over `path` so readers never see it
+/// empty. Failures are reported and start-up goes on. Removing the file at
+/// exit (when daemonized) is the server's job.
+fn save_pid(path: &str) {
+    if let Some(pid) = running_pid(path) {
+        eprintln!("WARNING: The pid file contained the following (running) pid: {pid}");
+    }
+    let tmp = format!("{path}.tmp");
+    if let Err(e) = std::fs::write(&tmp, format!("{}\n", getpid())) {
+        eprintln!(
+            "Could not open the pid file {tmp} for writing: {}",
+            io_strerror(&e)
+        );
+        return;
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        eprintln!(
+            "Could not rename the pid file from {tmp} to {path}: {}",
+            io_strerror(&e)
+        );
+    }
+}
+
+/// The pid in an existing pid file's first line, if that process exists.
+fn running_pid(path: &str) -> Option<u32> {
+    let text = std::fs::read(path).ok()?;
+    let line = text.split_inclusive(|&b| b == b'\n').next()?;
+    let pid = options::safe_strtoul(line)?;
+    kill(Pid::from_raw(pid as i32), None).ok()?;
+    Some(pid)
+}
+
+/// The C library's text for an errno, as `strerror`/`perror` print it.
+fn strerror(errno: Errno) -> String {
+    io_strerror(&std::io::Error::from_raw_os_error(errno as i32))
+}
+
+fn io_strerror(e: &std::io::Error) -> String {
+    // std appends " (os error N)" to the C library's message.
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
     }
 }

@@ -62,6 +62,8 @@ pub enum Next {
 
 struct Reply<'o> {
     out: &'o mut Vec<u8>,
+    /// Length of `out` at memcached's last write point.
+    written: usize,
     noreply: bool,
     trace: bool,
     fd: i32,
@@ -96,8 +98,16 @@ fn positive_exptime(e: i32) -> i64 {
     }
 }
 
-/// Handles one request line (without its line ending).
-pub fn process_line(ctx: &mut Ctx, line: &[u8], out: &mut Vec<u8>, resume: usize) -> Next {
+/// Handles one request line (without its line ending). `out[..written]`
+/// holds replies memcached would already have sent; the rest are still
+/// queued (see `process_get` for why that matters).
+pub fn process_line(
+    ctx: &mut Ctx,
+    line: &[u8],
+    out: &mut Vec<u8>,
+    written: usize,
+    resume: usize,
+) -> Next {
     // memcached treats the line as a C string.
     let line = match line.iter().position(|&b| b == 0) {
         Some(n) => &line[..n],
@@ -113,6 +123,7 @@ pub fn process_line(ctx: &mut Ctx, line: &[u8], out: &mut Vec<u8>, resume: usize
     let t = Tokens::new(line);
     let mut r = Reply {
         out,
+        written,
         noreply: false,
         trace,
         fd: ctx.fd,
@@ -213,6 +224,10 @@ fn process_get(
     }
     let keys = words;
     if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
+        // memcached answers a too-long key in a get by discarding every
+        // reply it has not yet sent -- this get's hits and the replies of
+        // earlier pipelined commands alike -- and sending only the error.
+        r.out.truncate(r.written);
         return r.line("CLIENT_ERROR bad command line format");
     }
     for (i, key) in keys.enumerate().skip(resume) {
@@ -330,8 +345,10 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
 /// Finishes a storage command once its data block (and the two bytes after
 /// it) have arrived.
 pub fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
+    let written = out.len();
     let mut r = Reply {
         out,
+        written,
         noreply: p.noreply,
         trace: ctx.settings.verbose > 1,
         fd: ctx.fd,

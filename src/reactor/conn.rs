@@ -192,7 +192,8 @@ impl Conn {
                         line = &line[..line.len() - 1];
                     }
                     *budget -= 1;
-                    match text::process_line(ctx, line, &mut self.out, self.resume) {
+                    match text::process_line(ctx, line, &mut self.out, self.flush_mark, self.resume)
+                    {
                         Next::Suspend(done) => {
                             self.resume = done;
                             return (pos, Stop::Blocked);

@@ -98,11 +98,6 @@ impl Reactor {
                 );
             }
         }
-        if settings.lock_memory
-            && let Err(e) = cache.slabs.arena.lock()
-        {
-            eprintln!("warning: -k invalid, mlock() failed: {e}");
-        }
         let mut r = Reactor {
             epoll: Epoll::new()?,
             slots: Vec::new(),
@@ -254,6 +249,11 @@ impl Reactor {
     fn close(&mut self, fd: RawFd) {
         let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
         if let Slot::Client(mut c) = slot {
+            // Replies memcached would already have written still go out;
+            // a peer that is not reading them loses them.
+            if c.unsent() > 0 {
+                let _ = flush(&mut c, &mut self.stats);
+            }
             let mut ctx = Ctx {
                 cache: &mut self.cache,
                 stats: &mut self.stats,

@@ -116,17 +116,6 @@ impl Arena {
             );
         }
     }
-
-    /// Pins the whole reservation in RAM (`-k`).
-    pub fn lock(&self) -> io::Result<()> {
-        // SAFETY: locks pages of our own mapping; no memory is accessed.
-        let rc = unsafe { libc::mlock(self.base as *const libc::c_void, self.len) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
 }
 
 impl Drop for Arena {

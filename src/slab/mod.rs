@@ -84,14 +84,21 @@ impl Slabs {
         // Page 0 is the NIL page; then the -m budget; then one page per class
         // for the "first page is always granted" rule.
         let total_pages = 1 + limit_pages + sizes.len();
-        let len = total_pages * cfg.page_size;
-        if len > MAX_ARENA_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "memory limit too large: this build addresses at most 32 GiB of item memory",
-            ));
-        }
-        let arena = Arena::reserve(len)?;
+        let len = total_pages
+            .checked_mul(cfg.page_size)
+            .filter(|&len| len <= MAX_ARENA_BYTES)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "memory limit too large: this server addresses at most 32 GiB of item memory (-m 32767)",
+                )
+            })?;
+        let arena = Arena::reserve(len).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("failed to reserve {len} bytes of item memory: {e}"),
+            )
+        })?;
         let classes = sizes
             .iter()
             .map(|&ClassSize { size, perslab }| SlabClass {
