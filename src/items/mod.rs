@@ -161,6 +161,19 @@ impl Cache {
         self.lrus[id as usize].len
     }
 
+    /// The items of class `id`'s LRU, newest first.
+    pub fn lru_iter(&self, id: u8) -> impl Iterator<Item = ChunkRef> + '_ {
+        let mut it = self.lrus[id as usize].head;
+        std::iter::from_fn(move || {
+            if it == NIL {
+                return None;
+            }
+            let cur = it;
+            it = self.view(cur).next();
+            Some(cur)
+        })
+    }
+
     /// Age in seconds of the oldest item in class `id`'s LRU.
     pub fn lru_tail_age(&self, id: u8) -> u32 {
         let tail = self.lrus[id as usize].tail;

@@ -250,7 +250,12 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
     } else {
         ctx.stats.get_cmds += 1;
     }
-    let Some(it) = ctx.cache.get(key, touch) else {
+    let found = ctx.cache.get(key, touch);
+    if ctx.settings.detail_enabled {
+        let delim = ctx.settings.prefix_delimiter;
+        ctx.stats.prefixes.record_get(key, delim, found.is_some());
+    }
+    let Some(it) = found else {
         if touch.is_some() {
             ctx.stats.touch_misses += 1;
         } else {
@@ -316,6 +321,10 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
         return r.line("CLIENT_ERROR bad command line format");
     }
     let nbytes = vlen as usize;
+    if ctx.settings.detail_enabled {
+        let delim = ctx.settings.prefix_delimiter;
+        ctx.stats.prefixes.record_set(key, delim);
+    }
     match ctx.cache.alloc(key, flags, exptime, nbytes) {
         Ok(item) => Next::ReadValue(Pending {
             item,
@@ -414,6 +423,10 @@ fn process_delete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if key.len() > KEY_MAX_LENGTH {
         return r.line("CLIENT_ERROR bad command line format");
     }
+    if ctx.settings.detail_enabled {
+        let delim = ctx.settings.prefix_delimiter;
+        ctx.stats.prefixes.record_delete(key, delim);
+    }
     if ctx.cache.delete(key) {
         r.line("DELETED")
     } else {
@@ -479,22 +492,52 @@ fn process_shutdown(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
 }
 
 fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
-    let report = match t.get(1) {
-        b"" => stats::general(ctx.stats, ctx.cache, ctx.settings),
+    let n = t.ntokens();
+    let report: Vec<u8> = match t.get(1) {
+        _ if n == 2 => stats::general(ctx.stats, ctx.cache, ctx.settings).into_bytes(),
         b"reset" => {
             ctx.stats.reset();
             ctx.cache.reset_stats();
             return r.line("RESET");
         }
-        b"settings" => stats::settings(ctx.settings),
-        b"slabs" => stats::slabs(ctx.cache),
-        b"items" => stats::items(ctx.cache),
+        b"detail" => {
+            let sub = if n < 4 { &b""[..] } else { t.get(2) };
+            match sub {
+                b"on" | b"off" => {
+                    ctx.settings.detail_enabled = sub == b"on";
+                    return r.line("OK");
+                }
+                b"dump" => ctx.stats.prefixes.dump(),
+                _ => return r.line("CLIENT_ERROR usage: stats detail on|off|dump"),
+            }
+        }
+        b"settings" => stats::settings(ctx.settings).into_bytes(),
+        b"cachedump" => {
+            if !ctx.settings.dump_enabled {
+                return r.line("CLIENT_ERROR stats cachedump not allowed");
+            }
+            if n < 5 {
+                return r.line("CLIENT_ERROR bad command line");
+            }
+            let (Some(id), Some(limit)) = (safe_strtoul(t.get(2)), safe_strtoul(t.get(3))) else {
+                return r.line("CLIENT_ERROR bad command line format");
+            };
+            if id >= crate::slab::classes::MAX_CLASSES as u32 {
+                return r.line("CLIENT_ERROR Illegal slab id");
+            }
+            stats::cachedump(ctx.cache, id, limit)
+        }
+        b"slabs" => stats::slabs(ctx.cache).into_bytes(),
+        b"items" => stats::items(ctx.cache).into_bytes(),
+        b"sizes" => b"STAT sizes_status disabled\r\nEND\r\n".to_vec(),
         _ => return r.line("ERROR"),
     };
     if r.trace {
         // memcached traces a stats report as one multi-line reply.
-        eprint!(">{} {}", r.fd, report);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, ">{} ", r.fd);
+        let _ = err.write_all(&report);
     }
-    r.out.extend_from_slice(report.as_bytes());
+    r.out.extend_from_slice(&report);
     Next::Continue
 }

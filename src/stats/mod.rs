@@ -5,6 +5,8 @@
 //! live here. The reports print memcached 1.6's field names in its order,
 //! leaving out what only exists with its worker threads or extstore.
 
+pub mod prefix;
+
 use crate::items::Cache;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
@@ -34,6 +36,7 @@ pub struct Stats {
     pub auth_errors: u64,
     pub listen_disabled_num: u64,
     pub accepting_conns: bool,
+    pub prefixes: prefix::PrefixStats,
 }
 
 impl Stats {
@@ -42,6 +45,7 @@ impl Stats {
     pub fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
         *self = Stats::default();
+        // memcached clears per-prefix counts on reset too.
         (self.curr_conns, self.conn_structures, self.accepting_conns) = keep;
     }
 }
@@ -251,4 +255,32 @@ pub fn settings(s: &Settings) -> String {
     );
     o.push_str("END\r\n");
     o
+}
+
+/// `stats cachedump <class> <limit>`: keys from the head of a class's LRU,
+/// with value size and absolute expiry, at most 2 MB of report.
+pub fn cachedump(cache: &Cache, id: u32, limit: u32) -> Vec<u8> {
+    const MEMLIMIT: usize = 2 * 1024 * 1024;
+    let mut out = Vec::new();
+    if id > 0 && id <= cache.slabs.largest() as u32 {
+        for (shown, it) in cache.lru_iter(id as u8).enumerate() {
+            if limit != 0 && shown >= limit as usize {
+                break;
+            }
+            let v = cache.view(it);
+            let exp = match v.exptime() {
+                0 => 0,
+                e => cache.clock.to_unix(e),
+            };
+            let tail = format!(" [{} b; {} s]\r\n", v.nbytes(), exp);
+            if out.len() + 5 + v.key().len() + tail.len() + 6 > MEMLIMIT {
+                break;
+            }
+            out.extend_from_slice(b"ITEM ");
+            out.extend_from_slice(v.key());
+            out.extend_from_slice(tail.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    out
 }
