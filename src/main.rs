@@ -50,6 +50,38 @@ fn eprint_bytes(bytes: &[u8]) {
     let _ = std::io::stderr().write_all(bytes);
 }
 
+/// Options memcached has that this server does not serve yet: refused at
+/// start with a clear message rather than accepted and silently ignored.
+fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
+    let missing = [
+        (
+            settings.udp_port != 0,
+            "UDP (-U) is not supported yet; run with -U 0",
+        ),
+        (
+            settings.socket_path.is_some(),
+            "unix sockets (-s) are not supported yet",
+        ),
+        (
+            settings.protocol == memcached::settings::Protocol::Binary,
+            "the binary protocol (-B binary) is not supported yet",
+        ),
+        (settings.sasl, "SASL (-S) is not supported yet"),
+        (
+            settings.memory_file.is_some(),
+            "restartable memory files (-e) are not supported yet",
+        ),
+        (
+            settings.auth_file.is_some(),
+            "ascii authentication (-Y) is not supported yet",
+        ),
+    ];
+    match missing.iter().find(|(refused, _)| *refused) {
+        Some((_, why)) => Err(Exit::error(EX_USAGE, format!("{why}\n"))),
+        None => Ok(()),
+    }
+}
+
 /// memcached's start-up steps between parsing and opening sockets, in its
 /// order (each one's failure message depends on the ones before it).
 fn prepare(settings: &Settings) -> Result<(), Exit> {
@@ -68,6 +100,7 @@ fn prepare(settings: &Settings) -> Result<(), Exit> {
         let message = "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n";
         return Err(Exit::error(EX_USAGE, message));
     }
+    refuse_unbuilt(settings)?;
     if let Some(path) = &settings.pid_file {
         save_pid(path);
     }
