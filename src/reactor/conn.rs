@@ -11,6 +11,8 @@
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
 use std::net::TcpStream;
 
+/// First byte of every binary-protocol request.
+const BINARY_REQUEST_MAGIC: u8 = 0x80;
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
 pub const READ_SIZE: usize = 16 * 1024;
@@ -150,8 +152,17 @@ impl Conn {
         let mut pos = 0;
         if !self.negotiated && !data.is_empty() {
             self.negotiated = true;
+            // memcached picks the binary protocol on a first byte of 0x80.
+            let binary = data[0] == BINARY_REQUEST_MAGIC;
             if ctx.settings.verbose > 1 {
-                eprintln!("{}: Client using the ascii protocol", self.fd);
+                let name = if binary { "binary" } else { "ascii" };
+                eprintln!("{}: Client using the {name} protocol", self.fd);
+            }
+            if binary {
+                // Not served yet: close rather than answer binary frames
+                // with ascii errors.
+                self.state = State::Closing;
+                return (0, Stop::Close);
             }
         }
         loop {

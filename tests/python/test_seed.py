@@ -203,3 +203,25 @@ def test_vv_trace_seed_lines(start_server, kind):
                  r"<\3 connection closed\.$", text)
     assert m, f"{srv.describe()} -vv trace:\n{text}"
     assert m.group(1) != m.group(3)
+
+
+def vv_oom_trace(srv):
+    srv.stderr.wait_for(lambda ls: closed_count(ls) >= 1, timeout=5)
+    exc, sz, pos = seed_oom_loop(srv.port, limit=5000)  # closes its client
+    ok = srv.stderr.wait_for(lambda ls: closed_count(ls) >= 2, timeout=5)
+    assert ok, f"{srv.describe()}: no 'connection closed.' after the OOM loop"
+    return [normalise(l) for l in srv.stderr.lines() if not l.startswith(b"slab class")]
+
+
+def test_vv_trace_oom_matches_oracle(start_server):
+    """The seed's second -vv trace: 282 `set N 0 0 10240` / `STORED`, then
+    `SERVER_ERROR out of memory storing object`, then the close."""
+    ours = start_server("ours", "-vv", "-m", "3", "-M")
+    oracle = start_server("oracle", "-vv", "-m", "3", "-M")
+    oracle_lines = vv_oom_trace(oracle)
+    assert oracle_lines[-3:] == [
+        b"<FD set 282 0 0 10240",
+        b">FD SERVER_ERROR out of memory storing object",
+        b"<FD connection closed.",
+    ]
+    assert vv_oom_trace(ours) == oracle_lines
