@@ -730,12 +730,9 @@ impl Cache {
             return Delta::NonNumeric;
         }
         let off = v.body_offset();
-        let current = {
-            // memcached parses the value with its CRLF after it.
-            let mut text = self.slabs.arena.bytes(off, len).to_vec();
-            text.extend_from_slice(b"\r\n");
-            safe_strtoull(&text)
-        };
+        // memcached parses the value with its CRLF after it; the end of the
+        // slice reads the same as that CRLF to `safe_strtoull`.
+        let current = safe_strtoull(self.slabs.arena.bytes(off, len));
         let Some(current) = current else {
             return Delta::NonNumeric;
         };

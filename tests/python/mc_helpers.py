@@ -364,7 +364,7 @@ def stats_over(sock, sub=None):
     return out
 
 
-def wait_stat(server, name, predicate, timeout=10.0, sock=None):
+def wait_stat(server, name, predicate, timeout=5.0, sock=None):
     """Poll `stats` until predicate(int(value)) holds; returns the last stats."""
     deadline = time.monotonic() + timeout
     while True:
