@@ -33,7 +33,14 @@ fn main() {
         // The reactor words its errors the way memcached does ("failed to
         // listen on TCP port 11211: ..."), so they are printed verbatim.
         eprintln!("{e}");
-        std::process::exit(EX_OSERR);
+        // A configuration the reactor rejects is memcached's EXIT_FAILURE;
+        // anything else is an operating-system failure.
+        let code = if e.kind() == std::io::ErrorKind::InvalidInput {
+            1
+        } else {
+            EX_OSERR
+        };
+        std::process::exit(code);
     }
 }
 

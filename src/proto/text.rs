@@ -53,8 +53,8 @@ pub enum Next {
     Close,
     /// Close once pending replies are written (`quit`).
     CloseAfterWrite,
-    /// Stop the server (`shutdown` with `-A`).
-    Shutdown,
+    /// Stop the server (`shutdown` with `-A`); true for `shutdown graceful`.
+    Shutdown(bool),
     /// A get paused after this many keys; run the same line again with
     /// `resume` set once output has drained.
     Suspend(usize),
@@ -485,8 +485,8 @@ fn process_shutdown(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         return r.line("ERROR: shutdown not enabled");
     }
     match t.ntokens() {
-        2 => Next::Shutdown,
-        3 if t.get(1) == b"graceful" => Next::Shutdown,
+        2 => Next::Shutdown(false),
+        3 if t.get(1) == b"graceful" => Next::Shutdown(true),
         _ => r.line("CLIENT_ERROR invalid shutdown mode"),
     }
 }

@@ -54,6 +54,9 @@ pub struct Conn {
     pub state: State,
     /// Edge-triggered readiness as last reported by epoll.
     pub readable: bool,
+    /// The peer has shut down its side: read until end of file, since no
+    /// further edge will come.
+    pub peer_closed: bool,
     pub writable: bool,
     pub close_after_write: bool,
     /// Whether the protocol has been chosen (first bytes seen).
@@ -76,8 +79,8 @@ pub enum Stop {
     Blocked,
     /// The connection must close (after writing, if `close_after_write`).
     Close,
-    /// `shutdown` was requested.
-    Shutdown,
+    /// `shutdown` was requested (true: `shutdown graceful`).
+    Shutdown(bool),
 }
 
 impl Conn {
@@ -91,6 +94,7 @@ impl Conn {
             flush_mark: 0,
             state: State::Cmd,
             readable: false,
+            peer_closed: false,
             writable: true,
             close_after_write: false,
             negotiated: false,
@@ -142,7 +146,7 @@ impl Conn {
         let (used, why) = self.consume_inner(ctx, data, budget);
         match why {
             Stop::Close if !self.close_after_write => self.out.truncate(self.flush_mark),
-            Stop::Shutdown => self.out.truncate(self.flush_mark),
+            Stop::Shutdown(_) => self.out.truncate(self.flush_mark),
             _ => self.flush_mark = self.out.len(),
         }
         (used, why)
@@ -260,9 +264,9 @@ impl Conn {
                 self.state = State::Closing;
                 Some(Stop::Close)
             }
-            Next::Shutdown => {
+            Next::Shutdown(graceful) => {
                 self.state = State::Closing;
-                Some(Stop::Shutdown)
+                Some(Stop::Shutdown(graceful))
             }
         }
     }

@@ -22,9 +22,22 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use sys::Epoll;
 
-/// memcached keeps this many descriptors back from `-c` for its own use;
-/// the same margin makes `-c` admit the same number of clients.
-const RESERVED_FDS: usize = 20;
+/// memcached refuses a client whose descriptor number reaches `-c` - 1, and
+/// before its first client it holds 7 descriptors plus 4 per worker thread
+/// plus one per listener. Counting the same way makes `-c` admit exactly as
+/// many clients as memcached does with the same `-t`.
+fn max_clients(settings: &Settings, listeners: usize) -> usize {
+    let held = 7 + 4 * settings.num_threads + listeners;
+    settings.max_conns.saturating_sub(held)
+}
+
+/// How the loop ended, for memcached's farewell line.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Running,
+    Normal,
+    Graceful,
+}
 const EVENTS_PER_WAIT: usize = 256;
 /// Hash buckets moved per loop turn while the table is growing.
 const REHASH_STEP: usize = 1024;
@@ -44,7 +57,9 @@ pub struct Reactor {
     stats: Stats,
     settings: Settings,
     scratch: Vec<u8>,
-    stop: bool,
+    stop: StopReason,
+    clients: usize,
+    max_clients: usize,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -109,7 +124,9 @@ impl Reactor {
             },
             settings,
             scratch: vec![0; READ_SIZE],
-            stop: false,
+            stop: StopReason::Running,
+            clients: 0,
+            max_clients: 0,
         };
         let sigfd = sys::termination_signals()?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
@@ -123,6 +140,15 @@ impl Reactor {
             r.stats.conn_structures += 1;
             r.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
         }
+        let listeners = r.stats.curr_conns as usize;
+        // memcached's start-up check: its own descriptors must leave room.
+        if listeners + 5 * r.settings.num_threads >= r.settings.max_conns.saturating_sub(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Maxconns setting is too low, use -c to increase.",
+            ));
+        }
+        r.max_clients = max_clients(&r.settings, listeners);
         Ok(r)
     }
 
@@ -137,7 +163,7 @@ impl Reactor {
 
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
-        while !self.stop {
+        while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty() || self.cache.hash.is_expanding();
             let timeout = if busy { 0 } else { 1000 };
             let n = self.epoll.wait(&mut events, timeout)?;
@@ -151,6 +177,11 @@ impl Reactor {
                 self.cache.rehash_step(REHASH_STEP);
             }
         }
+        match self.stop {
+            StopReason::Graceful => eprintln!("Gracefully stopping"),
+            _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
+            _ => {}
+        }
         Ok(())
     }
 
@@ -161,6 +192,9 @@ impl Reactor {
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
                     c.readable = true;
+                }
+                if bits & sys::HANGUP != 0 {
+                    c.peer_closed = true;
                 }
                 if bits & sys::WRITE != 0 {
                     c.writable = true;
@@ -173,11 +207,10 @@ impl Reactor {
 
     fn handle_signals(&mut self, fd: RawFd) {
         while let Some(sig) = sys::read_signal(fd) {
-            if sig == libc::SIGTERM as u32
-                || sig == libc::SIGINT as u32
-                || sig == libc::SIGUSR1 as u32
-            {
-                self.stop = true;
+            if sig == libc::SIGUSR1 as u32 {
+                self.stop = StopReason::Graceful;
+            } else if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
+                self.stop = StopReason::Normal;
             }
         }
     }
@@ -216,8 +249,7 @@ impl Reactor {
 
     fn admit(&mut self, stream: TcpStream) {
         let fd = stream.as_raw_fd();
-        let full = self.stats.curr_conns as usize + RESERVED_FDS + 1 >= self.settings.max_conns;
-        if full {
+        if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
             self.stats.rejected_conns += 1;
             return;
@@ -241,6 +273,7 @@ impl Reactor {
         if self.settings.verbose > 1 {
             eprintln!("<{fd} new auto-negotiating client connection");
         }
+        self.clients += 1;
         self.stats.curr_conns += 1;
         self.stats.total_conns += 1;
         self.stats.conn_structures = self.stats.conn_structures.max(self.stats.curr_conns);
@@ -265,6 +298,7 @@ impl Reactor {
                 eprintln!("<{fd} connection closed.");
             }
             self.stats.curr_conns -= 1;
+            self.clients -= 1;
             // Dropping the stream closes the descriptor, which also removes
             // it from the epoll set.
         }
@@ -362,7 +396,7 @@ impl Reactor {
         }
         if let Some((pending, filled)) = c.direct_value_read() {
             let window = ctx.cache.value_window_mut(pending.item, filled);
-            return match read_into(&mut c.stream, window, &mut c.readable) {
+            return match read_into(&mut c.stream, window, &mut c.readable, c.peer_closed) {
                 ReadOutcome::Data(n) => {
                     ctx.stats.bytes_read += n as u64;
                     c.value_read_directly(n);
@@ -373,7 +407,12 @@ impl Reactor {
             };
         }
         let want = c.read_size().min(scratch.len());
-        let n = match read_into(&mut c.stream, &mut scratch[..want], &mut c.readable) {
+        let n = match read_into(
+            &mut c.stream,
+            &mut scratch[..want],
+            &mut c.readable,
+            c.peer_closed,
+        ) {
             ReadOutcome::Data(n) => n,
             ReadOutcome::WouldBlock => return finish_turn(c, ctx.stats),
             ReadOutcome::Closed => return Step::Close,
@@ -410,7 +449,7 @@ enum Step {
     Close,
 }
 
-fn after_consume(c: &mut Conn, why: Stop, stop: &mut bool) -> Option<Step> {
+fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step> {
     match why {
         Stop::NeedInput => None,
         Stop::Budget => Some(Step::Yield),
@@ -420,8 +459,12 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut bool) -> Option<Step> {
         } else {
             Step::Close
         }),
-        Stop::Shutdown => {
-            *stop = true;
+        Stop::Shutdown(graceful) => {
+            *stop = if graceful {
+                StopReason::Graceful
+            } else {
+                StopReason::Normal
+            };
             Some(Step::Close)
         }
     }
@@ -441,13 +484,20 @@ enum ReadOutcome {
     Closed,
 }
 
-fn read_into(stream: &mut TcpStream, buf: &mut [u8], readable: &mut bool) -> ReadOutcome {
+fn read_into(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    readable: &mut bool,
+    peer_closed: bool,
+) -> ReadOutcome {
     loop {
         match stream.read(buf) {
             Ok(0) => return ReadOutcome::Closed,
             Ok(n) => {
-                // A short read drained the socket; epoll will report more.
-                if n < buf.len() {
+                // A short read drained the socket and epoll will report more
+                // -- unless the peer has closed, when only reading on finds
+                // the end of file.
+                if n < buf.len() && !peer_closed {
                     *readable = false;
                 }
                 return ReadOutcome::Data(n);

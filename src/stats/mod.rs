@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// Open connections including listening sockets, as memcached counts.
     pub curr_conns: u64,
     pub total_conns: u64,
     pub rejected_conns: u64,
@@ -81,7 +82,13 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "rusage_user", user);
     stat(&mut o, "rusage_system", system);
     stat(&mut o, "max_connections", settings.max_conns);
-    stat(&mut o, "curr_connections", stats.curr_conns);
+    // memcached counts its listening sockets as connections and then
+    // subtracts one when reporting; so does this.
+    stat(
+        &mut o,
+        "curr_connections",
+        stats.curr_conns.saturating_sub(1),
+    );
     stat(&mut o, "total_connections", stats.total_conns);
     stat(&mut o, "rejected_connections", stats.rejected_conns);
     stat(&mut o, "connection_structures", stats.conn_structures);

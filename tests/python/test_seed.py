@@ -3,7 +3,6 @@ trace, and the pymemcache out-of-memory loop under `-m 3 -M`."""
 
 import re
 
-import pytest
 from pymemcache.client import base
 
 from mc_helpers import get_reply_done, request
