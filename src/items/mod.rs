@@ -24,7 +24,7 @@ use clock::Clock;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
 use lru::Lru;
-use std::io;
+use std::io::{self, Write as _};
 
 pub struct CacheConfig {
     pub slab: SlabConfig,
@@ -116,6 +116,8 @@ pub struct Cache {
     oldest_live: u32,
     oldest_cas: u64,
     pub stats: ItemStats,
+    /// The server's `-v` level, for memcached's item-level traces.
+    pub verbose: u8,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -145,6 +147,7 @@ impl Cache {
             },
             slabs,
             cfg,
+            verbose: 0,
         })
     }
 
@@ -248,24 +251,45 @@ impl Cache {
 
     /// memcached's `do_item_get`: finds a live item, unlinking one that has
     /// expired or been flushed. `bump` marks it fetched and refreshes its
-    /// LRU position.
+    /// LRU position. Traced at `-vvv` as memcached traces it.
     fn find(&mut self, key: &[u8], bump: bool) -> Option<ChunkRef> {
+        self.lookup(key, bump, self.verbose > 2)
+    }
+
+    fn lookup(&mut self, key: &[u8], bump: bool, trace: bool) -> Option<ChunkRef> {
         let hv = self.hv(key);
-        let it = self.hash.find(&self.slabs.arena, key, hv)?;
-        if self.is_flushed(it) {
-            self.unlink(it);
-            self.stats.get_flushed += 1;
-            return None;
+        let found = self.hash.find(&self.slabs.arena, key, hv);
+        let mut note = "";
+        let live = match found {
+            Some(it) if self.is_flushed(it) => {
+                self.unlink(it);
+                self.stats.get_flushed += 1;
+                note = " -nuked by flush";
+                None
+            }
+            Some(it) if self.is_expired(it) => {
+                self.unlink(it);
+                self.stats.get_expired += 1;
+                note = " -nuked by expire";
+                None
+            }
+            other => other,
+        };
+        if trace {
+            let what = if found.is_some() {
+                "FOUND KEY"
+            } else {
+                "NOT FOUND"
+            };
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "> {what} ");
+            let _ = err.write_all(key);
+            let _ = writeln!(err, "{note}");
         }
-        if self.is_expired(it) {
-            self.unlink(it);
-            self.stats.get_expired += 1;
-            return None;
-        }
-        if bump {
+        if let (Some(it), true) = (live, bump) {
             self.bump(it);
         }
-        Some(it)
+        live
     }
 
     fn bump(&mut self, it: ChunkRef) {
@@ -625,6 +649,10 @@ impl Cache {
                     return StoreResult::Stored;
                 }
                 self.stats.classes[oc].cas_badval += 1;
+                if self.verbose > 1 {
+                    let expected = self.view(old).cas();
+                    eprintln!("CAS:  failure: expected {expected}, got {cas_in}");
+                }
                 StoreResult::Exists
             }
             (Some(old), _) => {
@@ -665,7 +693,7 @@ impl Cache {
                 return StoreResult::NotStored;
             }
         };
-        let old = match self.find(key, false) {
+        let old = match self.lookup(key, false, false) {
             Some(o) if self.view(o).nbytes() as usize == old_len => o,
             _ => {
                 self.free_unlinked(new);
@@ -764,7 +792,7 @@ impl Cache {
             Err(_) => return Delta::NoMemory,
         };
         self.value_window_mut(new, 0).copy_from_slice(text);
-        match self.find(key, false) {
+        match self.lookup(key, false, false) {
             Some(old) => self.replace(old, new),
             None => self.link(new),
         }

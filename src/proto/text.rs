@@ -114,6 +114,7 @@ pub fn process_line(
         None => line,
     };
     let trace = ctx.settings.verbose > 1;
+    ctx.cache.verbose = ctx.settings.verbose;
     if trace && resume == 0 {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "<{} ", ctx.fd);
@@ -341,6 +342,12 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
                 ctx.stats.store_no_memory += 1;
                 r.line("SERVER_ERROR out of memory storing object");
             }
+            if ctx.settings.verbose > 2 {
+                // memcached enters its swallow state before the lookup
+                // below, and its -vvv trace shows it in that order.
+                eprintln!("{}: going from conn_parse_cmd to conn_new_cmd", ctx.fd);
+                eprintln!("{}: going from conn_new_cmd to conn_swallow", ctx.fd);
+            }
             // A set that cannot be stored must not leave the old value
             // readable.
             if mode == StoreMode::Set {
@@ -477,6 +484,8 @@ fn process_verbosity(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         return r.line("CLIENT_ERROR bad command line format");
     };
     ctx.settings.verbose = level.min(2) as u8;
+    // The new level already applies to this reply's trace.
+    r.trace = ctx.settings.verbose > 1;
     r.line("OK")
 }
 

@@ -39,11 +39,46 @@ pub enum State {
     Closing,
 }
 
+/// memcached's connection states. This server's state machine is smaller,
+/// but at `-vvv` memcached traces every change of its own state
+/// ("N: going from conn_new_cmd to conn_parse_cmd"), and the trace is part
+/// of what users compare; so the equivalent state is tracked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    NewCmd,
+    Waiting,
+    Read,
+    ParseCmd,
+    Nread,
+    Swallow,
+    Mwrite,
+    Closing,
+    Closed,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::NewCmd => "conn_new_cmd",
+            Phase::Waiting => "conn_waiting",
+            Phase::Read => "conn_read",
+            Phase::ParseCmd => "conn_parse_cmd",
+            Phase::Nread => "conn_nread",
+            Phase::Swallow => "conn_swallow",
+            Phase::Mwrite => "conn_mwrite",
+            Phase::Closing => "conn_closing",
+            Phase::Closed => "conn_closed",
+        }
+    }
+}
+
 pub struct Conn {
     pub stream: TcpStream,
     pub fd: i32,
     /// Unparsed input carried from one read to the next.
     pub input: Vec<u8>,
+    /// `input` has been parsed as far as it goes; only more bytes help.
+    pub input_seen: bool,
     pub out: Vec<u8>,
     /// How much of `out` has been written.
     pub out_pos: usize,
@@ -66,6 +101,8 @@ pub struct Conn {
     /// Queued to run again without waiting for epoll (fairness yield).
     pub queued: bool,
     pub last_active: u32,
+    /// memcached's equivalent state, for the `-vvv` trace.
+    pub phase: Phase,
 }
 
 /// Why `consume` stopped.
@@ -89,6 +126,7 @@ impl Conn {
             stream,
             fd,
             input: Vec::new(),
+            input_seen: false,
             out: Vec::new(),
             out_pos: 0,
             flush_mark: 0,
@@ -101,6 +139,46 @@ impl Conn {
             resume: 0,
             queued: false,
             last_active: now,
+            phase: Phase::NewCmd,
+        }
+    }
+
+    /// Moves to memcached's state `to`, tracing the change at `-vvv`.
+    pub fn go(&mut self, to: Phase, verbose: u8) {
+        if verbose > 2 && self.phase != to {
+            eprintln!(
+                "{}: going from {} to {}",
+                self.fd,
+                self.phase.name(),
+                to.name()
+            );
+        }
+        self.phase = to;
+    }
+
+    /// The states memcached passes through when it runs out of complete
+    /// requests: flush pending replies, then wait.
+    fn go_wait(&mut self, partial: bool, verbose: u8) {
+        if partial {
+            self.go(Phase::ParseCmd, verbose);
+        }
+        if self.out.len() > self.flush_mark.max(self.out_pos) {
+            self.go(Phase::Mwrite, verbose);
+            self.go(Phase::NewCmd, verbose);
+            if partial {
+                self.go(Phase::ParseCmd, verbose);
+            }
+        }
+        self.go(Phase::Waiting, verbose);
+    }
+
+    /// Before reading the socket for a new request.
+    pub fn go_read(&mut self, verbose: u8) {
+        if self.phase == Phase::NewCmd {
+            self.go(Phase::Waiting, verbose);
+        }
+        if self.phase == Phase::Waiting {
+            self.go(Phase::Read, verbose);
         }
     }
 
@@ -144,6 +222,7 @@ impl Conn {
     /// why it stopped. `budget` counts down once per request.
     pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
         let (used, why) = self.consume_inner(ctx, data, budget);
+        self.input_seen = why == Stop::NeedInput;
         match why {
             Stop::Close if !self.close_after_write => self.out.truncate(self.flush_mark),
             Stop::Shutdown(_) => self.out.truncate(self.flush_mark),
@@ -154,6 +233,9 @@ impl Conn {
 
     fn consume_inner(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
         let mut pos = 0;
+        if self.phase == Phase::Read && !data.is_empty() {
+            self.go(Phase::ParseCmd, ctx.settings.verbose);
+        }
         if !self.negotiated && !data.is_empty() {
             self.negotiated = true;
             // memcached picks the binary protocol on a first byte of 0x80.
@@ -180,12 +262,14 @@ impl Conn {
                         return (pos, Stop::NeedInput);
                     }
                     self.state = State::Cmd;
+                    self.go(Phase::NewCmd, ctx.settings.verbose);
                 }
                 State::Value { .. } => {
                     pos += self.fill_value(ctx, &data[pos..]);
                     if matches!(self.state, State::Value { .. }) {
                         return (pos, Stop::NeedInput);
                     }
+                    self.go(Phase::NewCmd, ctx.settings.verbose);
                 }
                 State::Cmd => {
                     if self.blocked_on_output() {
@@ -198,10 +282,14 @@ impl Conn {
                     let Some(nl) = memchr(b'\n', rest) else {
                         if rest.len() > LINE_LIMIT && !self.may_grow_line(rest) {
                             self.state = State::Closing;
+                            self.go(Phase::ParseCmd, ctx.settings.verbose);
+                            self.go(Phase::Closing, ctx.settings.verbose);
                             return (pos, Stop::Close);
                         }
+                        self.go_wait(!rest.is_empty(), ctx.settings.verbose);
                         return (pos, Stop::NeedInput);
                     };
+                    self.go(Phase::ParseCmd, ctx.settings.verbose);
                     let mut line = &rest[..nl];
                     if line.len() > 1 && line[line.len() - 1] == b'\r' {
                         line = &line[..line.len() - 1];
@@ -216,6 +304,7 @@ impl Conn {
                         next => {
                             self.resume = 0;
                             pos += nl + 1;
+                            self.trace_next(next, ctx.settings.verbose);
                             if let Some(stop) = self.apply(next) {
                                 return (pos, stop);
                             }
@@ -223,6 +312,25 @@ impl Conn {
                     }
                 }
             }
+        }
+    }
+
+    /// memcached's state after a request line.
+    fn trace_next(&mut self, next: Next, v: u8) {
+        if v <= 2 {
+            return;
+        }
+        match next {
+            Next::Continue | Next::Suspend(_) => self.go(Phase::NewCmd, v),
+            Next::Flush => {
+                self.go(Phase::Mwrite, v);
+                self.go(Phase::NewCmd, v);
+            }
+            Next::ReadValue(_) => self.go(Phase::Nread, v),
+            // Traced by the protocol layer, which knows the order.
+            Next::Swallow(_) => self.phase = Phase::Swallow,
+            Next::CloseAfterWrite => self.go(Phase::Mwrite, v),
+            Next::Close | Next::Shutdown(_) => self.go(Phase::Closing, v),
         }
     }
 

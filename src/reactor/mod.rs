@@ -294,9 +294,12 @@ impl Reactor {
                 fd,
             };
             c.abandon(&mut ctx);
-            if self.settings.verbose > 1 {
+            let v = self.settings.verbose;
+            c.go(conn::Phase::Closing, v);
+            if v > 1 {
                 eprintln!("<{fd} connection closed.");
             }
+            c.go(conn::Phase::Closed, v);
             self.stats.curr_conns -= 1;
             self.clients -= 1;
             // Dropping the stream closes the descriptor, which also removes
@@ -371,7 +374,7 @@ impl Reactor {
             fd,
         };
         // 2. Requests already buffered (or a paused multi-get).
-        if !c.input.is_empty() || c.resume > 0 {
+        if (!c.input.is_empty() && !c.input_seen) || c.resume > 0 {
             let input = std::mem::take(&mut c.input);
             let (used, why) = c.consume(&mut ctx, &input, budget);
             c.input = input;
@@ -407,6 +410,10 @@ impl Reactor {
             };
         }
         let want = c.read_size().min(scratch.len());
+        let v = ctx.settings.verbose;
+        if matches!(c.state, State::Cmd) {
+            c.go_read(v);
+        }
         let n = match read_into(
             &mut c.stream,
             &mut scratch[..want],
@@ -414,7 +421,12 @@ impl Reactor {
             c.peer_closed,
         ) {
             ReadOutcome::Data(n) => n,
-            ReadOutcome::WouldBlock => return finish_turn(c, ctx.stats),
+            ReadOutcome::WouldBlock => {
+                if c.phase == conn::Phase::Read {
+                    c.go(conn::Phase::Waiting, v);
+                }
+                return finish_turn(c, ctx.stats);
+            }
             ReadOutcome::Closed => return Step::Close,
         };
         ctx.stats.bytes_read += n as u64;
