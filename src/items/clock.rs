@@ -7,6 +7,8 @@
 //! (`ITEM_UPDATE_INTERVAL + 2`), which keeps "now" above every value with a
 //! special meaning (0 never, 1 already expired).
 
+use std::time::Instant;
+
 /// Relative expiry times above this are absolute unix times (30 days).
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 /// An item is moved to the LRU head at most this often (seconds).
@@ -17,17 +19,8 @@ pub struct Clock {
     pub now: u32,
     /// Unix time of the relative epoch (memcached's `process_started`).
     pub process_started: i64,
-    mono_start: i64,
-}
-
-fn monotonic_secs() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass it.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec
+    /// Monotonic instant of the relative epoch's start-up reading.
+    mono_start: Instant,
 }
 
 fn unix_secs() -> i64 {
@@ -39,20 +32,18 @@ fn unix_secs() -> i64 {
 
 impl Clock {
     pub fn new() -> Clock {
-        let back = (ITEM_UPDATE_INTERVAL + 2) as i64;
-        let mono_start = monotonic_secs() - back;
-        let mut c = Clock {
-            now: 0,
-            process_started: unix_secs() - back,
-            mono_start,
-        };
-        c.tick();
-        c
+        let back = ITEM_UPDATE_INTERVAL + 2;
+        Clock {
+            now: back,
+            process_started: unix_secs() - back as i64,
+            mono_start: Instant::now(),
+        }
     }
 
     /// Re-reads the monotonic clock; true when the second changed.
     pub fn tick(&mut self) -> bool {
-        let now = (monotonic_secs() - self.mono_start) as u32;
+        let elapsed = self.mono_start.elapsed().as_secs() as u32;
+        let now = ITEM_UPDATE_INTERVAL + 2 + elapsed;
         let changed = now != self.now;
         self.now = now;
         changed

@@ -56,14 +56,14 @@ fn stat(out: &mut String, name: &str, value: impl std::fmt::Display) {
 }
 
 fn rusage() -> (String, String) {
-    // SAFETY: getrusage only writes the struct we pass it.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let fmt = |tv: libc::timeval| format!("{}.{:06}", tv.tv_sec, tv.tv_usec);
-    (fmt(ru.ru_utime), fmt(ru.ru_stime))
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(ru) => {
+            let fmt = |tv: nix::sys::time::TimeVal| format!("{}.{:06}", tv.tv_sec(), tv.tv_usec());
+            (fmt(ru.user_time()), fmt(ru.system_time()))
+        }
+        Err(_) => ("0.000000".into(), "0.000000".into()),
+    }
 }
 
 /// The general `stats` report.
