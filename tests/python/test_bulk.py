@@ -91,3 +91,27 @@ def test_too_large_value_rejected(start_server, kind):
         assert got == b"SERVER_ERROR object too large for cache\r\n"
         assert get(s, b"huge") == {}
         assert request(s, b"version\r\n").startswith(b"VERSION ")
+
+
+def test_64mb_value_with_I_128m(start_server, kind):
+    """-I accepts up to 1024m; a value far larger than a slab page is stored
+    over many chunks inside the -m arena and reads back intact."""
+    srv = start_server(kind, "-I", "128m", "-m", "512")
+    size = 64 * 1024 * 1024
+    value = pattern(size)
+    with srv.connect(timeout=60) as s:
+        s.sendall(b"set huge 7 0 %d\r\n" % size + value + b"\r\n")
+        assert recv_until(s, lambda b: b.endswith(b"\r\n"), timeout=60) == b"STORED\r\n"
+        assert get(s, b"huge", timeout=60) == {b"huge": (7, value)}
+
+
+def test_idle_rss_independent_of_m(start_server):
+    small = start_server("ours", "-m", "16")
+    large = start_server("ours", "-m", "2048")
+    # Both have served one request, so both have run their loop.
+    for srv in (small, large):
+        with srv.connect() as s:
+            s.sendall(b"version\r\n")
+            recv_until(s, lambda b: b.endswith(b"\r\n"))
+    assert large.rss_kb() < small.rss_kb() + 4096, (small.rss_kb(), large.rss_kb())
+    assert large.rss_kb() < 32 * 1024
