@@ -412,8 +412,7 @@ impl Cache {
         if !self.size_ok(key.len(), nbytes, flags) {
             return Err(AllocError::TooLarge);
         }
-        let largest = self.slabs.largest();
-        let chunk_max = self.slabs.class_size(largest);
+        let chunk_max = self.slabs.chunk_max();
         let inline = item::inline_size(key.len(), nbytes);
         let it = if inline <= chunk_max {
             let id = self.slabs.class_for(inline).unwrap();
@@ -464,7 +463,7 @@ impl Cache {
         nbytes: usize,
     ) -> Result<ChunkRef, AllocError> {
         let largest = self.slabs.largest();
-        let chunk_max = self.slabs.class_size(largest);
+        let chunk_max = self.slabs.chunk_max();
         let head_size = item::chunked_header_size(key.len(), nbytes, chunk_max);
         let head_class = self
             .slabs
@@ -562,7 +561,7 @@ impl Cache {
         let v = self.view(it);
         if v.is(CHUNKED) {
             let largest = self.slabs.largest();
-            let chunk_max = self.slabs.class_size(largest);
+            let chunk_max = self.slabs.chunk_max();
             let list = v.body_offset();
             let n = (v.nbytes() as usize).div_ceil(chunk_max);
             for i in 0..n {
@@ -736,7 +735,7 @@ impl Cache {
         if !v.is(CHUNKED) {
             return (v.body_offset() + pos, nbytes - pos);
         }
-        let chunk_max = self.slabs.class_size(self.slabs.largest());
+        let chunk_max = self.slabs.chunk_max();
         let index = pos / chunk_max;
         let chunk = self.slabs.arena.read_u32(v.body_offset() + 4 * index);
         let seg_len = chunk_max.min(nbytes - index * chunk_max);
@@ -836,7 +835,7 @@ impl<'a> Iterator for Segments<'a> {
             self.left = 0;
             return Some(arena.bytes(self.body, n));
         }
-        let chunk_max = self.cache.slabs.class_size(self.cache.slabs.largest());
+        let chunk_max = self.cache.slabs.chunk_max();
         let chunk = arena.read_u32(self.body + 4 * self.index);
         let n = self.left.min(chunk_max);
         self.index += 1;

@@ -124,6 +124,11 @@ impl Slabs {
         (self.classes.len() - 1) as u8
     }
 
+    /// Size of the largest chunk; values beyond it are chained.
+    pub fn chunk_max(&self) -> usize {
+        self.classes.last().unwrap().size
+    }
+
     pub fn class(&self, id: u8) -> &SlabClass {
         &self.classes[id as usize]
     }

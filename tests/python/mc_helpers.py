@@ -7,6 +7,7 @@ value), never a fixed sleep used for synchronisation.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -401,3 +402,17 @@ def settle_conns(ctl, expected=1, timeout=3.0):
 def pick(st, *names):
     """A few stats, for readable assertion messages."""
     return {n: st.get(n) for n in names}
+
+
+TRACE_FD_RE = re.compile(rb"^([<>])\d+ |^\d+: ")
+
+
+def normalise_trace(line):
+    """A -v trace line with its fd number replaced, so traces of two
+    servers (whose descriptors differ) compare line by line."""
+    m = TRACE_FD_RE.match(line)
+    if not m:
+        return line
+    if m.group(1):
+        return m.group(1) + b"FD " + line[m.end():]
+    return b"FD: " + line[m.end():]

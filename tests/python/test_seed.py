@@ -5,7 +5,7 @@ import re
 
 from pymemcache.client import base
 
-from mc_helpers import get_reply_done, request
+from mc_helpers import get_reply_done, normalise_trace as normalise, request
 
 # The seed nc session (`nc -c` sends CRLF line endings), command by command,
 # with the exact reply expected for each.
@@ -132,18 +132,6 @@ def test_eviction_without_M(start_server, kind):
 # ---------------------------------------------------------------------------
 # -vv trace
 # ---------------------------------------------------------------------------
-
-FD_RE = re.compile(rb"^([<>])\d+ |^\d+: ")
-
-
-def normalise(line):
-    m = FD_RE.match(line)
-    if not m:
-        return line
-    if m.group(1):
-        return m.group(1) + b"FD " + line[m.end():]
-    return b"FD: " + line[m.end():]
-
 
 def closed_count(lines):
     return sum(1 for line in lines if line.endswith(b" connection closed."))

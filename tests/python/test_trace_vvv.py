@@ -3,12 +3,12 @@ change and every item lookup -- compared line by line with the oracle for a
 set of sessions, fd numbers normalised. Lines memcached's background
 threads print at their own pace (LRU crawler/maintainer) are left out."""
 
-import re
 import socket
 
 import pytest
 
-FD_RE = re.compile(rb"^([<>])\d+ |^\d+: ")
+from mc_helpers import TRACE_FD_RE as FD_RE, normalise_trace as normalise
+
 SESSIONS = {
     "get-set-get": b"get foo\r\nset foo 0 0 3\r\nbar\r\nget foo\r\n",
     "errors": b"cas foo 0 0 1 99\r\nx\r\ndelete foo\r\nincr nope 1\r\nbogus\r\n",
@@ -18,15 +18,6 @@ SESSIONS = {
     "partial-line": b"get a\r\nset a 0 0 1\r\nx\r\nget a",
     "verbosity-change": b"set x 0 0 1\r\n1\r\nverbosity 2\r\nget x\r\n",
 }
-
-
-def normalise(line):
-    m = FD_RE.match(line)
-    if not m:
-        return line
-    if m.group(1):
-        return m.group(1) + b"FD " + line[m.end():]
-    return b"FD: " + line[m.end():]
 
 
 def is_connection_line(line):
