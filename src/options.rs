@@ -64,7 +64,7 @@ impl Exit {
 #[derive(Debug)]
 pub struct Parsed {
     pub settings: Settings,
-    // Read once `Settings` grows these fields (see [`Extra`]).
+    /// The same values as `settings.tuning`, kept for the parser's tests.
     #[allow(dead_code)]
     pub extra: Extra,
     /// Warnings memcached prints while parsing (e.g. for `-t 100`), to be
@@ -72,74 +72,7 @@ pub struct Parsed {
     pub warnings: Vec<u8>,
 }
 
-/// `-o hash_algorithm`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashAlgorithm {
-    Jenkins,
-    Murmur3,
-    Xxh3,
-}
-
-/// Options memcached accepts and validates whose values have no `Settings`
-/// field (yet). They are parsed so that bad values fail exactly as in
-/// memcached and so the values are ready when a room needs them.
-// Nothing reads these outside tests until `Settings` grows the fields.
-#[allow(dead_code)]
-#[derive(Clone, Debug, PartialEq)]
-pub struct Extra {
-    pub hash_algorithm: HashAlgorithm,
-    /// `-o lru_maintainer` / `no_lru_maintainer` (default on).
-    pub lru_maintainer: bool,
-    /// Segmented (hot/warm/cold) LRU; off with `no_lru_maintainer`.
-    pub lru_segmented: bool,
-    pub hot_lru_pct: i32,
-    pub warm_lru_pct: i32,
-    pub hot_max_factor: f64,
-    pub warm_max_factor: f64,
-    /// Set by `-o temporary_ttl`.
-    pub temp_lru: bool,
-    pub temporary_ttl: i32,
-    pub slab_automove_ratio: f64,
-    pub slab_automove_window: i32,
-    /// In bytes (the option is in kilobytes).
-    pub watcher_logbuf_size: u32,
-    /// In bytes (the option is in kilobytes).
-    pub worker_logbuf_size: u32,
-    /// `-o slab_sizes=a-b-c`: explicit slab class sizes, validated.
-    pub slab_sizes: Option<Vec<u32>>,
-    pub drop_privileges: bool,
-    /// `-W` clears it.
-    pub watch_enabled: bool,
-    /// `-N`: accepted and validated; meaningless with one worker thread.
-    pub napi_ids: i32,
-    /// `-o sock_cookie_id` (SO_MARK on listeners).
-    pub sock_cookie_id: u32,
-}
-
-impl Default for Extra {
-    fn default() -> Self {
-        Extra {
-            hash_algorithm: HashAlgorithm::Murmur3,
-            lru_maintainer: true,
-            lru_segmented: true,
-            hot_lru_pct: 20,
-            warm_lru_pct: 40,
-            hot_max_factor: 0.2,
-            warm_max_factor: 2.0,
-            temp_lru: false,
-            temporary_ttl: 61,
-            slab_automove_ratio: 0.8,
-            slab_automove_window: 30,
-            watcher_logbuf_size: 256 * 1024,
-            worker_logbuf_size: 64 * 1024,
-            slab_sizes: None,
-            drop_privileges: false,
-            watch_enabled: true,
-            napi_ids: 0,
-            sock_cookie_id: 0,
-        }
-    }
-}
+pub use memcached::settings::{HashAlgorithm, Tuning as Extra};
 
 /// Parses `argv` (program name first) like memcached 1.6.18.
 pub fn parse_args<S: AsRef<OsStr>>(argv: &[S]) -> Result<Parsed, Exit> {
@@ -1131,7 +1064,8 @@ impl Parser {
         self.check_lru()?;
         self.check_auth()?;
         self.check_port()?;
-        let settings = self.to_settings();
+        let mut settings = self.to_settings();
+        settings.tuning = self.x.clone();
         Ok(Parsed {
             settings,
             extra: self.x,

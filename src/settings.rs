@@ -23,6 +23,85 @@ impl Protocol {
     }
 }
 
+/// `-o hash_algorithm`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Jenkins,
+    Murmur3,
+    Xxh3,
+}
+
+impl HashAlgorithm {
+    /// The name `stats settings` prints. (The cache's own table uses its
+    /// keyed hash whatever is chosen; the option is kept for compatibility.)
+    pub fn name(self) -> &'static str {
+        match self {
+            HashAlgorithm::Jenkins => "jenkins",
+            HashAlgorithm::Murmur3 => "murmur3",
+            HashAlgorithm::Xxh3 => "xxh3",
+        }
+    }
+}
+
+/// memcached's tuning knobs for machinery this server does differently
+/// (segmented LRU, logging threads, ...): parsed and validated exactly as
+/// memcached does, and reported by `stats settings`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuning {
+    pub hash_algorithm: HashAlgorithm,
+    /// `-o lru_maintainer` / `no_lru_maintainer` (default on).
+    pub lru_maintainer: bool,
+    /// Segmented (hot/warm/cold) LRU; off with `no_lru_maintainer`.
+    pub lru_segmented: bool,
+    pub hot_lru_pct: i32,
+    pub warm_lru_pct: i32,
+    pub hot_max_factor: f64,
+    pub warm_max_factor: f64,
+    /// Set by `-o temporary_ttl`.
+    pub temp_lru: bool,
+    pub temporary_ttl: i32,
+    pub slab_automove_ratio: f64,
+    pub slab_automove_window: i32,
+    /// In bytes (the option is in kilobytes).
+    pub watcher_logbuf_size: u32,
+    /// In bytes (the option is in kilobytes).
+    pub worker_logbuf_size: u32,
+    /// `-o slab_sizes=a-b-c`: explicit slab class sizes, validated.
+    pub slab_sizes: Option<Vec<u32>>,
+    pub drop_privileges: bool,
+    /// `-W` clears it.
+    pub watch_enabled: bool,
+    /// `-N`: accepted and validated; meaningless with one worker thread.
+    pub napi_ids: i32,
+    /// `-o sock_cookie_id` (SO_MARK on listeners).
+    pub sock_cookie_id: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            hash_algorithm: HashAlgorithm::Murmur3,
+            lru_maintainer: true,
+            lru_segmented: true,
+            hot_lru_pct: 20,
+            warm_lru_pct: 40,
+            hot_max_factor: 0.2,
+            warm_max_factor: 2.0,
+            temp_lru: false,
+            temporary_ttl: 61,
+            slab_automove_ratio: 0.8,
+            slab_automove_window: 30,
+            watcher_logbuf_size: 256 * 1024,
+            worker_logbuf_size: 64 * 1024,
+            slab_sizes: None,
+            drop_privileges: false,
+            watch_enabled: true,
+            napi_ids: 0,
+            sock_cookie_id: 0,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `-p`: TCP port; 0 disables TCP.
@@ -116,6 +195,8 @@ pub struct Settings {
     pub slab_automove: u8,
     /// `-o tail_repair_time`
     pub tail_repair_time: u32,
+    /// The remaining `-o` knobs.
+    pub tuning: Tuning,
 }
 
 impl Default for Settings {
@@ -166,6 +247,7 @@ impl Default for Settings {
             slab_reassign: true,
             slab_automove: 1,
             tail_repair_time: 0,
+            tuning: Tuning::default(),
         }
     }
 }

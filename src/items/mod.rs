@@ -89,6 +89,10 @@ pub struct ClassStats {
     pub outofmemory: u64,
     pub reclaimed: u64,
     pub expired_unfetched: u64,
+    /// Sum of memcached's size formula over the class's items.
+    pub mem_requested: u64,
+    pub crawler_reclaimed: u64,
+    pub crawler_items_checked: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,7 +107,27 @@ pub struct ItemStats {
     pub evicted_unfetched: u64,
     pub get_expired: u64,
     pub get_flushed: u64,
+    pub crawler_reclaimed: u64,
+    pub crawler_items_checked: u64,
+    pub lru_crawler_starts: u64,
+    pub slabs_moved: u64,
+    pub slab_reassign_rescues: u64,
+    pub slab_reassign_evictions_nomem: u64,
     pub classes: Vec<ClassStats>,
+}
+
+/// `stats sizes`: live items by size (memcached's formula), 32-byte buckets.
+#[derive(Debug)]
+pub struct SizeHistogram {
+    pub buckets: Vec<u32>,
+    /// Items older than the histogram (by CAS) were never counted in it.
+    cas_min: u64,
+}
+
+impl SizeHistogram {
+    fn bucket(ntotal: usize) -> usize {
+        ntotal.div_ceil(32)
+    }
 }
 
 pub struct Cache {
@@ -118,6 +142,9 @@ pub struct Cache {
     pub stats: ItemStats,
     /// The server's `-v` level, for memcached's item-level traces.
     pub verbose: u8,
+    /// Present while size tracking is on (`-o track_sizes`, `stats
+    /// sizes_enable`).
+    pub sizes: Option<SizeHistogram>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -148,6 +175,7 @@ impl Cache {
             slabs,
             cfg,
             verbose: 0,
+            sizes: None,
         })
     }
 
@@ -383,7 +411,11 @@ impl Cache {
         s.get_expired = 0;
         s.get_flushed = 0;
         for c in s.classes.iter_mut() {
-            *c = ClassStats::default();
+            // mem_requested is a gauge, not a counter.
+            *c = ClassStats {
+                mem_requested: c.mem_requested,
+                ..ClassStats::default()
+            };
         }
     }
 
@@ -595,6 +627,43 @@ impl Cache {
         self.stats.curr_items += 1;
         self.stats.total_items += 1;
         self.stats.bytes += size as u64;
+        self.stats.classes[id as usize].mem_requested += size as u64;
+        self.count_size(size, cas, true);
+    }
+
+    /// Adds or removes an item of memcached size `ntotal` in the size
+    /// histogram, when it is on.
+    fn count_size(&mut self, ntotal: usize, cas: u64, add: bool) {
+        if let Some(h) = &mut self.sizes
+            && cas >= h.cas_min
+        {
+            let b = SizeHistogram::bucket(ntotal);
+            if let Some(n) = h.buckets.get_mut(b) {
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
+
+    /// Turns size tracking on (`stats sizes_enable`); false if CAS is off,
+    /// which memcached needs to tell old items from new.
+    pub fn enable_sizes(&mut self) -> bool {
+        if !self.cfg.use_cas {
+            return false;
+        }
+        self.start_sizes();
+        true
+    }
+
+    /// Size tracking from start-up (`-o track_sizes`), when every item is
+    /// new; takes a CAS id as memcached does.
+    pub fn start_sizes(&mut self) {
+        if self.sizes.is_none() {
+            let cas_min = if self.cfg.use_cas { self.next_cas() } else { 0 };
+            self.sizes = Some(SizeHistogram {
+                buckets: vec![0; self.cfg.item_size_max / 32 + 1],
+                cas_min,
+            });
+        }
     }
 
     fn unlink(&mut self, it: ChunkRef) {
@@ -607,10 +676,13 @@ impl Cache {
             v.flags(),
             self.cfg.use_cas,
         );
+        let cas = v.cas();
         self.hash.remove(&mut self.slabs.arena, it, hv);
         self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
         self.stats.curr_items -= 1;
         self.stats.bytes -= size as u64;
+        self.stats.classes[id as usize].mem_requested -= size as u64;
+        self.count_size(size, cas, false);
         self.free_chunks(it);
     }
 

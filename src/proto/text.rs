@@ -55,6 +55,9 @@ pub enum Next {
     CloseAfterWrite,
     /// Stop the server (`shutdown` with `-A`); true for `shutdown graceful`.
     Shutdown(bool),
+    /// `stats conns`: the reactor appends the report, which needs every
+    /// connection.
+    StatsConns,
     /// A get paused after this many keys; run the same line again with
     /// `resume` set once output has drained.
     Suspend(usize),
@@ -537,16 +540,25 @@ fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             stats::cachedump(ctx.cache, id, limit)
         }
         b"slabs" => stats::slabs(ctx.cache).into_bytes(),
+        // Needs every connection: the reactor writes it.
+        b"conns" => return Next::StatsConns,
         b"items" => stats::items(ctx.cache).into_bytes(),
-        b"sizes" => b"STAT sizes_status disabled\r\nEND\r\n".to_vec(),
+        b"sizes" => stats::sizes(ctx.cache).into_bytes(),
+        // memcached answers these two without a closing END.
+        b"sizes_enable" => {
+            if ctx.cache.enable_sizes() {
+                b"STAT sizes_status enabled\r\n".to_vec()
+            } else {
+                b"STAT sizes_status error\r\nSTAT sizes_error cas_support_disabled\r\n".to_vec()
+            }
+        }
+        b"sizes_disable" => {
+            ctx.cache.sizes = None;
+            b"STAT sizes_status disabled\r\n".to_vec()
+        }
         _ => return r.line("ERROR"),
     };
-    if r.trace {
-        // memcached traces a stats report as one multi-line reply.
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, ">{} ", r.fd);
-        let _ = err.write_all(&report);
-    }
+    // Reports are written without a trace line, as memcached writes them.
     r.out.extend_from_slice(&report);
     Next::Continue
 }

@@ -116,6 +116,8 @@ pub enum Stop {
     Blocked,
     /// The connection must close (after writing, if `close_after_write`).
     Close,
+    /// `stats conns` was asked: the reactor must append its report.
+    ConnsReport,
     /// `shutdown` was requested (true: `shutdown graceful`).
     Shutdown(bool),
 }
@@ -179,6 +181,16 @@ impl Conn {
         }
         if self.phase == Phase::Waiting {
             self.go(Phase::Read, verbose);
+        }
+    }
+
+    /// memcached's name for what this connection is doing, for `stats conns`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Cmd => "conn_waiting",
+            State::Value { .. } => "conn_nread",
+            State::Swallow(_) => "conn_swallow",
+            State::Closing => "conn_closing",
         }
     }
 
@@ -321,7 +333,7 @@ impl Conn {
             return;
         }
         match next {
-            Next::Continue | Next::Suspend(_) => self.go(Phase::NewCmd, v),
+            Next::Continue | Next::Suspend(_) | Next::StatsConns => self.go(Phase::NewCmd, v),
             Next::Flush => {
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);
@@ -346,6 +358,7 @@ impl Conn {
     fn apply(&mut self, next: Next) -> Option<Stop> {
         match next {
             Next::Continue | Next::Suspend(_) => None,
+            Next::StatsConns => Some(Stop::ConnsReport),
             Next::Flush => {
                 self.flush_mark = self.out.len();
                 None

@@ -60,6 +60,8 @@ pub struct Reactor {
     stop: StopReason,
     clients: usize,
     max_clients: usize,
+    /// Clock reading at start (listeners' "last command" time).
+    started: u32,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -103,7 +105,10 @@ fn random_seed() -> u64 {
 
 impl Reactor {
     pub fn new(settings: Settings) -> io::Result<Reactor> {
-        let cache = Cache::new(cache_config(&settings))?;
+        let mut cache = Cache::new(cache_config(&settings))?;
+        if settings.track_sizes {
+            cache.start_sizes();
+        }
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -127,7 +132,9 @@ impl Reactor {
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
+            started: 0,
         };
+        r.started = r.cache.now();
         let sigfd = sys::termination_signals()?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
         for listener in listen::bind_all(&r.settings)? {
@@ -317,6 +324,7 @@ impl Reactor {
         loop {
             match self.step(fd, &mut budget) {
                 Step::Again => continue,
+                Step::ConnsReport => self.append_conns_report(fd),
                 Step::Idle => return,
                 Step::Close => return self.close(fd),
                 Step::Yield => {
@@ -330,6 +338,50 @@ impl Reactor {
                     return;
                 }
             }
+        }
+    }
+
+    /// `stats conns`: one block per descriptor, in descriptor order, as
+    /// memcached prints it. The asking connection is mid-command, which
+    /// memcached calls conn_parse_cmd.
+    fn append_conns_report(&mut self, asker: RawFd) {
+        let now = self.cache.now();
+        let mut report = String::new();
+        let mut line = |fd: usize, name: &str, value: &dyn std::fmt::Display| {
+            report.push_str(&format!("STAT {fd}:{name} {value}\r\n"));
+        };
+        for (fd, slot) in self.slots.iter().enumerate() {
+            match slot {
+                Slot::Listener(l) => {
+                    if let Ok(addr) = l.local_addr() {
+                        line(fd, "addr", &conn_addr_text(addr));
+                    }
+                    line(fd, "state", &"conn_listening");
+                    line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
+                }
+                Slot::Client(c) => {
+                    if let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) {
+                        line(fd, "addr", &conn_addr_text(peer));
+                        line(fd, "listen_addr", &conn_addr_text(local));
+                    }
+                    let state = if fd == asker as usize {
+                        "conn_parse_cmd"
+                    } else {
+                        c.state_name()
+                    };
+                    line(fd, "state", &state);
+                    line(
+                        fd,
+                        "secs_since_last_cmd",
+                        &now.saturating_sub(c.last_active),
+                    );
+                }
+                _ => {}
+            }
+        }
+        report.push_str("END\r\n");
+        if let Some(Slot::Client(c)) = self.slots.get_mut(asker as usize) {
+            c.out.extend_from_slice(report.as_bytes());
         }
     }
 
@@ -458,6 +510,8 @@ enum Step {
     Idle,
     /// Budget spent with work left: run again after the others.
     Yield,
+    /// Append the `stats conns` report, then keep going.
+    ConnsReport,
     Close,
 }
 
@@ -466,6 +520,7 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
         Stop::NeedInput => None,
         Stop::Budget => Some(Step::Yield),
         Stop::Blocked => Some(Step::Again),
+        Stop::ConnsReport => Some(Step::ConnsReport),
         Stop::Close => Some(if c.close_after_write {
             Step::Again
         } else {
@@ -479,6 +534,14 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
             };
             Some(Step::Close)
         }
+    }
+}
+
+/// memcached's text for a socket address: `tcp:1.2.3.4:5` or `tcp6:[::1]:5`.
+fn conn_addr_text(addr: std::net::SocketAddr) -> String {
+    match addr {
+        std::net::SocketAddr::V4(a) => format!("tcp:{}:{}", a.ip(), a.port()),
+        std::net::SocketAddr::V6(a) => format!("tcp6:[{}]:{}", a.ip(), a.port()),
     }
 }
 

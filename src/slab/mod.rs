@@ -147,6 +147,11 @@ impl Slabs {
         Some((idx + 1) as u8)
     }
 
+    /// Pages returned to the global pool, free for any class.
+    pub fn free_pages(&self) -> usize {
+        self.free_pages.len()
+    }
+
     /// Bytes of pages handed out so far (memcached's `total_malloced`).
     pub fn malloced(&self) -> usize {
         self.mem_malloced

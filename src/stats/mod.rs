@@ -66,13 +66,15 @@ fn rusage() -> (String, String) {
     }
 }
 
-/// The general `stats` report.
+/// The general `stats` report: memcached 1.6.18's fields in its order.
+/// `libevent` is left out (there is none); fields for machinery this
+/// server does not have (worker-thread response objects, logger threads,
+/// NAPI) are reported as 0.
 pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     let mut o = String::with_capacity(4096);
     let now = cache.now();
     let is = &cache.stats;
     let sum = |f: fn(&crate::items::ClassStats) -> u64| is.classes.iter().map(f).sum::<u64>();
-    let get_hits = sum(|c| c.get_hits);
     let (user, system) = rusage();
     stat(&mut o, "pid", std::process::id());
     stat(&mut o, "uptime", now.saturating_sub(60));
@@ -92,12 +94,28 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "total_connections", stats.total_conns);
     stat(&mut o, "rejected_connections", stats.rejected_conns);
     stat(&mut o, "connection_structures", stats.conn_structures);
+    for name in [
+        "response_obj_oom",
+        "response_obj_count",
+        "response_obj_bytes",
+    ] {
+        stat(&mut o, name, 0);
+    }
+    for name in [
+        "read_buf_count",
+        "read_buf_bytes",
+        "read_buf_bytes_free",
+        "read_buf_oom",
+    ] {
+        stat(&mut o, name, 0);
+    }
+    stat(&mut o, "reserved_fds", 5 * settings.num_threads);
     stat(&mut o, "cmd_get", stats.get_cmds);
     stat(&mut o, "cmd_set", sum(|c| c.set_cmds));
     stat(&mut o, "cmd_flush", stats.flush_cmds);
     stat(&mut o, "cmd_touch", stats.touch_cmds);
     stat(&mut o, "cmd_meta", stats.meta_cmds);
-    stat(&mut o, "get_hits", get_hits);
+    stat(&mut o, "get_hits", sum(|c| c.get_hits));
     stat(&mut o, "get_misses", stats.get_misses);
     stat(&mut o, "get_expired", is.get_expired);
     stat(&mut o, "get_flushed", is.get_flushed);
@@ -121,18 +139,61 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "limit_maxbytes", settings.max_bytes);
     stat(&mut o, "accepting_conns", stats.accepting_conns as u8);
     stat(&mut o, "listen_disabled_num", stats.listen_disabled_num);
-    stat(&mut o, "threads", settings.num_threads);
+    stat(&mut o, "time_in_listen_disabled_us", 0);
+    // One thread serves every connection, whatever -t said.
+    stat(&mut o, "threads", 1);
     stat(&mut o, "conn_yields", stats.conn_yields);
     stat(&mut o, "hash_power_level", cache.hash.power());
     stat(&mut o, "hash_bytes", cache.hash.bytes());
     stat(&mut o, "hash_is_expanding", cache.hash.is_expanding() as u8);
+    stat(&mut o, "slab_reassign_rescues", is.slab_reassign_rescues);
+    stat(&mut o, "slab_reassign_chunk_rescues", 0);
+    stat(
+        &mut o,
+        "slab_reassign_evictions_nomem",
+        is.slab_reassign_evictions_nomem,
+    );
+    stat(&mut o, "slab_reassign_inline_reclaim", 0);
+    stat(&mut o, "slab_reassign_busy_items", 0);
+    stat(&mut o, "slab_reassign_busy_deletes", 0);
+    stat(&mut o, "slab_reassign_running", 0);
+    stat(&mut o, "slabs_moved", is.slabs_moved);
+    stat(&mut o, "lru_crawler_running", 0);
+    stat(&mut o, "lru_crawler_starts", is.lru_crawler_starts);
+    stat(&mut o, "lru_maintainer_juggles", 0);
+    stat(&mut o, "malloc_fails", 0);
+    for name in [
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        stat(&mut o, name, 0);
+    }
     stat(&mut o, "bytes", is.bytes);
     stat(&mut o, "curr_items", is.curr_items);
     stat(&mut o, "total_items", is.total_items);
+    stat(&mut o, "slab_global_page_pool", cache.slabs.free_pages());
     stat(&mut o, "expired_unfetched", is.expired_unfetched);
     stat(&mut o, "evicted_unfetched", is.evicted_unfetched);
+    stat(&mut o, "evicted_active", 0);
     stat(&mut o, "evictions", is.evictions);
     stat(&mut o, "reclaimed", is.reclaimed);
+    stat(&mut o, "crawler_reclaimed", is.crawler_reclaimed);
+    stat(&mut o, "crawler_items_checked", is.crawler_items_checked);
+    for name in [
+        "lrutail_reflocked",
+        "moves_to_cold",
+        "moves_to_warm",
+        "moves_within_lru",
+        "direct_reclaims",
+        "lru_bumps_dropped",
+    ] {
+        stat(&mut o, name, 0);
+    }
     o.push_str("END\r\n");
     o
 }
@@ -173,7 +234,9 @@ pub fn slabs(cache: &Cache) -> String {
     o
 }
 
-/// `stats items`: per-class LRU contents and eviction counters.
+/// `stats items`: per-class LRU contents and eviction counters. There is
+/// one LRU per class here; it is reported as memcached's hot segment (where
+/// memcached keeps new items), with the warm and cold segments empty.
 pub fn items(cache: &Cache) -> String {
     let mut o = String::new();
     for id in 1..=cache.slabs.largest() {
@@ -186,23 +249,61 @@ pub fn items(cache: &Cache) -> String {
             let _ = write!(o, "STAT items:{id}:{name} {v}\r\n");
         };
         p(&mut o, "number", n as u64);
-        p(&mut o, "age", cache.lru_tail_age(id) as u64);
+        p(&mut o, "number_hot", n as u64);
+        p(&mut o, "number_warm", 0);
+        p(&mut o, "number_cold", 0);
+        p(&mut o, "age_hot", cache.lru_tail_age(id) as u64);
+        p(&mut o, "age_warm", 0);
+        p(&mut o, "age", 0);
+        p(&mut o, "mem_requested", cs.mem_requested);
         p(&mut o, "evicted", cs.evicted);
         p(&mut o, "evicted_nonzero", cs.evicted_nonzero);
         p(&mut o, "evicted_time", cs.evicted_time as u64);
         p(&mut o, "outofmemory", cs.outofmemory);
+        p(&mut o, "tailrepairs", 0);
         p(&mut o, "reclaimed", cs.reclaimed);
         p(&mut o, "expired_unfetched", cs.expired_unfetched);
         p(&mut o, "evicted_unfetched", cs.evicted_unfetched);
+        p(&mut o, "evicted_active", 0);
+        p(&mut o, "crawler_reclaimed", cs.crawler_reclaimed);
+        p(&mut o, "crawler_items_checked", cs.crawler_items_checked);
+        p(&mut o, "lrutail_reflocked", 0);
+        p(&mut o, "moves_to_cold", 0);
+        p(&mut o, "moves_to_warm", 0);
+        p(&mut o, "moves_within_lru", 0);
+        p(&mut o, "direct_reclaims", 0);
+        p(&mut o, "hits_to_hot", cs.get_hits);
+        p(&mut o, "hits_to_warm", 0);
+        p(&mut o, "hits_to_cold", 0);
+        p(&mut o, "hits_to_temp", 0);
     }
     o.push_str("END\r\n");
     o
 }
 
-/// `stats settings`.
+/// `stats sizes` (and `sizes_enable`/`sizes_disable`).
+pub fn sizes(cache: &Cache) -> String {
+    let mut o = String::new();
+    match &cache.sizes {
+        Some(h) => {
+            for (i, &n) in h.buckets.iter().enumerate() {
+                if n != 0 {
+                    stat(&mut o, &(i * 32).to_string(), n);
+                }
+            }
+        }
+        None => stat(&mut o, "sizes_status", "disabled"),
+    }
+    o.push_str("END\r\n");
+    o
+}
+
+/// `stats settings`: memcached 1.6.18's fields in its order, including
+/// the knobs of machinery done differently here (reported as set).
 pub fn settings(s: &Settings) -> String {
     let mut o = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
+    let t = &s.tuning;
     stat(&mut o, "maxbytes", s.max_bytes);
     stat(&mut o, "maxconns", s.max_conns);
     stat(&mut o, "tcpport", s.port);
@@ -244,6 +345,12 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "hashpower_init", s.hashpower_init);
     stat(&mut o, "slab_reassign", yes(s.slab_reassign));
     stat(&mut o, "slab_automove", s.slab_automove);
+    stat(
+        &mut o,
+        "slab_automove_ratio",
+        format!("{:.2}", t.slab_automove_ratio),
+    );
+    stat(&mut o, "slab_automove_window", t.slab_automove_window);
     stat(&mut o, "slab_chunk_max", s.slab_chunk_size_max);
     stat(&mut o, "lru_crawler", yes(s.lru_crawler));
     stat(&mut o, "lru_crawler_sleep", s.lru_crawler_sleep);
@@ -251,10 +358,25 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "tail_repair_time", s.tail_repair_time);
     stat(&mut o, "flush_enabled", yes(s.flush_enabled));
     stat(&mut o, "dump_enabled", yes(s.dump_enabled));
-    stat(&mut o, "hash_algorithm", "multiply-fold");
+    stat(&mut o, "hash_algorithm", t.hash_algorithm.name());
+    stat(&mut o, "lru_maintainer_thread", yes(t.lru_maintainer));
+    stat(&mut o, "lru_segmented", yes(t.lru_segmented));
+    stat(&mut o, "hot_lru_pct", t.hot_lru_pct);
+    stat(&mut o, "warm_lru_pct", t.warm_lru_pct);
+    stat(&mut o, "hot_max_factor", format!("{:.2}", t.hot_max_factor));
+    stat(
+        &mut o,
+        "warm_max_factor",
+        format!("{:.2}", t.warm_max_factor),
+    );
+    stat(&mut o, "temp_lru", yes(t.temp_lru));
+    stat(&mut o, "temporary_ttl", t.temporary_ttl);
     stat(&mut o, "idle_timeout", s.idle_timeout);
+    stat(&mut o, "watcher_logbuf_size", t.watcher_logbuf_size);
+    stat(&mut o, "worker_logbuf_size", t.worker_logbuf_size);
     stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
     stat(&mut o, "track_sizes", yes(s.track_sizes));
+    stat(&mut o, "inline_ascii_response", "no");
     stat(
         &mut o,
         "memory_file",
