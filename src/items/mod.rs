@@ -14,6 +14,7 @@
 //! item is looked up, never between the lookup and its use.
 
 pub mod clock;
+pub mod crawler;
 pub mod hash;
 pub mod item;
 mod lru;
@@ -145,6 +146,10 @@ pub struct Cache {
     /// Present while size tracking is on (`-o track_sizes`, `stats
     /// sizes_enable`).
     pub sizes: Option<SizeHistogram>,
+    /// The LRU crawler's current walk, if any.
+    crawl: Option<crawler::CrawlJob>,
+    /// Whether the crawler runs (`lru_crawler enable|disable`).
+    pub crawler_running: bool,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -176,6 +181,8 @@ impl Cache {
             cfg,
             verbose: 0,
             sizes: None,
+            crawl: None,
+            crawler_running: false,
         })
     }
 

@@ -55,6 +55,9 @@ pub enum Next {
     CloseAfterWrite,
     /// Stop the server (`shutdown` with `-A`); true for `shutdown graceful`.
     Shutdown(bool),
+    /// `lru_crawler metadump` started: the connection takes no requests
+    /// until the crawler has written the dump.
+    Dump,
     /// `stats conns`: the reactor appends the report, which needs every
     /// connection.
     StatsConns,
@@ -195,6 +198,7 @@ pub fn process_line(
             b"version" => r.line(&format!("VERSION {VERSION}")),
             b"quit" => Next::CloseAfterWrite,
             b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
+            b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
         },
@@ -561,4 +565,72 @@ fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     // Reports are written without a trace line, as memcached writes them.
     r.out.extend_from_slice(&report);
     Next::Continue
+}
+
+fn process_lru_crawler(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    use crate::items::crawler::{CrawlKind, CrawlStart, parse_classes};
+    let n = t.ntokens();
+    let sub = t.get(1);
+    match (n, sub) {
+        (4, b"crawl") | (4, b"metadump") => {
+            if !ctx.settings.lru_crawler {
+                return r.line("CLIENT_ERROR lru crawler disabled");
+            }
+            let dump = sub == b"metadump";
+            if dump && !ctx.settings.dump_enabled {
+                return r.line("ERROR metadump not allowed");
+            }
+            if dump && r.out.len() > r.written {
+                return r.line("ERROR cannot pipeline other commands before metadump");
+            }
+            let Some(classes) = parse_classes(t.get(2), ctx.cache.slabs.largest()) else {
+                return r.line("BADCLASS invalid class id");
+            };
+            if !ctx.cache.crawler_running {
+                return r.line("ERROR an unknown error happened");
+            }
+            let (kind, limit) = if dump {
+                (CrawlKind::Metadump { fd: ctx.fd }, 0)
+            } else {
+                (CrawlKind::Expired, ctx.settings.lru_crawler_tocrawl)
+            };
+            match ctx.cache.crawl_start(&classes, kind, limit) {
+                CrawlStart::Ok if dump => Next::Dump,
+                CrawlStart::Ok => r.line("OK"),
+                CrawlStart::Busy => r.line("BUSY currently processing crawler request"),
+                CrawlStart::BadClass => r.line("BADCLASS invalid class id"),
+                CrawlStart::NotStarted => r.line("NOTSTARTED no items to crawl"),
+            }
+        }
+        (4, b"tocrawl") => match safe_strtoul(t.get(2)) {
+            Some(v) => {
+                ctx.settings.lru_crawler_tocrawl = v;
+                r.line("OK")
+            }
+            None => r.line("CLIENT_ERROR bad command line format"),
+        },
+        (4, b"sleep") => match safe_strtoul(t.get(2)) {
+            Some(v) if v > 1_000_000 => r.line("CLIENT_ERROR sleep must be one second or less"),
+            Some(v) => {
+                ctx.settings.lru_crawler_sleep = v;
+                r.line("OK")
+            }
+            None => r.line("CLIENT_ERROR bad command line format"),
+        },
+        // memcached's quirks, kept: `disable` stops the crawler but leaves
+        // it configured, so a later `enable` fails and crawls then error.
+        (3, b"enable") if ctx.settings.lru_crawler => {
+            r.line("ERROR failed to start lru crawler thread")
+        }
+        (3, b"enable") => {
+            ctx.settings.lru_crawler = true;
+            ctx.cache.crawler_running = true;
+            r.line("OK")
+        }
+        (3, b"disable") => {
+            ctx.cache.crawler_running = false;
+            r.line("OK")
+        }
+        _ => r.line("ERROR"),
+    }
 }

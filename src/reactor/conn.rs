@@ -103,6 +103,8 @@ pub struct Conn {
     pub last_active: u32,
     /// memcached's equivalent state, for the `-vvv` trace.
     pub phase: Phase,
+    /// An `lru_crawler metadump` is being written to this connection.
+    pub dumping: bool,
 }
 
 /// Why `consume` stopped.
@@ -142,6 +144,7 @@ impl Conn {
             queued: false,
             last_active: now,
             phase: Phase::NewCmd,
+            dumping: false,
         }
     }
 
@@ -199,7 +202,7 @@ impl Conn {
     }
 
     pub fn blocked_on_output(&self) -> bool {
-        self.unsent() > OUTPUT_HIGH_WATER
+        self.unsent() > OUTPUT_HIGH_WATER || self.dumping
     }
 
     /// How much the next read may take while parsing lines, mirroring
@@ -333,7 +336,9 @@ impl Conn {
             return;
         }
         match next {
-            Next::Continue | Next::Suspend(_) | Next::StatsConns => self.go(Phase::NewCmd, v),
+            Next::Continue | Next::Suspend(_) | Next::StatsConns | Next::Dump => {
+                self.go(Phase::NewCmd, v)
+            }
             Next::Flush => {
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);
@@ -359,6 +364,10 @@ impl Conn {
         match next {
             Next::Continue | Next::Suspend(_) => None,
             Next::StatsConns => Some(Stop::ConnsReport),
+            Next::Dump => {
+                self.dumping = true;
+                Some(Stop::Blocked)
+            }
             Next::Flush => {
                 self.flush_mark = self.out.len();
                 None

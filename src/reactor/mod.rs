@@ -10,8 +10,10 @@ pub mod conn;
 pub mod listen;
 mod sys;
 
+use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
+use crate::proto::text::OUTPUT_HIGH_WATER;
 use crate::settings::Settings;
 use crate::slab::SlabConfig;
 use crate::stats::Stats;
@@ -41,6 +43,12 @@ enum StopReason {
 const EVENTS_PER_WAIT: usize = 256;
 /// Hash buckets moved per loop turn while the table is growing.
 const REHASH_STEP: usize = 1024;
+/// Items the LRU crawler examines per loop turn.
+const CRAWL_STEP: usize = 1000;
+/// Seconds between automatic expiry crawls while items with a TTL exist,
+/// and while none do.
+const AUTO_CRAWL_SOON: u32 = 5;
+const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
@@ -62,6 +70,8 @@ pub struct Reactor {
     max_clients: usize,
     /// Clock reading at start (listeners' "last command" time).
     started: u32,
+    /// When the next automatic expiry crawl starts.
+    next_auto_crawl: u32,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -109,6 +119,7 @@ impl Reactor {
         if settings.track_sizes {
             cache.start_sizes();
         }
+        cache.crawler_running = settings.lru_crawler;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -133,8 +144,10 @@ impl Reactor {
             clients: 0,
             max_clients: 0,
             started: 0,
+            next_auto_crawl: 0,
         };
         r.started = r.cache.now();
+        r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
         let sigfd = sys::termination_signals()?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
         for listener in listen::bind_all(&r.settings)? {
@@ -171,7 +184,9 @@ impl Reactor {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
         while self.stop == StopReason::Running {
-            let busy = !self.ready.is_empty() || self.cache.hash.is_expanding();
+            let busy = !self.ready.is_empty()
+                || self.cache.hash.is_expanding()
+                || self.crawl_can_progress();
             let timeout = if busy { 0 } else { 1000 };
             let n = self.epoll.wait(&mut events, timeout)?;
             self.cache.clock.tick();
@@ -183,6 +198,8 @@ impl Reactor {
             if self.cache.hash.is_expanding() {
                 self.cache.rehash_step(REHASH_STEP);
             }
+            self.auto_crawl();
+            self.crawl_step();
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
@@ -209,6 +226,68 @@ impl Reactor {
                 self.drive(fd, 1);
             }
             _ => {}
+        }
+    }
+
+    /// Whether the crawler has work it can do now (a metadump waits while
+    /// its client is behind on reading).
+    fn crawl_can_progress(&self) -> bool {
+        match self.cache.crawl_kind() {
+            None => false,
+            Some(CrawlKind::Expired) => true,
+            Some(CrawlKind::Metadump { fd }) => match self.slots.get(fd as usize) {
+                Some(Slot::Client(c)) => c.unsent() <= OUTPUT_HIGH_WATER,
+                _ => true,
+            },
+        }
+    }
+
+    /// Starts an expiry crawl of every class on memcached's background
+    /// schedule: often while items with a TTL exist, rarely otherwise.
+    fn auto_crawl(&mut self) {
+        let now = self.cache.now();
+        if !self.cache.crawler_running || self.cache.crawl_busy() || now < self.next_auto_crawl {
+            return;
+        }
+        let all: Vec<u8> = (1..=self.cache.slabs.largest()).collect();
+        let limit = self.settings.lru_crawler_tocrawl;
+        let started = self.cache.crawl_start(&all, CrawlKind::Expired, limit);
+        // An empty cache is looked at again soon: items may arrive.
+        self.next_auto_crawl = match started {
+            CrawlStart::NotStarted => now + AUTO_CRAWL_SOON,
+            _ => now + AUTO_CRAWL_IDLE,
+        };
+    }
+
+    /// Advances the crawler by one batch.
+    fn crawl_step(&mut self) {
+        if !self.crawl_can_progress() {
+            return;
+        }
+        let finished = match self.cache.crawl_kind() {
+            Some(CrawlKind::Metadump { fd }) => match self.slots.get_mut(fd as usize) {
+                Some(Slot::Client(c)) => {
+                    let done = self.cache.crawl_step(CRAWL_STEP, &mut c.out);
+                    if done.is_some() {
+                        c.dumping = false;
+                    }
+                    self.drive(fd, 0);
+                    done
+                }
+                _ => {
+                    self.cache.crawl_cancel_for(fd);
+                    None
+                }
+            },
+            Some(CrawlKind::Expired) => self.cache.crawl_step(CRAWL_STEP, &mut Vec::new()),
+            None => None,
+        };
+        if let Some(job) = finished
+            && job.kind == CrawlKind::Expired
+            && job.saw_ttl
+        {
+            let now = self.cache.now();
+            self.next_auto_crawl = self.next_auto_crawl.min(now + AUTO_CRAWL_SOON);
         }
     }
 
@@ -301,6 +380,7 @@ impl Reactor {
                 fd,
             };
             c.abandon(&mut ctx);
+            self.cache.crawl_cancel_for(fd);
             let v = self.settings.verbose;
             c.go(conn::Phase::Closing, v);
             if v > 1 {
