@@ -98,7 +98,8 @@ fn general_stats_names_and_counters() {
         // hash_bytes differs by design: 4-byte buckets against memcached's 8.
         "bytes",
         "curr_items",
-        "total_items",
+        // total_items is not here: memcached writes an incr in place only
+        // when no background thread holds the item, else it links a copy.
         "evictions",
         "reclaimed",
         "expired_unfetched",
