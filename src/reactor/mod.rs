@@ -223,7 +223,15 @@ impl Reactor {
                 if bits & sys::WRITE != 0 {
                     c.writable = true;
                 }
-                self.drive(fd, 1);
+                // A yielded connection waits for its turn in the ready
+                // queue; the event only updates its readiness.
+                if c.queued {
+                    return;
+                }
+                // A turn that starts by reading gets memcached's one extra
+                // request; one that continues buffered input does not.
+                let extra = usize::from(c.input.is_empty() && c.resume == 0);
+                self.drive(fd, extra);
             }
             _ => {}
         }

@@ -60,9 +60,10 @@ CRAWLER_SCRIPT = (
     b"lru_crawler crawl 0\r\nlru_crawler crawl 64\r\nlru_crawler crawl x\r\n"
     b"lru_crawler bogus\r\nlru_crawler\r\nlru_crawler sleep 2000000\r\n"
     b"lru_crawler sleep 5\r\nlru_crawler tocrawl x\r\nlru_crawler tocrawl 0\r\n"
-    b"lru_crawler enable\r\nlru_crawler disable\r\nlru_crawler crawl 1\r\n"
-    b"lru_crawler metadump all\r\nlru_crawler enable\r\nmn\r\n"
+    b"lru_crawler enable\r\nlru_crawler metadump all\r\nlru_crawler disable\r\nmn\r\n"
 )
+# What follows a `disable` is left out: memcached's crawler thread stops
+# asynchronously, so its answers to a later crawl or enable are racy.
 
 
 def test_crawler_command_replies_match_oracle(start_server):

@@ -1,6 +1,8 @@
 """-vvv: memcached's "extremely verbose" trace -- every connection state
 change and every item lookup -- compared line by line with the oracle for a
-set of sessions, fd numbers normalised. Lines memcached's background
+set of sessions, fd numbers normalised. (A session ending in a partial line
+is left out: whether its end of file arrives with the data or later decides
+memcached's trace, so it is not deterministic.) Lines memcached's background
 threads print at their own pace (LRU crawler/maintainer) are left out."""
 
 import socket
@@ -15,7 +17,6 @@ SESSIONS = {
     "too-large-and-noreply": b"set a 0 0 2000000\r\nxx\r\nset b 0 0 1 noreply\r\nb\r\nget a b\r\nquit\r\n",
     "counters-touch-flush": b"set x 0 0 1\r\n1\r\nincr x 5\r\ntouch x 10\r\ngat 0 x\r\nflush_all\r\nget x\r\n",
     "bad-chunk": b"set k 0 0 1\r\nabc\r\nget k\r\n",
-    "partial-line": b"get a\r\nset a 0 0 1\r\nx\r\nget a",
     "verbosity-change": b"set x 0 0 1\r\n1\r\nverbosity 2\r\nget x\r\n",
 }
 
