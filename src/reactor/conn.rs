@@ -79,6 +79,9 @@ pub struct Conn {
     pub input: Vec<u8>,
     /// `input` has been parsed as far as it goes; only more bytes help.
     pub input_seen: bool,
+    /// Leading bytes of `input` known to hold no newline, so a long line
+    /// arriving in many reads is scanned once, not once per read.
+    line_scanned: usize,
     pub out: Vec<u8>,
     /// How much of `out` has been written.
     pub out_pos: usize,
@@ -131,6 +134,7 @@ impl Conn {
             fd,
             input: Vec::new(),
             input_seen: false,
+            line_scanned: 0,
             out: Vec::new(),
             out_pos: 0,
             flush_mark: 0,
@@ -208,7 +212,12 @@ impl Conn {
     /// How much the next read may take while parsing lines, mirroring
     /// memcached's fixed read buffer.
     pub fn read_size(&self) -> usize {
-        READ_SIZE.saturating_sub(self.input.len()).max(1)
+        if self.input.len() >= READ_SIZE {
+            // A multi-key get line longer than the buffer: memcached grows
+            // its buffer and keeps reading in full.
+            return READ_SIZE;
+        }
+        READ_SIZE - self.input.len()
     }
 
     /// The value bytes still to come, if a large data block is being read
@@ -294,7 +303,9 @@ impl Conn {
                         return (pos, Stop::Budget);
                     }
                     let rest = &data[pos..];
-                    let Some(nl) = memchr(b'\n', rest) else {
+                    let scanned = self.line_scanned.min(rest.len());
+                    let Some(nl) = memchr(b'\n', &rest[scanned..]).map(|i| i + scanned) else {
+                        self.line_scanned = rest.len();
                         if rest.len() > LINE_LIMIT && !self.may_grow_line(rest) {
                             self.state = State::Closing;
                             self.go(Phase::ParseCmd, ctx.settings.verbose);
@@ -305,6 +316,7 @@ impl Conn {
                         return (pos, Stop::NeedInput);
                     };
                     self.go(Phase::ParseCmd, ctx.settings.verbose);
+                    self.line_scanned = 0;
                     let mut line = &rest[..nl];
                     if line.len() > 1 && line[line.len() - 1] == b'\r' {
                         line = &line[..line.len() - 1];
