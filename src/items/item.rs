@@ -27,6 +27,13 @@ pub const HEADER: usize = 40;
 pub const LINKED: u8 = 1;
 pub const FETCHED: u8 = 2;
 pub const CHUNKED: u8 = 4;
+/// Set on every item header from allocation until the chunk is freed, so a
+/// page being emptied can tell items (even unlinked, in-flight ones) from
+/// free chunks.
+pub const ALLOCATED: u8 = 0x80;
+/// Where `iflags` lies in a chunk, for clearing it on chunks that held raw
+/// value bytes.
+pub const IFLAGS_OFFSET: usize = IFLAGS;
 
 const H_NEXT: usize = 0;
 const PREV: usize = 4;

@@ -18,6 +18,7 @@ pub mod crawler;
 pub mod hash;
 pub mod item;
 mod lru;
+pub mod rebalance;
 
 use crate::proto::numbers::safe_strtoull;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
@@ -114,6 +115,7 @@ pub struct ItemStats {
     pub slabs_moved: u64,
     pub slab_reassign_rescues: u64,
     pub slab_reassign_evictions_nomem: u64,
+    pub slab_reassign_busy_items: u64,
     pub classes: Vec<ClassStats>,
 }
 
@@ -150,6 +152,13 @@ pub struct Cache {
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
     pub crawler_running: bool,
+    /// For each largest-class chunk position (arena offset / chunk_max): the
+    /// header of the chunked item whose value it holds, or NIL.
+    body_owner: Vec<ChunkRef>,
+    /// A page move asked for and not yet done.
+    pub rebalance: Option<rebalance::Move>,
+    /// Per class, the eviction count seen by the last automove check.
+    automove_seen: Vec<u64>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -183,6 +192,9 @@ impl Cache {
             sizes: None,
             crawl: None,
             crawler_running: false,
+            body_owner: Vec::new(),
+            rebalance: None,
+            automove_seen: Vec::new(),
         })
     }
 
@@ -485,7 +497,7 @@ impl Cache {
         v.set_nbytes(nbytes as u32);
         v.set_cas(0);
         v.set_flags(flags);
-        v.set_iflags(iflags);
+        v.set_iflags(iflags | item::ALLOCATED);
         v.set_lru(lru);
         v.set_key(key);
     }
@@ -514,12 +526,16 @@ impl Cache {
         let list = item::view(&self.slabs.arena, head).body_offset();
         for i in 0..nchunks {
             match self.alloc_chunk(largest) {
-                Some(c) => self.slabs.arena.write_u32(list + 4 * i, c),
+                Some(c) => {
+                    self.slabs.arena.write_u32(list + 4 * i, c);
+                    self.set_body_owner(c, head);
+                }
                 None => {
                     for j in 0..i {
                         let c = self.slabs.arena.read_u32(list + 4 * j);
-                        self.slabs.free(c, largest);
+                        self.free_body(c);
                     }
+                    item::view_mut(&mut self.slabs.arena, head).set_iflags(0);
                     self.slabs.free(head, head_class);
                     return Err(AllocError::NoMemory);
                 }
@@ -599,18 +615,48 @@ impl Cache {
     fn free_chunks(&mut self, it: ChunkRef) {
         let v = self.view(it);
         if v.is(CHUNKED) {
-            let largest = self.slabs.largest();
             let chunk_max = self.slabs.chunk_max();
             let list = v.body_offset();
             let n = (v.nbytes() as usize).div_ceil(chunk_max);
             for i in 0..n {
                 let c = self.slabs.arena.read_u32(list + 4 * i);
-                self.slabs.free(c, largest);
+                self.free_body(c);
             }
         }
         item::view_mut(&mut self.slabs.arena, it).set_iflags(0);
         let id = self.slabs.class_of(it);
         self.slabs.free(it, id);
+    }
+
+    fn body_index(&self, chunk: ChunkRef) -> usize {
+        Slabs::offset(chunk) / self.slabs.chunk_max()
+    }
+
+    fn set_body_owner(&mut self, chunk: ChunkRef, owner: ChunkRef) {
+        let i = self.body_index(chunk);
+        if self.body_owner.len() <= i {
+            let len = self.slabs.arena.len() / self.slabs.chunk_max() + 1;
+            self.body_owner.resize(len, NIL);
+        }
+        self.body_owner[i] = owner;
+    }
+
+    /// The chunked item whose value `chunk` holds, if it holds one.
+    pub(crate) fn body_owner(&self, chunk: ChunkRef) -> Option<ChunkRef> {
+        let owner = *self.body_owner.get(self.body_index(chunk))?;
+        (owner != NIL).then_some(owner)
+    }
+
+    /// Frees a chunk that held value bytes of a chunked item; its header
+    /// byte positions held raw data, so the flags byte is cleared.
+    fn free_body(&mut self, chunk: ChunkRef) {
+        let i = self.body_index(chunk);
+        self.body_owner[i] = NIL;
+        self.slabs
+            .arena
+            .bytes_mut(Slabs::offset(chunk) + item::IFLAGS_OFFSET, 1)[0] = 0;
+        let largest = self.slabs.largest();
+        self.slabs.free(chunk, largest);
     }
 
     fn link(&mut self, it: ChunkRef) {

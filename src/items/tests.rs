@@ -174,3 +174,63 @@ fn flush_all_hides_older_items() {
     set(&mut c, StoreMode::Set, b"b", b"1").unwrap();
     assert!(value(&mut c, b"b").is_some());
 }
+
+fn store_big(c: &mut Cache, key: &[u8], len: usize, byte: u8) -> ChunkRef {
+    let it = c.alloc(key, 0, 0, len).unwrap();
+    let mut pos = 0;
+    while pos < len {
+        let w = c.value_window_mut(it, pos);
+        w.fill(byte);
+        pos += w.len();
+    }
+    it
+}
+
+#[test]
+fn moving_a_page_evicts_the_large_items_that_own_its_chunks() {
+    let mut c = cache(8, true);
+    let largest = c.slabs.largest();
+    let a = store_big(&mut c, b"a", 600_000, b'a');
+    assert_eq!(c.store(a, StoreMode::Set, 0), StoreResult::Stored);
+    let b = store_big(&mut c, b"b", 600_000, b'b');
+    assert_eq!(c.store(b, StoreMode::Set, 0), StoreResult::Stored);
+    assert_eq!(c.slabs.class(largest).pages, 2);
+    assert_eq!(c.reassign(largest as i32, 1), rebalance::Reassign::Ok);
+    assert!(c.rebalance_step());
+    assert_eq!(c.stats.slabs_moved, 1);
+    assert_eq!(c.slabs.class(largest).pages, 1);
+    // "a" owned chunks of the first page; "b" is untouched.
+    assert_eq!(value(&mut c, b"a"), None);
+    let got = value(&mut c, b"b").unwrap();
+    assert!(got.len() == 600_000 && got.iter().all(|&x| x == b'b'));
+}
+
+#[test]
+fn an_item_being_written_holds_its_page_until_stored() {
+    let mut c = cache(8, true);
+    // The in-flight item takes the first chunk of the class's first page;
+    // enough others follow to give the class a second page to spare.
+    let pending = c.alloc(b"z", 0, 0, 100).unwrap();
+    let class = c.class_of(pending);
+    let mut i = 0;
+    while c.slabs.class(class).pages < 2 {
+        set(
+            &mut c,
+            StoreMode::Set,
+            format!("k{i}").as_bytes(),
+            &[b'k'; 99],
+        )
+        .unwrap();
+        i += 1;
+    }
+    assert_eq!(c.reassign(class as i32, 0), rebalance::Reassign::Ok);
+    assert!(
+        !c.rebalance_step(),
+        "the in-flight item must block the move"
+    );
+    c.value_window_mut(pending, 0).fill(b'z');
+    assert_eq!(c.store(pending, StoreMode::Set, 0), StoreResult::Stored);
+    assert!(c.rebalance_step());
+    assert_eq!(c.stats.slabs_moved, 1);
+    assert_eq!(c.slabs.free_pages(), 1);
+}

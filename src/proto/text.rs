@@ -165,6 +165,7 @@ pub fn process_line(
             b"set" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Set),
             b"stats" => process_stats(ctx, &t, &mut r),
             b"shutdown" => process_shutdown(ctx, &t, &mut r),
+            b"slabs" => process_slabs(ctx, &t, &mut r),
             _ => r.line("ERROR"),
         },
         b'a' => match cmd {
@@ -633,4 +634,38 @@ fn process_lru_crawler(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         }
         _ => r.line("ERROR"),
     }
+}
+
+fn process_slabs(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    let n = t.ntokens();
+    if n == 5 && t.get(1) == b"reassign" {
+        if !ctx.settings.slab_reassign {
+            return r.line("CLIENT_ERROR slab reassignment disabled");
+        }
+        let (Some(src), Some(dst)) = (safe_strtol(t.get(2)), safe_strtol(t.get(3))) else {
+            return r.line("CLIENT_ERROR bad command line format");
+        };
+        let result = ctx.cache.reassign(src, dst);
+        return r.line(result.reply());
+    }
+    if n >= 4 && t.get(1) == b"automove" {
+        set_noreply_maybe(t, r);
+        if t.get(2) == b"ratio" {
+            let ratio = std::str::from_utf8(t.get(3))
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok());
+            match ratio {
+                Some(v) if n >= 5 => ctx.settings.tuning.slab_automove_ratio = v,
+                _ => return r.line("ERROR"),
+            }
+        } else {
+            match safe_strtoul(t.get(2)) {
+                Some(level @ 0..=2) => ctx.settings.slab_automove = level as u8,
+                Some(_) => return r.line("ERROR"),
+                None => return r.line("CLIENT_ERROR bad command line format"),
+            }
+        }
+        return r.line("OK");
+    }
+    r.line("ERROR")
 }

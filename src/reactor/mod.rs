@@ -72,6 +72,8 @@ pub struct Reactor {
     started: u32,
     /// When the next automatic expiry crawl starts.
     next_auto_crawl: u32,
+    /// Second of the last automove check.
+    last_automove: u32,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -145,6 +147,7 @@ impl Reactor {
             max_clients: 0,
             started: 0,
             next_auto_crawl: 0,
+            last_automove: 0,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -200,6 +203,7 @@ impl Reactor {
             }
             self.auto_crawl();
             self.crawl_step();
+            self.rebalance();
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
@@ -234,6 +238,25 @@ impl Reactor {
                 self.drive(fd, extra);
             }
             _ => {}
+        }
+    }
+
+    /// Carries out page moves, and asks for them under `slabs automove`
+    /// (once a second; on every turn in mode 2, which reacts to each
+    /// eviction).
+    fn rebalance(&mut self) {
+        if !self.settings.slab_reassign {
+            return;
+        }
+        let mode = self.settings.slab_automove;
+        let now = self.cache.now();
+        if mode == 2 || now != self.last_automove {
+            self.last_automove = now;
+            let ratio = self.settings.tuning.slab_automove_ratio;
+            self.cache.automove_tick(mode, ratio);
+        }
+        if self.cache.rebalance.is_some() {
+            self.cache.rebalance_step();
         }
     }
 

@@ -208,6 +208,83 @@ impl Slabs {
         self.arena.write_u32(Self::offset(chunk), head);
     }
 
+    // ----- moving pages between classes (`slabs reassign`) -------------
+
+    /// A page from the global pool, if any.
+    pub fn take_pool_page(&mut self) -> Option<usize> {
+        self.free_pages.pop()
+    }
+
+    /// The page a move takes from class `id`: its oldest (lowest) page.
+    pub fn first_page(&self, id: u8) -> Option<usize> {
+        self.page_class.iter().position(|&c| c == id)
+    }
+
+    /// The chunks of `page`, which belongs to class `id`.
+    pub fn page_chunks(&self, page: usize, id: u8) -> impl Iterator<Item = ChunkRef> + use<> {
+        let size = self.classes[id as usize].size;
+        let base = page * self.page_size;
+        (0..self.classes[id as usize].perslab).map(move |i| ((base + i * size) / UNIT) as ChunkRef)
+    }
+
+    /// Takes `page` away from class `src`. Every chunk in it must be free:
+    /// they are unthreaded from the free list (and carving stops if the
+    /// page is the one being carved).
+    pub fn take_page(&mut self, page: usize, src: u8) {
+        let page_size = self.page_size;
+        let in_page = |c: ChunkRef| Self::offset(c) / page_size == page;
+        let class = &self.classes[src as usize];
+        let mut kept = Vec::with_capacity(class.free_count);
+        let mut c = class.free_head;
+        while c != NIL {
+            let next = self.arena.read_u32(Self::offset(c));
+            if !in_page(c) {
+                kept.push(c);
+            }
+            c = next;
+        }
+        let class = &mut self.classes[src as usize];
+        if class.carve_left > 0 && class.carve_off / page_size == page {
+            class.carve_left = 0;
+        }
+        class.free_count = kept.len();
+        class.free_head = NIL;
+        class.pages -= 1;
+        for &c in kept.iter().rev() {
+            let head = self.classes[src as usize].free_head;
+            self.arena.write_u32(Self::offset(c), head);
+            self.classes[src as usize].free_head = c;
+        }
+        self.page_class[page] = 0;
+    }
+
+    /// Gives a page taken with `take_page` to class `dst`, or to the
+    /// global pool when `dst` is 0. Its memory is handed back to the
+    /// kernel first, so it reads as zeros and costs no RSS until used.
+    pub fn give_page(&mut self, page: usize, dst: u8) {
+        self.arena.release(page * self.page_size, self.page_size);
+        if dst == 0 {
+            self.free_pages.push(page);
+            return;
+        }
+        self.page_class[page] = dst;
+        let class = &mut self.classes[dst as usize];
+        class.pages += 1;
+        if class.carve_left == 0 {
+            class.carve_off = page * self.page_size;
+            class.carve_left = class.perslab;
+            return;
+        }
+        let chunks: Vec<ChunkRef> = self.page_chunks(page, dst).collect();
+        for c in chunks {
+            let class = &mut self.classes[dst as usize];
+            let head = class.free_head;
+            class.free_head = c;
+            class.free_count += 1;
+            self.arena.write_u32(Self::offset(c), head);
+        }
+    }
+
     /// Hands a page to class `id`, following memcached's limit rule.
     fn grant_page(&mut self, id: u8) -> bool {
         let page = if let Some(page) = self.free_pages.pop() {
@@ -278,6 +355,23 @@ mod tests {
         let mut s = slabs(1);
         assert!(s.alloc(1).is_some());
         assert!(s.alloc(5).is_some());
+        assert_eq!(s.malloced(), 2 << 20);
+    }
+
+    #[test]
+    fn a_free_page_moves_to_another_class() {
+        let mut s = slabs(2);
+        let a = s.alloc(1).unwrap();
+        s.free(a, 1);
+        let page = s.first_page(1).unwrap();
+        s.take_page(page, 1);
+        assert_eq!(s.class(1).pages, 0);
+        assert_eq!(s.class(1).free_chunks(), 0);
+        s.give_page(page, 22);
+        assert_eq!(s.class(22).pages, 1);
+        let n = std::iter::from_fn(|| s.alloc(22)).take(200).count();
+        // One page moved, one more granted under the 2 MB limit.
+        assert_eq!(n, 94 * 2);
         assert_eq!(s.malloced(), 2 << 20);
     }
 

@@ -154,9 +154,17 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         is.slab_reassign_evictions_nomem,
     );
     stat(&mut o, "slab_reassign_inline_reclaim", 0);
-    stat(&mut o, "slab_reassign_busy_items", 0);
+    stat(
+        &mut o,
+        "slab_reassign_busy_items",
+        is.slab_reassign_busy_items,
+    );
     stat(&mut o, "slab_reassign_busy_deletes", 0);
-    stat(&mut o, "slab_reassign_running", 0);
+    stat(
+        &mut o,
+        "slab_reassign_running",
+        cache.rebalance.is_some() as u8,
+    );
     stat(&mut o, "slabs_moved", is.slabs_moved);
     stat(&mut o, "lru_crawler_running", 0);
     stat(&mut o, "lru_crawler_starts", is.lru_crawler_starts);
