@@ -216,3 +216,12 @@ fn conns_fields() {
     };
     assert_eq!(states(&u), states(&o));
 }
+
+#[test]
+fn prefix_delimiter_option_turns_detail_on() {
+    assert_same(
+        "set a/1 0 0 1\r\n1\r\nget a/1 b/2 c:3\r\ndelete a/1\r\nstats detail dump\r\n\
+         stats reset\r\nstats detail dump\r\n",
+        &["-D", "/"],
+    );
+}
