@@ -222,6 +222,9 @@ impl Conn {
     /// why it stopped. `budget` counts down once per request.
     pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
         let (used, why) = self.consume_inner(ctx, data, budget);
+        // Replies are written (or dropped) now: items that `mg` replies
+        // referenced are free to change in place again.
+        ctx.cache.unpin_all();
         self.input_seen = why == Stop::NeedInput;
         match why {
             Stop::Close if !self.close_after_write => self.out.truncate(self.flush_mark),
@@ -305,6 +308,9 @@ impl Conn {
                             self.resume = 0;
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
+                            if matches!(next, Next::Flush) {
+                                ctx.cache.unpin_all();
+                            }
                             if let Some(stop) = self.apply(next) {
                                 return (pos, stop);
                             }
