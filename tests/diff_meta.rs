@@ -985,6 +985,37 @@ fn meta_write_points() {
     g.finish();
 }
 
+/// With `-R 5` memcached writes its replies after every few requests of a
+/// batch, which releases the items `mg` replies hold: whether an `incr`
+/// further down may rewrite in place depends on where those writes fall.
+#[test]
+fn pins_and_request_budget() {
+    let Some(mut g) = Group::start("pins_and_request_budget", &["-R", "5"]) else {
+        return;
+    };
+    for fill in 0..9 {
+        g.case(
+            &format!("mg, {fill} more requests, decr"),
+            format!(
+                "{}mg rb\r\n{}decr rb 1\r\nget rb\r\n",
+                ms("rb", "10", ""),
+                "mg other\r\n".repeat(fill)
+            ),
+        );
+    }
+    for fill in 0..9 {
+        g.case(
+            &format!("{fill} requests, mg, ma"),
+            format!(
+                "{}{}mg rc\r\nma rc MD v\r\nmg rc v\r\n",
+                ms("rc", "10", ""),
+                "md nokey q\r\n".repeat(fill)
+            ),
+        );
+    }
+    g.finish();
+}
+
 // ---------------------------------------------------------------------------
 // Stale-while-revalidate
 // ---------------------------------------------------------------------------

@@ -48,6 +48,10 @@ pub enum Next {
     /// (after a retrieval or `mn`); matters when the connection closes
     /// before the next write point.
     Flush,
+    /// `mn`: like `Flush`, but memcached first passes through its
+    /// new-command state (its reply went through `out_string`), which the
+    /// `-vvv` trace shows.
+    FlushAfterLine,
     /// Read the data block into `Pending::item`, then its CRLF.
     ReadValue(Pending),
     /// Discard this many bytes of input (a refused data block).
@@ -142,7 +146,7 @@ pub fn process_line(
         b'm' if cmd.len() == 2 => match cmd[1] {
             b'n' => {
                 r.line("MN");
-                Next::Flush
+                Next::FlushAfterLine
             }
             b'g' => meta::process_mget(ctx, &t, &mut r),
             b's' => meta::process_mset(ctx, &t, &mut r),

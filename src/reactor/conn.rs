@@ -308,7 +308,7 @@ impl Conn {
                             self.resume = 0;
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
-                            if matches!(next, Next::Flush) {
+                            if matches!(next, Next::Flush | Next::FlushAfterLine) {
                                 ctx.cache.unpin_all();
                             }
                             if let Some(stop) = self.apply(next) {
@@ -332,6 +332,11 @@ impl Conn {
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);
             }
+            Next::FlushAfterLine => {
+                self.go(Phase::NewCmd, v);
+                self.go(Phase::Mwrite, v);
+                self.go(Phase::NewCmd, v);
+            }
             Next::ReadValue(_) => self.go(Phase::Nread, v),
             // Traced by the protocol layer, which knows the order.
             Next::Swallow(_) => self.phase = Phase::Swallow,
@@ -352,7 +357,7 @@ impl Conn {
     fn apply(&mut self, next: Next) -> Option<Stop> {
         match next {
             Next::Continue | Next::Suspend(_) => None,
-            Next::Flush => {
+            Next::Flush | Next::FlushAfterLine => {
                 self.flush_mark = self.out.len();
                 None
             }
