@@ -11,7 +11,7 @@
 //! 32  flags    u32   client flags
 //! 36  nkey     u8
 //! 37  iflags   u8    LINKED, FETCHED, CHUNKED, and the meta protocol's
-//!                    STALE, TOKEN_SENT, KEY_BINARY
+//!                    STALE, TOKEN_SENT, KEY_BINARY, PINNED
 //! 38  lru      u8    the class whose LRU holds the item
 //! 39  (spare)
 //! 40  key, then the value -- or, for a chunked item, one u32 chunk
@@ -36,6 +36,8 @@ pub const TOKEN_SENT: u8 = 16;
 /// Stored by `ms` with a base64 (`b`) key (ITEM_KEY_BINARY): `k` returns
 /// the key base64 encoded.
 pub const KEY_BINARY: u8 = 32;
+/// Referenced by an `mg` reply not yet written (see `items/meta.rs`).
+pub const PINNED: u8 = 64;
 
 const H_NEXT: usize = 0;
 const PREV: usize = 4;

@@ -12,7 +12,7 @@
 //! lost). Replies are written at the same points as memcached's, so the
 //! connection clears the pins there; an item freed meanwhile is unpinned.
 
-use super::item::{self, KEY_BINARY, STALE, TOKEN_SENT};
+use super::item::{self, KEY_BINARY, PINNED, STALE, TOKEN_SENT};
 use super::{Cache, StoreMode, StoreResult, format_u64};
 use crate::proto::numbers::safe_strtoull;
 use crate::slab::ChunkRef;
@@ -52,22 +52,30 @@ impl Cache {
 
     /// An `mg` reply references `it` until the next write point.
     pub fn pin(&mut self, it: ChunkRef) {
-        self.pins.push(it);
+        if !self.view(it).is(PINNED) {
+            item::view_mut(&mut self.slabs.arena, it).add_flag(PINNED);
+            self.pins.push(it);
+        }
     }
 
     /// Replies were written: nothing is referenced any more.
     pub fn unpin_all(&mut self) {
+        for i in 0..self.pins.len() {
+            let it = self.pins[i];
+            item::view_mut(&mut self.slabs.arena, it).clear_flag(PINNED);
+        }
         self.pins.clear();
     }
 
+    /// Before `it` is freed.
     pub(super) fn unpin(&mut self, it: ChunkRef) {
-        if !self.pins.is_empty() {
+        if self.view(it).is(PINNED) {
             self.pins.retain(|&p| p != it);
         }
     }
 
     pub(super) fn is_pinned(&self, it: ChunkRef) -> bool {
-        self.pins.contains(&it)
+        self.view(it).is(PINNED)
     }
 
     // ----- mg / me -----------------------------------------------------------
