@@ -179,7 +179,7 @@ fn mg_errors() {
         g.case(&format!("bad token {f}"), format!("mg k {f}\r\n"));
     }
     g.case(
-        "first error string wins? no: last",
+        "the last bad token's error string wins (F sets none)",
         "mg k Tx Jx\r\nmg k Jx Tx\r\nmg k Fx\r\nmg k Tx Fx\r\n",
     );
     g.case("invalid flag after a bad token", "mg k Tx Q\r\n");
