@@ -569,6 +569,37 @@ fn ms_errors() {
     g.finish();
 }
 
+/// Flags later memcached versions added (E: explicit CAS, x: md keeps the
+/// item, S: ms size) and flags a command simply ignores.
+#[test]
+fn flags_of_1_6_18() {
+    let Some(mut g) = Group::start("flags_of_1_6_18", DEFAULT) else {
+        return;
+    };
+    g.case("store", ms("f", "v", ""));
+    for f in [
+        "E5", "x", "S1", "W", "X", "Z", "e", "r", "w", "y", "z", "A", "B", "G", "H", "K", "U", "V",
+        "Y", "0", "+", "=", "~",
+    ] {
+        g.case(
+            &format!("{f} everywhere"),
+            format!("mg f {f}\r\nmd f {f}\r\nma f {f}\r\nms f 1 {f}\r\nx\r\nmg f v\r\n"),
+        );
+    }
+    g.case(
+        "ms ignores what it does not use",
+        format!(
+            "{}mg f2 v f s\r\n",
+            ms("f2", "v", "s t f h l u v N5 R5 J1 D1 P L")
+        ),
+    );
+    g.case(
+        "ms b with no k",
+        format!("{}mg Zm9v b v k\r\n", ms("Zm9v", "v", "b")),
+    );
+    g.finish();
+}
+
 // ---------------------------------------------------------------------------
 // md
 // ---------------------------------------------------------------------------
