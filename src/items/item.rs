@@ -10,7 +10,8 @@
 //! 24  cas      u64
 //! 32  flags    u32   client flags
 //! 36  nkey     u8
-//! 37  iflags   u8    LINKED, FETCHED, CHUNKED
+//! 37  iflags   u8    LINKED, FETCHED, CHUNKED, the meta protocol's
+//!                    STALE, TOKEN_SENT, KEY_BINARY, PINNED, and ALLOCATED
 //! 38  lru      u8    the class whose LRU holds the item
 //! 39  (spare)
 //! 40  key, then the value -- or, for a chunked item, one u32 chunk
@@ -27,6 +28,16 @@ pub const HEADER: usize = 40;
 pub const LINKED: u8 = 1;
 pub const FETCHED: u8 = 2;
 pub const CHUNKED: u8 = 4;
+/// Marked stale by `md <key> I` (memcached's ITEM_STALE): `mg` answers X.
+pub const STALE: u8 = 8;
+/// A client was handed the recache win (W) for this item (ITEM_TOKEN_SENT):
+/// later `mg`s answer Z.
+pub const TOKEN_SENT: u8 = 16;
+/// Stored by `ms` with a base64 (`b`) key (ITEM_KEY_BINARY): `k` returns
+/// the key base64 encoded.
+pub const KEY_BINARY: u8 = 32;
+/// Referenced by an `mg` reply not yet written (see `items/meta.rs`).
+pub const PINNED: u8 = 64;
 /// Set on every item header from allocation until the chunk is freed, so a
 /// page being emptied can tell items (even unlinked, in-flight ones) from
 /// free chunks.

@@ -18,6 +18,7 @@ pub mod crawler;
 pub mod hash;
 pub mod item;
 mod lru;
+mod meta;
 pub mod rebalance;
 
 use crate::proto::numbers::safe_strtoull;
@@ -26,6 +27,7 @@ use clock::Clock;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
 use lru::Lru;
+pub use meta::{MetaDelete, MetaDelta};
 use std::io::{self, Write as _};
 
 pub struct CacheConfig {
@@ -159,6 +161,8 @@ pub struct Cache {
     pub rebalance: Option<rebalance::Move>,
     /// Per class, the eviction count seen by the last automove check.
     automove_seen: Vec<u64>,
+    /// Items referenced by `mg` replies not yet written (see `meta.rs`).
+    pins: Vec<ChunkRef>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -195,6 +199,7 @@ impl Cache {
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
+            pins: Vec::new(),
         })
     }
 
@@ -340,9 +345,16 @@ impl Cache {
     }
 
     fn bump(&mut self, it: ChunkRef) {
+        item::view_mut(&mut self.slabs.arena, it).add_flag(FETCHED);
+        self.update(it);
+    }
+
+    /// memcached's `do_item_update`: refresh the access time (and LRU
+    /// position) at most once per `ITEM_UPDATE_INTERVAL`, without marking
+    /// the item fetched (`add` on an existing key, `incr` in place).
+    fn update(&mut self, it: ChunkRef) {
         let now = self.now();
         let mut v = item::view_mut(&mut self.slabs.arena, it);
-        v.add_flag(FETCHED);
         if v.time() < now.saturating_sub(clock::ITEM_UPDATE_INTERVAL) {
             v.set_time(now);
             let id = v.lru();
@@ -613,6 +625,7 @@ impl Cache {
     }
 
     fn free_chunks(&mut self, it: ChunkRef) {
+        self.unpin(it);
         let v = self.view(it);
         if v.is(CHUNKED) {
             let chunk_max = self.slabs.chunk_max();
@@ -762,7 +775,7 @@ impl Cache {
         let old = self.find(key, false);
         let result = match (old, mode) {
             (Some(old), StoreMode::Add) => {
-                self.bump(old);
+                self.update(old);
                 StoreResult::NotStored
             }
             (Some(old), StoreMode::Cas) => {
@@ -901,13 +914,13 @@ impl Cache {
         }
         let mut digits = [0u8; 20];
         let text = format_u64(value, &mut digits);
-        if text.len() <= len {
+        if text.len() <= len && !self.is_pinned(it) {
             let cas = if self.cfg.use_cas { self.next_cas() } else { 0 };
             let dst = self.slabs.arena.bytes_mut(off, len);
             dst[..text.len()].copy_from_slice(text);
             dst[text.len()..].fill(b' ');
             item::view_mut(&mut self.slabs.arena, it).set_cas(cas);
-            self.bump(it);
+            self.update(it);
             return Delta::Value(value);
         }
         let (flags, exptime) = (self.view(it).flags(), self.view(it).exptime());

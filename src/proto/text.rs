@@ -4,6 +4,7 @@
 //! (first letter, then exact name, then token counts) so that malformed
 //! lines fail the same way.
 
+use super::meta;
 use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use super::tokens::Tokens;
 use crate::items::clock::REALTIME_MAXDELTA;
@@ -35,6 +36,8 @@ pub struct Pending {
     pub cas: u64,
     pub noreply: bool,
     pub nbytes: usize,
+    /// For `ms`: what its reply echoes back.
+    pub meta: Option<meta::SetEcho>,
 }
 
 /// What the connection does after a request line.
@@ -45,6 +48,10 @@ pub enum Next {
     /// (after a retrieval or `mn`); matters when the connection closes
     /// before the next write point.
     Flush,
+    /// `mn`: like `Flush`, but memcached first passes through its
+    /// new-command state (its reply went through `out_string`), which the
+    /// `-vvv` trace shows.
+    FlushAfterLine,
     /// Read the data block into `Pending::item`, then its CRLF.
     ReadValue(Pending),
     /// Discard this many bytes of input (a refused data block).
@@ -66,18 +73,18 @@ pub enum Next {
     Suspend(usize),
 }
 
-struct Reply<'o> {
-    out: &'o mut Vec<u8>,
+pub(super) struct Reply<'o> {
+    pub(super) out: &'o mut Vec<u8>,
     /// Length of `out` at memcached's last write point.
-    written: usize,
-    noreply: bool,
-    trace: bool,
-    fd: i32,
+    pub(super) written: usize,
+    pub(super) noreply: bool,
+    pub(super) trace: bool,
+    pub(super) fd: i32,
 }
 
 impl Reply<'_> {
     /// memcached's `out_string`: a line, unless the command said noreply.
-    fn line(&mut self, s: &str) -> Next {
+    pub(super) fn line(&mut self, s: &str) -> Next {
         if self.noreply {
             if self.trace {
                 eprintln!(">{} NOREPLY {}", self.fd, s);
@@ -96,7 +103,7 @@ impl Reply<'_> {
 
 /// memcached's `EXPTIME_TO_POSITIVE_TIME`: negative means "already expired",
 /// expressed as an absolute time in the past.
-fn positive_exptime(e: i32) -> i64 {
+pub(super) fn positive_exptime(e: i32) -> i64 {
     if e < 0 {
         REALTIME_MAXDELTA + 1
     } else {
@@ -145,8 +152,13 @@ pub fn process_line(
         b'm' if cmd.len() == 2 => match cmd[1] {
             b'n' => {
                 r.line("MN");
-                Next::Flush
+                Next::FlushAfterLine
             }
+            b'g' => meta::process_mget(ctx, &t, &mut r),
+            b's' => meta::process_mset(ctx, &t, &mut r),
+            b'd' => meta::process_mdelete(ctx, &t, &mut r),
+            b'a' => meta::process_marithmetic(ctx, &t, &mut r),
+            b'e' => meta::process_meta_debug(ctx, &t, &mut r),
             _ => r.line("ERROR"),
         },
         b'g' => {
@@ -341,6 +353,7 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
             cas,
             noreply: r.noreply,
             nbytes,
+            meta: None,
         }),
         Err(e) => {
             if e == AllocError::TooLarge {
@@ -377,6 +390,9 @@ pub fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8
         trace: ctx.settings.verbose > 1,
         fd: ctx.fd,
     };
+    if let Some(echo) = p.meta {
+        return meta::complete_mset(ctx, p, echo, crlf_ok, &mut r);
+    }
     if !crlf_ok {
         ctx.cache.count_set(p.item);
         ctx.cache.free_unlinked(p.item);

@@ -246,6 +246,9 @@ impl Conn {
     /// why it stopped. `budget` counts down once per request.
     pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
         let (used, why) = self.consume_inner(ctx, data, budget);
+        // Replies are written (or dropped) now: items that `mg` replies
+        // referenced are free to change in place again.
+        ctx.cache.unpin_all();
         self.input_seen = why == Stop::NeedInput;
         match why {
             Stop::Close if !self.close_after_write => self.out.truncate(self.flush_mark),
@@ -332,6 +335,9 @@ impl Conn {
                             self.resume = 0;
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
+                            if matches!(next, Next::Flush | Next::FlushAfterLine) {
+                                ctx.cache.unpin_all();
+                            }
                             if let Some(stop) = self.apply(next) {
                                 return (pos, stop);
                             }
@@ -352,6 +358,11 @@ impl Conn {
                 self.go(Phase::NewCmd, v)
             }
             Next::Flush => {
+                self.go(Phase::Mwrite, v);
+                self.go(Phase::NewCmd, v);
+            }
+            Next::FlushAfterLine => {
+                self.go(Phase::NewCmd, v);
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);
             }
@@ -380,7 +391,7 @@ impl Conn {
                 self.dumping = true;
                 Some(Stop::Blocked)
             }
-            Next::Flush => {
+            Next::Flush | Next::FlushAfterLine => {
                 self.flush_mark = self.out.len();
                 None
             }

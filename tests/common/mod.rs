@@ -113,9 +113,21 @@ pub struct Server {
     stderr_path: PathBuf,
 }
 
+/// A port nothing listens on, never the same twice in this process: the
+/// kernel can hand the same free port to two tests running in parallel,
+/// and the second server then fails to bind while its readiness check
+/// connects to the first one.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 impl Server {
