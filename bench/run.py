@@ -279,6 +279,8 @@ def spread(rs):
 def report(args, results, mem):
     lines = []
     p = lines.append
+    if not results:
+        p = lambda *_: None
     p(f"Machine: {machine()}; date {datetime.date.today().isoformat()}. "
       f"{args.rounds} rounds, {args.conns} connections, {args.warmup:g} s warm-up + "
       f"{args.duration:g} s measured per run; servers on core {SERVER_CORE}, load "
@@ -309,6 +311,7 @@ def report(args, results, mem):
         cpu = lambda rs: (f"{med(rs, 'server_cpu_us_per_req'):.2f} ({med(rs, 'server_cpu_util') * 100:.0f}%)"
                           if rs else "-")
         p(f"| {name} | {lat(mc)} | {lat(us)} | {cpu(mc)} | {cpu(us)} | {cpu(nl)} |")
+    p = lines.append
     if mem:
         mc, us = mem["memcached"], mem["ours"]
         mb = lambda kb: f"{kb / 1024:.1f} MB"
@@ -332,6 +335,8 @@ def report(args, results, mem):
           f"Runs repeated because other work took more than {args.max_foreign * 100:.0f}% of "
           f"the server core: {sum(r['attempts'] - 1 for r in runs)}; kept runs still above it: "
           f"{sum(r['foreign'] > args.max_foreign for r in runs)} of {len(runs)}.")
+    if not runs:
+        return "\n".join(lines)
     p("")
     p(f"Protocol errors seen by the load generator: {sum(r['errors'] for _, r in bad)} "
       f"in {len(bad)} of {sum(len(v) for v in results.values())} runs.")
