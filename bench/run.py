@@ -165,12 +165,42 @@ def foreign_load(r):
     return max(0.0, cpu["busy"] + cpu["steal"] - r["server_cpu_util"])
 
 
+def cpu_busy(cores, interval=0.5):
+    """Fraction of `interval` the given cores were busy (from /proc/stat)."""
+    def snap():
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                parts = line.split()
+                if parts[0] in {f"cpu{c}" for c in cores}:
+                    v = [int(x) for x in parts[1:9]]
+                    busy += sum(v) - v[3] - v[4]
+                    total += sum(v)
+        return busy, total
+    b0, t0 = snap()
+    time.sleep(interval)
+    b1, t1 = snap()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(log, limit=15.0):
+    """Waits (up to `limit` seconds) until both cores are idle, so a run
+    does not start in the middle of someone else's burst."""
+    end = time.time() + limit
+    while time.time() < end:
+        if cpu_busy((SERVER_CORE, CLIENT_CORE)) < 0.10:
+            return
+    log("  (cores still busy with other work; running anyway)")
+
+
 def measure(kind, opts, args, log):
     """One run on a fresh server. A run whose server core was busy with
     something else (more than --max-foreign) is repeated, up to --retries
-    times; the least disturbed attempt is kept."""
+    times; the least disturbed attempt is kept. Each attempt first waits
+    for both cores to be idle."""
     best = None
     for attempt in range(args.retries + 1):
+        wait_quiet(log)
         port = free_port()
         proc = start_server(kind, port, args.mem, opts["value_size"])
         try:
@@ -183,8 +213,8 @@ def measure(kind, opts, args, log):
             best = r
         if r["foreign"] <= args.max_foreign:
             break
-        log(f"  (retry: {r['foreign'] * 100:.0f}% of core {SERVER_CORE} busy with other work, "
-            f"{r['ops_per_sec']:.0f} ops/s discarded)")
+        log(f"  (attempt {attempt + 1} disturbed: {r['foreign'] * 100:.0f}% of core {SERVER_CORE} "
+            f"busy with other work; {r['ops_per_sec']:.0f} ops/s)")
     best["attempts"] = attempt + 1
     return best
 
