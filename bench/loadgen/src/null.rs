@@ -64,7 +64,8 @@ pub fn serve(listen: &str, value_size: usize, miss: bool, lifetime: f64) -> io::
             if ev.events & sys::OUT != 0 {
                 c.writable = true;
             }
-            if !c.turn(&mut buf, &value, miss) {
+            let readable = ev.events & (sys::IN | sys::ERR) != 0;
+            if !c.turn(readable, &mut buf, &value, miss) {
                 *slot = None;
             }
         }
@@ -73,24 +74,27 @@ pub fn serve(listen: &str, value_size: usize, miss: bool, lifetime: f64) -> io::
 }
 
 impl Conn {
-    /// Reads, answers, writes; false when the connection is done.
-    fn turn(&mut self, buf: &mut [u8], value: &[u8], miss: bool) -> bool {
+    /// Reads (if epoll said so: an EPOLLOUT-only edge must not cost a
+    /// read), answers, writes; false when the connection is done.
+    fn turn(&mut self, readable: bool, buf: &mut [u8], value: &[u8], miss: bool) -> bool {
         let mut open = true;
-        loop {
-            match self.stream.read(buf) {
-                Ok(0) => {
-                    open = false;
-                    break;
-                }
-                Ok(n) => {
-                    self.inb.extend_from_slice(&buf[..n]);
-                    if n < buf.len() {
+        if readable {
+            loop {
+                match self.stream.read(buf) {
+                    Ok(0) => {
+                        open = false;
                         break;
                     }
+                    Ok(n) => {
+                        self.inb.extend_from_slice(&buf[..n]);
+                        if n < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false,
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
             }
         }
         let used = self.answer(value, miss);
