@@ -4,6 +4,9 @@
 #   make test   every test: unit, differential against Debian's memcached,
 #               client scenarios (needs `memcached` and the Python clients,
 #               see .ci/run)
+#   make bench  throughput, latency, CPU and memory against Debian's
+#               memcached (-t 1) and a null server; by hand, ~10 minutes,
+#               needs 2 cores (see bench/README.md)
 
 CARGO   ?= cargo
 PYTHON  ?= python3
@@ -38,6 +41,13 @@ lint:
 
 fmt:
 	$(CARGO) fmt
+
+# The load generator is its own package (bench/loadgen), so the server's
+# dependencies stay libc/nix. BENCH_ARGS go to bench/run.py.
+.PHONY: bench
+bench: build
+	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean
