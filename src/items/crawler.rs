@@ -179,12 +179,7 @@ impl Cache {
                     return;
                 }
                 let v = self.view(it);
-                let size = item::memcached_ntotal(
-                    v.nkey() as usize,
-                    v.nbytes() as usize,
-                    v.flags(),
-                    self.cfg.use_cas,
-                );
+                let size = self.memcached_size(it);
                 out.extend_from_slice(b"key=");
                 uriencode(v.key(), out);
                 let exp = if exp == 0 {

@@ -206,9 +206,11 @@ impl Cache {
 
     // ----- ma ----------------------------------------------------------------
 
-    /// memcached's `do_add_delta` with a CAS to compare (0: none). Unlike
-    /// `add_delta` it reports the CAS and expiry of the result and which
-    /// item a following `T` may change.
+    /// memcached's `do_add_delta` with a CAS to compare (0: none), shared by
+    /// `incr`/`decr` and `ma`. It reports the CAS and expiry of the result
+    /// and which item a following `T` may change. memcached parses the value
+    /// with its CRLF after it; the end of the slice reads the same to
+    /// `safe_strtoull`.
     pub fn meta_add_delta(&mut self, key: &[u8], incr: bool, delta: u64, cas_in: u64) -> MetaDelta {
         let Some(it) = self.find(key, false) else {
             return MetaDelta::NotFound;

@@ -21,7 +21,6 @@ mod lru;
 mod meta;
 pub mod rebalance;
 
-use crate::proto::numbers::safe_strtoull;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use clock::Clock;
 use hash::HashTable;
@@ -683,13 +682,7 @@ impl Cache {
         let id = v.lru();
         self.hash.insert(&mut self.slabs.arena, it, hv);
         self.lrus[id as usize].push_head(&mut self.slabs.arena, it);
-        let v = self.view(it);
-        let size = item::memcached_ntotal(
-            v.nkey() as usize,
-            v.nbytes() as usize,
-            v.flags(),
-            self.cfg.use_cas,
-        );
+        let size = self.memcached_size(it);
         self.stats.curr_items += 1;
         self.stats.total_items += 1;
         self.stats.bytes += size as u64;
@@ -736,12 +729,7 @@ impl Cache {
         let v = self.view(it);
         let hv = self.hv(v.key());
         let id = v.lru();
-        let size = item::memcached_ntotal(
-            v.nkey() as usize,
-            v.nbytes() as usize,
-            v.flags(),
-            self.cfg.use_cas,
-        );
+        let size = self.memcached_size(it);
         let cas = v.cas();
         self.hash.remove(&mut self.slabs.arena, it, hv);
         self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
@@ -884,56 +872,15 @@ impl Cache {
     /// `incr`/`decr` as memcached does them: the value must read as an
     /// unsigned decimal; incr wraps at 2^64, decr stops at 0; a result that
     /// fits is written in place (space padded, new CAS), otherwise a new
-    /// item replaces the old.
+    /// item replaces the old. The same operation as `ma`, without a CAS.
     pub fn add_delta(&mut self, key: &[u8], incr: bool, delta: u64) -> Delta {
-        let Some(it) = self.find(key, false) else {
-            return Delta::NotFound;
-        };
-        let v = self.view(it);
-        let len = v.nbytes() as usize;
-        if len == 0 || v.is(CHUNKED) {
-            return Delta::NonNumeric;
+        match self.meta_add_delta(key, incr, delta, 0) {
+            MetaDelta::Value { value, .. } => Delta::Value(value),
+            MetaDelta::NonNumeric => Delta::NonNumeric,
+            MetaDelta::NoMemory => Delta::NoMemory,
+            MetaDelta::NotFound => Delta::NotFound,
+            MetaDelta::CasMismatch => unreachable!("no CAS was given to compare"),
         }
-        let off = v.body_offset();
-        // memcached parses the value with its CRLF after it; the end of the
-        // slice reads the same as that CRLF to `safe_strtoull`.
-        let current = safe_strtoull(self.slabs.arena.bytes(off, len));
-        let Some(current) = current else {
-            return Delta::NonNumeric;
-        };
-        let value = if incr {
-            current.wrapping_add(delta)
-        } else {
-            current.saturating_sub(delta)
-        };
-        let c = self.class_of(it) as usize;
-        if incr {
-            self.stats.classes[c].incr_hits += 1;
-        } else {
-            self.stats.classes[c].decr_hits += 1;
-        }
-        let mut digits = [0u8; 20];
-        let text = format_u64(value, &mut digits);
-        if text.len() <= len && !self.is_pinned(it) {
-            let cas = if self.cfg.use_cas { self.next_cas() } else { 0 };
-            let dst = self.slabs.arena.bytes_mut(off, len);
-            dst[..text.len()].copy_from_slice(text);
-            dst[text.len()..].fill(b' ');
-            item::view_mut(&mut self.slabs.arena, it).set_cas(cas);
-            self.update(it);
-            return Delta::Value(value);
-        }
-        let (flags, exptime) = (self.view(it).flags(), self.view(it).exptime());
-        let new = match self.alloc(key, flags, exptime, text.len()) {
-            Ok(new) => new,
-            Err(_) => return Delta::NoMemory,
-        };
-        self.value_window_mut(new, 0).copy_from_slice(text);
-        match self.lookup(key, false, false) {
-            Some(old) => self.replace(old, new),
-            None => self.link(new),
-        }
-        Delta::Value(value)
     }
 }
 
