@@ -4,6 +4,9 @@
 #   make test   every test: unit, differential against Debian's memcached,
 #               client scenarios (needs `memcached` and the Python clients,
 #               see .ci/run)
+#   make install    install the release binary and the man page under
+#               $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local);
+#               make uninstall removes them
 #   make bench  throughput, latency, CPU and memory against Debian's
 #               memcached (-t 1) and a null server; by hand, ~10 minutes,
 #               needs 2 cores (see bench/README.md)
@@ -11,11 +14,15 @@
 CARGO   ?= cargo
 PYTHON  ?= python3
 BIN     := target/release/memcached
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  := $(DESTDIR)$(PREFIX)/bin
+MAN1DIR := $(DESTDIR)$(PREFIX)/share/man/man1
 # memcached refuses to run as root without -u; so does ours.
 RUN_AS  := $(if $(filter 0,$(shell id -u)),-u nobody,)
 RUN_ARGS ?= -l 127.0.0.1 -p 11211 -vv
 
-.PHONY: all build run test test-rust test-python lint fmt clean
+.PHONY: all build run test test-rust test-python lint fmt clean install uninstall
 
 all: build
 
@@ -48,6 +55,14 @@ fmt:
 bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+install: build
+	install -d $(BINDIR) $(MAN1DIR)
+	install -m 755 $(BIN) $(BINDIR)/memcached
+	install -m 644 man/memcached.1 $(MAN1DIR)/memcached.1
+
+uninstall:
+	rm -f $(BINDIR)/memcached $(MAN1DIR)/memcached.1
 
 clean:
 	$(CARGO) clean
