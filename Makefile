@@ -2,8 +2,8 @@
 #
 #   make run    build (release) and start the server on 127.0.0.1:11211
 #   make test   every test: unit, differential against Debian's memcached,
-#               client scenarios (needs `memcached` and the Python clients,
-#               see .ci/run)
+#               client scenarios; first installs what they need if it is
+#               missing (`make deps`: Debian packages and Python clients)
 #   make install    install the release binary and the man page under
 #               $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local);
 #               make uninstall removes them
@@ -22,7 +22,7 @@ MAN1DIR := $(DESTDIR)$(PREFIX)/share/man/man1
 RUN_AS  := $(if $(filter 0,$(shell id -u)),-u nobody,)
 RUN_ARGS ?= -l 127.0.0.1 -p 11211 -vv
 
-.PHONY: all build run test test-rust test-python lint fmt clean install uninstall
+.PHONY: all build run test test-rust test-python deps lint fmt clean install uninstall
 
 all: build
 
@@ -32,7 +32,19 @@ build:
 run: build
 	$(BIN) $(RUN_AS) $(RUN_ARGS)
 
-test: test-rust test-python
+test: deps test-rust test-python
+
+# The oracle and the clients the tests drive. Installed only when missing,
+# so a prepared machine (or CI, which installs them itself) skips it.
+DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base
+deps:
+	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
+	    && $(PYTHON) -c "import pytest, pymemcache, memcache" 2>/dev/null; then :; \
+	else \
+	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
+	    apt-get update -q && apt-get install -y -q $(DEB_DEPS) && \
+	    $(PYTHON) -m pip install -q -r tests/python/requirements.txt; \
+	fi
 
 test-rust:
 	$(CARGO) build
