@@ -534,20 +534,34 @@ pub(super) fn complete_mset(
 // md
 // ---------------------------------------------------------------------------
 
-pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+/// The checks `md` and `ma` share before their flags mean anything: token
+/// counts, key length, and memcached's flag pre-parse (whose error text
+/// differs from `mg`/`ms`).
+fn md_ma_flags(
+    ctx: &Ctx,
+    t: &Tokens,
+    r: &mut Reply,
+    kbuf: &mut [u8; KEY_MAX_LENGTH],
+) -> Result<Flags, Next> {
     let n = t.ntokens();
     if n < 3 {
-        return r.line("ERROR");
+        return Err(r.line("ERROR"));
     }
     if t.get(1).len() > KEY_MAX_LENGTH {
-        return r.line(BAD_FORMAT);
+        return Err(r.line(BAD_FORMAT));
     }
     if n > MAX_OPT_TOKENS {
-        return r.line("CLIENT_ERROR options flags too long");
+        return Err(r.line("CLIENT_ERROR options flags too long"));
     }
+    preparse(t, 2, &ctx.cache.clock, kbuf)
+        .map_err(|_| error(r, "CLIENT_ERROR invalid or duplicate flag"))
+}
+
+pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     let mut kbuf = [0u8; KEY_MAX_LENGTH];
-    let Ok(of) = preparse(t, 2, &ctx.cache.clock, &mut kbuf) else {
-        return error(r, "CLIENT_ERROR invalid or duplicate flag");
+    let of = match md_ma_flags(ctx, t, r, &mut kbuf) {
+        Ok(of) => of,
+        Err(next) => return next,
     };
     let key = of.key(t, &kbuf);
     let start = r.out.len();
@@ -593,19 +607,10 @@ pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next 
 // ---------------------------------------------------------------------------
 
 pub(super) fn process_marithmetic(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
-    let n = t.ntokens();
-    if n < 3 {
-        return r.line("ERROR");
-    }
-    if t.get(1).len() > KEY_MAX_LENGTH {
-        return r.line(BAD_FORMAT);
-    }
-    if n > MAX_OPT_TOKENS {
-        return r.line("CLIENT_ERROR options flags too long");
-    }
     let mut kbuf = [0u8; KEY_MAX_LENGTH];
-    let Ok(of) = preparse(t, 2, &ctx.cache.clock, &mut kbuf) else {
-        return error(r, "CLIENT_ERROR invalid or duplicate flag");
+    let of = match md_ma_flags(ctx, t, r, &mut kbuf) {
+        Ok(of) => of,
+        Err(next) => return next,
     };
     let key = of.key(t, &kbuf);
     let incr = match of.mode {

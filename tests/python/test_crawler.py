@@ -4,7 +4,7 @@
 import re
 import time
 
-from mc_helpers import recv_until
+from mc_helpers import recv_until, stats_over
 
 
 def command(srv, payload, done=lambda b: b.endswith(b"\r\n")):
@@ -14,13 +14,8 @@ def command(srv, payload, done=lambda b: b.endswith(b"\r\n")):
 
 
 def stats(srv):
-    reply = command(srv, b"stats\r\n", lambda b: b.endswith(b"END\r\n"))
-    out = {}
-    for line in reply.split(b"\r\n"):
-        if line.startswith(b"STAT "):
-            _, k, v = line.split(b" ", 2)
-            out[k.decode()] = v.decode()
-    return out
+    with srv.connect() as s:
+        return stats_over(s)
 
 
 def test_crawler_reclaims_expired_items_without_traffic(ours):
