@@ -78,3 +78,29 @@ uninstall:
 
 clean:
 	$(CARGO) clean
+
+# Fuzzing (fuzz/README.md): libFuzzer targets built on the stable toolchain
+# with the flags cargo-fuzz passes (RUSTC_BOOTSTRAP=1 unlocks the address
+# sanitizer); each target runs FUZZ_SECONDS from its seeds in
+# fuzz/corpus/<target>, new inputs kept in fuzz/target/corpus/<target>.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= text meta options
+FUZZ_TRIPLE  := $(shell rustc -vV | sed -n 's/^host: //p')
+FUZZ_BIN     := fuzz/target/$(FUZZ_TRIPLE)/release
+FUZZ_FLAGS   := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	cd fuzz && RUSTC_BOOTSTRAP=1 RUSTFLAGS="$(FUZZ_FLAGS)" \
+	    $(CARGO) build --release --target $(FUZZ_TRIPLE)
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p fuzz/target/corpus/$$t fuzz/target/artifacts/$$t; \
+	    echo "fuzz $$t for $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_BIN)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=fuzz/target/artifacts/$$t/ \
+	        fuzz/target/corpus/$$t fuzz/corpus/$$t || exit 1; \
+	done

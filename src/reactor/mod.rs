@@ -7,6 +7,7 @@
 //! The clock ticks once a second from the loop's own timeout.
 
 pub mod conn;
+pub mod feed;
 pub mod listen;
 mod sys;
 

@@ -1,0 +1,20 @@
+//! Arbitrary command lines through the option parser (`src/options.rs`,
+//! which is part of the binary, not the library, hence the path include).
+//! Arguments are separated by NUL bytes, as they are in `/proc/*/cmdline`.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../src/options.rs"]
+mod options;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let mut argv: Vec<&OsStr> = vec![OsStr::new("memcached")];
+    argv.extend(data.split(|&b| b == 0).map(OsStr::from_bytes));
+    match options::parse_args(&argv) {
+        Ok(parsed) => assert!(parsed.settings.max_conns > 0 || parsed.settings.max_conns == 0),
+        Err(exit) => assert!(exit.code >= 0),
+    }
+});

@@ -1,0 +1,245 @@
+//! A connection without a network: runs a byte stream through the same
+//! `Conn::consume` the reactor uses, against a real (small) `Cache`, and
+//! collects the replies. It exists for the fuzz targets (`fuzz/`) and their
+//! regression tests, which need to push millions of inputs per minute
+//! through the parsers and the cache semantics without sockets or threads.
+//!
+//! The loop below follows `Reactor::step`: reads are cut to what the reactor
+//! would take at once (so line-length limits trigger the same way), the
+//! request budget is refilled when spent, a blocked connection has its
+//! output "read" by the client, and the LRU crawler and hash expansion are
+//! advanced between batches. The socket the connection owns is one end of
+//! a loopback pair made once per process and never read or written.
+
+use super::conn::{Conn, Stop};
+use super::{CRAWL_STEP, REHASH_STEP, cache_config};
+use crate::items::Cache;
+use crate::items::crawler::CrawlKind;
+use crate::proto::text::Ctx;
+use crate::settings::Settings;
+use crate::stats::Stats;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+
+/// How often one session may go round the consume loop before the harness
+/// declares the connection stuck: a parser that neither consumes input nor
+/// stops is a bug the fuzzer should report, not hang on.
+const MAX_ROUNDS: usize = 1 << 20;
+
+pub struct Feeder {
+    cache: Cache,
+    stats: Stats,
+    settings: Settings,
+    /// The connected end of a loopback pair: each session's `Conn` owns a
+    /// duplicate of it.
+    stream: TcpStream,
+}
+
+/// One loopback pair for the whole process (a fuzzer makes a `Feeder` per
+/// input): the client end, and the server end that stays open so the
+/// client end stays connected.
+fn loopback() -> io::Result<TcpStream> {
+    static PAIR: OnceLock<(TcpStream, TcpStream)> = OnceLock::new();
+    if PAIR.get().is_none() {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let stream = TcpStream::connect(listener.local_addr()?)?;
+        let (peer, _) = listener.accept()?;
+        let _ = PAIR.set((stream, peer));
+    }
+    match PAIR.get() {
+        Some((stream, _)) => stream.try_clone(),
+        None => Err(io::ErrorKind::NotConnected.into()),
+    }
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Every byte was offered and the connection is still open.
+    Open,
+    /// The server closed the connection.
+    Closed,
+    /// `shutdown` was accepted.
+    Shutdown,
+}
+
+impl Feeder {
+    /// A cache built from `settings` as the server would build it.
+    pub fn new(settings: Settings) -> io::Result<Feeder> {
+        Ok(Feeder {
+            cache: Cache::new(cache_config(&settings))?,
+            stats: Stats::default(),
+            settings,
+            stream: loopback()?,
+        })
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Runs one connection that receives `reads` in that order, one socket
+    /// read each (cut further if the reactor would read less at once), and
+    /// appends every reply byte to `replies`.
+    pub fn session(&mut self, reads: &[&[u8]], replies: &mut Vec<u8>) -> io::Result<Ending> {
+        let stream = self.stream.try_clone()?;
+        let fd = stream.as_raw_fd();
+        let mut conn = Conn::new(stream, fd, self.cache.now());
+        let mut ending = Ending::Open;
+        'reads: for read in reads {
+            let mut rest = *read;
+            while !rest.is_empty() {
+                let take = conn.read_size().min(rest.len());
+                conn.input.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if let Some(end) = self.run(&mut conn, replies) {
+                    ending = end;
+                    break 'reads;
+                }
+            }
+        }
+        replies.extend_from_slice(&conn.out[conn.out_pos..]);
+        let mut ctx = Ctx {
+            cache: &mut self.cache,
+            stats: &mut self.stats,
+            settings: &mut self.settings,
+            fd,
+        };
+        conn.abandon(&mut ctx);
+        self.cache.crawl_cancel_for(fd);
+        Ok(ending)
+    }
+
+    /// Consumes buffered input until more is needed or the connection ends.
+    fn run(&mut self, conn: &mut Conn, replies: &mut Vec<u8>) -> Option<Ending> {
+        let mut budget = self.settings.reqs_per_event.max(1) + 1;
+        for _ in 0..MAX_ROUNDS {
+            let input = std::mem::take(&mut conn.input);
+            let mut ctx = Ctx {
+                cache: &mut self.cache,
+                stats: &mut self.stats,
+                settings: &mut self.settings,
+                fd: conn.fd,
+            };
+            let (used, why) = conn.consume(&mut ctx, &input, &mut budget);
+            conn.input = input;
+            conn.input.drain(..used);
+            // `verbosity 2` would make every later request print a trace,
+            // which slows a fuzzer to a crawl; the trace code already ran.
+            self.settings.verbose = 0;
+            self.background(conn);
+            match why {
+                Stop::NeedInput => return None,
+                Stop::Budget => budget = self.settings.reqs_per_event.max(1),
+                Stop::Blocked => Self::client_reads(conn, replies),
+                Stop::ConnsReport => conn.out.extend_from_slice(b"END\r\n"),
+                Stop::Close => return Some(Ending::Closed),
+                Stop::Shutdown(_) => return Some(Ending::Shutdown),
+            }
+        }
+        panic!("connection made no progress in {MAX_ROUNDS} rounds");
+    }
+
+    /// What the reactor does between turns: grow the hash table, advance
+    /// the LRU crawler (writing a metadump to its connection).
+    fn background(&mut self, conn: &mut Conn) {
+        if self.cache.hash.is_expanding() {
+            self.cache.rehash_step(REHASH_STEP);
+        }
+        match self.cache.crawl_kind() {
+            Some(CrawlKind::Metadump { fd }) if fd == conn.fd => {
+                while self.cache.crawl_kind().is_some() {
+                    self.cache.crawl_step(CRAWL_STEP, &mut conn.out);
+                }
+                conn.dumping = false;
+            }
+            Some(CrawlKind::Expired) => {
+                self.cache.crawl_step(CRAWL_STEP, &mut Vec::new());
+            }
+            _ => {}
+        }
+    }
+
+    /// The client reads everything queued, so a blocked connection can go on.
+    fn client_reads(conn: &mut Conn, replies: &mut Vec<u8>) {
+        replies.extend_from_slice(&conn.out[conn.out_pos..]);
+        conn.out.clear();
+        conn.out_pos = 0;
+        conn.flush_mark = 0;
+    }
+}
+
+/// The fuzz targets' entry points, kept here (not in `fuzz/`) so the
+/// regression tests in `tests/fuzz_regressions.rs` run crashing inputs
+/// through exactly the code the fuzzer ran.
+pub mod fuzz {
+    use super::Feeder;
+    use crate::settings::Settings;
+
+    /// The first byte of a fuzz input picks the server's switches and how
+    /// the rest is cut into reads; the rest is what the client sends.
+    fn settings_for(selector: u8) -> Settings {
+        let mut s = Settings {
+            // Two pages of memory and 1 KB items: evictions, chained
+            // values and out-of-memory paths are all a few commands away.
+            max_bytes: 2 * 1024 * 1024,
+            item_size_max: 1024 * 1024,
+            hashpower_init: 12,
+            reqs_per_event: 4,
+            ..Settings::default()
+        };
+        s.evict_to_free = selector & 1 == 0;
+        s.use_cas = selector & 2 == 0;
+        s.flush_enabled = selector & 4 == 0;
+        s.dump_enabled = selector & 8 == 0;
+        s.shutdown_command = selector & 16 != 0;
+        s
+    }
+
+    /// Cuts `body` into reads of `1 + selector / 32 * 7` bytes (selector
+    /// below 32: one read).
+    fn reads(selector: u8, body: &[u8]) -> Vec<&[u8]> {
+        match selector / 32 {
+            0 => vec![body],
+            n => body.chunks(1 + usize::from(n) * 7).collect(),
+        }
+    }
+
+    /// Runs `data` as one connection's input; panics only on a bug.
+    pub fn text(data: &[u8]) {
+        let Some((&selector, body)) = data.split_first() else {
+            return;
+        };
+        let mut feeder = Feeder::new(settings_for(selector)).expect("loopback pair");
+        let mut replies = Vec::new();
+        let _ = feeder.session(&reads(selector, body), &mut replies);
+        // A second connection sees what the first left behind: a value
+        // half-written, a dump cut off or a lock left held would show here.
+        let mut second = Vec::new();
+        let _ = feeder.session(&[b"get a b c\r\nmg a v\r\nstats\r\n"], &mut second);
+        assert!(second.starts_with(b"END\r\n") || second.starts_with(b"VALUE "));
+    }
+
+    /// Like [`text`], but every line is turned into a meta command: the
+    /// first byte of each line picks `mg`, `ms`, `md`, `ma`, `me` or `mn`,
+    /// so the fuzzer spends its time on meta flags, not on finding names.
+    pub fn meta(data: &[u8]) {
+        const NAMES: [&[u8]; 6] = [b"mg ", b"ms ", b"md ", b"ma ", b"me ", b"mn"];
+        let Some((&selector, body)) = data.split_first() else {
+            return;
+        };
+        let mut stream = Vec::with_capacity(body.len() * 2);
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            let Some((&pick, rest)) = line.split_first() else {
+                continue;
+            };
+            stream.extend_from_slice(NAMES[usize::from(pick) % NAMES.len()]);
+            stream.extend_from_slice(rest);
+        }
+        let mut probe = vec![selector];
+        probe.extend_from_slice(&stream);
+        text(&probe);
+    }
+}
