@@ -8,6 +8,7 @@ mod options;
 use std::ffi::OsString;
 use std::io::Write as _;
 
+use memcached::proto::auth::{Credentials, LoadError};
 use memcached::settings::Settings;
 use nix::errno::Errno;
 use nix::sys::mman::{MlockAllFlags, mlockall};
@@ -24,9 +25,9 @@ const FD_HEADROOM: u64 = 32;
 
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
+    let mut parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
     eprint_bytes(&parsed.warnings);
-    if let Err(exit) = prepare(&parsed.settings) {
+    if let Err(exit) = prepare(&mut parsed.settings) {
         leave(exit);
     }
     if let Err(e) = memcached::reactor::serve(parsed.settings) {
@@ -78,10 +79,6 @@ fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
             settings.memory_file.is_some(),
             "restartable memory files (-e) are not supported yet",
         ),
-        (
-            settings.auth_file.is_some(),
-            "ascii authentication (-Y) is not supported yet",
-        ),
     ];
     match missing.iter().find(|(refused, _)| *refused) {
         Some((_, why)) => Err(Exit::error(EX_USAGE, format!("{why}\n"))),
@@ -91,7 +88,7 @@ fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
 
 /// memcached's start-up steps between parsing and opening sockets, in its
 /// order (each one's failure message depends on the ones before it).
-fn prepare(settings: &Settings) -> Result<(), Exit> {
+fn prepare(settings: &mut Settings) -> Result<(), Exit> {
     if settings.max_core {
         raise_core_limit()?;
     }
@@ -107,11 +104,32 @@ fn prepare(settings: &Settings) -> Result<(), Exit> {
         let message = "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n";
         return Err(Exit::error(EX_USAGE, message));
     }
+    if let Some(path) = &settings.auth_file {
+        settings.auth = Some(load_authfile(path)?);
+    }
     refuse_unbuilt(settings)?;
     if let Some(path) = &settings.pid_file {
         save_pid(path);
     }
     Ok(())
+}
+
+/// `-Y`: the credentials, or memcached's words for why they cannot be read
+/// (its `perror` repeats the error text; the malformed message has no
+/// newline).
+fn load_authfile(path: &str) -> Result<Credentials, Exit> {
+    Credentials::load(path).map_err(|e| match e {
+        LoadError::Open(e) => {
+            let why = io_strerror(&e);
+            let message =
+                format!("Could not open authfile [{path}] for reading, error {why}: {why}\n");
+            Exit::error(1, message)
+        }
+        LoadError::Malformed => Exit::error(
+            1,
+            format!("Authfile [{path}] has a malformed entry. Should be 'user:password'"),
+        ),
+    })
 }
 
 /// `-r`: unlimited core files if allowed, else up to the hard limit; only

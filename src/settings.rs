@@ -166,6 +166,8 @@ pub struct Settings {
     pub dump_enabled: bool,
     /// `-Y`
     pub auth_file: Option<String>,
+    /// The pairs read from `auth_file` at start (`main.rs` loads them).
+    pub auth: Option<crate::proto::auth::Credentials>,
     /// `-e`
     pub memory_file: Option<String>,
     /// `-L`
@@ -233,6 +235,7 @@ impl Default for Settings {
             flush_enabled: true,
             dump_enabled: true,
             auth_file: None,
+            auth: None,
             memory_file: None,
             large_pages: false,
             maxconns_fast: true,

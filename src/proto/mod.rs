@@ -1,5 +1,6 @@
 //! Protocol parsers and reply writers.
 
+pub mod auth;
 pub mod base64;
 pub mod meta;
 pub mod numbers;

@@ -8,7 +8,9 @@
 //! mark the connection stops taking requests until the client reads, which
 //! bounds what a client that never reads can make the server hold.
 
+use crate::proto::auth::{Gate, GateStep};
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::settings::Protocol;
 use std::net::TcpStream;
 
 /// First byte of every binary-protocol request.
@@ -108,6 +110,8 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// `-Y`: closed until the client has sent valid credentials.
+    pub auth: Gate,
 }
 
 /// Why `consume` stopped.
@@ -128,7 +132,8 @@ pub enum Stop {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, fd: i32, now: u32) -> Conn {
+    /// `authenticating`: `-Y` is on, so the client must authenticate first.
+    pub fn new(stream: TcpStream, fd: i32, now: u32, authenticating: bool) -> Conn {
         Conn {
             stream,
             fd,
@@ -149,6 +154,7 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            auth: Gate::new(authenticating),
         }
     }
 
@@ -263,7 +269,7 @@ impl Conn {
         if self.phase == Phase::Read && !data.is_empty() {
             self.go(Phase::ParseCmd, ctx.settings.verbose);
         }
-        if !self.negotiated && !data.is_empty() {
+        if !self.negotiated && !data.is_empty() && ctx.settings.protocol == Protocol::Negotiating {
             self.negotiated = true;
             // memcached picks the binary protocol on a first byte of 0x80.
             let binary = data[0] == BINARY_REQUEST_MAGIC;
@@ -304,6 +310,26 @@ impl Conn {
                     }
                     if *budget == 0 {
                         return (pos, Stop::Budget);
+                    }
+                    if !self.auth.open {
+                        match self
+                            .auth
+                            .consume(ctx, &data[pos..], &mut self.out, self.out_pos)
+                        {
+                            (used, GateStep::Answered) => {
+                                pos += used;
+                                *budget -= 1;
+                                continue;
+                            }
+                            (used, GateStep::NeedInput) => {
+                                self.go_wait(used < data.len() - pos, ctx.settings.verbose);
+                                return (pos + used, Stop::NeedInput);
+                            }
+                            (_, GateStep::Close) => {
+                                self.state = State::Closing;
+                                return (pos, Stop::Close);
+                            }
+                        }
                     }
                     let rest = &data[pos..];
                     let scanned = self.line_scanned.min(rest.len());

@@ -86,7 +86,8 @@ impl Feeder {
     pub fn session(&mut self, reads: &[&[u8]], replies: &mut Vec<u8>) -> io::Result<Ending> {
         let stream = self.stream.try_clone()?;
         let fd = stream.as_raw_fd();
-        let mut conn = Conn::new(stream, fd, self.cache.now());
+        let authenticating = self.settings.auth.is_some();
+        let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         let mut ending = Ending::Open;
         'reads: for read in reads {
             let mut rest = *read;

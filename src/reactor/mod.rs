@@ -376,7 +376,8 @@ impl Reactor {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(stream, fd, self.cache.now());
+        let authenticating = self.settings.auth_file.is_some();
+        let conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         if self
             .register(
                 fd,
@@ -389,7 +390,10 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            eprintln!("<{fd} new auto-negotiating client connection");
+            match self.settings.protocol {
+                crate::settings::Protocol::Ascii => eprintln!("<{fd} new ascii client connection."),
+                _ => eprintln!("<{fd} new auto-negotiating client connection"),
+            }
         }
         self.clients += 1;
         self.stats.curr_conns += 1;

@@ -347,7 +347,12 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "tcp_backlog", s.backlog);
     stat(&mut o, "binding_protocol", s.protocol.name());
     stat(&mut o, "auth_enabled_sasl", yes(s.sasl));
-    stat(&mut o, "auth_enabled_ascii", yes(s.auth_file.is_some()));
+    // memcached prints the authfile's path here, or "no".
+    stat(
+        &mut o,
+        "auth_enabled_ascii",
+        s.auth_file.as_deref().unwrap_or("no"),
+    );
     stat(&mut o, "item_size_max", s.item_size_max);
     stat(&mut o, "maxconns_fast", yes(s.maxconns_fast));
     stat(&mut o, "hashpower_init", s.hashpower_init);
