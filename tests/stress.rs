@@ -95,6 +95,9 @@ struct Item {
     cas_floor: u64,
 }
 
+/// One `VALUE` block of a retrieval: key, flags, data, CAS (for gets).
+type Hit = (Vec<u8>, u32, Vec<u8>, Option<u64>);
+
 /// One connection, request/reply.
 struct Conn {
     out: TcpStream,
@@ -121,7 +124,7 @@ impl Conn {
         l
     }
     /// The `VALUE` blocks of a retrieval reply, up to its `END`.
-    fn values(&mut self) -> Result<Vec<(Vec<u8>, u32, Vec<u8>, Option<u64>)>, String> {
+    fn values(&mut self) -> Result<Vec<Hit>, String> {
         let mut found = Vec::new();
         loop {
             let l = self.line();
@@ -549,7 +552,7 @@ impl Client {
     fn judge_retrieval(
         &mut self,
         asked: &[Vec<u8>],
-        found: Vec<(Vec<u8>, u32, Vec<u8>, Option<u64>)>,
+        found: Vec<Hit>,
         with_cas: bool,
     ) -> Result<(), String> {
         let mut found = found.into_iter().peekable();
