@@ -105,6 +105,8 @@ pub struct Conn {
     pub resume: usize,
     /// Queued to run again without waiting for epoll (fairness yield).
     pub queued: bool,
+    /// When the last request line was taken (not the last read: a client
+    /// trickling bytes without finishing a line counts as idle).
     pub last_active: u32,
     /// memcached's equivalent state, for the `-vvv` trace.
     pub phase: Phase,
@@ -346,6 +348,9 @@ impl Conn {
                     };
                     self.go(Phase::ParseCmd, ctx.settings.verbose);
                     self.line_scanned = 0;
+                    // memcached's last_cmd_time, which `-o idle_timeout`
+                    // and `stats conns` measure from.
+                    self.last_active = ctx.cache.now();
                     let mut line = &rest[..nl];
                     if line.len() > 1 && line[line.len() - 1] == b'\r' {
                         line = &line[..line.len() - 1];

@@ -8,6 +8,7 @@
 
 pub mod conn;
 pub mod feed;
+mod idle;
 pub mod listen;
 mod sys;
 
@@ -193,7 +194,9 @@ impl Reactor {
                 || self.crawl_can_progress();
             let timeout = if busy { 0 } else { 1000 };
             let n = self.epoll.wait(&mut events, timeout)?;
-            self.cache.clock.tick();
+            if self.cache.clock.tick() {
+                self.kick_idle();
+            }
             for ev in &events[..n] {
                 let (fd, bits) = (ev.u64 as RawFd, ev.events);
                 self.dispatch(fd, bits);
@@ -598,7 +601,6 @@ impl Reactor {
             ReadOutcome::Closed => return Step::Close,
         };
         ctx.stats.bytes_read += n as u64;
-        c.last_active = ctx.cache.now();
         let (used, why) = if c.input.is_empty() {
             let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
             c.input.extend_from_slice(&scratch[used..n]);

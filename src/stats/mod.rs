@@ -35,6 +35,10 @@ pub struct Stats {
     pub store_no_memory: u64,
     pub auth_cmds: u64,
     pub auth_errors: u64,
+    /// Connections closed by `-o idle_timeout`.
+    pub idle_kicks: u64,
+    /// Connections closed because `-o read_buf_mem_limit` was reached.
+    pub read_buf_oom: u64,
     pub listen_disabled_num: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
@@ -105,10 +109,10 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         "read_buf_count",
         "read_buf_bytes",
         "read_buf_bytes_free",
-        "read_buf_oom",
     ] {
         stat(&mut o, name, 0);
     }
+    stat(&mut o, "read_buf_oom", stats.read_buf_oom);
     stat(&mut o, "reserved_fds", 5 * settings.num_threads);
     stat(&mut o, "cmd_get", stats.get_cmds);
     stat(&mut o, "cmd_set", sum(|c| c.set_cmds));
@@ -134,6 +138,9 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "store_no_memory", stats.store_no_memory);
     stat(&mut o, "auth_cmds", stats.auth_cmds);
     stat(&mut o, "auth_errors", stats.auth_errors);
+    if settings.idle_timeout > 0 {
+        stat(&mut o, "idle_kicks", stats.idle_kicks);
+    }
     stat(&mut o, "bytes_read", stats.bytes_read);
     stat(&mut o, "bytes_written", stats.bytes_written);
     stat(&mut o, "limit_maxbytes", settings.max_bytes);
