@@ -100,9 +100,13 @@ def test_idle_timeout_spares_a_client_mid_value(start_server):
     srv = start_server("ours", "-o", "idle_timeout=1")
     s = srv.connect()
     s.sendall(b"set k 0 0 10\r\n12345")
-    # memcached only kicks connections waiting for a command.
+    # memcached only kicks connections waiting for a command: the idle
+    # one goes, the one in the middle of a value stays.
+    idle = srv.connect()
     other = srv.connect()
-    wait_stat(srv, "idle_kicks", lambda v: v >= 1, timeout=6, sock=other)
+    st = wait_stat(srv, "idle_kicks", lambda v: v >= 1, timeout=6, sock=other)
+    assert int(st["idle_kicks"]) == 1
+    assert recv_all_until_close(idle, timeout=1) == (b"", "eof")
     s.sendall(b"67890\r\n")
     assert recv_until(s, lambda b: b.endswith(b"\r\n")) == b"STORED\r\n"
     other.close()
