@@ -3,6 +3,7 @@
 //! dropping root, daemonizing, locking memory, the pid file), then hand the
 //! settings to the reactor.
 
+mod exposure;
 mod options;
 
 use std::ffi::OsString;
@@ -29,6 +30,9 @@ fn main() {
     eprint_bytes(&parsed.warnings);
     if let Err(exit) = prepare(&mut parsed.settings) {
         leave(exit);
+    }
+    if let Some(warning) = exposure::warning(&parsed.settings) {
+        eprint_bytes(warning.as_bytes());
     }
     if let Err(e) = memcached::reactor::serve(parsed.settings) {
         // The reactor words its errors the way memcached does ("failed to

@@ -105,11 +105,7 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     ] {
         stat(&mut o, name, 0);
     }
-    for name in [
-        "read_buf_count",
-        "read_buf_bytes",
-        "read_buf_bytes_free",
-    ] {
+    for name in ["read_buf_count", "read_buf_bytes", "read_buf_bytes_free"] {
         stat(&mut o, name, 0);
     }
     stat(&mut o, "read_buf_oom", stats.read_buf_oom);
