@@ -99,6 +99,8 @@ impl Feeder {
                     ending = end;
                     break 'reads;
                 }
+                // The reactor writes what a read produced before the next.
+                Self::client_reads(&mut conn, replies);
             }
         }
         replies.extend_from_slice(&conn.out[conn.out_pos..]);
