@@ -104,3 +104,22 @@ fuzz: fuzz-build
 	        -artifact_prefix=fuzz/target/artifacts/$$t/ \
 	        fuzz/target/corpus/$$t fuzz/corpus/$$t || exit 1; \
 	done
+
+# The server under valgrind's memcheck (tools/valgrind-memcached) while the
+# differential suites, the stress test and a set of client scenarios run
+# against it; tools/valgrind-report fails on any memory error. By hand,
+# ~10 minutes.
+VALGRIND_LOGS ?= /tmp/memcached-valgrind
+VALGRIND_PY   ?= tests/python/test_seed.py tests/python/test_auth.py \
+	tests/python/test_clients.py tests/python/test_memccapable.py \
+	tests/python/test_operator.py tests/python/test_meta.py tests/python/test_crawler.py
+VALGRIND_ENV  := MEMCACHED_BIN=$(CURDIR)/tools/valgrind-memcached VALGRIND_LOGS=$(VALGRIND_LOGS)
+.PHONY: valgrind
+valgrind:
+	@command -v valgrind >/dev/null || (apt-get update -q && apt-get install -y -q valgrind)
+	$(CARGO) build --tests
+	rm -rf $(VALGRIND_LOGS)
+	$(VALGRIND_ENV) $(CARGO) test --test diff --test diff_meta --test diff_stats
+	$(VALGRIND_ENV) STRESS_OPS=500 $(CARGO) test --test stress
+	$(VALGRIND_ENV) $(PYTHON) -m pytest -q -k "not oracle]" $(VALGRIND_PY)
+	$(PYTHON) tools/valgrind-report $(VALGRIND_LOGS)

@@ -4,6 +4,8 @@
 //!
 //! Environment:
 //! - `MEMCACHED_ORACLE`: path of the real memcached (default `/usr/bin/memcached`).
+//! - `MEMCACHED_BIN`: run this instead of our binary (`make valgrind` points
+//!   it at tools/valgrind-memcached).
 //! - `DIFF_SELF=1`: "ours" is the oracle too (proves the harness and the
 //!   cases are deterministic).
 //! - `DIFF_SKIP_ORACLE=1`: if the oracle binary is missing, skip instead of
@@ -76,7 +78,10 @@ pub fn binary(kind: Kind) -> PathBuf {
     match kind {
         Kind::Oracle => oracle_path(),
         Kind::Ours if self_mode() => oracle_path(),
-        Kind::Ours => PathBuf::from(env!("CARGO_BIN_EXE_memcached")),
+        // `make valgrind` runs the server through tools/valgrind-memcached.
+        Kind::Ours => std::env::var_os("MEMCACHED_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_memcached"))),
     }
 }
 
