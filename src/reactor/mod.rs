@@ -10,6 +10,7 @@ pub mod conn;
 pub mod feed;
 mod idle;
 pub mod listen;
+mod readbuf;
 mod sys;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
@@ -70,6 +71,8 @@ pub struct Reactor {
     stop: StopReason,
     clients: usize,
     max_clients: usize,
+    /// Read-buffer memory held by connections, for `-o read_buf_mem_limit`.
+    read_buf_bytes: usize,
     /// Clock reading at start (listeners' "last command" time).
     started: u32,
     /// When the next automatic expiry crawl starts.
@@ -147,6 +150,7 @@ impl Reactor {
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
+            read_buf_bytes: 0,
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
@@ -407,6 +411,9 @@ impl Reactor {
     fn close(&mut self, fd: RawFd) {
         let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
         if let Slot::Client(mut c) = slot {
+            if self.settings.read_buf_mem_limit > 0 {
+                self.read_buf_bytes -= readbuf::charge(&c);
+            }
             // Replies memcached would already have written still go out;
             // a peer that is not reading them loses them.
             if c.unsent() > 0 {
@@ -441,7 +448,12 @@ impl Reactor {
     fn drive(&mut self, fd: RawFd, extra: usize) {
         let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
-            match self.step(fd, &mut budget) {
+            let held = self.read_buf_charge(fd);
+            let step = self.step(fd, &mut budget);
+            if self.over_read_buf_limit(fd, held) {
+                return self.close(fd);
+            }
+            match step {
                 Step::Again => continue,
                 Step::ConnsReport => self.append_conns_report(fd),
                 Step::Idle => return,
@@ -731,7 +743,9 @@ fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
             c.out = Vec::new();
         }
     }
-    if c.input.is_empty() && c.input.capacity() > READ_SIZE {
+    // Like memcached's read buffers, returned when nothing is left in them
+    // (only clients that leave partial requests ever allocate one).
+    if c.input.is_empty() && c.input.capacity() > 0 {
         c.input = Vec::new();
     }
     Ok(())

@@ -271,3 +271,69 @@ def test_connection_storm_past_c(start_server, kind, many_fds):
     assert request(ctl, b"set after 0 0 1\r\n1\r\n") == b"STORED\r\n"
     assert srv.alive()
     ctl.close()
+
+
+# ---------------------------------------------------------------------------
+# -o read_buf_mem_limit
+# ---------------------------------------------------------------------------
+
+
+def closed_sockets(socks):
+    """How many of socks the server has closed (non-blocking check)."""
+    n = 0
+    for s in socks:
+        s.settimeout(0.0)
+        try:
+            if s.recv(16) == b"":
+                n += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            n += 1
+    return n
+
+
+def test_read_buf_mem_limit_like_oracle(start_server):
+    """With 1 MB for read buffers (64 buffers of 16 KB; memcached: 16 for
+    each of its 4 threads), 100 clients each holding a partial request:
+    36 are closed for want of a buffer and counted as read_buf_oom, the
+    others stay. Ours then serves them; memcached takes the buffers for
+    its replies from the same exhausted pool and closes them instead."""
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-o", "read_buf_mem_limit=1")
+        socks = [srv.connect() for _ in range(100)]
+        for s in socks:
+            s.sendall(b"get abc")
+        deadline = time.monotonic() + 10
+        while closed_sockets(socks) < 36 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert closed_sockets(socks) == 36, kind
+        # The ones still open finish their request and get an answer.
+        alive = []
+        for s in socks:
+            s.settimeout(0.0)
+            try:
+                if s.recv(16) == b"":
+                    continue
+            except BlockingIOError:
+                alive.append(s)
+            except OSError:
+                continue
+        assert len(alive) == 64, kind
+        for s in alive if kind == "ours" else []:
+            s.settimeout(5)
+            s.sendall(b"\r\n")
+            assert recv_until(s, lambda b: b.endswith(b"END\r\n")) == b"END\r\n", kind
+        for s in socks:
+            s.close()
+        # memcached may still be releasing the closed clients' buffers.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with srv.connect() as ctl:
+                    oom = stats_over(ctl)["read_buf_oom"]
+                break
+            except (Closed, ConnectionError):
+                assert time.monotonic() < deadline, kind
+                time.sleep(0.05)
+        assert oom == "36", kind
