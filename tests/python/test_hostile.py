@@ -337,3 +337,51 @@ def test_read_buf_mem_limit_like_oracle(start_server):
                 assert time.monotonic() < deadline, kind
                 time.sleep(0.05)
         assert oom == "36", kind
+
+
+# ---------------------------------------------------------------------------
+# Lines without a newline, up to and past the limit
+# ---------------------------------------------------------------------------
+
+LINE_CASES = {
+    # name: (bytes sent before the newline, arrives separately)
+    "2048_bytes_waits": b"x" * 2048,
+    "2049_bytes_closes": b"x" * 2049,
+    "get_of_8192_bytes_waits": b"get " + b"k" * 8188,
+    "get_with_101_spaces_closes": b" " * 101 + b"get " + b"k" * 3000,
+    "set_with_long_key_closes": b"set " + b"k" * 3000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINE_CASES))
+def test_unterminated_line_limits_like_oracle(start_server, name):
+    """A request line sent without its newline: memcached keeps waiting up
+    to 2048 bytes (longer only for get/gets), then closes. The newline is
+    sent once the server had time to read the first part (a close would be
+    seen by then); both servers must end the same way."""
+    outcomes = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind)
+        s = srv.connect()
+        s.sendall(LINE_CASES[name])
+        # Nothing observable says the server has read the partial line
+        # (memcached's worker threads order nothing with other clients), so
+        # a close is waited for a bounded half second.
+        s.settimeout(0.5)
+        try:
+            early = s.recv(100)
+        except socket.timeout:
+            early = None
+        if early is None:
+            s.settimeout(5)
+            s.sendall(b"\r\n")
+            try:
+                outcomes[kind] = recv_until(s, lambda b: b.endswith(b"\r\n"))
+            except Closed as c:
+                outcomes[kind] = ("closed", c.got)
+        else:
+            outcomes[kind] = ("closed", early)
+        s.close()
+    assert outcomes["ours"] == outcomes["oracle"]
+    closes = name.endswith("closes")
+    assert isinstance(outcomes["ours"], tuple) == closes, outcomes["ours"]
