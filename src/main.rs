@@ -70,11 +70,6 @@ fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
             "unix sockets (-s) are not supported yet",
         ),
         (
-            settings.protocol == memcached::settings::Protocol::Binary,
-            "the binary protocol (-B binary) is not supported yet",
-        ),
-        (settings.sasl, "SASL (-S) is not supported yet"),
-        (
             settings.memory_file.is_some(),
             "restartable memory files (-e) are not supported yet",
         ),
