@@ -269,3 +269,15 @@ def test_vv_binary_trace_matches_oracle(start_server, name, protocol):
     assert any(b"Writing bin response:" in l for l in want)
     assert any(b"Read binary protocol data:" in l for l in want)
     assert got == want
+
+
+@pytest.mark.parametrize("protocol", ["ascii", "auto"])
+def test_vv_ascii_connection_trace_matches_oracle(start_server, protocol):
+    """`-B ascii` fixes the protocol without negotiating: a binary header is
+    then just a bad command line."""
+    payload = b"get a\r\n" + binary_request(0x0b) + b"\r\nversion\r\n"
+    ours = start_server("ours", "-vv", "-B", protocol)
+    oracle = start_server("oracle", "-vv", "-B", protocol)
+    want = _session_trace(oracle, payload)
+    got = _session_trace(ours, payload)
+    assert got == want
