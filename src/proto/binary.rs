@@ -144,6 +144,38 @@ pub struct Session {
     cas: u64,
     authenticated: bool,
     sasl_started: bool,
+    /// Why the connection is closing after this request, for the `-vvv`
+    /// trace (memcached passes through different states).
+    pub closing: Closing,
+}
+
+/// How a request that closes the connection ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Closing {
+    #[default]
+    No,
+    /// `quit`: a normal reply, then the close.
+    Quit,
+    /// An error reply, then the close.
+    Error,
+    /// A malformed request: memcached notes it (at `-v`) once the error
+    /// reply is queued.
+    ProtocolError,
+}
+
+impl Session {
+    /// Takes the trace-only note of why the connection closes, printing
+    /// memcached's protocol-error line, which comes after its state change.
+    pub fn take_closing(&mut self, fd: i32, verbose: u8) -> Closing {
+        let closing = std::mem::take(&mut self.closing);
+        if closing == Closing::ProtocolError && verbose > 0 {
+            eprintln!(
+                "Protocol error (opcode {:02x}), close connection {fd}",
+                self.req.opcode
+            );
+        }
+        closing
+    }
 }
 
 /// memcached's `-vv` dump of a header as it arrives.
@@ -280,16 +312,18 @@ pub fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) 
     let (extlen, keylen, bodylen) = (h.extlen as u32, h.keylen as u32, h.bodylen);
     if keylen > bodylen || keylen + extlen > bodylen {
         r.error(s, Status::UnknownCommand);
+        s.closing = Closing::Error;
         return Next::CloseAfterWrite;
     }
     if ctx.settings.sasl && !authenticated(ctx, s) {
         r.error(s, Status::AuthError);
+        s.closing = Closing::Error;
         return Next::CloseAfterWrite;
     }
     let (cmd, quiet) = unquiet(h.opcode);
     s.noreply = quiet;
     if keylen as usize > KEY_MAX_LENGTH {
-        return protocol_error(ctx, s, &mut r);
+        return protocol_error(s, &mut r);
     }
     let no_body = extlen == 0 && keylen == 0 && bodylen == 0;
     let valid = match cmd {
@@ -306,17 +340,19 @@ pub fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) 
         _ => return r.error_swallow(s, Status::UnknownCommand, bodylen as usize),
     };
     if !valid {
-        return protocol_error(ctx, s, &mut r);
+        return protocol_error(s, &mut r);
     }
     let value_len = (bodylen - keylen - extlen) as usize;
     match cmd {
         op::VERSION => r.success(s, VERSION.as_bytes()),
         op::NOOP => {
             r.success(s, b"");
-            Next::Flush
+            // Written at once, after the usual end of a command.
+            Next::FlushAfterLine
         }
         op::QUIT => {
             r.success(s, b"");
+            s.closing = Closing::Quit;
             Next::CloseAfterWrite
         }
         op::FLUSH => flush(ctx, s, &mut r, ext),
@@ -356,14 +392,9 @@ fn unquiet(opcode: u8) -> (u8, bool) {
 }
 
 /// A malformed request: answered, then the connection closes.
-fn protocol_error(ctx: &Ctx, s: &Session, r: &mut Reply) -> Next {
+fn protocol_error(s: &mut Session, r: &mut Reply) -> Next {
     r.error(s, Status::Einval);
-    if ctx.settings.verbose > 0 {
-        eprintln!(
-            "Protocol error (opcode {:02x}), close connection {}",
-            s.req.opcode, ctx.fd
-        );
-    }
+    s.closing = Closing::ProtocolError;
     Next::CloseAfterWrite
 }
 

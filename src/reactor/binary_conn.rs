@@ -30,9 +30,14 @@ impl Conn {
                     self.go(Phase::NewCmd, v);
                 }
                 State::Value { .. } => {
+                    let mark = self.flush_mark;
                     pos += self.fill_value(ctx, &data[pos..]);
                     if matches!(self.state, State::Value { .. }) {
                         return (pos, Stop::NeedInput);
+                    }
+                    // An error reply is written at once.
+                    if self.flush_mark != mark {
+                        self.go(Phase::Mwrite, v);
                     }
                     self.go(Phase::NewCmd, v);
                 }
@@ -44,15 +49,17 @@ impl Conn {
                         return (pos, Stop::Budget);
                     }
                     let rest = &data[pos..];
+                    if !rest.is_empty() {
+                        self.go(Phase::ParseCmd, v);
+                    }
                     match self.next_frame(ctx, rest) {
                         Ok(Some(len)) => {
-                            self.go(Phase::ParseCmd, v);
                             *budget -= 1;
                             let next =
                                 binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
                             pos += len;
                             self.trace_binary_next(next, v);
-                            if matches!(next, Next::Flush) {
+                            if matches!(next, Next::Flush | Next::FlushAfterLine) {
                                 // Written out now: fetched items are free
                                 // to change in place again.
                                 ctx.cache.unpin_all();
@@ -109,7 +116,20 @@ impl Conn {
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);
             }
-            Next::CloseAfterWrite => self.go(Phase::Mwrite, v),
+            Next::FlushAfterLine => {
+                self.go(Phase::NewCmd, v);
+                self.go(Phase::Mwrite, v);
+                self.go(Phase::NewCmd, v);
+            }
+            Next::CloseAfterWrite => {
+                if self.bin.closing == binary::Closing::Quit {
+                    self.go(Phase::NewCmd, v);
+                }
+                self.go(Phase::Mwrite, v);
+                self.bin.take_closing(self.fd, v);
+                // After writing, memcached's close passes through here.
+                self.go(Phase::NewCmd, v);
+            }
             Next::Close => self.go(Phase::Closing, v),
             _ => self.go(Phase::NewCmd, v),
         }
