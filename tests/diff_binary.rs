@@ -558,6 +558,27 @@ fn errors() {
         "too large",
         script(&[set("big", &"x".repeat(2000)), keyed(op::GET, "big")]),
     );
+    // memcached holds the value length in an int: from 2 GiB on it is
+    // negative and nothing is discarded, so the next header is read.
+    g.case(
+        "value length of 2 GiB or more discards nothing",
+        script(&[
+            Req {
+                key: b"huge",
+                ext: &store_ext(0, 0),
+                bodylen: Some(0x8000_0010),
+                ..base(op::SET)
+            }
+            .bytes(),
+            Req {
+                key: b"huge",
+                bodylen: Some(0xffff_fff0),
+                ..base(0x60)
+            }
+            .bytes(),
+            simple(op::VERSION),
+        ]),
+    );
     g.case(
         "too large set removes the old value",
         script(&[

@@ -272,8 +272,14 @@ impl Reply<'_> {
     }
 }
 
+/// memcached keeps the count of bytes to discard in an `int`: a body of
+/// 2 GiB or more reads as negative, and nothing is discarded at all.
 fn swallow_or_flush(n: usize) -> Next {
-    if n > 0 { Next::Swallow(n) } else { Next::Flush }
+    if n > 0 && n <= i32::MAX as usize {
+        Next::Swallow(n)
+    } else {
+        Next::Flush
+    }
 }
 
 /// memcached's `realtime` for a 32-bit unsigned expiry from a request.

@@ -287,3 +287,28 @@ def test_vv_ascii_connection_trace_matches_oracle(start_server, protocol):
     want = _session_trace(oracle, payload)
     got = _session_trace(ours, payload)
     assert got == want
+
+
+SASL_SESSIONS = {
+    "refused": binary_request(0x0b) + binary_request(0x00, b"k"),
+    "unknown-user": binary_request(0x20)
+    + binary_request(0x21, b"PLAIN", value=b"\0nobody\0pw")
+    + binary_request(0x22, b"PLAIN", value=b"x") + binary_request(0x0a),
+    "bad-mechanism-name": binary_request(0x21, b"M" * 40, value=b"data")
+    + binary_request(0x0a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SASL_SESSIONS))
+def test_vv_sasl_trace_matches_oracle(start_server, tmp_path, name):
+    """Debian's memcached (Cyrus SASL) needs a configuration to start with
+    -S; given one offering PLAIN, its refusals trace as ours do."""
+    (tmp_path / "memcached.conf").write_text("mech_list: plain\n")
+    (tmp_path / "pwdb").write_text("alice:secret\n")
+    env = {"SASL_CONF_PATH": str(tmp_path), "MEMCACHED_SASL_PWDB": str(tmp_path / "pwdb")}
+    ours = start_server("ours", "-vv", "-S", env=env)
+    oracle = start_server("oracle", "-vv", "-S", env=env)
+    want = _session_trace(oracle, SASL_SESSIONS[name])
+    got = _session_trace(ours, SASL_SESSIONS[name])
+    assert any(b"authenticated() in cmd" in l for l in want)
+    assert got == want
