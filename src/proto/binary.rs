@@ -131,17 +131,23 @@ impl Header {
     }
 }
 
+/// What a reply needs of its request.
+#[derive(Clone, Copy, Debug, Default)]
+struct Request {
+    opcode: u8,
+    opaque: [u8; 4],
+    cas: u64,
+}
+
 /// A binary connection's protocol state.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Session {
     /// This connection speaks the binary protocol.
     pub binary: bool,
     /// The request being served (kept while its value is read).
-    req: Header,
+    req: Request,
     /// A quiet command: successes (and `getq` misses) are not answered.
     noreply: bool,
-    /// The CAS the reply header carries (memcached's `c->cas`).
-    cas: u64,
     authenticated: bool,
     sasl_started: bool,
     /// Why the connection is closing after this request, for the `-vvv`
@@ -196,6 +202,8 @@ struct Reply<'a> {
     out: &'a mut Vec<u8>,
     fd: i32,
     trace: bool,
+    /// The CAS the reply header carries (memcached's `c->cas`).
+    cas: u64,
 }
 
 impl Reply<'_> {
@@ -240,7 +248,15 @@ impl Reply<'_> {
     /// memcached's `write_bin_response`: suppressed for quiet commands.
     fn success(&mut self, s: &Session, body: &[u8]) -> Next {
         if !s.noreply {
-            self.header(s, Status::Success, 0, 0, body.len() as u32, s.cas, s.cas);
+            self.header(
+                s,
+                Status::Success,
+                0,
+                0,
+                body.len() as u32,
+                self.cas,
+                self.cas,
+            );
             self.out.extend_from_slice(body);
         }
         Next::Continue
@@ -255,7 +271,7 @@ impl Reply<'_> {
         if self.trace {
             eprintln!(">{} Writing an error: {}", self.fd, text);
         }
-        self.header(s, status, 0, 0, text.len() as u32, s.cas, s.cas);
+        self.header(s, status, 0, 0, text.len() as u32, self.cas, self.cas);
         self.out.extend_from_slice(text.as_bytes());
         Next::Flush
     }
@@ -305,8 +321,11 @@ fn trace_key(fd: i32, what: &str, key: &[u8], tail: &str) {
 /// Serves one request whose header, extras and key are in `frame`.
 pub fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) -> Next {
     let h = Header::parse(frame);
-    s.req = h;
-    s.cas = 0;
+    s.req = Request {
+        opcode: h.opcode,
+        opaque: h.opaque,
+        cas: h.cas,
+    };
     let ext = &frame[HEADER_LEN..HEADER_LEN + h.extlen as usize];
     let key = &frame[HEADER_LEN + h.extlen as usize..h.frame_len()];
     ctx.cache.verbose = ctx.settings.verbose;
@@ -314,6 +333,7 @@ pub fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) 
         out,
         fd: ctx.fd,
         trace: ctx.settings.verbose > 1,
+        cas: 0,
     };
     let (extlen, keylen, bodylen) = (h.extlen as u32, h.keylen as u32, h.bodylen);
     if keylen > bodylen || keylen + extlen > bodylen {
@@ -528,6 +548,7 @@ pub fn complete_nread(ctx: &mut Ctx, s: &mut Session, p: Pending, out: &mut Vec<
         out,
         fd: ctx.fd,
         trace: ctx.settings.verbose > 1,
+        cas: 0,
     };
     if matches!(s.req.opcode, op::SASL_AUTH | op::SASL_STEP) {
         let next = sasl_auth_complete(ctx, s, &mut r, p.item);
@@ -537,7 +558,7 @@ pub fn complete_nread(ctx: &mut Ctx, s: &mut Session, p: Pending, out: &mut Vec<
     let (result, cas) = ctx.cache.meta_store(p.item, p.mode, p.cas, false);
     match result {
         StoreResult::Stored => {
-            s.cas = cas;
+            r.cas = cas;
             r.success(s, b"")
         }
         StoreResult::Exists => r.error(s, Status::KeyEexists),
@@ -645,14 +666,7 @@ fn delete(ctx: &mut Ctx, s: &Session, r: &mut Reply, key: &[u8]) -> Next {
 /// An initial-value expiry of all ones means "do not create".
 const NO_INITIAL: u32 = 0xffff_ffff;
 
-fn arithmetic(
-    ctx: &mut Ctx,
-    s: &mut Session,
-    r: &mut Reply,
-    cmd: u8,
-    ext: &[u8],
-    key: &[u8],
-) -> Next {
+fn arithmetic(ctx: &mut Ctx, s: &Session, r: &mut Reply, cmd: u8, ext: &[u8], key: &[u8]) -> Next {
     let (delta, initial, raw_exptime) = (be64(ext), be64(&ext[8..]), be32(&ext[16..]));
     if r.trace {
         let mut err = std::io::stderr().lock();
@@ -667,7 +681,7 @@ fn arithmetic(
     let incr = cmd == op::INCREMENT;
     match ctx.cache.meta_add_delta(key, incr, delta, s.req.cas) {
         MetaDelta::Value { value, cas, .. } => {
-            s.cas = cas;
+            r.cas = cas;
             r.success(s, &value.to_be_bytes())
         }
         MetaDelta::NonNumeric => r.error(s, Status::DeltaBadval),
@@ -688,7 +702,7 @@ fn arithmetic(
 /// incr/decr on a missing key with an expiry: store the initial value.
 fn create_initial(
     ctx: &mut Ctx,
-    s: &mut Session,
+    s: &Session,
     r: &mut Reply,
     key: &[u8],
     initial: u64,
@@ -703,7 +717,7 @@ fn create_initial(
     ctx.cache.value_window_mut(item, 0).copy_from_slice(text);
     match ctx.cache.meta_store(item, StoreMode::Add, 0, false) {
         (StoreResult::Stored, cas) => {
-            s.cas = cas;
+            r.cas = cas;
             r.success(s, &initial.to_be_bytes())
         }
         _ => r.error(s, Status::NotStored),
@@ -942,6 +956,12 @@ mod tests {
         assert_eq!((h.magic, h.opcode, h.keylen, h.extlen), (0x80, 1, 3, 8));
         assert_eq!((h.bodylen, h.opaque, h.cas), (16, [1, 2, 3, 4], 77));
         assert_eq!(h.frame_len(), 35);
+    }
+
+    #[test]
+    fn a_connections_binary_state_stays_small() {
+        // Every connection carries one, idle or not.
+        assert!(std::mem::size_of::<Session>() <= 24);
     }
 
     #[test]
