@@ -255,6 +255,30 @@ fn retrieval_and_storage() {
             keyed(op::GET, "d"),
         ]),
     );
+    g.case(
+        "keys with spaces, control bytes and NUL",
+        script(&[
+            set("a b", "1"),
+            set("c\r\nd", "2"),
+            set("e\0f", "3"),
+            keyed(op::GETK, "a b"),
+            keyed(op::GETK, "c\r\nd"),
+            keyed(op::GETK, "e\0f"),
+            keyed(op::GET, "e"),
+        ]),
+    );
+    g.case(
+        "binary stores are ascii items",
+        script(&[store_full(op::SET, "shared", b"from binary", 42, 0, 0)]),
+    );
+    g.case(
+        "ascii reads them",
+        "gets shared\r\nset fromtext 3 0 4\r\ntext\r\n",
+    );
+    g.case(
+        "binary reads ascii stores",
+        script(&[keyed(op::GETK, "fromtext")]),
+    );
     g.case("version", script(&[simple(op::VERSION)]));
     g.case("noop", script(&[simple(op::NOOP)]));
     g.case(
