@@ -27,7 +27,7 @@ size=$(du -sk "$stage" | cut -f 1)
 
 install -d "$stage/DEBIAN"
 install -m 644 "$here/debian/conffiles" "$stage/DEBIAN/conffiles"
-for script in postinst prerm postrm; do
+for script in preinst postinst prerm postrm; do
     install -m 755 "$here/debian/$script" "$stage/DEBIAN/$script"
 done
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \

@@ -109,7 +109,7 @@ def test_file_list_owners_and_modes(deb):
 def test_conffiles_and_maintainer_scripts(deb, tmp_path):
     subprocess.run(["dpkg-deb", "-e", str(deb), str(tmp_path)], check=True, timeout=30)
     assert (tmp_path / "conffiles").read_text() == "/etc/memcached.conf\n"
-    for script in ("postinst", "prerm", "postrm"):
+    for script in ("preinst", "postinst", "prerm", "postrm"):
         path = tmp_path / script
         assert os.access(path, os.X_OK)
         # Valid sh; `set -e` so a failed step fails the install.
@@ -220,6 +220,7 @@ def scratch_root(path):
 def dpkg(root, *args):
     out = subprocess.run(
         ["dpkg", f"--root={root}", "--force-script-chrootless", *args],
+        stdin=subprocess.DEVNULL,  # a conffile prompt fails instead of hanging
         capture_output=True,
         timeout=120,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
@@ -232,11 +233,15 @@ def is_root_on_debian():
     return os.geteuid() == 0 and os.path.exists("/var/lib/dpkg/status")
 
 
-@pytest.fixture
-def installed(deb, tmp_path):
+def scratch_install_possible():
     if not is_root_on_debian():
         pytest.skip("needs root on a Debian machine (dpkg --root)")
     need("dpkg", "useradd")
+
+
+@pytest.fixture
+def installed(deb, tmp_path):
+    scratch_install_possible()
     root = scratch_root(tmp_path / "root")
     dpkg(root, "-i", str(deb))
     return root
@@ -342,3 +347,21 @@ def test_dpkg_remove_keeps_the_conffile_and_purge_removes_everything(installed):
         ["dpkg-query", f"--root={installed}", "-W", "memcached-rs"], capture_output=True
     )
     assert query.returncode != 0
+
+
+def test_install_over_debians_config_keeps_it_without_a_prompt(deb, tmp_path):
+    """Switching from Debian's memcached: its /etc/memcached.conf belongs to
+    no package; the install must keep it and not stop at a conffile prompt
+    (stdin is /dev/null, so a prompt would fail the install)."""
+    scratch_install_possible()
+    root = scratch_root(tmp_path / "root")
+    theirs = b"# left by Debian's memcached\n-d\n-m 128\n-u memcache\n"
+    (root / "etc/memcached.conf").write_bytes(theirs)
+    out = dpkg(root, "-i", str(deb))
+    assert b"kept the existing /etc/memcached.conf" in out.stdout
+    assert (root / "etc/memcached.conf").read_bytes() == theirs
+    ours = (REPO_ROOT / "packaging" / "memcached.conf").read_bytes()
+    assert (root / "etc/memcached.conf.dpkg-dist").read_bytes() == ours
+    assert not (root / "etc/memcached.conf.memcached-rs-kept").exists()
+    dpkg(root, "--purge", "memcached-rs")
+    assert not list((root / "etc").glob("memcached.conf*"))
