@@ -16,10 +16,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from daemon_helpers import Reaper, answers, read_pid, wait_gone
+from daemon_helpers import Reaper, answers, poll_until, read_pid, wait_gone
 from mc_helpers import REPO_ROOT, ends_with, free_port, request
 
 EXPECTED_FILES = {
@@ -365,3 +367,81 @@ def test_install_over_debians_config_keeps_it_without_a_prompt(deb, tmp_path):
     assert not (root / "etc/memcached.conf.memcached-rs-kept").exists()
     dpkg(root, "--purge", "memcached-rs")
     assert not list((root / "etc").glob("memcached.conf*"))
+
+
+@pytest.fixture
+def request_cleanup():
+    made = []
+    yield made.append
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_foreground_start_as_the_service_account(unpacked, request_cleanup):
+    """What the systemd unit does: start-memcached --foreground run as an
+    unprivileged account execs the server in place (same pid, no -d, no
+    pid file even though the config names one), and -u is ignored."""
+    need("setpriv")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged account")
+    # pytest's tmp_path is private to root: work where the account can read.
+    shared = Path(tempfile.mkdtemp(prefix="memcached-rs-fg-", dir="/tmp"))
+    request_cleanup(shared)
+    shared.chmod(0o755)
+    binary = shared / "memcached"
+    shutil.copy(unpacked / "usr/bin/memcached", binary)
+    script = shared / "start-memcached"
+    shutil.copy(unpacked / SCRIPT, script)
+    port = free_port()
+    pid_file = shared / "memcached.pid"
+    conf = shared / "memcached.conf"
+    text = (unpacked / "etc/memcached.conf").read_text()
+    text = text.replace("-p 11211\n", f"-p {port}\n")
+    conf.write_text(text.replace("-P /run/memcached/memcached.pid", f"-P {pid_file}"))
+    proc = subprocess.Popen(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "sh", str(script), "--foreground", str(conf)],
+        env={**os.environ, "MEMCACHED": str(binary)},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        poll_until(lambda: proc.poll() is not None or answers(port), 10, "the server")
+        assert proc.poll() is None, proc.stderr.read()
+        assert os.readlink(f"/proc/{proc.pid}/exe") == str(binary)
+        status = open(f"/proc/{proc.pid}/status").read()
+        assert re.search(r"^Uid:\s+65534\s", status, re.M)
+        assert not pid_file.exists()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_make_install_places_config_script_and_unit(tmp_path):
+    need("make")
+    dest = tmp_path / "dest"
+    make = ["make", "-C", str(REPO_ROOT), "--no-print-directory", f"DESTDIR={dest}"]
+    out = subprocess.run([*make, "install"], capture_output=True, timeout=900)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    local = dest / "usr/local"
+    conf = local / "etc/memcached.conf"
+    script = local / "share/memcached/scripts/start-memcached"
+    unit = local / "lib/systemd/system/memcached.service"
+    assert conf.read_bytes() == (REPO_ROOT / "packaging/memcached.conf").read_bytes()
+    assert os.access(script, os.X_OK)
+    assert "${MEMCACHED:-/usr/local/bin/memcached}" in script.read_text()
+    assert (
+        f"ExecStart=/usr/local/share/memcached/scripts/start-memcached --foreground "
+        f"/usr/local/etc/memcached.conf\n" in unit.read_text()
+    )
+    assert (local / "lib/tmpfiles.d/memcached.conf").is_file()
+    # A second install keeps an edited configuration...
+    conf.write_text(conf.read_text() + "-c 4096\n")
+    out = subprocess.run([*make, "install-files"], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert conf.read_text().endswith("-c 4096\n")
+    # ...and so does uninstall, which removes everything else.
+    out = subprocess.run([*make, "uninstall"], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert files_in(dest) == {"usr/local/etc/memcached.conf"}
