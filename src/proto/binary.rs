@@ -77,6 +77,7 @@ enum Status {
     NotStored = 0x05,
     DeltaBadval = 0x06,
     AuthError = 0x20,
+    AuthContinue = 0x21,
     UnknownCommand = 0x81,
     Enomem = 0x82,
 }
@@ -94,7 +95,7 @@ impl Status {
             Status::DeltaBadval => "Non-numeric server-side value for incr or decr",
             Status::NotStored => "Not stored.",
             Status::AuthError => "Auth failure.",
-            Status::Success => "",
+            Status::Success | Status::AuthContinue => "",
         }
     }
 }
@@ -150,6 +151,8 @@ pub struct Session {
     noreply: bool,
     authenticated: bool,
     sasl_started: bool,
+    /// PLAIN was started without a message: the next step carries it.
+    plain_awaited: bool,
     /// Why the connection is closing after this request, for the `-vvv`
     /// trace (memcached passes through different states).
     pub closing: Closing,
@@ -805,6 +808,7 @@ fn append_stat(out: &mut Vec<u8>, s: &Session, name: &[u8], value: &[u8]) {
 // ----- SASL ------------------------------------------------------------------
 
 /// Cyrus SASL result codes memcached traces.
+const SASL_CONTINUE: i32 = 1;
 const SASL_OK: i32 = 0;
 const SASL_FAIL: i32 = -1;
 const SASL_NOMECH: i32 = -4;
@@ -860,21 +864,33 @@ fn sasl_auth_complete(
         );
     }
     let result = if s.req.opcode == op::SASL_AUTH {
-        let result = sasl_start(&mech, &data, verbose);
-        s.sasl_started = result == SASL_OK;
+        let result = sasl_start(s, &mech, &data, verbose);
+        s.sasl_started = matches!(result, SASL_OK | SASL_CONTINUE);
         result
-    } else {
-        if verbose > 0 && !s.sasl_started {
+    } else if !s.sasl_started {
+        if verbose > 0 {
             eprintln!(
                 "{}: SASL_STEP called but sasl_server_start not called for this connection!",
                 ctx.fd
             );
         }
-        // PLAIN finishes in one step: there is never a step to take.
+        SASL_FAIL
+    } else if s.plain_awaited {
+        // Until a message passes, each step is another try.
+        let result = sasl_log(verbose, check_plain(&data));
+        s.plain_awaited = result != SASL_OK;
+        result
+    } else {
+        // The exchange is over: PLAIN has no further step.
         SASL_FAIL
     };
     if verbose > 0 {
         eprintln!("sasl result code:  {result}");
+    }
+    if result == SASL_CONTINUE {
+        // An empty challenge; the client's next step carries its message.
+        r.header(s, Status::AuthContinue, 0, 0, 0, 0, 0);
+        return Next::Flush;
     }
     ctx.stats.auth_cmds += 1;
     if result == SASL_OK {
@@ -888,30 +904,63 @@ fn sasl_auth_complete(
     r.error(s, Status::AuthError)
 }
 
-/// PLAIN: `[authzid] NUL authcid NUL password`, checked against the
-/// password file.
-fn sasl_start(mech: &[u8], data: &[u8], verbose: u8) -> i32 {
+/// `sasl_server_start`: PLAIN with its message, or with none yet (the
+/// client then sends it in a step).
+fn sasl_start(s: &mut Session, mech: &[u8], data: &[u8], verbose: u8) -> i32 {
+    s.plain_awaited = false;
     if !mech.eq_ignore_ascii_case(SASL_MECHANISMS) {
-        return SASL_NOMECH;
+        let name = String::from_utf8_lossy(mech);
+        return sasl_log(
+            verbose,
+            (SASL_NOMECH, Some(&format!("Couldn't find mech {name}"))),
+        );
     }
-    let mut parts = data.splitn(3, |&b| b == 0);
-    let (Some(authzid), Some(user), Some(password)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return SASL_BADPROT;
-    };
-    if user.is_empty() {
-        return SASL_BADPROT;
+    if data.is_empty() {
+        s.plain_awaited = true;
+        return SASL_CONTINUE;
     }
-    if password_matches(user, password) {
-        if !authzid.is_empty() && authzid != user {
-            return SASL_NOAUTHZ;
+    sasl_log(verbose, check_plain(data))
+}
+
+/// A SASL result, printing its library's log line as memcached's logger
+/// does (`-v`).
+fn sasl_log(verbose: u8, (result, message): (i32, Option<&str>)) -> i32 {
+    if let Some(message) = message
+        && verbose > 0
+    {
+        eprintln!("SASL (severity 2): {message}");
+    }
+    result
+}
+
+/// Cyrus SASL's PLAIN server: `[authzid] NUL authcid NUL password`, the
+/// password checked against the password file. Returns the result and the
+/// library's log message for a failure.
+fn check_plain(data: &[u8]) -> (i32, Option<&'static str>) {
+    let mut parts = data.split(|&b| b == 0);
+    let (authzid, user, password) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), None, _) => return (SASL_BADPROT, Some("Can only find author (no password)")),
+        (Some(_), Some(_), None) => {
+            return (SASL_BADPROT, Some("Can only find author/en (no password)"));
         }
-        return SASL_OK;
+        (Some(a), Some(u), Some(p)) => (a, u, p),
+        _ => unreachable!("split yields at least one part"),
+    };
+    if parts.next().is_some() {
+        let message = "Got more data than we were expecting in the PLAIN plugin\n";
+        return (SASL_BADPROT, Some(message));
     }
-    if verbose > 0 {
-        eprintln!("SASL (severity 2): Password verification failed");
+    if user.is_empty() {
+        return (SASL_FAIL, Some("All-whitespace username."));
     }
-    SASL_NOUSER
+    if !password_matches(user, password) {
+        return (SASL_NOUSER, Some("Password verification failed"));
+    }
+    if !authzid.is_empty() && authzid != user {
+        // Acting for another user needs a proxy policy; there is none.
+        return (SASL_NOAUTHZ, None);
+    }
+    (SASL_OK, None)
 }
 
 /// memcached's pwdb check: the first line for `user` decides; its password
@@ -974,8 +1023,17 @@ mod tests {
 
     #[test]
     fn plain_needs_two_separators_and_the_mechanism() {
-        assert_eq!(sasl_start(b"CRAM-MD5", b"\0a\0b", 0), SASL_NOMECH);
-        assert_eq!(sasl_start(b"PLAIN", b"no separators", 0), SASL_BADPROT);
-        assert_eq!(sasl_start(b"PLAIN", b"\0\0pw", 0), SASL_BADPROT);
+        let mut s = Session::default();
+        assert_eq!(sasl_start(&mut s, b"CRAM-MD5", b"\0a\0b", 0), SASL_NOMECH);
+        assert_eq!(
+            sasl_start(&mut s, b"PLAIN", b"no separators", 0),
+            SASL_BADPROT
+        );
+        assert_eq!(sasl_start(&mut s, b"PLAIN", b"\0a", 0), SASL_BADPROT);
+        assert_eq!(sasl_start(&mut s, b"PLAIN", b"\0a\0b\0c", 0), SASL_BADPROT);
+        assert_eq!(sasl_start(&mut s, b"PLAIN", b"a\0\0pw", 0), SASL_FAIL);
+        assert!(!s.plain_awaited);
+        assert_eq!(sasl_start(&mut s, b"plain", b"", 0), SASL_CONTINUE);
+        assert!(s.plain_awaited);
     }
 }

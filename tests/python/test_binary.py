@@ -296,6 +296,19 @@ SASL_SESSIONS = {
     + binary_request(0x22, b"PLAIN", value=b"x") + binary_request(0x0a),
     "bad-mechanism-name": binary_request(0x21, b"M" * 40, value=b"data")
     + binary_request(0x0a),
+    "other-mechanism": binary_request(0x21, b"CRAM-MD5", value=b"")
+    + binary_request(0x0a),
+    "plain-without-separators": binary_request(0x21, b"PLAIN", value=b"garbage")
+    + binary_request(0x0a),
+    "plain-without-password": binary_request(0x21, b"PLAIN", value=b"\0alice")
+    + binary_request(0x0a),
+    "plain-extra-separator": binary_request(0x21, b"PLAIN", value=b"\0a\0b\0c")
+    + binary_request(0x0a),
+    "plain-blank-user": binary_request(0x21, b"plain", value=b"x\0 \0pw")
+    + binary_request(0x0a),
+    "plain-in-a-step": binary_request(0x21, b"PLAIN")
+    + binary_request(0x22, b"PLAIN", value=b"\0nobody\0pw")
+    + binary_request(0x22, b"PLAIN", value=b"\0nobody\0pw") + binary_request(0x0a),
 }
 
 
