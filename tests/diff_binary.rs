@@ -1021,6 +1021,45 @@ fn sasl_refusals() {
         .bytes()]),
     );
     g.case(
+        "PLAIN without a message continues; the step carries it",
+        script(&[
+            Req {
+                key: b"PLAIN",
+                ..base(op::SASL_AUTH)
+            }
+            .bytes(),
+            Req {
+                key: b"PLAIN",
+                val: b"\0nobody\0pw",
+                ..base(op::SASL_STEP)
+            }
+            .bytes(),
+        ]),
+    );
+    g.case(
+        "other mechanisms and malformed PLAIN",
+        script(&[
+            Req {
+                key: b"CRAM-MD5",
+                val: b"x",
+                ..base(op::SASL_AUTH)
+            }
+            .bytes(),
+            Req {
+                key: b"PLAIN",
+                val: b"garbage",
+                ..base(op::SASL_AUTH)
+            }
+            .bytes(),
+            Req {
+                key: b"PLAIN",
+                val: b"\0\0pw",
+                ..base(op::SASL_AUTH)
+            }
+            .bytes(),
+        ]),
+    );
+    g.case(
         "mechanism name too long",
         script(&[Req {
             key: &[b'M'; 40],
