@@ -1083,3 +1083,27 @@ fn sasl_conf_dir() -> String {
     std::fs::write(dir.join("memcached.conf"), "mech_list: plain\n").expect("sasl conf");
     dir.to_string_lossy().into_owned()
 }
+
+#[test]
+fn fixed_binary_protocol() {
+    let Some(mut g) = Group::start("binary_fixed", &["-B", "binary"]) else {
+        return;
+    };
+    g.case(
+        "-B binary serves binary requests",
+        script(&[set("fb", "v"), keyed(op::GETK, "fb"), simple(op::VERSION)]),
+    );
+    g.case(
+        "-B binary: a text request is a bad header",
+        Script::binary().send(b"get fb\r\nget fb\r\nget fb\r\nget fb\r\n"),
+    );
+    g.finish();
+    let Some(mut g) = Group::start("ascii_fixed", &["-B", "ascii"]) else {
+        return;
+    };
+    g.case(
+        "-B ascii: a binary header is a text line",
+        [simple(op::VERSION), b"\r\nversion\r\n".to_vec()].concat(),
+    );
+    g.finish();
+}
