@@ -1,0 +1,163 @@
+//! Warm restart (`-e`): what the cache must remember besides the arena, and
+//! how it is rebuilt over an arena that kept its bytes.
+//!
+//! Item headers, values, the chunk lists of large values, the LRU links and
+//! the free lists all live in the arena and so survive as they are; chunk
+//! references are offsets, so nothing needs fixing for a new address. What
+//! is only in this process is saved in a `CacheState`: the allocator's
+//! tables, each LRU's ends, which full-size chunks hold parts of large
+//! values, the CAS counter and `flush_all`'s marks. On start the hash table
+//! is rebuilt by scanning every carved chunk for linked items; chunks a
+//! connection was still filling when the server stopped are freed; items
+//! that expired (or were flushed) meanwhile are unlinked, never served.
+
+use super::{Cache, item};
+use crate::slab::persist::SlabState;
+use crate::slab::{ChunkRef, NIL};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LruEnds {
+    pub head: ChunkRef,
+    pub tail: ChunkRef,
+    pub len: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheState {
+    pub slabs: SlabState,
+    /// Indexed by class id.
+    pub lrus: Vec<LruEnds>,
+    /// (full-size chunk position, header of the large item it belongs to).
+    pub body_owners: Vec<(usize, ChunkRef)>,
+    /// The next CAS value would be this plus one.
+    pub cas_id: u64,
+    pub oldest_live: u32,
+    pub oldest_cas: u64,
+    pub hashpower: u32,
+}
+
+/// What a restore found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub items: u64,
+    /// Linked when the server stopped, but expired or flushed since.
+    pub expired: u64,
+    /// Allocated but never stored (a value still arriving at the stop).
+    pub orphans: u64,
+}
+
+impl Cache {
+    /// Everything `restore` needs besides the arena. Takes a CAS value, as
+    /// memcached's metadata save does, so the next process never reuses one.
+    pub fn save_state(&mut self) -> CacheState {
+        let cas_id = if self.cfg.use_cas { self.next_cas() } else { 0 };
+        CacheState {
+            slabs: self.slabs.state(),
+            lrus: self
+                .lrus
+                .iter()
+                .map(|l| LruEnds {
+                    head: l.head,
+                    tail: l.tail,
+                    len: l.len,
+                })
+                .collect(),
+            body_owners: self
+                .body_owner
+                .iter()
+                .enumerate()
+                .filter(|&(_, &o)| o != NIL)
+                .map(|(i, &o)| (i, o))
+                .collect(),
+            cas_id,
+            oldest_live: self.oldest_live,
+            oldest_cas: self.oldest_cas,
+            hashpower: self.hash.power(),
+        }
+    }
+
+    /// Rebuilds an empty cache over an arena holding the items `state`
+    /// describes. The clock must already be resumed, so expiry is judged
+    /// against the real time.
+    pub fn restore(&mut self, state: &CacheState) -> Result<Recovered, &'static str> {
+        if state.lrus.len() != self.lrus.len() {
+            return Err("LRU count differs");
+        }
+        self.slabs.restore(&state.slabs)?;
+        for &(i, owner) in &state.body_owners {
+            let chunk = (i * self.slabs.chunk_max() / 8) as ChunkRef;
+            self.set_body_owner(chunk, owner);
+        }
+        for (lru, saved) in self.lrus.iter_mut().zip(&state.lrus) {
+            lru.head = saved.head;
+            lru.tail = saved.tail;
+            lru.len = saved.len;
+        }
+        self.cas_id = state.cas_id;
+        self.oldest_live = state.oldest_live;
+        self.oldest_cas = state.oldest_cas;
+        let mut found = Recovered::default();
+        let orphans = self.relink_all(&mut found);
+        for it in orphans {
+            self.free_unlinked(it);
+        }
+        found.expired = self.drop_dead_items();
+        found.items -= found.expired;
+        Ok(found)
+    }
+
+    /// Puts every linked item of every carved chunk back in the hash table
+    /// and the counters; returns the chunks that hold unlinked items.
+    fn relink_all(&mut self, found: &mut Recovered) -> Vec<ChunkRef> {
+        let largest = self.slabs.largest();
+        let pages: Vec<(usize, u8)> = self.slabs.owned_pages().collect();
+        let mut orphans = Vec::new();
+        for (page, id) in pages {
+            for chunk in self.slabs.carved_chunks(page, id) {
+                // A chunk that holds part of a large value holds raw bytes
+                // where a header's flags would be.
+                if id == largest && self.body_owner(chunk).is_some() {
+                    continue;
+                }
+                let flags = self.view(chunk).iflags();
+                if flags & item::LINKED != 0 {
+                    self.relink(chunk);
+                    found.items += 1;
+                } else if flags & item::ALLOCATED != 0 {
+                    orphans.push(chunk);
+                    found.orphans += 1;
+                }
+            }
+        }
+        orphans
+    }
+
+    /// `link` for an item already in its LRU: hash it and count it.
+    fn relink(&mut self, it: ChunkRef) {
+        item::view_mut(&mut self.slabs.arena, it).clear_flag(item::PINNED);
+        let hv = self.hv(self.view(it).key());
+        self.hash.insert(&mut self.slabs.arena, it, hv);
+        let size = self.memcached_size(it) as u64;
+        let id = self.view(it).lru() as usize;
+        self.stats.curr_items += 1;
+        self.stats.total_items += 1;
+        self.stats.bytes += size;
+        self.stats.classes[id].mem_requested += size;
+    }
+
+    /// Unlinks every item that expired or was flushed while the server was
+    /// down (or before, unnoticed); returns how many.
+    fn drop_dead_items(&mut self) -> u64 {
+        let mut dead = Vec::new();
+        for id in 1..=self.slabs.largest() {
+            dead.extend(
+                self.lru_iter(id)
+                    .filter(|&it| self.is_expired(it) || self.is_flushed(it)),
+            );
+        }
+        for &it in &dead {
+            self.unlink(it);
+        }
+        dead.len() as u64
+    }
+}
