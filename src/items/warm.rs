@@ -161,3 +161,113 @@ impl Cache {
         dead.len() as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::{CacheConfig, StoreMode, StoreResult};
+    use crate::slab::SlabConfig;
+
+    fn cache() -> Cache {
+        Cache::new(CacheConfig {
+            slab: SlabConfig {
+                mem_limit: 8 << 20,
+                min_space: 48,
+                factor: 1.25,
+                page_size: 1 << 20,
+                chunk_max: 512 * 1024,
+            },
+            item_size_max: 4 << 20,
+            use_cas: true,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 11,
+        })
+        .unwrap()
+    }
+
+    fn set(c: &mut Cache, key: &[u8], flags: u32, exptime: u32, val: &[u8]) {
+        let it = c.alloc(key, flags, exptime, val.len()).unwrap();
+        let mut at = 0;
+        while at < val.len() {
+            let w = c.value_window_mut(it, at);
+            let n = w.len();
+            w.copy_from_slice(&val[at..at + n]);
+            at += n;
+        }
+        assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+    }
+
+    /// (flags, cas, value) of a live item.
+    fn read(c: &mut Cache, key: &[u8]) -> Option<(u32, u64, Vec<u8>)> {
+        let it = c.get(key, None)?;
+        let v = c.view(it);
+        let (flags, cas) = (v.flags(), v.cas());
+        Some((
+            flags,
+            cas,
+            c.value_segments(it).flatten().copied().collect(),
+        ))
+    }
+
+    /// What a new process over the same (copied) arena would see.
+    fn restart(old: &mut Cache, downtime: u32) -> (Cache, Recovered) {
+        let state = old.save_state();
+        let mut new = cache();
+        let len = old.slabs.arena.len();
+        new.slabs
+            .arena
+            .bytes_mut(0, len)
+            .copy_from_slice(old.slabs.arena.bytes(0, len));
+        let (started, now) = (old.clock.process_started, old.clock.now);
+        new.clock.resume(started, now, downtime);
+        let found = new.restore(&state).unwrap();
+        (new, found)
+    }
+
+    #[test]
+    fn items_come_back_whole_and_the_expired_do_not() {
+        let mut a = cache();
+        let big: Vec<u8> = (0..1_300_000u32).map(|i| (i % 251) as u8).collect();
+        set(&mut a, b"small", 7, 0, b"hello");
+        set(&mut a, b"big", 9, 0, &big);
+        let soon = a.now() + 5;
+        set(&mut a, b"brief", 1, soon, b"bye");
+        let later = a.now() + 1000;
+        set(&mut a, b"lasting", 2, later, b"stay");
+        // A value still being read when the server stopped.
+        let orphan = a.alloc(b"partial", 0, 0, 900_000).unwrap();
+        let _ = orphan;
+        let before: Vec<_> = [&b"small"[..], b"big", b"lasting"]
+            .iter()
+            .map(|k| read(&mut a, k).unwrap())
+            .collect();
+        let used = a.slabs.class(a.slabs.largest()).used_chunks;
+
+        let (mut b, found) = restart(&mut a, 10);
+        assert_eq!(
+            found,
+            Recovered {
+                items: 3,
+                expired: 1,
+                orphans: 1
+            }
+        );
+        for (k, want) in [&b"small"[..], b"big", b"lasting"].iter().zip(&before) {
+            assert_eq!(read(&mut b, k).as_ref(), Some(want));
+        }
+        assert!(read(&mut b, b"brief").is_none());
+        assert_eq!(b.stats.curr_items, 3);
+        // The orphan's two full-size chunks are free again.
+        assert_eq!(b.slabs.class(b.slabs.largest()).used_chunks, used - 2);
+        // The next CAS follows the one the save took.
+        let newest = before.iter().map(|(_, cas, _)| *cas).max().unwrap();
+        set(&mut b, b"new", 0, 0, b"n");
+        assert_eq!(read(&mut b, b"new").unwrap().1, newest + 2);
+        // And the restored cache restarts again.
+        let (mut c, found) = restart(&mut b, 0);
+        assert_eq!(found.items, 4);
+        assert_eq!(read(&mut c, b"big").unwrap(), before[1]);
+    }
+}

@@ -108,8 +108,9 @@ impl Slabs {
         (0..count).map(move |i| ((base + i * size) / UNIT) as ChunkRef)
     }
 
-    /// Gives every class its first page now, as memcached does when its
-    /// memory is a file (`-e`): false when `-m` is too small for that.
+    /// Gives every class its first page now and the rest of `-m` to the
+    /// global pool, as memcached does when its memory is a file (`-e`):
+    /// false when `-m` is too small for a page per class.
     pub fn preallocate(&mut self) -> bool {
         for id in 1..self.classes.len() {
             if self.classes[id].pages > 0 {
@@ -119,6 +120,16 @@ impl Slabs {
                 return false;
             }
         }
+        let first_pooled = self.free_pages.len();
+        while self.mem_malloced + self.page_size <= self.mem_limit
+            && self.next_page < self.page_class.len()
+        {
+            self.free_pages.push(self.next_page);
+            self.next_page += 1;
+            self.mem_malloced += self.page_size;
+        }
+        // The pool is a stack: lowest pages are handed out first.
+        self.free_pages[first_pooled..].reverse();
         true
     }
 
@@ -196,7 +207,11 @@ mod tests {
         })
         .unwrap();
         assert!(big.preallocate());
-        assert_eq!(big.malloced(), 39 << 20);
+        assert_eq!(big.malloced(), 64 << 20);
         assert_eq!(big.owned_pages().count(), 39);
+        assert_eq!(big.free_pages(), 64 - 39);
+        // Pool pages go to classes that fill up, and the limit holds.
+        let n = std::iter::from_fn(|| big.alloc(39)).count();
+        assert_eq!(n, 2 * (64 - 39 + 1));
     }
 }
