@@ -275,11 +275,14 @@ fn verify(text: &[u8]) -> Option<&str> {
     }
 }
 
+/// The `K` lines of one section, as (key, value).
+type Lines<'a> = Vec<(&'a str, &'a str)>;
+
 /// Splits the text into its sections' key/value lines.
-fn sections(body: &str) -> Option<(Vec<(&str, &str)>, Vec<(&str, &str)>)> {
+fn sections(body: &str) -> Option<(Lines<'_>, Lines<'_>)> {
     let mut main = Vec::new();
     let mut arena = Vec::new();
-    let mut current: Option<&mut Vec<(&str, &str)>> = None;
+    let mut current: Option<&mut Lines> = None;
     for line in body.lines() {
         if let Some(tag) = line.strip_prefix('T') {
             current = match tag {
@@ -456,7 +459,7 @@ fn parse_arena(lines: &[(&str, &str)], arena_len: usize, state: &mut CacheState)
 }
 
 fn parse_hex_bytes(v: &str) -> Option<Vec<u8>> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return None;
     }
     (0..v.len())
