@@ -60,7 +60,13 @@ pub fn open(
         .mode(0o700)
         .open(path)
         .map_err(|e| io::Error::other(format!("failed to open file for mmap: {}", strerror(&e))))?;
-    let saved = check(path, settings, len);
+    let mut saved = check(path, settings, len);
+    if saved.is_some() && file.metadata()?.len() != len as u64 {
+        eprintln!(
+            "[restart] memory file is not the size it was saved at, starting with a clean cache"
+        );
+        saved = None;
+    }
     prepare_file(&file, len, saved.is_some())
         .map_err(|e| io::Error::other(format!("ftruncate failed: {}", strerror(&e))))?;
     let arena = Arena::map_file(file, len)

@@ -97,21 +97,28 @@ impl Cache {
         self.oldest_live = state.oldest_live;
         self.oldest_cas = state.oldest_cas;
         let mut found = Recovered::default();
-        let orphans = self.relink_all(&mut found);
+        let (orphans, dead) = self.relink_all(&mut found);
         for it in orphans {
             self.free_unlinked(it);
         }
-        found.expired = self.drop_dead_items();
+        // Unlinked only once every item is back, so LRU neighbours and hash
+        // chains are whole while they are edited.
+        for &it in &dead {
+            self.unlink(it);
+        }
+        found.expired = dead.len() as u64;
         found.items -= found.expired;
         Ok(found)
     }
 
     /// Puts every linked item of every carved chunk back in the hash table
-    /// and the counters; returns the chunks that hold unlinked items.
-    fn relink_all(&mut self, found: &mut Recovered) -> Vec<ChunkRef> {
+    /// and the counters; returns the chunks that hold unlinked items, and
+    /// the items that expired (or were flushed) meanwhile.
+    fn relink_all(&mut self, found: &mut Recovered) -> (Vec<ChunkRef>, Vec<ChunkRef>) {
         let largest = self.slabs.largest();
         let pages: Vec<(usize, u8)> = self.slabs.owned_pages().collect();
         let mut orphans = Vec::new();
+        let mut dead = Vec::new();
         for (page, id) in pages {
             for chunk in self.slabs.carved_chunks(page, id) {
                 // A chunk that holds part of a large value holds raw bytes
@@ -123,13 +130,16 @@ impl Cache {
                 if flags & item::LINKED != 0 {
                     self.relink(chunk);
                     found.items += 1;
+                    if self.is_expired(chunk) || self.is_flushed(chunk) {
+                        dead.push(chunk);
+                    }
                 } else if flags & item::ALLOCATED != 0 {
                     orphans.push(chunk);
                     found.orphans += 1;
                 }
             }
         }
-        orphans
+        (orphans, dead)
     }
 
     /// `link` for an item already in its LRU: hash it and count it.
@@ -143,22 +153,6 @@ impl Cache {
         self.stats.total_items += 1;
         self.stats.bytes += size;
         self.stats.classes[id].mem_requested += size;
-    }
-
-    /// Unlinks every item that expired or was flushed while the server was
-    /// down (or before, unnoticed); returns how many.
-    fn drop_dead_items(&mut self) -> u64 {
-        let mut dead = Vec::new();
-        for id in 1..=self.slabs.largest() {
-            dead.extend(
-                self.lru_iter(id)
-                    .filter(|&it| self.is_expired(it) || self.is_flushed(it)),
-            );
-        }
-        for &it in &dead {
-            self.unlink(it);
-        }
-        dead.len() as u64
     }
 }
 
