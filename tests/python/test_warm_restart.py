@@ -302,3 +302,19 @@ def test_sigusr1_without_a_memory_file_stops_gracefully(start_server):
         ]
     assert traces["ours"] == traces["oracle"]
     assert traces["ours"][-1] == "all background threads stopped"
+
+
+def test_shutdown_graceful_saves_too(start_server, kind, tmp_path):
+    path = memory_file(tmp_path)
+    srv = start_server(kind, "-m", MEM, "-e", path, "-A")
+    with srv.connect() as s:
+        store(s, b"set", b"k", 1, 0, b"kept")
+        before = gets(s, b"k")
+        s.sendall(b"shutdown graceful\r\n")
+        assert wait_exit(srv.proc, 10) == 0
+    stopped_at = time.time()
+    assert os.path.exists(path + ".meta")
+    restart_gap(kind, stopped_at)
+    srv = start_server(kind, "-m", MEM, "-e", path)
+    with srv.connect() as s:
+        assert gets(s, b"k") == before
