@@ -23,11 +23,19 @@ use crate::slab::persist::{ClassState, SlabState};
 use crate::slab::{ChunkRef, Slabs};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt;
 
 /// memcached refuses metadata with fewer of its keys than this.
 const REQUIRED_MAIN_KEYS: usize = 17;
+
+/// The arena this process will map: saved tables must fit it exactly.
+struct Shape {
+    bytes: usize,
+    pages: usize,
+    /// Class entries, including the unused class 0.
+    classes: usize,
+}
 
 /// What a valid `PATH.meta` carries besides the cache's own state.
 #[derive(Debug)]
@@ -52,6 +60,11 @@ pub fn open(
     cfg: CacheConfig,
 ) -> io::Result<(Cache, Option<Saved>)> {
     let len = Slabs::arena_len(&cfg.slab)?;
+    let shape = Shape {
+        bytes: len,
+        pages: len / cfg.slab.page_size,
+        classes: Slabs::class_count(&cfg.slab),
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -60,7 +73,7 @@ pub fn open(
         .mode(0o700)
         .open(path)
         .map_err(|e| io::Error::other(format!("failed to open file for mmap: {}", strerror(&e))))?;
-    let mut saved = check(path, settings, len);
+    let mut saved = check(path, settings, &shape);
     if saved.is_some() && file.metadata()?.len() != len as u64 {
         eprintln!(
             "[restart] memory file is not the size it was saved at, starting with a clean cache"
@@ -121,10 +134,9 @@ pub fn resume(cache: &mut Cache, saved: Option<Saved>, verbose: u8) -> io::Resul
     if verbose > 0 {
         eprintln!("[restart] recovery end [{}]", unix_micros());
     }
-    match found {
-        Ok(Recovered { .. }) => Ok(()),
-        Err(why) => Err(io::Error::other(format!("[restart] {why}"))),
-    }
+    found
+        .map(|_: Recovered| ())
+        .map_err(|why| io::Error::other(format!("[restart] {why}")))
 }
 
 /// memcached's `sec.usec` stamp (microseconds not zero-padded, as there).
@@ -142,80 +154,95 @@ pub fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()
     let text = render(settings, cache);
     let meta = meta_path(path);
     let tmp = format!("{meta}.tmp");
-    // Written aside and renamed, so a crash mid-write leaves no half file.
-    std::fs::write(&tmp, text.as_bytes())
-        .and_then(|()| {
-            let f = OpenOptions::new().write(true).open(&tmp)?;
-            f.sync_all()
-        })
-        .and_then(|()| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        })
-        .and_then(|()| std::fs::rename(&tmp, &meta))
+    // Written aside, synced and renamed, so a crash mid-write leaves no
+    // half file; readable by its owner only, as memcached's is.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &meta)
 }
 
 // ----- the metadata text ---------------------------------------------------
 
+/// Builds `T` and `K` lines.
+#[derive(Default)]
+struct MetaText(String);
+
+impl MetaText {
+    fn tag(&mut self, name: &str) {
+        let _ = writeln!(self.0, "T{name}");
+    }
+
+    fn kv(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "K{key} {value}");
+    }
+
+    /// The text, closed by its checksum line.
+    fn finish(self) -> String {
+        let sum = checksum(self.0.as_bytes());
+        format!("{}C{sum:016x}\n", self.0)
+    }
+}
+
 fn render(settings: &Settings, cache: &mut Cache) -> String {
     let state = cache.save_state();
     let clock = &cache.clock;
-    let mut o = String::new();
-    let mut kv = |k: &str, v: &dyn std::fmt::Display| {
-        let _ = writeln!(o, "K{k} {v}");
-    };
     let yes = |b: bool| if b { "true" } else { "false" };
-    kv("slab_config", &settings.slab_config);
-    kv("maxbytes", &settings.max_bytes);
-    kv("chunk_size", &settings.chunk_size);
-    kv("item_size_max", &settings.item_size_max);
-    kv("slab_chunk_size_max", &settings.slab_chunk_size_max);
-    kv("slab_page_size", &settings.slab_page_size);
-    kv("use_cas", &yes(settings.use_cas));
-    kv("slab_reassign", &yes(settings.slab_reassign));
-    kv("current_time", &clock.now);
-    kv("process_started", &clock.process_started);
-    kv("stop_time", &crate::items::clock::Clock::unix_now());
-    kv("current_cas", &state.cas_id);
-    kv("oldest_cas", &state.oldest_cas);
-    kv("logger_gid", &0);
-    kv("hashpower", &state.hashpower);
-    kv("oldest_live", &state.oldest_live);
-    kv(
+    let mut m = MetaText::default();
+    // memcached's keys, in its order.
+    m.tag("main");
+    m.kv("slab_config", &settings.slab_config);
+    m.kv("maxbytes", settings.max_bytes);
+    m.kv("chunk_size", settings.chunk_size);
+    m.kv("item_size_max", settings.item_size_max);
+    m.kv("slab_chunk_size_max", settings.slab_chunk_size_max);
+    m.kv("slab_page_size", settings.slab_page_size);
+    m.kv("use_cas", yes(settings.use_cas));
+    m.kv("slab_reassign", yes(settings.slab_reassign));
+    m.kv("current_time", clock.now);
+    m.kv("process_started", clock.process_started);
+    m.kv("stop_time", crate::items::clock::Clock::unix_now());
+    m.kv("current_cas", state.cas_id);
+    m.kv("oldest_cas", state.oldest_cas);
+    m.kv("logger_gid", 0);
+    m.kv("hashpower", state.hashpower);
+    m.kv("oldest_live", state.oldest_live);
+    m.kv(
         "mmap_oldbase",
-        &format_args!("{:#x}", cache.slabs.arena.base_address()),
+        format_args!("{:#x}", cache.slabs.arena.base_address()),
     );
-    kv("arena_bytes", &cache.slabs.arena.len());
-    render_slabs(&mut kv, &state.slabs);
+    // What only this server keeps outside the arena.
+    m.tag("arena");
+    m.kv("arena_bytes", cache.slabs.arena.len());
+    render_slabs(&mut m, &state.slabs);
     for (id, l) in state.lrus.iter().enumerate().skip(1) {
-        kv("lru", &format_args!("{id} {} {} {}", l.head, l.tail, l.len));
+        m.kv("lru", format_args!("{id} {} {} {}", l.head, l.tail, l.len));
     }
     let owners: Vec<String> = state
         .body_owners
         .iter()
         .map(|(i, o)| format!("{i}:{o}"))
         .collect();
-    kv("body_owners", &list(&owners));
-    let body = format!("Tmain\n{}", insert_arena_tag(&o));
-    format!("{body}C{:016x}\n", checksum(body.as_bytes()))
+    m.kv("body_owners", list(&owners));
+    m.finish()
 }
 
-/// The "arena" section starts at its first key.
-fn insert_arena_tag(main_and_arena: &str) -> String {
-    main_and_arena.replacen("Karena_bytes", "Tarena\nKarena_bytes", 1)
-}
-
-fn render_slabs(kv: &mut impl FnMut(&str, &dyn std::fmt::Display), s: &SlabState) {
-    kv("next_page", &s.next_page);
-    kv("malloced", &s.malloced);
+fn render_slabs(m: &mut MetaText, s: &SlabState) {
+    m.kv("next_page", s.next_page);
+    m.kv("malloced", s.malloced);
     let free: Vec<String> = s.free_pages.iter().map(|p| p.to_string()).collect();
-    kv("free_pages", &list(&free));
+    m.kv("free_pages", list(&free));
     let hex: String = s.page_class.iter().map(|c| format!("{c:02x}")).collect();
-    kv("page_class", &hex);
+    m.kv("page_class", hex);
     for (id, c) in s.classes.iter().enumerate().skip(1) {
-        kv(
+        m.kv(
             "class",
-            &format_args!(
+            format_args!(
                 "{id} {} {} {} {} {} {}",
                 c.pages, c.used_chunks, c.free_head, c.free_count, c.carve_off, c.carve_left
             ),
@@ -242,14 +269,14 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 /// memcached's `restart_check`: reads and deletes `PATH.meta`, printing
 /// why the cache cannot be reused when it cannot.
-fn check(path: &str, settings: &Settings, arena_len: usize) -> Option<Saved> {
+fn check(path: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
     let meta = meta_path(path);
     let Ok(text) = std::fs::read(&meta) else {
         eprintln!("[restart] no metadata save file, starting with a clean cache");
         return None;
     };
     let _ = std::fs::remove_file(&meta);
-    let saved = verify(&text).and_then(|body| parse(body, settings, arena_len));
+    let saved = verify(&text).and_then(|body| parse(body, settings, shape));
     if saved.is_none() {
         eprintln!("[restart] failed to validate metadata, starting with a clean cache");
     }
@@ -310,7 +337,7 @@ fn sections(body: &str) -> Option<(Lines<'_>, Lines<'_>)> {
     Some((main, arena))
 }
 
-fn parse(body: &str, settings: &Settings, arena_len: usize) -> Option<Saved> {
+fn parse(body: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
     let (main, arena) = sections(body)?;
     let mut saved = Saved {
         state: CacheState::default(),
@@ -320,7 +347,7 @@ fn parse(body: &str, settings: &Settings, arena_len: usize) -> Option<Saved> {
         old_base: 0,
     };
     check_main(&main, settings, &mut saved)?;
-    parse_arena(&arena, arena_len, &mut saved.state).or_else(|| {
+    parse_arena(&arena, shape, &mut saved.state).or_else(|| {
         eprintln!("[restart] corrupt metadata file");
         None
     })?;
@@ -398,13 +425,13 @@ fn numbers<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
 
 /// This server's own section: the allocator's tables, the LRU ends, and
 /// which full-size chunks belong to which large item.
-fn parse_arena(lines: &[(&str, &str)], arena_len: usize, state: &mut CacheState) -> Option<()> {
+fn parse_arena(lines: &[(&str, &str)], shape: &Shape, state: &mut CacheState) -> Option<()> {
     let mut len_ok = false;
     state.slabs.classes.push(ClassState::default());
     state.lrus.push(LruEnds::default());
     for &(key, val) in lines {
         match key {
-            "arena_bytes" => len_ok = val.parse() == Ok(arena_len),
+            "arena_bytes" => len_ok = val.parse() == Ok(shape.bytes),
             "next_page" => state.slabs.next_page = val.parse().ok()?,
             "malloced" => state.slabs.malloced = val.parse().ok()?,
             "free_pages" if val == "-" => {}
@@ -461,7 +488,11 @@ fn parse_arena(lines: &[(&str, &str)], arena_len: usize, state: &mut CacheState)
             _ => return None,
         }
     }
-    len_ok.then_some(())
+    let fits = len_ok
+        && state.slabs.page_class.len() == shape.pages
+        && state.slabs.classes.len() == shape.classes
+        && state.lrus.len() == shape.classes;
+    fits.then_some(())
 }
 
 fn parse_hex_bytes(v: &str) -> Option<Vec<u8>> {
@@ -496,6 +527,55 @@ mod tests {
         let edited = whole.replace("maxbytes 1", "maxbytes 2");
         assert_eq!(verify(edited.as_bytes()), None);
         assert_eq!(verify(b""), None);
+    }
+
+    fn cache_for(s: &Settings) -> (Cache, Shape) {
+        let cfg = CacheConfig {
+            slab: crate::slab::SlabConfig {
+                mem_limit: s.max_bytes,
+                min_space: s.chunk_size,
+                factor: s.factor,
+                page_size: s.slab_page_size,
+                chunk_max: s.slab_chunk_size_max,
+            },
+            item_size_max: s.item_size_max,
+            use_cas: s.use_cas,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 1,
+        };
+        let bytes = Slabs::arena_len(&cfg.slab).unwrap();
+        let shape = Shape {
+            bytes,
+            pages: bytes / cfg.slab.page_size,
+            classes: Slabs::class_count(&cfg.slab),
+        };
+        (Cache::new(cfg).unwrap(), shape)
+    }
+
+    #[test]
+    fn metadata_round_trips_and_a_changed_setting_is_refused() {
+        let settings = Settings::default();
+        let (mut cache, shape) = cache_for(&settings);
+        let it = cache.alloc(b"k", 3, 0, 700_000).unwrap();
+        cache.store(it, crate::items::StoreMode::Set, 0);
+        let text = render(&settings, &mut cache);
+        let body = verify(text.as_bytes()).unwrap();
+        let saved = parse(body, &settings, &shape).unwrap();
+        let mut again = cache.save_state();
+        again.cas_id -= 1; // this second save took one more
+        assert_eq!(saved.state, again);
+        assert_eq!(saved.current_time, cache.clock.now);
+        assert!(saved.state.body_owners.len() == 2);
+
+        let other = Settings {
+            max_bytes: settings.max_bytes * 2,
+            ..Settings::default()
+        };
+        assert!(parse(body, &other, &shape).is_none());
+        let torn = &body[..body.len() - 40];
+        assert!(parse(torn, &settings, &shape).is_none());
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Slabs {
     /// budget; then one page per class for the "first page is always
     /// granted" rule.
     pub fn arena_len(cfg: &SlabConfig) -> io::Result<usize> {
-        let nclasses = class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max).len();
+        let nclasses = Self::class_count(cfg);
         let limit_pages = cfg.mem_limit.div_ceil(cfg.page_size).max(1);
         (1 + limit_pages + nclasses)
             .checked_mul(cfg.page_size)
@@ -105,6 +105,11 @@ impl Slabs {
                     "memory limit too large: this server addresses at most 32 GiB of item memory (-m 32767)",
                 )
             })
+    }
+
+    /// How many class entries (including the unused class 0) `cfg` makes.
+    pub fn class_count(cfg: &SlabConfig) -> usize {
+        class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max).len()
     }
 
     /// Slabs over an arena of `arena_len(&cfg)` bytes, all of it unused.

@@ -183,7 +183,8 @@ def test_different_memory_options_start_empty(start_server, tmp_path, changed):
     assert "restart incompatible due to setting for" in messages["ours"][0]
 
 
-def test_a_crash_starts_empty(start_server, kind, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_a_crash_or_plain_stop_starts_empty(start_server, kind, tmp_path, sig):
     path = memory_file(tmp_path)
     srv = start_server(kind, "-m", MEM, "-e", path)
     with srv.connect() as s:
@@ -191,14 +192,16 @@ def test_a_crash_starts_empty(start_server, kind, tmp_path):
     assert stop_gracefully(srv) == 0
     stopped_at = time.time()
     restart_gap(kind, stopped_at)
-    # Restarted warm, then killed: the metadata was consumed at start, so
-    # the next start cannot trust the file.
+    # Restarted warm, then killed (or stopped without SIGUSR1): the
+    # metadata was consumed at start, so the next start cannot trust the
+    # file.
     srv = start_server(kind, "-m", MEM, "-e", path)
     with srv.connect() as s:
         assert b"k" in gets(s, b"k")
         store(s, b"set", b"k2", 0, 0, b"v2")
-    srv.signal(signal.SIGKILL)
+    srv.signal(sig)
     wait_exit(srv.proc, 10)
+    assert not os.path.exists(path + ".meta")
     srv = start_server(kind, "-m", MEM, "-e", path)
     with srv.connect() as s:
         assert gets(s, b"k", b"k2") == {}
