@@ -57,7 +57,7 @@ fn meta_path(path: &str) -> String {
 pub fn open(
     path: &str,
     settings: &mut Settings,
-    cfg: CacheConfig,
+    mut cfg: CacheConfig,
 ) -> io::Result<(Cache, Option<Saved>)> {
     let len = Slabs::arena_len(&cfg.slab)?;
     let shape = Shape {
@@ -84,7 +84,6 @@ pub fn open(
         .map_err(|e| io::Error::other(format!("ftruncate failed: {}", strerror(&e))))?;
     let arena = Arena::map_file(file, len)
         .map_err(|e| io::Error::other(format!("failed to mmap, aborting: {}", strerror(&e))))?;
-    let mut cfg = cfg;
     if let Some(saved) = &saved {
         // memcached sizes the new hash table as the old one had grown.
         settings.hashpower_init = saved.state.hashpower;

@@ -13,7 +13,7 @@
 
 use super::{Cache, item};
 use crate::slab::persist::SlabState;
-use crate::slab::{ChunkRef, NIL};
+use crate::slab::{ChunkRef, NIL, Slabs};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LruEnds {
@@ -85,7 +85,7 @@ impl Cache {
         }
         self.slabs.restore(&state.slabs)?;
         for &(i, owner) in &state.body_owners {
-            let chunk = (i * self.slabs.chunk_max() / 8) as ChunkRef;
+            let chunk = Slabs::chunk_at(i * self.slabs.chunk_max());
             self.set_body_owner(chunk, owner);
         }
         for (lru, saved) in self.lrus.iter_mut().zip(&state.lrus) {

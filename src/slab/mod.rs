@@ -188,6 +188,13 @@ impl Slabs {
         chunk as usize * UNIT
     }
 
+    /// The chunk that starts at byte offset `off` (a multiple of 8).
+    #[inline]
+    pub fn chunk_at(off: usize) -> ChunkRef {
+        debug_assert_eq!(off % UNIT, 0);
+        (off / UNIT) as ChunkRef
+    }
+
     /// The class that owns the page a chunk lies in.
     pub fn class_of(&self, chunk: ChunkRef) -> u8 {
         self.page_class[Self::offset(chunk) / self.page_size]
