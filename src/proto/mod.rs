@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod base64;
+pub mod binary;
 pub mod meta;
 pub mod numbers;
 pub mod text;

@@ -88,6 +88,7 @@ impl Feeder {
         let fd = stream.as_raw_fd();
         let authenticating = self.settings.auth.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
+        conn.choose_protocol(self.settings.protocol);
         let mut ending = Ending::Open;
         'reads: for read in reads {
             let mut rest = *read;

@@ -6,18 +6,20 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+mod binary_conn;
 pub mod conn;
 pub mod feed;
 mod idle;
 pub mod listen;
 mod readbuf;
+mod shutdown;
 mod sys;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
-use crate::settings::Settings;
+use crate::settings::{Protocol, Settings};
 use crate::slab::SlabConfig;
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
@@ -81,9 +83,12 @@ pub struct Reactor {
     last_automove: u32,
 }
 
-/// Runs the server until SIGTERM/SIGINT or `shutdown`.
-pub fn serve(settings: Settings) -> io::Result<()> {
+/// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
+/// once the sockets are bound and the cache is ready, before the first
+/// request (memcached writes its pid file at that point).
+pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     let mut reactor = Reactor::new(settings)?;
+    listening();
     reactor.run()
 }
 
@@ -121,11 +126,12 @@ fn random_seed() -> u64 {
 }
 
 impl Reactor {
-    pub fn new(settings: Settings) -> io::Result<Reactor> {
-        let mut cache = Cache::new(cache_config(&settings))?;
-        if settings.track_sizes {
-            cache.start_sizes();
-        }
+    pub fn new(mut settings: Settings) -> io::Result<Reactor> {
+        let cfg = cache_config(&settings);
+        let (mut cache, saved) = match settings.memory_file.clone() {
+            Some(path) => crate::restart::open(&path, &mut settings, cfg)?,
+            None => (Cache::new(cfg)?, None),
+        };
         cache.crawler_running = settings.lru_crawler;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
@@ -135,6 +141,12 @@ impl Reactor {
                     id, c.size, c.perslab
                 );
             }
+        }
+        if settings.memory_file.is_some() {
+            crate::restart::resume(&mut cache, saved, settings.verbose)?;
+        }
+        if settings.track_sizes {
+            cache.start_sizes();
         }
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -214,7 +226,10 @@ impl Reactor {
             self.rebalance();
         }
         match self.stop {
-            StopReason::Graceful => eprintln!("Gracefully stopping"),
+            StopReason::Graceful => {
+                eprintln!("Gracefully stopping");
+                return self.stop_gracefully();
+            }
             _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
             _ => {}
         }
@@ -384,7 +399,8 @@ impl Reactor {
         }
         let _ = stream.set_nodelay(true);
         let authenticating = self.settings.auth_file.is_some();
-        let conn = Conn::new(stream, fd, self.cache.now(), authenticating);
+        let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
+        conn.choose_protocol(self.settings.protocol);
         if self
             .register(
                 fd,
@@ -397,10 +413,12 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            match self.settings.protocol {
-                crate::settings::Protocol::Ascii => eprintln!("<{fd} new ascii client connection."),
-                _ => eprintln!("<{fd} new auto-negotiating client connection"),
-            }
+            let what = match self.settings.protocol {
+                Protocol::Negotiating => "auto-negotiating client connection",
+                Protocol::Ascii => "ascii client connection.",
+                Protocol::Binary => "binary client connection.",
+            };
+            eprintln!("<{fd} new {what}");
         }
         self.clients += 1;
         self.stats.curr_conns += 1;
