@@ -53,6 +53,11 @@ fn meta_seeds_and_regressions() {
 }
 
 #[test]
+fn binary_seeds_and_regressions() {
+    replay("binary", memcached::reactor::feed::fuzz::binary);
+}
+
+#[test]
 fn options_seeds_and_regressions() {
     replay("options", |data| {
         let mut argv: Vec<&OsStr> = vec![OsStr::new("memcached")];

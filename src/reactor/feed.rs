@@ -180,7 +180,7 @@ impl Feeder {
 /// through exactly the code the fuzzer ran.
 pub mod fuzz {
     use super::Feeder;
-    use crate::settings::Settings;
+    use crate::settings::{Protocol, Settings};
 
     /// The first byte of a fuzz input picks the server's switches and how
     /// the rest is cut into reads; the rest is what the client sends.
@@ -213,17 +213,42 @@ pub mod fuzz {
 
     /// Runs `data` as one connection's input; panics only on a bug.
     pub fn text(data: &[u8]) {
+        session(data, Protocol::Negotiating);
+    }
+
+    /// Like [`text`] on a `-B binary` server: every byte is binary frames.
+    pub fn binary(data: &[u8]) {
+        session(data, Protocol::Binary);
+    }
+
+    fn session(data: &[u8], protocol: Protocol) {
         let Some((&selector, body)) = data.split_first() else {
             return;
         };
-        let mut feeder = Feeder::new(settings_for(selector)).expect("loopback pair");
+        let settings = Settings {
+            protocol,
+            ..settings_for(selector)
+        };
+        let mut feeder = Feeder::new(settings).expect("loopback pair");
         let mut replies = Vec::new();
         let _ = feeder.session(&reads(selector, body), &mut replies);
         // A second connection sees what the first left behind: a value
         // half-written, a dump cut off or a lock left held would show here.
         let mut second = Vec::new();
-        let _ = feeder.session(&[b"get a b c\r\nmg a v\r\nstats\r\n"], &mut second);
-        assert!(second.starts_with(b"END\r\n") || second.starts_with(b"VALUE "));
+        let probe: &[u8] = match protocol {
+            // A binary `get` of key "a", then `noop`.
+            Protocol::Binary => &[
+                0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'a',
+                0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            _ => b"get a b c\r\nmg a v\r\nstats\r\n",
+        };
+        let _ = feeder.session(&[probe], &mut second);
+        let sane = match protocol {
+            Protocol::Binary => second.first() == Some(&0x81),
+            _ => second.starts_with(b"END\r\n") || second.starts_with(b"VALUE "),
+        };
+        assert!(sane, "a later connection got {second:?}");
     }
 
     /// Like [`text`], but every line is turned into a meta command: the
