@@ -263,3 +263,16 @@ impl Default for Settings {
 /// what `version` and `stats` report, so clients that feature-detect by
 /// version treat us like it.
 pub const VERSION: &str = "1.6.18";
+
+impl Settings {
+    /// SIGHUP: reads the `-Y` file again. As in memcached, a file that
+    /// cannot be read or is malformed leaves the loaded credentials as
+    /// they were.
+    pub fn reload_authfile(&mut self) {
+        if let Some(path) = &self.auth_file
+            && let Ok(credentials) = crate::proto::auth::Credentials::load(path)
+        {
+            self.auth = Some(credentials);
+        }
+    }
+}

@@ -169,7 +169,9 @@ impl Reactor {
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
-        let sigfd = sys::termination_signals()?;
+        // memcached reloads its authfile on SIGHUP, unless it daemonized
+        // (it ignores SIGHUP then).
+        let sigfd = sys::termination_signals(!r.settings.daemonize)?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
         for listener in listen::bind_all(&r.settings)? {
             let fd = listener.as_raw_fd();
@@ -351,6 +353,8 @@ impl Reactor {
                 self.stop = StopReason::Graceful;
             } else if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
                 self.stop = StopReason::Normal;
+            } else if sig == libc::SIGHUP as u32 {
+                self.settings.reload_authfile();
             }
         }
     }

@@ -99,23 +99,31 @@ pub fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
 
 /// Blocks the termination signals and returns a signalfd that reports them,
 /// so they arrive as ordinary epoll events in the one thread; ignores
-/// SIGPIPE so a vanished client can never kill the server.
-pub fn termination_signals() -> io::Result<RawFd> {
+/// SIGPIPE so a vanished client can never kill the server. SIGHUP is
+/// reported too when `hangup` (memcached reloads its authfile on it),
+/// ignored otherwise.
+pub fn termination_signals(hangup: bool) -> io::Result<RawFd> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // signal/sigprocmask/signalfd only read the set we pass.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGUSR1);
+        if hangup {
+            libc::sigaddset(&mut set, libc::SIGHUP);
+        }
         check(libc::sigprocmask(
             libc::SIG_BLOCK,
             &set,
             std::ptr::null_mut(),
         ))?;
+        // Blocked first, so a SIGHUP between the two calls waits in the
+        // signalfd; an inherited "ignore" would discard it.
+        let hup = if hangup { libc::SIG_DFL } else { libc::SIG_IGN };
+        libc::signal(libc::SIGHUP, hup);
         check(libc::signalfd(
             -1,
             &set,

@@ -205,3 +205,40 @@ def test_vv_trace_of_auth_session(start_server, authfile):
     assert traces["ours"] == traces["oracle"]
     assert len(traces["ours"]) == 4
 
+
+
+def try_auth(srv, payload):
+    with srv.connect() as s:
+        s.sendall(b"set x 0 0 %d\r\n%s\r\n" % (len(payload), payload))
+        return recv_until(s, lines_done(1))
+
+
+@pytest.mark.parametrize("kind", ["oracle", "ours"])
+def test_sighup_reloads_authfile(start_server, tmp_path, kind):
+    """memcached re-reads the authfile on SIGHUP (in the foreground); a
+    malformed file leaves the old credentials in force."""
+    import signal
+    import time
+
+    path = tmp_path / "auth"
+    path.write_bytes(b"alice:old\n")
+    srv = start_server(kind, "-Y", str(path))
+    assert try_auth(srv, b"alice old") == b"STORED\r\n"
+    path.write_bytes(b"alice:new\n")
+    srv.signal(signal.SIGHUP)
+    # memcached reloads on its next clock tick: poll until the new
+    # password works.
+    deadline = time.monotonic() + 5
+    while try_auth(srv, b"alice new") != b"STORED\r\n":
+        assert time.monotonic() < deadline, f"{kind}: new password not accepted"
+        time.sleep(0.05)
+    assert try_auth(srv, b"alice old") == b"CLIENT_ERROR authentication failure\r\n"
+    path.write_bytes(b"malformed\n")
+    srv.signal(signal.SIGHUP)
+    # Nothing shows when the reload happened; memcached's comes within a
+    # clock tick, so the old credentials are checked for 1.5 s.
+    until = time.monotonic() + 1.5
+    while time.monotonic() < until:
+        assert try_auth(srv, b"alice new") == b"STORED\r\n", kind
+        time.sleep(0.1)
+    assert srv.alive()
