@@ -108,6 +108,9 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// With `aof_sync=always`: output from this offset on answers mutations
+    /// not yet on disk, and waits for the end-of-turn sync.
+    pub hold: Option<usize>,
 }
 
 /// Why `consume` stopped.
@@ -149,6 +152,7 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            hold: None,
         }
     }
 

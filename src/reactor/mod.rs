@@ -6,6 +6,8 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+pub mod aof;
+mod aof_recover;
 pub mod conn;
 pub mod listen;
 mod sys;
@@ -74,6 +76,10 @@ pub struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// The append-only file, when on.
+    aof: Option<aof::Aof>,
+    /// Connections whose replies wait for this turn's AOF sync.
+    held: Vec<RawFd>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -122,6 +128,11 @@ impl Reactor {
             cache.start_sizes();
         }
         cache.crawler_running = settings.lru_crawler;
+        // Recovery comes before any listener is open.
+        let aof = match &settings.aof.path {
+            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
+            None => None,
+        };
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -138,6 +149,7 @@ impl Reactor {
             cache,
             stats: Stats {
                 accepting_conns: true,
+                aof: aof.as_ref().map(|a| a.stats.clone()),
                 ..Stats::default()
             },
             settings,
@@ -148,6 +160,8 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            aof,
+            held: Vec::new(),
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -190,7 +204,11 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress();
-            let timeout = if busy { 0 } else { 1000 };
+            let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
+                _ if busy => 0,
+                Some(t) => t.as_millis().min(1000) as i32,
+                None => 1000,
+            };
             let n = self.epoll.wait(&mut events, timeout)?;
             self.cache.clock.tick();
             for ev in &events[..n] {
@@ -204,11 +222,46 @@ impl Reactor {
             self.auto_crawl();
             self.crawl_step();
             self.rebalance();
+            self.aof_end_turn()?;
+        }
+        if let Some(a) = &mut self.aof {
+            a.shutdown(&mut self.cache)?;
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
             _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Writes the turn's records to the AOF and, once they are on disk,
+    /// lets the replies that waited for them go. A write error is fatal
+    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
+    /// is reported and those records are lost to the file.
+    fn aof_end_turn(&mut self) -> io::Result<()> {
+        let Some(a) = &mut self.aof else {
+            return Ok(());
+        };
+        if let Err(e) = a.end_turn(&mut self.cache) {
+            if a.holds_replies() {
+                return Err(io::Error::other(format!("AOF write failed: {e}")));
+            }
+            eprintln!("AOF write failed: {e}");
+            self.cache.feed_clear();
+        }
+        self.stats.aof = Some(a.stats.clone());
+        for fd in std::mem::take(&mut self.held) {
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                c.hold = None;
+                if c.close_after_write {
+                    // Writes what it can, then closes (now or once the
+                    // client has read it); reads nothing more.
+                    self.drive(fd, 0);
+                } else if finish_turn(c, &mut self.stats) == Step::Close {
+                    self.close(fd);
+                }
+            }
         }
         Ok(())
     }
@@ -397,6 +450,14 @@ impl Reactor {
     }
 
     fn close(&mut self, fd: RawFd) {
+        // Replies held for the AOF sync (`... quit` in one read) go out
+        // first: the close waits for the end of the turn.
+        if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
+            && c.hold.is_some()
+        {
+            c.close_after_write = true;
+            return;
+        }
         let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
         if let Slot::Client(mut c) = slot {
             // Replies memcached would already have written still go out;
@@ -497,6 +558,7 @@ impl Reactor {
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
+        let hold = self.aof.as_ref().is_some_and(|a| a.holds_replies());
         let Reactor {
             slots,
             cache,
@@ -504,6 +566,7 @@ impl Reactor {
             settings,
             scratch,
             stop,
+            held,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
@@ -539,7 +602,9 @@ impl Reactor {
         // 2. Requests already buffered (or a paused multi-get).
         if (!c.input.is_empty() && !c.input_seen) || c.resume > 0 {
             let input = std::mem::take(&mut c.input);
+            let mark = HoldMark::before(c, ctx.cache, hold);
             let (used, why) = c.consume(&mut ctx, &input, budget);
+            mark.after(c, ctx.cache, held);
             c.input = input;
             c.input.drain(..used);
             if let Some(step) = after_consume(c, why, stop) {
@@ -594,6 +659,7 @@ impl Reactor {
         };
         ctx.stats.bytes_read += n as u64;
         c.last_active = ctx.cache.now();
+        let mark = HoldMark::before(c, ctx.cache, hold);
         let (used, why) = if c.input.is_empty() {
             let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
             c.input.extend_from_slice(&scratch[used..n]);
@@ -606,6 +672,7 @@ impl Reactor {
             c.input.drain(..used);
             (used, why)
         };
+        mark.after(c, ctx.cache, held);
         let _ = used;
         if let Some(step) = after_consume(c, why, stop) {
             return step;
@@ -614,6 +681,33 @@ impl Reactor {
     }
 }
 
+/// With `aof_sync=always`: notes where a connection's output stood before
+/// it ran requests, so that if they logged mutations, everything from there
+/// on is held until the end-of-turn sync.
+struct HoldMark {
+    feed_len: usize,
+    out_len: usize,
+    active: bool,
+}
+
+impl HoldMark {
+    fn before(c: &Conn, cache: &Cache, active: bool) -> HoldMark {
+        HoldMark {
+            feed_len: cache.feed_len(),
+            out_len: c.out.len(),
+            active,
+        }
+    }
+
+    fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
+        if self.active && cache.feed_len() != self.feed_len && c.hold.is_none() {
+            c.hold = Some(self.out_len.max(c.out_pos));
+            held.push(c.fd);
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
 enum Step {
     /// Keep going with this connection.
     Again,
@@ -700,8 +794,10 @@ fn read_into(
 
 /// Writes as much pending output as the socket takes.
 fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
-    while c.unsent() > 0 {
-        match c.stream.write(&c.out[c.out_pos..]) {
+    // Replies held for the AOF sync stay put.
+    let end = c.hold.map_or(c.out.len(), |h| h.min(c.out.len()));
+    while c.out_pos < end {
+        match c.stream.write(&c.out[c.out_pos..end]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 c.out_pos += n;
@@ -719,6 +815,9 @@ fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
         c.out.clear();
         c.out_pos = 0;
         c.flush_mark = 0;
+        if c.hold.is_some() {
+            c.hold = Some(0);
+        }
         // A burst of large replies should not pin memory on an idle client.
         if c.out.capacity() > 1 << 20 {
             c.out = Vec::new();

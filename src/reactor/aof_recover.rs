@@ -1,0 +1,215 @@
+//! Recovery at start, before any listener is open: the append-only file is
+//! read in large pieces and every record applied to the cache, in order.
+//!
+//! - A record cut short at the end of the file (a crash mid-write) is cut
+//!   off, with a warning; the server starts.
+//! - A record that is damaged (checksum or layout wrong) refuses the start
+//!   with its byte offset, since what follows cannot be trusted -- unless
+//!   `-o aof_fix` is given, which truncates the file there.
+//! - Items whose absolute expiry passed while the server was down are not
+//!   stored. Items that do not fit into `-m` are evicted as any store
+//!   would evict, or with `-M` counted and reported.
+
+use crate::items::Cache;
+use crate::items::feed::Applied;
+use crate::items::record::{self, Decoded, MAGIC};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+/// How much of the file is read at a time.
+const READ_CHUNK: usize = 8 << 20;
+/// Hash buckets moved between records while the table grows.
+const REHASH_STEP: usize = 64;
+
+/// The file, open for appending after the last good record.
+pub struct Recovered {
+    pub file: File,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    records: u64,
+    expired: u64,
+    did_not_fit: u64,
+}
+
+pub fn recover(path: &Path, fix: bool, cache: &mut Cache, verbose: u8) -> io::Result<Recovered> {
+    let started = Instant::now();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("AOF {}: {e}", path.display())))?;
+    let len = file.metadata()?.len();
+    if !read_magic(path, &mut file, len)? {
+        file.set_len(0)?;
+        file.write_all(MAGIC)?;
+        file.sync_data()?;
+        return Ok(Recovered {
+            file,
+            bytes: MAGIC.len() as u64,
+        });
+    }
+    let evictions_before = cache.stats.evictions;
+    let mut counts = Counts::default();
+    let good_end = replay(path, fix, &mut file, cache, &mut counts)?;
+    cache.apply_finish();
+    if good_end < len {
+        file.set_len(good_end)?;
+        file.sync_data()?;
+    }
+    report(
+        path,
+        cache,
+        &counts,
+        cache.stats.evictions - evictions_before,
+    );
+    if verbose > 0 {
+        eprintln!(
+            "AOF {}: {} records replayed, {} items live, in {} ms",
+            path.display(),
+            counts.records,
+            cache.stats.curr_items,
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(Recovered {
+        file,
+        bytes: good_end,
+    })
+}
+
+/// Checks the header. False for a file to start afresh: empty, or holding
+/// only the beginning of the header (a crash right after creating it).
+fn read_magic(path: &Path, file: &mut File, len: u64) -> io::Result<bool> {
+    let mut head = [0u8; MAGIC.len()];
+    let n = (len as usize).min(head.len());
+    file.read_exact(&mut head[..n])?;
+    if head[..n] != MAGIC[..n] {
+        return Err(refusal(format!(
+            "AOF {}: not an append-only file of this server (bad header); refusing to start",
+            path.display()
+        )));
+    }
+    Ok(n == MAGIC.len())
+}
+
+fn refusal(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Applies every whole record; returns the offset just after the last good
+/// one (where appending resumes).
+fn replay(
+    path: &Path,
+    fix: bool,
+    file: &mut File,
+    cache: &mut Cache,
+    counts: &mut Counts,
+) -> io::Result<u64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // File offset of buf[0], and the parse position in buf.
+    let mut base = MAGIC.len() as u64;
+    let mut pos = 0;
+    let mut eof = false;
+    loop {
+        match record::decode(&buf[pos..]) {
+            Decoded::Complete(rec, used) => {
+                match cache.apply(&rec, false) {
+                    Applied::Done => {}
+                    Applied::Expired => counts.expired += 1,
+                    Applied::DidNotFit => counts.did_not_fit += 1,
+                }
+                counts.records += 1;
+                pos += used;
+                if cache.hash.is_expanding() {
+                    cache.rehash_step(REHASH_STEP);
+                }
+            }
+            Decoded::Torn(need) if !eof => {
+                buf.drain(..pos);
+                base += pos as u64;
+                pos = 0;
+                eof = fill(file, &mut buf, need.max(READ_CHUNK))?;
+            }
+            Decoded::Torn(_) => {
+                let at = base + pos as u64;
+                if pos < buf.len() {
+                    eprintln!(
+                        "AOF {}: the last record (at byte offset {at}, {} bytes) is incomplete, \
+                         cut short by a crash mid-write: cutting it off",
+                        path.display(),
+                        buf.len() - pos
+                    );
+                }
+                return Ok(at);
+            }
+            Decoded::Corrupt { offset, why } => {
+                let at = base + (pos + offset) as u64;
+                return corrupt(path, fix, at, why, file);
+            }
+        }
+    }
+}
+
+/// Reads until `buf` holds `want` bytes or the file ends; true at the end.
+fn fill(file: &mut File, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+    while buf.len() < want {
+        let old = buf.len();
+        buf.resize(want, 0);
+        let n = match file.read(&mut buf[old..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        buf.truncate(old + n);
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn corrupt(path: &Path, fix: bool, at: u64, why: &str, file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let lost = len - at;
+    if fix {
+        eprintln!(
+            "AOF {}: corrupt record at byte offset {at} ({why}); aof_fix: truncating the file \
+             there ({lost} bytes dropped)",
+            path.display()
+        );
+        return Ok(at);
+    }
+    Err(refusal(format!(
+        "AOF {}: corrupt record at byte offset {at} ({why}); refusing to start. Start with \
+         -o aof_fix to truncate the file at that offset (dropping the {lost} bytes from there \
+         on), or move the file away",
+        path.display()
+    )))
+}
+
+fn report(path: &Path, cache: &Cache, counts: &Counts, evicted: u64) {
+    if counts.did_not_fit > 0 {
+        let why = if cache.config().evict_to_free {
+            "larger than the item size limit (-I)"
+        } else {
+            "no memory left and evictions are off (-M)"
+        };
+        eprintln!(
+            "AOF {}: {} items did not fit and were not loaded ({why})",
+            path.display(),
+            counts.did_not_fit
+        );
+    }
+    if evicted > 0 {
+        eprintln!(
+            "AOF {}: {evicted} items were evicted during recovery to fit the memory limit (-m)",
+            path.display()
+        );
+    }
+}
