@@ -70,6 +70,9 @@ impl Aof {
     /// Replays the file into `cache`, then starts logging to it.
     pub fn open(settings: &AofSettings, cache: &mut Cache, verbose: u8) -> io::Result<Aof> {
         let path = PathBuf::from(settings.path.as_deref().unwrap_or_default());
+        // A rewrite cut short by a crash left an incomplete snapshot; the
+        // file itself is whole.
+        let _ = fs::remove_file(rewrite_path(&path));
         let recovered = recover(&path, settings.fix, cache, verbose)?;
         cache.enable_feed();
         Ok(Aof {
