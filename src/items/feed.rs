@@ -269,9 +269,9 @@ impl Cache {
             let rel = self.now();
             self.log_flush(rel);
         } else if at > now {
-            // Still in the future: schedule it as the command would.
-            let delay = (at - now).min(i32::MAX as u64) as i32;
-            self.flush_all(delay);
+            // Still in the future: the same cut-off the command set.
+            let rel = self.exptime_from_unix(at);
+            self.flush_from(rel, true);
         } else {
             // Its time passed while the log was not being replayed: it
             // removes what was stored before `at`, decided record by record.

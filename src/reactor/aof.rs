@@ -112,7 +112,7 @@ impl Aof {
     /// The end of a loop turn: finish a rewrite whose child is done, write
     /// the turn's records, sync as the policy says, start a rewrite if the
     /// file has grown enough. Ok(true) when held replies may go out.
-    pub fn end_turn(&mut self, cache: &mut Cache) -> io::Result<bool> {
+    pub fn end_turn(&mut self, cache: &Cache) -> io::Result<bool> {
         self.poll_rewrite();
         let wrote = self.append(cache)?;
         let due = match self.sync {
@@ -131,8 +131,9 @@ impl Aof {
         Ok(wrote)
     }
 
-    /// Writes the feed to the file in one call; true if there was any.
-    fn append(&mut self, cache: &mut Cache) -> io::Result<bool> {
+    /// Writes the feed to the file in one call; true if there was any. The
+    /// feed is left for the reactor to clear, after every consumer.
+    fn append(&mut self, cache: &Cache) -> io::Result<bool> {
         let bytes = cache.feed_bytes();
         if bytes.is_empty() {
             return Ok(false);
@@ -143,7 +144,6 @@ impl Aof {
             r.since_fork.extend_from_slice(bytes);
         }
         self.unsynced = true;
-        cache.feed_clear();
         Ok(true)
     }
 
@@ -158,7 +158,7 @@ impl Aof {
 
     /// Before the process exits: everything written and synced, and a
     /// rewrite in progress abandoned (the old file is complete).
-    pub fn shutdown(&mut self, cache: &mut Cache) -> io::Result<()> {
+    pub fn shutdown(&mut self, cache: &Cache) -> io::Result<()> {
         self.append(cache)?;
         if self.unsynced {
             self.sync_now()?;
@@ -186,6 +186,7 @@ impl Aof {
         let tmp = rewrite_path(&self.path);
         match sys::fork() {
             Ok(Forked::Child) => {
+                sys::close_inherited_fds();
                 let code = match write_snapshot(&tmp, cache) {
                     Ok(()) => 0,
                     Err(e) => {

@@ -225,7 +225,8 @@ impl Reactor {
             self.aof_end_turn()?;
         }
         if let Some(a) = &mut self.aof {
-            a.shutdown(&mut self.cache)?;
+            a.shutdown(&self.cache)?;
+            self.cache.feed_clear();
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
@@ -238,17 +239,19 @@ impl Reactor {
     /// Writes the turn's records to the AOF and, once they are on disk,
     /// lets the replies that waited for them go. A write error is fatal
     /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
-    /// is reported and those records are lost to the file.
+    /// is reported and those records are lost to the file. Every consumer
+    /// of the mutation feed reads it before this clears it.
     fn aof_end_turn(&mut self) -> io::Result<()> {
         let Some(a) = &mut self.aof else {
             return Ok(());
         };
-        if let Err(e) = a.end_turn(&mut self.cache) {
+        let result = a.end_turn(&self.cache);
+        self.cache.feed_clear();
+        if let Err(e) = result {
             if a.holds_replies() {
                 return Err(io::Error::other(format!("AOF write failed: {e}")));
             }
             eprintln!("AOF write failed: {e}");
-            self.cache.feed_clear();
         }
         self.stats.aof = Some(a.stats.clone());
         for fd in std::mem::take(&mut self.held) {

@@ -205,6 +205,25 @@ pub fn fork() -> io::Result<Forked> {
     }
 }
 
+/// In a forked child: closes every descriptor from 3 up (listeners,
+/// clients, epoll), so that connections the parent closes really close and
+/// a restarted server can bind its port while the child still runs.
+pub fn close_inherited_fds() {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        // SAFETY: closes descriptors of this (child) process only; nothing
+        // in the child uses them afterwards (the one it reads the list
+        // with is already closed, so EBADF for it is harmless).
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Ends a forked child at once: no destructors, no atexit handlers, no
 /// flushing of stdio buffers it shares with the parent.
 pub fn exit_child(code: i32) -> ! {
