@@ -22,6 +22,7 @@ mod lru;
 mod meta;
 pub mod rebalance;
 pub mod record;
+pub mod warm;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use clock::Clock;
@@ -181,13 +182,18 @@ const ALLOC_TRIES: usize = 10;
 impl Cache {
     pub fn new(cfg: CacheConfig) -> io::Result<Cache> {
         let slabs = Slabs::new(cfg.slab)?;
+        Ok(Cache::with_slabs(cfg, slabs))
+    }
+
+    /// A cache over slabs made by the caller (for `-e`, over a memory file).
+    pub fn with_slabs(cfg: CacheConfig, slabs: Slabs) -> Cache {
         let nclasses = slabs.largest() as usize + 1;
         let power = if cfg.hashpower == 0 {
             16
         } else {
             cfg.hashpower
         };
-        Ok(Cache {
+        Cache {
             hash: HashTable::new(power, cfg.hash_expand, cfg.hash_seed),
             lrus: (0..nclasses).map(|_| Lru::default()).collect(),
             clock: Clock::new(),
@@ -211,7 +217,7 @@ impl Cache {
             feed: None,
             replay_flush: None,
             flush_at: None,
-        })
+        }
     }
 
     pub fn config(&self) -> &CacheConfig {

@@ -8,15 +8,17 @@
 
 pub mod aof;
 mod aof_recover;
+mod binary_conn;
 pub mod conn;
 pub mod listen;
+mod shutdown;
 mod sys;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
-use crate::settings::Settings;
+use crate::settings::{Protocol, Settings};
 use crate::slab::SlabConfig;
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
@@ -82,9 +84,12 @@ pub struct Reactor {
     held: Vec<RawFd>,
 }
 
-/// Runs the server until SIGTERM/SIGINT or `shutdown`.
-pub fn serve(settings: Settings) -> io::Result<()> {
+/// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
+/// once the sockets are bound and the cache is ready, before the first
+/// request (memcached writes its pid file at that point).
+pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     let mut reactor = Reactor::new(settings)?;
+    listening();
     reactor.run()
 }
 
@@ -122,17 +127,13 @@ fn random_seed() -> u64 {
 }
 
 impl Reactor {
-    pub fn new(settings: Settings) -> io::Result<Reactor> {
-        let mut cache = Cache::new(cache_config(&settings))?;
-        if settings.track_sizes {
-            cache.start_sizes();
-        }
-        cache.crawler_running = settings.lru_crawler;
-        // Recovery comes before any listener is open.
-        let aof = match &settings.aof.path {
-            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
-            None => None,
+    pub fn new(mut settings: Settings) -> io::Result<Reactor> {
+        let cfg = cache_config(&settings);
+        let (mut cache, saved) = match settings.memory_file.clone() {
+            Some(path) => crate::restart::open(&path, &mut settings, cfg)?,
+            None => (Cache::new(cfg)?, None),
         };
+        cache.crawler_running = settings.lru_crawler;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -141,6 +142,17 @@ impl Reactor {
                     id, c.size, c.perslab
                 );
             }
+        }
+        if settings.memory_file.is_some() {
+            crate::restart::resume(&mut cache, saved, settings.verbose)?;
+        }
+        // AOF recovery comes before any listener is open.
+        let aof = match &settings.aof.path {
+            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
+            None => None,
+        };
+        if settings.track_sizes {
+            cache.start_sizes();
         }
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -229,7 +241,10 @@ impl Reactor {
             self.cache.feed_clear();
         }
         match self.stop {
-            StopReason::Graceful => eprintln!("Gracefully stopping"),
+            StopReason::Graceful => {
+                eprintln!("Gracefully stopping");
+                return self.stop_gracefully();
+            }
             _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
             _ => {}
         }
@@ -431,7 +446,8 @@ impl Reactor {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(stream, fd, self.cache.now());
+        let mut conn = Conn::new(stream, fd, self.cache.now());
+        conn.choose_protocol(self.settings.protocol);
         if self
             .register(
                 fd,
@@ -444,7 +460,12 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            eprintln!("<{fd} new auto-negotiating client connection");
+            let what = match self.settings.protocol {
+                Protocol::Negotiating => "auto-negotiating client connection",
+                Protocol::Ascii => "ascii client connection.",
+                Protocol::Binary => "binary client connection.",
+            };
+            eprintln!("<{fd} new {what}");
         }
         self.clients += 1;
         self.stats.curr_conns += 1;
