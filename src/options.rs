@@ -2117,7 +2117,9 @@ mod tests {
         assert_eq!(code, 0);
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
-        assert!(text.ends_with("ip filtering/firewalls \n"));
+        // memcached's text, then this server's own options.
+        assert!(text.contains("ip filtering/firewalls \nPersistence (not in memcached):\n"));
+        assert!(text.ends_with("cut a corrupt file at its last good record\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])
