@@ -2,12 +2,15 @@
 //! per loop turn, and rewritten as a snapshot when it has grown.
 //!
 //! **Writing.** At the end of every loop turn the records the turn
-//! produced (see `items/feed.rs`) go to the file in one `write`. Then, by
-//! `-o aof_sync`:
+//! produced (see `items/feed.rs`) go to the file in one `write`, and only
+//! then are the replies that followed those mutations released to their
+//! connections (`Conn::hold`): whatever the policy, a client never hears
+//! of a change the kernel does not have, so killing the process loses
+//! nothing acknowledged. What a machine crash may lose is `-o aof_sync`'s
+//! business:
 //!
 //! - `always`: one `fdatasync` for all of the turn's records (group
-//!   commit), and only then are the replies that followed those mutations
-//!   released to their connections (`Conn::hold`). The fdatasync blocks the
+//!   commit) before the replies are released. The fdatasync blocks the
 //!   loop -- there are no threads to hand it to -- exactly as Redis's
 //!   `appendfsync always` does; pipelined and concurrent clients share it,
 //!   so its cost is per turn, not per write.
@@ -93,8 +96,9 @@ impl Aof {
         })
     }
 
-    /// Whether replies to mutations must wait for the end-of-turn sync.
-    pub fn holds_replies(&self) -> bool {
+    /// Whether acknowledging before the sync would be a lie (a failed
+    /// write is then fatal).
+    pub fn syncs_before_replies(&self) -> bool {
         self.sync == AofSync::Always
     }
 

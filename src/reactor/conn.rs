@@ -108,8 +108,8 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
-    /// With `aof_sync=always`: output from this offset on answers mutations
-    /// not yet on disk, and waits for the end-of-turn sync.
+    /// With the AOF on: output from this offset on answers mutations not yet
+    /// written to it, and waits for the end of the turn.
     pub hold: Option<usize>,
     /// Binary-protocol state (whether this connection speaks it, SASL).
     pub bin: binary::Session,

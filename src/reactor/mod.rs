@@ -263,7 +263,7 @@ impl Reactor {
         let result = a.end_turn(&self.cache);
         self.cache.feed_clear();
         if let Err(e) = result {
-            if a.holds_replies() {
+            if a.syncs_before_replies() {
                 return Err(io::Error::other(format!("AOF write failed: {e}")));
             }
             eprintln!("AOF write failed: {e}");
@@ -582,7 +582,7 @@ impl Reactor {
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
-        let hold = self.aof.as_ref().is_some_and(|a| a.holds_replies());
+        let hold = self.aof.is_some();
         let Reactor {
             slots,
             cache,
@@ -705,9 +705,9 @@ impl Reactor {
     }
 }
 
-/// With `aof_sync=always`: notes where a connection's output stood before
-/// it ran requests, so that if they logged mutations, everything from there
-/// on is held until the end-of-turn sync.
+/// With the AOF on: notes where a connection's output stood before it ran
+/// requests, so that if they logged mutations, everything from there on is
+/// held until the end-of-turn write (and sync, with `always`).
 struct HoldMark {
     feed_len: usize,
     out_len: usize,
