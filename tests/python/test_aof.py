@@ -421,3 +421,24 @@ def test_long_option_and_bad_values(start_server, tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr == b"aof_sync must be always, everysec or no\n"
+
+
+def test_binary_protocol_changes_are_logged_too(start_server, tmp_path):
+    pylibmc = pytest.importorskip("pylibmc")
+    path = tmp_path / "b.aof"
+    srv = start_aof(start_server, path, "-o", "aof_sync=always")
+    c = pylibmc.Client([f"127.0.0.1:{srv.port}"], binary=True)
+    c.set("bin:a", b"one")
+    c.set("bin:gone", b"x")
+    c.delete("bin:gone")
+    c.set("bin:n", b"5")
+    assert c.incr("bin:n", 10) == 15
+    c.append("bin:a", b"+two")
+    c.disconnect_all()
+    srv.kill()
+    again = start_aof(start_server, path)
+    with again.connect() as s:
+        got = get(s, b"bin:a", b"bin:gone", b"bin:n")
+    assert got[b"bin:a"][1] == b"one+two"
+    assert got[b"bin:n"][1].strip() == b"15"
+    assert b"bin:gone" not in got
