@@ -37,6 +37,18 @@ struct Counts {
 }
 
 pub fn recover(path: &Path, fix: bool, cache: &mut Cache, verbose: u8) -> io::Result<Recovered> {
+    recover_in_pieces(path, fix, cache, verbose, READ_CHUNK)
+}
+
+/// `recover`, reading `chunk` bytes at a time (small in tests, so records
+/// straddle reads).
+fn recover_in_pieces(
+    path: &Path,
+    fix: bool,
+    cache: &mut Cache,
+    verbose: u8,
+    chunk: usize,
+) -> io::Result<Recovered> {
     let started = Instant::now();
     let mut file = OpenOptions::new()
         .read(true)
@@ -56,7 +68,7 @@ pub fn recover(path: &Path, fix: bool, cache: &mut Cache, verbose: u8) -> io::Re
     }
     let evictions_before = cache.stats.evictions;
     let mut counts = Counts::default();
-    let good_end = replay(path, fix, &mut file, cache, &mut counts)?;
+    let good_end = replay(path, fix, &mut file, cache, &mut counts, chunk)?;
     cache.apply_finish();
     if good_end < len {
         file.set_len(good_end)?;
@@ -110,8 +122,9 @@ fn replay(
     file: &mut File,
     cache: &mut Cache,
     counts: &mut Counts,
+    chunk: usize,
 ) -> io::Result<u64> {
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk);
     // File offset of buf[0], and the parse position in buf.
     let mut base = MAGIC.len() as u64;
     let mut pos = 0;
@@ -134,7 +147,7 @@ fn replay(
                 buf.drain(..pos);
                 base += pos as u64;
                 pos = 0;
-                eof = fill(file, &mut buf, need.max(READ_CHUNK))?;
+                eof = fill(file, &mut buf, need.max(chunk))?;
             }
             Decoded::Torn(_) => {
                 let at = base + pos as u64;
@@ -211,5 +224,145 @@ fn report(path: &Path, cache: &Cache, counts: &Counts, evicted: u64) {
             "AOF {}: {evicted} items were evicted during recovery to fit the memory limit (-m)",
             path.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::CacheConfig;
+    use crate::items::record::{Put, encode_delete, encode_put};
+    use crate::slab::SlabConfig;
+    use std::path::PathBuf;
+
+    fn cache() -> Cache {
+        Cache::new(CacheConfig {
+            slab: SlabConfig {
+                mem_limit: 4 << 20,
+                min_space: 48,
+                factor: 1.25,
+                page_size: 1 << 20,
+                chunk_max: 512 << 10,
+            },
+            item_size_max: 1 << 20,
+            use_cas: true,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 7,
+        })
+        .unwrap()
+    }
+
+    /// A fresh path under the system temp directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str) -> TempFile {
+            let p = std::env::temp_dir().join(format!(
+                "aof-recover-{}-{name}-{:?}",
+                std::process::id(),
+                std::time::SystemTime::now()
+            ));
+            TempFile(p)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// MAGIC, then `n` PUTs of k0.. and a DELETE of k0; the record starts.
+    fn log(n: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = MAGIC.to_vec();
+        let mut starts = Vec::new();
+        for i in 0..n {
+            starts.push(buf.len());
+            let key = format!("k{i}");
+            let put = Put {
+                flags: i as u32,
+                exptime: 0,
+                cas: 100 + i as u64,
+                mflags: 0,
+                key: key.as_bytes(),
+                value: b"value",
+            };
+            encode_put(&mut buf, 1, &put, std::iter::once(&b"value"[..]));
+        }
+        starts.push(buf.len());
+        encode_delete(&mut buf, 2, b"k0");
+        (buf, starts)
+    }
+
+    #[test]
+    fn a_missing_file_is_created_with_its_header() {
+        let f = TempFile::new("new");
+        let mut c = cache();
+        let r = recover(&f.0, false, &mut c, 0).unwrap();
+        assert_eq!(r.bytes, MAGIC.len() as u64);
+        assert_eq!(std::fs::read(&f.0).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn a_whole_file_replays_in_pieces_across_reads() {
+        let f = TempFile::new("whole");
+        let (buf, _) = log(3000);
+        std::fs::write(&f.0, &buf).unwrap();
+        let mut c = cache();
+        // 7 bytes a read: every record straddles reads.
+        let r = recover_in_pieces(&f.0, false, &mut c, 0, 7).unwrap();
+        assert_eq!(r.bytes, buf.len() as u64);
+        assert_eq!(c.stats.curr_items, 2999);
+        let it = c.meta_find(b"k2999", false).unwrap();
+        assert_eq!((c.view(it).cas(), c.view(it).flags()), (3099, 2999));
+        assert!(c.meta_find(b"k0", false).is_none());
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off() {
+        let f = TempFile::new("torn");
+        let (buf, starts) = log(5);
+        let last = *starts.last().unwrap();
+        std::fs::write(&f.0, &buf[..buf.len() - 1]).unwrap();
+        let mut c = cache();
+        let r = recover_in_pieces(&f.0, false, &mut c, 0, 5).unwrap();
+        assert_eq!(r.bytes, last as u64);
+        assert_eq!(std::fs::metadata(&f.0).unwrap().len(), last as u64);
+        // The DELETE was the torn record: k0 stays.
+        assert_eq!(c.stats.curr_items, 5);
+    }
+
+    #[test]
+    fn corruption_refuses_with_its_offset_unless_fixed() {
+        let f = TempFile::new("corrupt");
+        let (mut buf, starts) = log(5);
+        buf[starts[2] + 12] ^= 1;
+        std::fs::write(&f.0, &buf).unwrap();
+        let err = recover(&f.0, false, &mut cache(), 0).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("byte offset {}", starts[2])),
+            "{text}"
+        );
+        assert_eq!(std::fs::read(&f.0).unwrap(), buf, "left alone");
+        let mut c = cache();
+        let r = recover_in_pieces(&f.0, true, &mut c, 0, 11).unwrap();
+        assert_eq!(r.bytes, starts[2] as u64);
+        assert_eq!(c.stats.curr_items, 2);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_and_a_torn_header_restarted() {
+        let f = TempFile::new("foreign");
+        std::fs::write(&f.0, b"not an aof at all").unwrap();
+        let err = recover(&f.0, false, &mut cache(), 0).err().unwrap();
+        assert!(err.to_string().contains("bad header"));
+        std::fs::write(&f.0, &MAGIC[..3]).unwrap();
+        let r = recover(&f.0, false, &mut cache(), 0).unwrap();
+        assert_eq!(r.bytes, MAGIC.len() as u64);
+        assert_eq!(std::fs::read(&f.0).unwrap(), MAGIC);
     }
 }

@@ -257,13 +257,14 @@ def test_a_file_that_is_not_an_aof_is_refused(start_server, tmp_path):
     assert b"bad header" in proc.stderr
 
 
+@pytest.mark.parametrize("policy", ["everysec", "always"])
 def test_a_rewrite_while_clients_write_loses_nothing_and_shrinks_the_file(
-    start_server, tmp_path
+    start_server, tmp_path, policy
 ):
     path = tmp_path / "r.aof"
     srv = start_aof(
         start_server, path,
-        "-o", "aof_sync=everysec,aof_rewrite_min=256k,aof_rewrite_pct=100",
+        "-o", f"aof_sync={policy},aof_rewrite_min=256k,aof_rewrite_pct=100",
     )
     keys = [b"key:%d" % i for i in range(300)]
     stop = threading.Event()
