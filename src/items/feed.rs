@@ -19,9 +19,11 @@
 //! it. When on, the buffer's capacity is kept between loop turns, so
 //! logging does not allocate in the steady state.
 //!
-//! **Consumers.** The reactor reads [`Cache::feed_bytes`] once per loop
-//! turn, hands it to the AOF writer (and, later, to replication), then
-//! calls [`Cache::feed_clear`].
+//! **Consumers.** At the end of each loop turn the reactor
+//! (`Reactor::aof_end_turn`) hands [`Cache::feed_bytes`] to the AOF writer
+//! -- replication is meant to read it at the same point -- then calls
+//! [`Cache::feed_clear`], then releases the replies it held back so that
+//! no client hears of a change before its record is written.
 //!
 //! **apply.** Recovery and a replica apply records with [`Cache::apply`].
 //! `to_feed` says whether the applied change is itself logged: recovery
