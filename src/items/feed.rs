@@ -1,5 +1,5 @@
 //! The mutation feed: every successful change to the cache, from any
-//! protocol, as a [`record`](super::record) appended to one outgoing
+//! protocol, as a [`record`] appended to one outgoing
 //! buffer, and `apply`, which makes a decoded record happen.
 //!
 //! **Where records come from.** The hooks sit in `Cache`'s own methods, not
