@@ -62,14 +62,6 @@ fn eprint_bytes(bytes: &[u8]) {
 fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
     let missing = [
         (
-            settings.udp_port != 0,
-            "UDP (-U) is not supported yet; run with -U 0",
-        ),
-        (
-            settings.socket_path.is_some(),
-            "unix sockets (-s) are not supported yet",
-        ),
-        (
             settings.protocol == memcached::settings::Protocol::Binary,
             "the binary protocol (-B binary) is not supported yet",
         ),

@@ -8,11 +8,11 @@
 //! mark the connection stops taking requests until the client reads, which
 //! bounds what a client that never reads can make the server hold.
 
+use super::stream::Stream;
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
-use std::net::TcpStream;
 
 /// First byte of every binary-protocol request.
-const BINARY_REQUEST_MAGIC: u8 = 0x80;
+pub const BINARY_REQUEST_MAGIC: u8 = 0x80;
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
 pub const READ_SIZE: usize = 16 * 1024;
@@ -73,7 +73,7 @@ impl Phase {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub fd: i32,
     /// Unparsed input carried from one read to the next.
     pub input: Vec<u8>,
@@ -108,6 +108,10 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// UDP only: where each request's replies end in `out`, with where
+    /// its line starts in the input (`usize::MAX` after a data block);
+    /// memcached frames every response separately.
+    pub marks: Option<Vec<(usize, usize)>>,
 }
 
 /// Why `consume` stopped.
@@ -128,7 +132,7 @@ pub enum Stop {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, fd: i32, now: u32) -> Conn {
+    pub fn new(stream: Stream, fd: i32, now: u32) -> Conn {
         Conn {
             stream,
             fd,
@@ -149,6 +153,35 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            marks: None,
+        }
+    }
+
+    /// UDP: every datagram starts afresh; nothing carries over from the
+    /// last one (a data block it left unfinished is dropped).
+    pub fn start_datagram(&mut self, ctx: &mut Ctx) {
+        if let State::Value { pending, .. } = self.state {
+            ctx.cache.free_unlinked(pending.item);
+        }
+        self.state = State::Cmd;
+        self.input.clear();
+        self.input_seen = false;
+        self.line_scanned = 0;
+        self.out.clear();
+        self.out_pos = 0;
+        self.flush_mark = 0;
+        self.resume = 0;
+        self.dumping = false;
+        self.close_after_write = false;
+        self.negotiated = true;
+        self.phase = Phase::Read;
+        self.marks.get_or_insert_with(Vec::new).clear();
+    }
+
+    /// UDP: notes that the replies so far end a response.
+    fn mark(&mut self, line_at: usize) {
+        if let Some(marks) = &mut self.marks {
+            marks.push((line_at, self.out.len()));
         }
     }
 
@@ -333,6 +366,7 @@ impl Conn {
                         }
                         next => {
                             self.resume = 0;
+                            self.mark(pos);
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
                             if matches!(next, Next::Flush | Next::FlushAfterLine) {
@@ -452,6 +486,7 @@ impl Conn {
             let (pending, ok) = (*pending, crlf == b"\r\n");
             self.state = State::Cmd;
             text::complete_store(ctx, pending, ok, &mut self.out);
+            self.mark(usize::MAX);
         }
         used
     }

@@ -8,7 +8,9 @@
 
 pub mod conn;
 pub mod listen;
+mod stream;
 mod sys;
+mod udp;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
@@ -20,8 +22,8 @@ use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use stream::Stream;
 use sys::Epoll;
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
@@ -52,9 +54,18 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    Listener(TcpListener),
+    Listener(listen::Listener),
     Signals,
     Client(Box<Conn>),
+    /// A UDP socket and the connection its datagrams run on.
+    Udp(Box<Conn>),
+    /// A further descriptor of a UDP socket: memcached has one per worker
+    /// thread and lists each in `stats conns`.
+    UdpShadow {
+        /// Held open only to be listed.
+        _fd: OwnedFd,
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 pub struct Reactor {
@@ -65,6 +76,8 @@ pub struct Reactor {
     stats: Stats,
     settings: Settings,
     scratch: Vec<u8>,
+    /// One datagram as received (UDP).
+    datagram: Vec<u8>,
     stop: StopReason,
     clients: usize,
     max_clients: usize,
@@ -142,6 +155,7 @@ impl Reactor {
             },
             settings,
             scratch: vec![0; READ_SIZE],
+            datagram: Vec::new(),
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
@@ -153,16 +167,7 @@ impl Reactor {
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
         let sigfd = sys::termination_signals()?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
-        for listener in listen::bind_all(&r.settings)? {
-            let fd = listener.as_raw_fd();
-            if r.settings.verbose > 1 {
-                eprintln!("<{} server listening ({})", fd, r.settings.protocol.name());
-            }
-            r.stats.curr_conns += 1;
-            r.stats.total_conns += 1;
-            r.stats.conn_structures += 1;
-            r.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
-        }
+        r.open_listeners()?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
         if listeners + 5 * r.settings.num_threads >= r.settings.max_conns.saturating_sub(1) {
@@ -176,12 +181,65 @@ impl Reactor {
     }
 
     fn register(&mut self, fd: RawFd, slot: Slot, events: u32) -> io::Result<()> {
+        self.place(fd, slot);
+        self.epoll.add(fd, events, fd as u64)
+    }
+
+    fn place(&mut self, fd: RawFd, slot: Slot) {
         let i = fd as usize;
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || Slot::Empty);
         }
         self.slots[i] = slot;
-        self.epoll.add(fd, events, fd as u64)
+    }
+
+    /// Opens every listener and counts each as a connection, as memcached
+    /// does; traces them at `-vv` in memcached's order.
+    fn open_listeners(&mut self) -> io::Result<()> {
+        let bound = listen::bind_all(&self.settings)?;
+        let v = self.settings.verbose;
+        for (listener, protocol) in bound.streams {
+            let fd = listener.as_raw_fd();
+            if v > 1 {
+                eprintln!("<{fd} server listening ({})", protocol.name());
+            }
+            self.count_listener();
+            self.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
+        }
+        let mut udp_fds = Vec::new();
+        for port in bound.udp {
+            let fd = port.socket.as_raw_fd();
+            if let (true, Some((was, now))) = (v > 1, port.send_buffer) {
+                eprintln!("<{fd} send buffer was {was}, now {now}");
+            }
+            for _ in 1..self.settings.udp_conns_per_port() {
+                let shadow = sys::dup(fd)?;
+                udp_fds.push(shadow.as_raw_fd());
+                let addr = port.socket.local_addr().ok();
+                let shadow_fd = shadow.as_raw_fd();
+                self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
+            }
+            udp_fds.push(fd);
+            let mut conn = Conn::new(Stream::Udp(port.socket), fd, self.cache.now());
+            conn.negotiated = true;
+            // Level-triggered: a turn takes a bounded number of datagrams
+            // and epoll reports the rest on the next.
+            self.register(fd, Slot::Udp(Box::new(conn)), sys::READ)?;
+        }
+        udp_fds.sort_unstable();
+        for fd in udp_fds {
+            if v > 1 {
+                eprintln!("<{fd} server listening (udp)");
+            }
+            self.count_listener();
+        }
+        Ok(())
+    }
+
+    fn count_listener(&mut self) {
+        self.stats.curr_conns += 1;
+        self.stats.total_conns += 1;
+        self.stats.conn_structures += 1;
     }
 
     pub fn run(&mut self) -> io::Result<()> {
@@ -216,6 +274,7 @@ impl Reactor {
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
             Some(Slot::Listener(_)) => self.accept_all(fd),
+            Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
@@ -350,7 +409,7 @@ impl Reactor {
                 return;
             };
             let stream = match l.accept() {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -364,17 +423,17 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: Stream) {
         let fd = stream.as_raw_fd();
         if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
             self.stats.rejected_conns += 1;
             return;
         }
-        if stream.set_nonblocking(true).is_err() {
+        if stream.set_nonblocking().is_err() {
             return;
         }
-        let _ = stream.set_nodelay(true);
+        stream.set_nodelay();
         let conn = Conn::new(stream, fd, self.cache.now());
         if self
             .register(
@@ -456,6 +515,16 @@ impl Reactor {
     /// memcached prints it. The asking connection is mid-command, which
     /// memcached calls conn_parse_cmd.
     fn append_conns_report(&mut self, asker: RawFd) {
+        let report = self.conns_report(asker);
+        match self.slots.get_mut(asker as usize) {
+            Some(Slot::Client(c)) | Some(Slot::Udp(c)) => {
+                c.out.extend_from_slice(report.as_bytes())
+            }
+            _ => {}
+        }
+    }
+
+    fn conns_report(&self, asker: RawFd) -> String {
         let now = self.cache.now();
         let mut report = String::new();
         let mut line = |fd: usize, name: &str, value: &dyn std::fmt::Display| {
@@ -464,16 +533,27 @@ impl Reactor {
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
                 Slot::Listener(l) => {
-                    if let Ok(addr) = l.local_addr() {
-                        line(fd, "addr", &conn_addr_text(addr));
+                    if let Some(addr) = l.addr_text() {
+                        line(fd, "addr", &addr);
                     }
                     line(fd, "state", &"conn_listening");
                     line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
                 }
+                Slot::Udp(_) | Slot::UdpShadow { .. } => {
+                    // Between datagrams memcached shows a UDP connection
+                    // reading, under its listening address.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "addr", &addr);
+                    }
+                    line(fd, "state", &"conn_read");
+                    line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
+                }
                 Slot::Client(c) => {
-                    if let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) {
-                        line(fd, "addr", &conn_addr_text(peer));
-                        line(fd, "listen_addr", &conn_addr_text(local));
+                    if let (Some(peer), Some(local)) = (c.stream.peer_text(), c.stream.local_text())
+                    {
+                        line(fd, "addr", &peer);
+                        line(fd, "listen_addr", &local);
                     }
                     let state = if fd == asker as usize {
                         "conn_parse_cmd"
@@ -491,9 +571,17 @@ impl Reactor {
             }
         }
         report.push_str("END\r\n");
-        if let Some(Slot::Client(c)) = self.slots.get_mut(asker as usize) {
-            c.out.extend_from_slice(report.as_bytes());
-        }
+        report
+    }
+
+    /// `udp:addr:port` of the socket behind a UDP descriptor.
+    fn udp_local_text(&self, fd: usize) -> Option<String> {
+        let addr = match self.slots.get(fd)? {
+            Slot::Udp(c) => c.stream.udp_local_addr()?,
+            Slot::UdpShadow { addr, .. } => (*addr)?,
+            _ => return None,
+        };
+        Some(stream::addr_text("udp", addr))
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
@@ -648,14 +736,6 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
     }
 }
 
-/// memcached's text for a socket address: `tcp:1.2.3.4:5` or `tcp6:[::1]:5`.
-fn conn_addr_text(addr: std::net::SocketAddr) -> String {
-    match addr {
-        std::net::SocketAddr::V4(a) => format!("tcp:{}:{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("tcp6:[{}]:{}", a.ip(), a.port()),
-    }
-}
-
 /// Writes what is pending at the end of a turn.
 fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
     if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
@@ -671,7 +751,7 @@ enum ReadOutcome {
 }
 
 fn read_into(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut [u8],
     readable: &mut bool,
     peer_closed: bool,

@@ -1,0 +1,349 @@
+//! memcached's UDP framing (`-U`).
+//!
+//! Every datagram starts with an 8-byte header: request id, sequence
+//! number, total datagrams in the message, and two reserved bytes, each a
+//! 16-bit big-endian number. A request must fit in one datagram (memcached
+//! drops the others unanswered); its commands run like a TCP connection's,
+//! and nothing carries over to the next datagram. Each *response* is sent
+//! as its own message: its own sequence numbers from 0, its own total,
+//! split every 1392 bytes, with the request's id echoed. memcached makes a
+//! response per command and, in a multi-key get, one per key (the `END`
+//! rides on the last key's response if that key was found).
+
+use super::conn::{BINARY_REQUEST_MAGIC, Conn, Stop};
+use super::{Slot, StopReason, sys};
+use crate::proto::text::Ctx;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::RawFd;
+
+pub const HEADER_SIZE: usize = 8;
+/// memcached's UDP_MAX_PAYLOAD_SIZE: header included.
+pub const MAX_PAYLOAD_SIZE: usize = 1400;
+/// Reply bytes per datagram.
+pub const DATA_SIZE: usize = MAX_PAYLOAD_SIZE - HEADER_SIZE;
+/// memcached's UDP read buffer: longer datagrams are cut to this.
+pub const READ_BUFFER_SIZE: usize = 65536;
+/// Datagrams taken from one socket per loop turn, so a flood on one port
+/// cannot starve the others (the socket stays readable; epoll reports it
+/// again).
+pub const DATAGRAMS_PER_TURN: usize = 64;
+
+/// The request id of a datagram memcached would serve, or None: it must
+/// carry more than the header and say it is the only datagram of its
+/// request.
+pub fn request_id(datagram: &[u8]) -> Option<u16> {
+    if datagram.len() <= HEADER_SIZE {
+        return None;
+    }
+    let total = u16::from_be_bytes([datagram[4], datagram[5]]);
+    (total == 1).then(|| u16::from_be_bytes([datagram[0], datagram[1]]))
+}
+
+/// The header of datagram `seq` of `total` for request `id`.
+pub fn header(id: u16, seq: u16, total: u16) -> [u8; HEADER_SIZE] {
+    let [a, b] = id.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    let [e, f] = total.to_be_bytes();
+    [a, b, c, d, e, f, 0, 0]
+}
+
+/// Sends one response as a message of as many datagrams as it needs.
+/// Returns bytes sent. A datagram the kernel will not take now is lost,
+/// as UDP may lose any datagram.
+pub fn send_response(fd: RawFd, id: u16, to: &SocketAddr, response: &[u8]) -> u64 {
+    let total = response.len().div_ceil(DATA_SIZE).min(u16::MAX as usize) as u16;
+    let mut sent = 0;
+    for (seq, chunk) in response.chunks(DATA_SIZE).take(total as usize).enumerate() {
+        let head = header(id, seq as u16, total);
+        if let Ok(n) = sys::send_datagram(fd, &head, chunk, to) {
+            sent += n as u64;
+        }
+    }
+    sent
+}
+
+/// Splits the replies of one request into memcached's responses, pushing
+/// their byte ranges (relative to `reply`) onto `out`. `line` is the
+/// request line, to tell retrievals apart.
+pub fn responses(line: &[u8], reply: &[u8], out: &mut Vec<Range<usize>>) {
+    if reply.is_empty() {
+        return;
+    }
+    match last_key_of_retrieval(line) {
+        Some(last_key) => split_retrieval(reply, last_key, out),
+        None => out.push(0..reply.len()),
+    }
+}
+
+/// For `get`/`gets`/`gat`/`gats`, the last key named.
+fn last_key_of_retrieval(line: &[u8]) -> Option<&[u8]> {
+    let line = line.split(|&b| b == b'\n').next()?;
+    let mut words = line
+        .split(|&b| b == b' ' || b == b'\r')
+        .filter(|w| !w.is_empty());
+    let command = words.next()?;
+    if !matches!(command, b"get" | b"gets" | b"gat" | b"gats") {
+        return None;
+    }
+    words.last()
+}
+
+/// A retrieval reply: one response per `VALUE` block; `END` joins the last
+/// block if that block answers the last key (memcached's last response
+/// then belongs to a hit), else it goes alone.
+fn split_retrieval(reply: &[u8], last_key: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut pos = 0;
+    let mut last_block_key: &[u8] = &[];
+    while let Some((key, end)) = value_block(reply, pos) {
+        out.push(pos..end);
+        last_block_key = key;
+        pos = end;
+    }
+    if pos == reply.len() {
+        return;
+    }
+    let joins_last = reply[pos..] == *b"END\r\n" && pos > 0 && last_block_key == last_key;
+    match out.last_mut() {
+        Some(block) if joins_last => block.end = reply.len(),
+        _ => out.push(pos..reply.len()),
+    }
+}
+
+/// The key and end of a `VALUE key flags bytes [cas]\r\n<data>\r\n` block
+/// starting at `at`.
+fn value_block(reply: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let rest = reply.get(at..)?;
+    if !rest.starts_with(b"VALUE ") {
+        return None;
+    }
+    let eol = rest.iter().position(|&b| b == b'\n')?;
+    let mut fields = rest[..eol].trim_ascii_end().split(|&b| b == b' ');
+    let key = fields.nth(1)?;
+    let bytes: usize = std::str::from_utf8(fields.nth(1)?).ok()?.parse().ok()?;
+    let end = at + eol + 1 + bytes + 2;
+    (end <= reply.len()).then_some((key, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(line: &str, reply: &str) -> Vec<String> {
+        let mut ranges = Vec::new();
+        responses(line.as_bytes(), reply.as_bytes(), &mut ranges);
+        ranges.into_iter().map(|r| reply[r].to_string()).collect()
+    }
+
+    #[test]
+    fn only_single_datagram_requests_are_served() {
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0get a\r\n"), Some(0x1234));
+        assert_eq!(request_id(b"\x12\x34\0\x03\0\x01\x00\x09v"), Some(0x1234));
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x02\0\0get a\r\n"), None);
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0"), None);
+    }
+
+    #[test]
+    fn header_is_big_endian() {
+        assert_eq!(header(0x1234, 2, 0x0104), [0x12, 0x34, 0, 2, 1, 4, 0, 0]);
+    }
+
+    #[test]
+    fn retrievals_split_per_key() {
+        let v = "VALUE a 0 1\r\nx\r\n";
+        assert_eq!(
+            split("get a", &format!("{v}END\r\n")),
+            [format!("{v}END\r\n")]
+        );
+        assert_eq!(split("get a b", &format!("{v}END\r\n")), [v, "END\r\n"]);
+        assert_eq!(
+            split("get a b a", &format!("{v}{v}END\r\n")),
+            [v.to_string(), format!("{v}END\r\n")]
+        );
+        assert_eq!(split("get b", "END\r\n"), ["END\r\n"]);
+        assert_eq!(split("version", "VERSION 1\r\n"), ["VERSION 1\r\n"]);
+        // A value that looks like a header is data, not a block.
+        let tricky = "VALUE a 0 8\r\nVALUE b\r\nEND\r\n";
+        assert_eq!(split("gets a", tricky), [tricky]);
+    }
+}
+
+/// Where the complete `VALUE` blocks of an unfinished retrieval reply end,
+/// all but the last: those responses are final and may go out while the
+/// rest of the reply is made (the last may still take the `END`).
+fn settled_blocks(reply: &[u8], out: &mut Vec<Range<usize>>) {
+    let mut pos = 0;
+    while let Some((_, end)) = value_block(reply, pos) {
+        out.push(pos..end);
+        pos = end;
+    }
+    out.pop();
+}
+
+impl super::Reactor {
+    /// Serves the datagrams waiting on a UDP socket, a bounded number per
+    /// turn.
+    pub(super) fn serve_datagrams(&mut self, fd: RawFd) {
+        let mut buf = std::mem::take(&mut self.datagram);
+        buf.resize(READ_BUFFER_SIZE, 0);
+        for _ in 0..DATAGRAMS_PER_TURN {
+            let Some(Slot::Udp(c)) = self.slots.get(fd as usize) else {
+                break;
+            };
+            let (n, peer) = match c.stream.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let Some(id) = request_id(&buf[..n]) else {
+                continue;
+            };
+            self.stats.bytes_read += n as u64;
+            let request = Request { fd, id, peer };
+            self.serve_datagram(&request, &buf[HEADER_SIZE..n]);
+            if self.stop != StopReason::Running {
+                break;
+            }
+        }
+        self.datagram = buf;
+    }
+
+    /// Runs the commands of one datagram and sends their responses.
+    fn serve_datagram(&mut self, request: &Request, payload: &[u8]) {
+        if payload.first() == Some(&BINARY_REQUEST_MAGIC) {
+            // The binary protocol is not served yet; its requests go
+            // unanswered rather than answered in ascii.
+            return;
+        }
+        let fd = request.fd;
+        let mut pos = 0;
+        let mut budget = self.settings.reqs_per_event.max(1);
+        self.with_udp_conn(fd, |c, ctx| c.start_datagram(ctx));
+        loop {
+            let (used, why) = self
+                .with_udp_conn(fd, |c, ctx| c.consume(ctx, &payload[pos..], &mut budget))
+                .unwrap_or((0, Stop::Close));
+            if why == Stop::ConnsReport {
+                self.append_conns_report(fd);
+                self.extend_last_mark(fd);
+            }
+            let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
+            self.transmit(request, &payload[pos..], paused);
+            pos += used;
+            match why {
+                Stop::ConnsReport | Stop::Blocked if paused || why == Stop::ConnsReport => {}
+                Stop::Budget => budget = self.settings.reqs_per_event.max(1),
+                Stop::Shutdown(graceful) => {
+                    self.stop = if graceful {
+                        StopReason::Graceful
+                    } else {
+                        StopReason::Normal
+                    };
+                    break;
+                }
+                _ => break,
+            }
+        }
+        // A data block the datagram did not finish is dropped with it; so
+        // is a metadump, which has no connection to stream to.
+        self.with_udp_conn(fd, |c, ctx| c.start_datagram(ctx));
+        self.cache.crawl_cancel_for(fd);
+    }
+
+    fn udp_conn(&mut self, fd: RawFd) -> Option<&mut Conn> {
+        match self.slots.get_mut(fd as usize) {
+            Some(Slot::Udp(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn with_udp_conn<T>(
+        &mut self,
+        fd: RawFd,
+        f: impl FnOnce(&mut Conn, &mut Ctx) -> T,
+    ) -> Option<T> {
+        let super::Reactor {
+            slots,
+            cache,
+            stats,
+            settings,
+            ..
+        } = self;
+        let Some(Slot::Udp(c)) = slots.get_mut(fd as usize) else {
+            return None;
+        };
+        let mut ctx = Ctx {
+            cache,
+            stats,
+            settings,
+            fd,
+        };
+        Some(f(c, &mut ctx))
+    }
+
+    /// `stats conns` asked over UDP: its report belongs to its response.
+    fn extend_last_mark(&mut self, fd: RawFd) {
+        if let Some(c) = self.udp_conn(fd) {
+            let len = c.out.len();
+            if let Some(last) = c.marks.as_mut().and_then(|m| m.last_mut()) {
+                last.1 = len;
+            }
+        }
+    }
+
+    /// Sends the responses finished so far (`input` is what the last
+    /// `consume` was given, which the marks point into). With `paused`, a
+    /// multi-get is half done: its settled blocks go too.
+    fn transmit(&mut self, request: &Request, input: &[u8], paused: bool) {
+        let Some(Slot::Udp(c)) = self.slots.get_mut(request.fd as usize) else {
+            return;
+        };
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        let marks = c.marks.take().unwrap_or_default();
+        for &(line_at, end) in &marks {
+            let end = end.min(c.out.len());
+            let line = input.get(line_at..).unwrap_or_default();
+            let first = ranges.len();
+            responses(line, &c.out[start..end], &mut ranges);
+            shift(&mut ranges[first..], start);
+            start = end.max(start);
+        }
+        if paused {
+            let first = ranges.len();
+            settled_blocks(&c.out[start..], &mut ranges);
+            shift(&mut ranges[first..], start);
+            start = ranges.last().map_or(start, |r| r.end.max(start));
+        } else if start < c.out.len() {
+            ranges.push(start..c.out.len());
+            start = c.out.len();
+        }
+        for r in ranges {
+            let sent = send_response(request.fd, request.id, &request.peer, &c.out[r]);
+            self.stats.bytes_written += sent;
+        }
+        c.out.drain(..start);
+        // What is left is a paused reply's unsettled tail; it does not
+        // count against the output limit, which is for unsent bytes.
+        c.out_pos = c.out.len();
+        c.flush_mark = c.out.len();
+        let mut marks = marks;
+        marks.clear();
+        c.marks = Some(marks);
+    }
+}
+
+/// The datagram being answered.
+struct Request {
+    fd: RawFd,
+    id: u16,
+    peer: SocketAddr,
+}
+
+fn shift(ranges: &mut [Range<usize>], by: usize) {
+    for r in ranges {
+        r.start += by;
+        r.end += by;
+    }
+}
