@@ -15,6 +15,9 @@ use crate::stats::{self, Stats};
 use std::io::Write as _;
 
 pub const KEY_MAX_LENGTH: usize = 250;
+/// A get naming a too-long key discards every reply not yet sent, then
+/// sends only this.
+pub const GET_KEY_TOO_LONG: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 /// Output above this pauses a multi-key get until the client reads, so a
 /// client that never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;

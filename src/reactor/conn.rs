@@ -178,11 +178,19 @@ impl Conn {
         self.marks.get_or_insert_with(Vec::new).clear();
     }
 
-    /// UDP: notes that the replies so far end a response.
-    fn mark(&mut self, line_at: usize) {
-        if let Some(marks) = &mut self.marks {
-            marks.push((line_at, self.out.len()));
+    /// UDP: notes that the replies so far end a response. `before` is
+    /// where the output stood before the request ran.
+    fn mark(&mut self, line_at: usize, before: usize) {
+        let Some(marks) = &mut self.marks else {
+            return;
+        };
+        // A get with a too-long key cut the output back to the last write
+        // point: responses marked past it are gone.
+        let cut = self.flush_mark;
+        if before > cut && self.out.get(cut..) == Some(text::GET_KEY_TOO_LONG) {
+            marks.retain(|&(_, end)| end <= cut);
         }
+        marks.push((line_at, self.out.len()));
     }
 
     /// Moves to memcached's state `to`, tracing the change at `-vvv`.
@@ -358,6 +366,7 @@ impl Conn {
                         line = &line[..line.len() - 1];
                     }
                     *budget -= 1;
+                    let before = self.out.len();
                     match text::process_line(ctx, line, &mut self.out, self.flush_mark, self.resume)
                     {
                         Next::Suspend(done) => {
@@ -366,7 +375,7 @@ impl Conn {
                         }
                         next => {
                             self.resume = 0;
-                            self.mark(pos);
+                            self.mark(pos, before);
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
                             if matches!(next, Next::Flush | Next::FlushAfterLine) {
@@ -486,7 +495,7 @@ impl Conn {
             let (pending, ok) = (*pending, crlf == b"\r\n");
             self.state = State::Cmd;
             text::complete_store(ctx, pending, ok, &mut self.out);
-            self.mark(usize::MAX);
+            self.mark(usize::MAX, 0);
         }
         used
     }

@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(split("get b", "END\r\n"), ["END\r\n"]);
         assert_eq!(split("version", "VERSION 1\r\n"), ["VERSION 1\r\n"]);
         // A value that looks like a header is data, not a block.
-        let tricky = "VALUE a 0 8\r\nVALUE b\r\nEND\r\n";
+        let tricky = "VALUE a 0 8\r\nVALUE b\n\r\nEND\r\n";
         assert_eq!(split("gets a", tricky), [tricky]);
     }
 }
@@ -196,10 +196,14 @@ impl super::Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
+            // memcached counts every datagram longer than a header, even
+            // one it then drops.
+            if n > HEADER_SIZE {
+                self.stats.bytes_read += n as u64;
+            }
             let Some(id) = request_id(&buf[..n]) else {
                 continue;
             };
-            self.stats.bytes_read += n as u64;
             let request = Request { fd, id, peer };
             self.serve_datagram(&request, &buf[HEADER_SIZE..n]);
             if self.stop != StopReason::Running {

@@ -1,0 +1,220 @@
+"""UDP (-U): memcached's 8-byte frame header, request ids echoed, one
+message per response split every 1392 bytes, multi-datagram requests
+dropped. Datagrams are compared byte for byte with the oracle's.
+
+A request's replies are collected up to a sentinel request (`version`
+under another id) sent right after it: both go over loopback to one
+socket, so when the sentinel's reply arrives everything the request
+produced has arrived (or was never sent), with no timing guesses.
+"""
+
+import socket
+import struct
+
+import pytest
+
+from mc_helpers import IO_TIMEOUT, normalise_trace, request
+
+SENTINEL_ID = 0xFFFF
+UDP_DATA_SIZE = 1392
+
+
+def frame(request_id, payload, seq=0, total=1, reserved=0):
+    return struct.pack(">HHHH", request_id, seq, total, reserved) + payload
+
+
+class UdpClient:
+    def __init__(self, port):
+        self.addr = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Room for a large reply's burst of datagrams (SO_RCVBUFFORCE
+        # needs root; the plain option is capped by rmem_max).
+        for opt in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, opt, 8 << 20)
+                break
+            except OSError:
+                continue
+        self.sock.settimeout(IO_TIMEOUT)
+
+    def exchange(self, datagram):
+        """Sends one datagram and returns every datagram it produced."""
+        self.sock.sendto(datagram, self.addr)
+        self.sock.sendto(frame(SENTINEL_ID, b"version\r\n"), self.addr)
+        got = []
+        while True:
+            data, _ = self.sock.recvfrom(65536)
+            if data[:2] == struct.pack(">H", SENTINEL_ID):
+                return got
+            got.append(data)
+
+    def close(self):
+        self.sock.close()
+
+
+def headers(datagrams):
+    return [struct.unpack(">HHHH", d[:8]) for d in datagrams]
+
+
+@pytest.fixture
+def udp_pair(start_server):
+    servers = [start_server(kind, "-U", "{port}") for kind in ("oracle", "ours")]
+    clients = [UdpClient(s.port) for s in servers]
+    yield servers, clients
+    for c in clients:
+        c.close()
+
+
+BIG = b"v" * 100_000
+
+# (name, datagram): deterministic requests, in order, on fresh servers.
+SCRIPT = [
+    ("set", frame(1, b"set a 0 0 3\r\nabc\r\n")),
+    ("get hit", frame(2, b"get a\r\n")),
+    ("get miss", frame(3, b"get nope\r\n")),
+    ("multi-get hit miss hit", frame(4, b"get a nope a\r\n")),
+    ("multi-get ending in a miss", frame(5, b"get a nope\r\n")),
+    ("gets and gat", frame(6, b"gets a\r\ngat 0 a nope a\r\n")),
+    ("several commands", frame(7, b"version\r\nset b 5 0 2\r\nhi\r\nget b\r\n")),
+    ("noreply", frame(8, b"set q 0 0 1 noreply\r\nx\r\nget q\r\n")),
+    ("meta", frame(9, b"mg a v k\r\nmg nope v q\r\nmn\r\n")),
+    ("errors", frame(10, b"bogus\r\n\r\nget " + b"k" * 251 + b"\r\n")),
+    ("id echoed, seq and reserved ignored", frame(0xBEEF, b"version\r\n", seq=3, reserved=9)),
+    ("multi-packet request dropped", frame(12, b"version\r\n", total=2)),
+    ("header only dropped", frame(13, b"")),
+    ("line without newline dropped", frame(14, b"get a")),
+    ("incr decr delete", frame(15, b"set n 0 0 1\r\n5\r\nincr n 10\r\ndecr n 3\r\ndelete n\r\n")),
+    ("stats detail dump", frame(16, b"stats detail dump\r\n")),
+]
+
+
+def test_udp_datagrams_match_oracle(udp_pair):
+    servers, clients = udp_pair
+    # The 100 KB value goes in over TCP (a request must fit a datagram).
+    for s in servers:
+        with s.connect() as c:
+            reply = request(c, b"set big 7 0 100000\r\n" + BIG + b"\r\n")
+            assert reply == b"STORED\r\n"
+    script = SCRIPT + [("big get", frame(17, b"get big a\r\n"))]
+    for name, datagram in script:
+        oracle, ours = (c.exchange(datagram) for c in clients)
+        assert ours == oracle, f"{name}: {headers(ours)} vs {headers(oracle)}"
+
+
+def test_large_value_split_in_sequence(start_server, kind):
+    srv = start_server(kind, "-U", "{port}")
+    with srv.connect() as c:
+        assert request(c, b"set big 0 0 100000\r\n" + BIG + b"\r\n") == b"STORED\r\n"
+    client = UdpClient(srv.port)
+    try:
+        got = client.exchange(frame(0x4242, b"get big\r\n"))
+    finally:
+        client.close()
+    body = b"VALUE big 0 100000\r\n" + BIG + b"\r\nEND\r\n"
+    total = -(-len(body) // UDP_DATA_SIZE)
+    assert total > 1
+    assert headers(got) == [(0x4242, seq, total, 0) for seq in range(total)]
+    assert all(len(d) == 1400 for d in got[:-1])
+    assert b"".join(d[8:] for d in got) == body
+
+
+def test_request_ids_echoed(start_server, kind):
+    srv = start_server(kind, "-U", "{port}")
+    client = UdpClient(srv.port)
+    try:
+        for rid in (0, 1, 0x1234, 0xFFFE):
+            got = client.exchange(frame(rid, b"version\r\n"))
+            assert headers(got) == [(rid, 0, 1, 0)]
+            assert got[0][8:].startswith(b"VERSION ")
+    finally:
+        client.close()
+
+
+def test_udp_and_tcp_share_items(start_server, kind):
+    srv = start_server(kind, "-U", "{port}")
+    client = UdpClient(srv.port)
+    try:
+        assert client.exchange(frame(1, b"set k 0 0 2\r\nhi\r\n"))[0][8:] == b"STORED\r\n"
+    finally:
+        client.close()
+    with srv.connect() as c:
+        assert request(c, b"get k\r\n") == b"VALUE k 0 2\r\nhi\r\nEND\r\n"
+
+
+UDP_STATS = [
+    "curr_connections", "total_connections", "connection_structures",
+    "bytes_read", "bytes_written", "cmd_get", "get_hits",
+]
+
+
+def test_udp_stats_match_oracle(udp_pair):
+    servers, clients = udp_pair
+    for c in clients:
+        c.exchange(frame(1, b"set a 0 0 1\r\nx\r\nget a b\r\n"))
+        c.exchange(frame(2, b"version\r\n", total=3))
+    stats = [s.stats() for s in servers]
+    for name in UDP_STATS:
+        assert stats[1][name] == stats[0][name], name
+    settings = [s.stats("settings") for s in servers]
+    for srv, st in zip(servers, settings):
+        assert st["udpport"] == st["tcpport"] == str(srv.port)
+    for name in ("inter", "num_threads_per_udp"):
+        assert settings[1][name] == settings[0][name], name
+
+
+def conns_shape(srv):
+    """`stats conns` with descriptor numbers and client ports taken out."""
+    with srv.connect() as c:
+        reply = request(c, b"stats conns\r\n", done=lambda b: b.endswith(b"END\r\n"))
+    lines = []
+    for line in reply.decode().splitlines():
+        if not line.startswith("STAT "):
+            continue
+        key, value = line[5:].split(" ", 1)
+        name = key.split(":", 1)[1]
+        if name == "addr" and value.startswith("tcp:") and not value.endswith(str(srv.port)):
+            value = "tcp:CLIENT"
+        lines.append(f"{name} {value.replace(str(srv.port), 'PORT')}")
+    return lines
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_udp_stats_conns_match_oracle(start_server, threads):
+    shapes = [
+        conns_shape(start_server(kind, "-U", "{port}", "-t", threads))
+        for kind in ("oracle", "ours")
+    ]
+    assert shapes[1] == shapes[0]
+    assert shapes[0].count("UDP UDP") == int(threads)
+
+
+def startup_trace(srv):
+    assert srv.stderr.wait_for(
+        lambda ls: sum(b"server listening (udp)" in l for l in ls) >= 4, 10
+    ), srv.stderr.text()
+    return sorted(
+        normalise_trace(l) for l in srv.stderr.lines()
+        if b"listening" in l or b"send buffer" in l
+    )
+
+
+def test_udp_vv_trace_matches_oracle(start_server):
+    """-vv: the send buffer line, one `server listening (udp)` per worker
+    descriptor (memcached dups the socket per thread), and the same
+    command trace for UDP requests."""
+    servers = [start_server(kind, "-U", "{port}", "-vv") for kind in ("oracle", "ours")]
+    traces = [startup_trace(s) for s in servers]
+    assert traces[1] == traces[0]
+    for s in servers:
+        client = UdpClient(s.port)
+        try:
+            client.exchange(frame(1, b"set a 0 0 1\r\nx\r\nget a nope\r\n"))
+        finally:
+            client.close()
+    tails = []
+    for s in servers:
+        assert s.stderr.wait_for(lambda ls: any(l.endswith(b" version") for l in ls), 10)
+        lines = [normalise_trace(l) for l in s.stderr.lines()]
+        start = next(i for i, l in enumerate(lines) if l == b"<FD set a 0 0 1")
+        tails.append(lines[start:start + 6])
+    assert tails[1] == tails[0]
