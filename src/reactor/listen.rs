@@ -32,9 +32,21 @@ impl Listener {
     pub fn addr_text(&self) -> Option<String> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok().map(|a| stream::addr_text("tcp", a)),
-            Listener::Unix(l) => l.local_addr().ok().map(|a| stream::unix_text(&a)),
+            Listener::Unix(l) => l.local_addr().ok().map(|a| listening_unix_text(&a)),
         }
     }
+}
+
+/// memcached reads a listener's address into a `sockaddr_in6`, so a unix
+/// listener's path shows cut to the 26 bytes that fit after the family.
+fn listening_unix_text(addr: &std::os::unix::net::SocketAddr) -> String {
+    const FITS: usize = 28 - 2;
+    let Some(path) = addr.as_pathname() else {
+        return stream::unix_text(addr);
+    };
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let cut = &bytes[..bytes.len().min(FITS)];
+    format!("unix:{}", String::from_utf8_lossy(cut))
 }
 
 impl AsRawFd for Listener {
