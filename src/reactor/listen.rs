@@ -7,7 +7,7 @@ use super::sys;
 use crate::settings::{Protocol, Settings};
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 
@@ -69,6 +69,9 @@ pub struct Bound {
 
 pub struct UdpPort {
     pub socket: UdpSocket,
+    /// Further descriptors for the socket, made right after it as
+    /// memcached makes one per worker thread (they number the same way).
+    pub shadows: Vec<OwnedFd>,
     /// The send buffer's size before and after enlarging it, for `-vv`.
     pub send_buffer: Option<(i32, i32)>,
 }
@@ -89,9 +92,10 @@ struct BadEntry(String);
 fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
     let mut protocol = None;
     if let Some(rest) = p.strip_prefix("proto[") {
+        // memcached quotes the spec from its bracket on.
         let (name, after) = rest
             .split_once(']')
-            .ok_or_else(|| BadEntry(format!("Invalid protocol spec: \"{p}\"\n")))?;
+            .ok_or_else(|| BadEntry(format!("Invalid protocol spec: \"[{rest}\"\n")))?;
         // memcached compares a prefix of each name, so `proto[]` is ascii.
         protocol = [
             ("ascii", Protocol::Ascii),
@@ -106,7 +110,7 @@ fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
     if let Some(rest) = p.strip_prefix("tag[") {
         let (tag, after) = rest
             .split_once(']')
-            .ok_or_else(|| BadEntry(format!("Invalid tag in socket config: \"{p}\"\n")))?;
+            .ok_or_else(|| BadEntry(format!("Invalid tag in socket config: \"[{rest}\"\n")))?;
         if tag.is_empty() || tag.len() > 8 {
             let msg = format!("Listener tags must be between 1 and 8 characters: \"{tag}\"\n");
             return Err(BadEntry(msg));
@@ -167,8 +171,12 @@ pub fn bind_all(s: &Settings) -> io::Result<Bound> {
         for (addr, _) in addresses(s, s.udp_port, "UDP")? {
             let socket = bind_udp(addr).map_err(|e| listen_error(s, "UDP", s.udp_port, e))?;
             let send_buffer = maximize_send_buffer(socket.as_raw_fd());
+            let shadows = (1..s.udp_conns_per_port())
+                .map(|_| sys::dup(socket.as_raw_fd()))
+                .collect::<io::Result<_>>()?;
             bound.udp.push(UdpPort {
                 socket,
+                shadows,
                 send_buffer,
             });
         }

@@ -212,11 +212,10 @@ impl Reactor {
             if let (true, Some((was, now))) = (v > 1, port.send_buffer) {
                 eprintln!("<{fd} send buffer was {was}, now {now}");
             }
-            for _ in 1..self.settings.udp_conns_per_port() {
-                let shadow = sys::dup(fd)?;
-                udp_fds.push(shadow.as_raw_fd());
-                let addr = port.socket.local_addr().ok();
+            for shadow in port.shadows {
                 let shadow_fd = shadow.as_raw_fd();
+                udp_fds.push(shadow_fd);
+                let addr = port.socket.local_addr().ok();
                 self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
             }
             udp_fds.push(fd);
