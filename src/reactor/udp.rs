@@ -87,7 +87,7 @@ fn last_key_of_retrieval(line: &[u8]) -> Option<&[u8]> {
     if !matches!(command, b"get" | b"gets" | b"gat" | b"gats") {
         return None;
     }
-    words.last()
+    words.next_back()
 }
 
 /// A retrieval reply: one response per `VALUE` block; `END` joins the last
@@ -124,49 +124,6 @@ fn value_block(reply: &[u8], at: usize) -> Option<(&[u8], usize)> {
     let bytes: usize = std::str::from_utf8(fields.nth(1)?).ok()?.parse().ok()?;
     let end = at + eol + 1 + bytes + 2;
     (end <= reply.len()).then_some((key, end))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(line: &str, reply: &str) -> Vec<String> {
-        let mut ranges = Vec::new();
-        responses(line.as_bytes(), reply.as_bytes(), &mut ranges);
-        ranges.into_iter().map(|r| reply[r].to_string()).collect()
-    }
-
-    #[test]
-    fn only_single_datagram_requests_are_served() {
-        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0get a\r\n"), Some(0x1234));
-        assert_eq!(request_id(b"\x12\x34\0\x03\0\x01\x00\x09v"), Some(0x1234));
-        assert_eq!(request_id(b"\x12\x34\0\0\0\x02\0\0get a\r\n"), None);
-        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0"), None);
-    }
-
-    #[test]
-    fn header_is_big_endian() {
-        assert_eq!(header(0x1234, 2, 0x0104), [0x12, 0x34, 0, 2, 1, 4, 0, 0]);
-    }
-
-    #[test]
-    fn retrievals_split_per_key() {
-        let v = "VALUE a 0 1\r\nx\r\n";
-        assert_eq!(
-            split("get a", &format!("{v}END\r\n")),
-            [format!("{v}END\r\n")]
-        );
-        assert_eq!(split("get a b", &format!("{v}END\r\n")), [v, "END\r\n"]);
-        assert_eq!(
-            split("get a b a", &format!("{v}{v}END\r\n")),
-            [v.to_string(), format!("{v}END\r\n")]
-        );
-        assert_eq!(split("get b", "END\r\n"), ["END\r\n"]);
-        assert_eq!(split("version", "VERSION 1\r\n"), ["VERSION 1\r\n"]);
-        // A value that looks like a header is data, not a block.
-        let tricky = "VALUE a 0 8\r\nVALUE b\n\r\nEND\r\n";
-        assert_eq!(split("gets a", tricky), [tricky]);
-    }
 }
 
 /// Where the complete `VALUE` blocks of an unfinished retrieval reply end,
@@ -349,5 +306,48 @@ fn shift(ranges: &mut [Range<usize>], by: usize) {
     for r in ranges {
         r.start += by;
         r.end += by;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(line: &str, reply: &str) -> Vec<String> {
+        let mut ranges = Vec::new();
+        responses(line.as_bytes(), reply.as_bytes(), &mut ranges);
+        ranges.into_iter().map(|r| reply[r].to_string()).collect()
+    }
+
+    #[test]
+    fn only_single_datagram_requests_are_served() {
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0get a\r\n"), Some(0x1234));
+        assert_eq!(request_id(b"\x12\x34\0\x03\0\x01\x00\x09v"), Some(0x1234));
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x02\0\0get a\r\n"), None);
+        assert_eq!(request_id(b"\x12\x34\0\0\0\x01\0\0"), None);
+    }
+
+    #[test]
+    fn header_is_big_endian() {
+        assert_eq!(header(0x1234, 2, 0x0104), [0x12, 0x34, 0, 2, 1, 4, 0, 0]);
+    }
+
+    #[test]
+    fn retrievals_split_per_key() {
+        let v = "VALUE a 0 1\r\nx\r\n";
+        assert_eq!(
+            split("get a", &format!("{v}END\r\n")),
+            [format!("{v}END\r\n")]
+        );
+        assert_eq!(split("get a b", &format!("{v}END\r\n")), [v, "END\r\n"]);
+        assert_eq!(
+            split("get a b a", &format!("{v}{v}END\r\n")),
+            [v.to_string(), format!("{v}END\r\n")]
+        );
+        assert_eq!(split("get b", "END\r\n"), ["END\r\n"]);
+        assert_eq!(split("version", "VERSION 1\r\n"), ["VERSION 1\r\n"]);
+        // A value that looks like a header is data, not a block.
+        let tricky = "VALUE a 0 8\r\nVALUE b\n\r\nEND\r\n";
+        assert_eq!(split("gets a", tricky), [tricky]);
     }
 }
