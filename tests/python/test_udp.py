@@ -4,8 +4,9 @@ dropped. Datagrams are compared byte for byte with the oracle's.
 
 A request's replies are collected up to a sentinel request (`version`
 under another id) sent right after it: both go over loopback to one
-socket, so when the sentinel's reply arrives everything the request
-produced has arrived (or was never sent), with no timing guesses.
+socket served in order, so when the sentinel's reply arrives everything
+the request produced has arrived (or was never sent), with no timing
+guesses.
 """
 
 import socket
@@ -16,6 +17,9 @@ import pytest
 from mc_helpers import IO_TIMEOUT, normalise_trace, request
 
 SENTINEL_ID = 0xFFFF
+# One worker thread: the oracle's threads each read the socket, so with
+# several a sentinel could be answered before the request it follows.
+UDP_OPTS = ("-U", "{port}", "-t", "1")
 UDP_DATA_SIZE = 1392
 
 
@@ -58,7 +62,7 @@ def headers(datagrams):
 
 @pytest.fixture
 def udp_pair(start_server):
-    servers = [start_server(kind, "-U", "{port}") for kind in ("oracle", "ours")]
+    servers = [start_server(kind, *UDP_OPTS) for kind in ("oracle", "ours")]
     clients = [UdpClient(s.port) for s in servers]
     yield servers, clients
     for c in clients:
@@ -102,7 +106,7 @@ def test_udp_datagrams_match_oracle(udp_pair):
 
 
 def test_large_value_split_in_sequence(start_server, kind):
-    srv = start_server(kind, "-U", "{port}")
+    srv = start_server(kind, *UDP_OPTS)
     with srv.connect() as c:
         assert request(c, b"set big 0 0 100000\r\n" + BIG + b"\r\n") == b"STORED\r\n"
     client = UdpClient(srv.port)
@@ -119,7 +123,7 @@ def test_large_value_split_in_sequence(start_server, kind):
 
 
 def test_request_ids_echoed(start_server, kind):
-    srv = start_server(kind, "-U", "{port}")
+    srv = start_server(kind, *UDP_OPTS)
     client = UdpClient(srv.port)
     try:
         for rid in (0, 1, 0x1234, 0xFFFE):
@@ -131,7 +135,7 @@ def test_request_ids_echoed(start_server, kind):
 
 
 def test_udp_and_tcp_share_items(start_server, kind):
-    srv = start_server(kind, "-U", "{port}")
+    srv = start_server(kind, *UDP_OPTS)
     client = UdpClient(srv.port)
     try:
         assert client.exchange(frame(1, b"set k 0 0 2\r\nhi\r\n"))[0][8:] == b"STORED\r\n"
@@ -188,9 +192,9 @@ def test_udp_stats_conns_match_oracle(start_server, threads):
     assert shapes[0].count("UDP UDP") == int(threads)
 
 
-def startup_trace(srv):
+def startup_trace(srv, udp_conns):
     assert srv.stderr.wait_for(
-        lambda ls: sum(b"server listening (udp)" in l for l in ls) >= 4, 10
+        lambda ls: sum(b"server listening (udp)" in l for l in ls) >= udp_conns, 10
     ), srv.stderr.text()
     return sorted(
         normalise_trace(l) for l in srv.stderr.lines()
@@ -198,13 +202,21 @@ def startup_trace(srv):
     )
 
 
-def test_udp_vv_trace_matches_oracle(start_server):
-    """-vv: the send buffer line, one `server listening (udp)` per worker
-    descriptor (memcached dups the socket per thread), and the same
-    command trace for UDP requests."""
-    servers = [start_server(kind, "-U", "{port}", "-vv") for kind in ("oracle", "ours")]
-    traces = [startup_trace(s) for s in servers]
+@pytest.mark.parametrize("threads", [1, 4])
+def test_udp_vv_startup_trace_matches_oracle(start_server, threads):
+    """-vv: the send buffer line and one `server listening (udp)` per
+    worker descriptor (memcached dups the socket per thread)."""
+    opts = ("-U", "{port}", "-vv", "-t", str(threads))
+    servers = [start_server(kind, *opts) for kind in ("oracle", "ours")]
+    traces = [startup_trace(s, threads) for s in servers]
     assert traces[1] == traces[0]
+    assert sum(b"(udp)" in l for l in traces[1]) == threads
+
+
+def test_udp_vv_command_trace_matches_oracle(start_server):
+    """The same command trace for UDP requests. One worker thread, so the
+    oracle's trace is in order (its threads would interleave theirs)."""
+    servers = [start_server(kind, "-U", "{port}", "-vv", "-t", "1") for kind in ("oracle", "ours")]
     for s in servers:
         client = UdpClient(s.port)
         try:
@@ -216,5 +228,6 @@ def test_udp_vv_trace_matches_oracle(start_server):
         assert s.stderr.wait_for(lambda ls: any(l.endswith(b" version") for l in ls), 10)
         lines = [normalise_trace(l) for l in s.stderr.lines()]
         start = next(i for i, l in enumerate(lines) if l == b"<FD set a 0 0 1")
-        tails.append(lines[start:start + 6])
+        tails.append(lines[start:start + 7])
     assert tails[1] == tails[0]
+    assert tails[1][-2:] == [b"<FD version", b">FD VERSION 1.6.18"]
