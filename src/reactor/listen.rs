@@ -163,13 +163,13 @@ pub fn bind_all(s: &Settings) -> io::Result<Bound> {
     }
     if s.port != 0 {
         for (addr, proto) in addresses(s, s.port, "TCP")? {
-            let l = bind_tcp(addr, s.backlog).map_err(|e| listen_error(s, "TCP", s.port, e))?;
+            let l = bind_tcp(addr, s.backlog).map_err(|e| bind_error(s, "TCP", s.port, e))?;
             bound.streams.push((Listener::Tcp(l), proto));
         }
     }
     if s.udp_port != 0 {
         for (addr, _) in addresses(s, s.udp_port, "UDP")? {
-            let socket = bind_udp(addr).map_err(|e| listen_error(s, "UDP", s.udp_port, e))?;
+            let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", s.udp_port, e))?;
             let send_buffer = maximize_send_buffer(socket.as_raw_fd());
             let shadows = (1..s.udp_conns_per_port())
                 .map(|_| sys::dup(socket.as_raw_fd()))
@@ -210,7 +210,7 @@ fn addresses(s: &Settings, port: u16, transport: &str) -> io::Result<Vec<(Socket
             None => with_ipv6_if_present(wildcard()),
             Some(h) => (h.as_str(), port)
                 .to_socket_addrs()
-                .map_err(|e| listen_error(s, transport, port, e))?
+                .map_err(|e| lookup_error(s, transport, port, e))?
                 .collect(),
         };
         let proto = entry.protocol.unwrap_or(s.protocol);
@@ -276,8 +276,12 @@ fn bind_unix(path: &str, mask: u32, backlog: i32) -> io::Result<UnixListener> {
         let _ = std::fs::remove_file(path);
     }
     let unix_error = |e: io::Error, call: &str| {
-        let why = strerror(&e);
-        let msg = format!("{call}(): {why}\nfailed to listen on UNIX socket: {path}: {why}");
+        let after = errno_after_perror(&e);
+        let msg = format!(
+            "{call}(): {}\nfailed to listen on UNIX socket: {path}: {}",
+            strerror(&e),
+            strerror(&after)
+        );
         io::Error::new(e.kind(), msg)
     };
     let l = sys::with_umask(!(mask & 0o777) & 0o777, || UnixListener::bind(path))
@@ -285,6 +289,40 @@ fn bind_unix(path: &str, mask: u32, backlog: i32) -> io::Result<UnixListener> {
     l.set_nonblocking(true)?;
     sys::relisten(l.as_raw_fd(), backlog).map_err(|e| unix_error(e, "listen"))?;
     Ok(l)
+}
+
+/// memcached reports a failed `bind` with `perror` and then names errno
+/// again in its "failed to listen" line. An address already in use is not
+/// reported by itself (memcached tries the next address first).
+fn bind_error(s: &Settings, transport: &str, port: u16, e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        return listen_error(s, transport, port, e);
+    }
+    let after = listen_error(s, transport, port, errno_after_perror(&e));
+    io::Error::new(e.kind(), format!("bind(): {}\n{after}", strerror(&e)))
+}
+
+/// A name that does not resolve: memcached prints getaddrinfo's message,
+/// and errno is still clear.
+fn lookup_error(s: &Settings, transport: &str, port: u16, e: io::Error) -> io::Error {
+    let text = e.to_string();
+    let why = text
+        .strip_prefix("failed to lookup address information: ")
+        .unwrap_or(&text);
+    let after = listen_error(s, transport, port, io::Error::from_raw_os_error(0));
+    io::Error::new(e.kind(), format!("getaddrinfo(): {why}\n{after}"))
+}
+
+/// errno after glibc's `perror`: it writes through a "w+" duplicate of
+/// stderr, and making one fails with EINVAL unless stderr is open for
+/// reading too -- not so for a pipe or a redirected file. memcached's next
+/// message then says "Invalid argument".
+fn errno_after_perror(e: &io::Error) -> io::Error {
+    if sys::stderr_is_read_write() {
+        io::Error::new(e.kind(), strerror(e))
+    } else {
+        io::Error::from_raw_os_error(libc::EINVAL)
+    }
 }
 
 fn listen_error(s: &Settings, transport: &str, port: u16, e: io::Error) -> io::Error {

@@ -292,3 +292,11 @@ fn sockaddr_of(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::so
     };
     (storage, len as libc::socklen_t)
 }
+
+/// Whether stderr is open for reading and writing (a terminal usually is;
+/// a pipe or a redirected file is not).
+pub fn stderr_is_read_write() -> bool {
+    // SAFETY: F_GETFL takes no pointers and only reads descriptor flags.
+    let flags = unsafe { libc::fcntl(libc::STDERR_FILENO, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR
+}
