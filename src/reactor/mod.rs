@@ -78,6 +78,8 @@ pub struct Reactor {
     scratch: Vec<u8>,
     /// One datagram as received (UDP).
     datagram: Vec<u8>,
+    /// Where each response of a datagram's replies lies (UDP).
+    udp_ranges: Vec<std::ops::Range<usize>>,
     stop: StopReason,
     clients: usize,
     max_clients: usize,
@@ -156,6 +158,7 @@ impl Reactor {
             settings,
             scratch: vec![0; READ_SIZE],
             datagram: Vec::new(),
+            udp_ranges: Vec::new(),
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
@@ -546,7 +549,11 @@ impl Reactor {
                         line(fd, "addr", &addr);
                     }
                     line(fd, "state", &"conn_read");
-                    line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
+                    let last = match slot {
+                        Slot::Udp(c) => c.last_active,
+                        _ => self.started,
+                    };
+                    line(fd, "secs_since_last_cmd", &now.saturating_sub(last));
                 }
                 Slot::Client(c) => {
                     if let (Some(peer), Some(local)) = (c.stream.peer_text(), c.stream.local_text())

@@ -178,9 +178,15 @@ impl super::Reactor {
             return;
         }
         let fd = request.fd;
+        let now = self.cache.now();
+        self.with_udp_conn(fd, |c, ctx| {
+            c.start_datagram(ctx);
+            c.last_active = now;
+        });
+        let per_turn = self.settings.reqs_per_event.max(1);
+        // A turn that starts with a read gets memcached's one extra request.
+        let mut budget = per_turn + 1;
         let mut pos = 0;
-        let mut budget = self.settings.reqs_per_event.max(1);
-        self.with_udp_conn(fd, |c, ctx| c.start_datagram(ctx));
         loop {
             let (used, why) = self
                 .with_udp_conn(fd, |c, ctx| c.consume(ctx, &payload[pos..], &mut budget))
@@ -193,8 +199,25 @@ impl super::Reactor {
             self.transmit(request, &payload[pos..], paused);
             pos += used;
             match why {
-                Stop::ConnsReport | Stop::Blocked if paused || why == Stop::ConnsReport => {}
-                Stop::Budget => budget = self.settings.reqs_per_event.max(1),
+                Stop::ConnsReport => {}
+                Stop::Blocked if paused => {}
+                Stop::Budget => {
+                    // memcached yields here and carries on with the
+                    // datagram on its next turn.
+                    self.stats.conn_yields += 1;
+                    if pos >= payload.len() {
+                        break;
+                    }
+                    budget = per_turn;
+                }
+                Stop::NeedInput => {
+                    // memcached's last write point costs a request too, and
+                    // yields if that was the turn's last.
+                    if budget <= 1 {
+                        self.stats.conn_yields += 1;
+                    }
+                    break;
+                }
                 Stop::Shutdown(graceful) => {
                     self.stop = if graceful {
                         StopReason::Graceful
@@ -260,7 +283,8 @@ impl super::Reactor {
         let Some(Slot::Udp(c)) = self.slots.get_mut(request.fd as usize) else {
             return;
         };
-        let mut ranges = Vec::new();
+        let mut ranges = std::mem::take(&mut self.udp_ranges);
+        ranges.clear();
         let mut start = 0;
         let marks = c.marks.take().unwrap_or_default();
         for &(line_at, end) in &marks {
@@ -280,10 +304,11 @@ impl super::Reactor {
             ranges.push(start..c.out.len());
             start = c.out.len();
         }
-        for r in ranges {
+        for r in ranges.drain(..) {
             let sent = send_response(request.fd, request.id, &request.peer, &c.out[r]);
             self.stats.bytes_written += sent;
         }
+        self.udp_ranges = ranges;
         c.out.drain(..start);
         // What is left is a paused reply's unsettled tail; it does not
         // count against the output limit, which is for unsent bytes.

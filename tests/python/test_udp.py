@@ -14,7 +14,7 @@ import struct
 
 import pytest
 
-from mc_helpers import IO_TIMEOUT, normalise_trace, request
+from mc_helpers import IO_TIMEOUT, normalise_trace, request, stats_over
 
 SENTINEL_ID = 0xFFFF
 # One worker thread: the oracle's threads each read the socket, so with
@@ -230,3 +230,26 @@ def test_udp_vv_command_trace_matches_oracle(start_server):
         tails.append(lines[start:start + 7])
     assert tails[1] == tails[0]
     assert tails[1][-2:] == [b"<FD version", b">FD VERSION 1.6.18"]
+
+
+@pytest.mark.parametrize("reqs", ["1", "5"])
+def test_conn_yields_match_oracle(start_server, reqs):
+    """-R over UDP: a datagram of many commands yields (and counts
+    conn_yields) exactly where memcached's request budget runs out."""
+    counts = []
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, *UDP_OPTS, "-R", reqs)
+        client = UdpClient(srv.port)
+        got = []
+        try:
+            with srv.connect() as tcp:
+                for n in (1, 4, 5, 6, 11, 25):
+                    before = int(stats_over(tcp)["conn_yields"])
+                    replies = client.exchange(frame(n, b"version\r\n" * n))
+                    assert len(replies) == n
+                    got.append(int(stats_over(tcp)["conn_yields"]) - before)
+        finally:
+            client.close()
+        counts.append(got)
+    assert counts[1] == counts[0]
+    assert any(counts[1])
