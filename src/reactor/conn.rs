@@ -112,6 +112,9 @@ pub struct Conn {
     /// its line starts in the input (`usize::MAX` after a data block);
     /// memcached frames every response separately.
     pub marks: Option<Vec<(usize, usize)>>,
+    /// The last request was one after which memcached writes its replies
+    /// at once (a retrieval, `mn`).
+    pub wrote_last: bool,
 }
 
 /// Why `consume` stopped.
@@ -154,6 +157,7 @@ impl Conn {
             phase: Phase::NewCmd,
             dumping: false,
             marks: None,
+            wrote_last: false,
         }
     }
 
@@ -427,6 +431,7 @@ impl Conn {
     }
 
     fn apply(&mut self, next: Next) -> Option<Stop> {
+        self.wrote_last = matches!(next, Next::Flush | Next::FlushAfterLine);
         match next {
             Next::Continue | Next::Suspend(_) => None,
             Next::StatsConns => Some(Stop::ConnsReport),

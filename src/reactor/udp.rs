@@ -211,9 +211,12 @@ impl super::Reactor {
                     budget = per_turn;
                 }
                 Stop::NeedInput => {
-                    // memcached's last write point costs a request too, and
-                    // yields if that was the turn's last.
-                    if budget <= 1 {
+                    // Replies not yet written (the last request was not a
+                    // retrieval, which writes at once) make memcached pass
+                    // its request count once more to write them, and yield
+                    // if that was the turn's last.
+                    let unwritten = self.udp_conn(fd).is_some_and(|c| !c.wrote_last);
+                    if unwritten && budget <= 1 {
                         self.stats.conn_yields += 1;
                     }
                     break;
