@@ -76,10 +76,8 @@ pub struct Reactor {
     stats: Stats,
     settings: Settings,
     scratch: Vec<u8>,
-    /// One datagram as received (UDP).
-    datagram: Vec<u8>,
-    /// Where each response of a datagram's replies lies (UDP).
-    udp_ranges: Vec<std::ops::Range<usize>>,
+    /// UDP's buffers and in-between state.
+    udp: udp::Scratch,
     stop: StopReason,
     clients: usize,
     max_clients: usize,
@@ -157,8 +155,7 @@ impl Reactor {
             },
             settings,
             scratch: vec![0; READ_SIZE],
-            datagram: Vec::new(),
-            udp_ranges: Vec::new(),
+            udp: udp::Scratch::default(),
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
@@ -540,6 +537,18 @@ impl Reactor {
                     }
                     line(fd, "state", &"conn_listening");
                     line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
+                }
+                Slot::Udp(_) if fd == asker as usize => {
+                    // Mid-request, memcached shows whom it is serving.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(peer) = self.udp.serving_peer() {
+                        line(fd, "addr", &stream::addr_text("udp", peer));
+                    }
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "listen_addr", &addr);
+                    }
+                    line(fd, "state", &"conn_parse_cmd");
+                    line(fd, "secs_since_last_cmd", &0);
                 }
                 Slot::Udp(_) | Slot::UdpShadow { .. } => {
                     // Between datagrams memcached shows a UDP connection

@@ -64,50 +64,87 @@ pub fn send_response(fd: RawFd, id: u16, to: &SocketAddr, response: &[u8]) -> u6
     sent
 }
 
+/// One of memcached's response objects, as the UDP path sends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Bytes to send.
+    Data,
+    /// Nothing to say, yet memcached sends a bare header (a total of 0)
+    /// for it when it is first in line to be written: a get's missed key,
+    /// `quit`.
+    Empty,
+    /// Nothing at all (noreply, a quiet meta miss).
+    Skip,
+}
+
 /// Splits the replies of one request into memcached's responses, pushing
 /// their byte ranges (relative to `reply`) onto `out`. `line` is the
 /// request line, to tell retrievals apart.
-pub fn responses(line: &[u8], reply: &[u8], out: &mut Vec<Range<usize>>) {
-    if reply.is_empty() {
-        return;
+pub fn responses(line: &[u8], reply: &[u8], out: &mut Vec<(Range<usize>, Part)>) {
+    if let Some(keys) = retrieval_keys(line)
+        && reply.ends_with(b"END\r\n")
+    {
+        return split_retrieval(reply, keys, out);
     }
-    match last_key_of_retrieval(line) {
-        Some(last_key) => split_retrieval(reply, last_key, out),
-        None => out.push(0..reply.len()),
-    }
+    let part = match (reply.is_empty(), first_word(line)) {
+        (false, _) => Part::Data,
+        (true, b"quit") => Part::Empty,
+        (true, _) => Part::Skip,
+    };
+    out.push((0..reply.len(), part));
 }
 
-/// For `get`/`gets`/`gat`/`gats`, the last key named.
-fn last_key_of_retrieval(line: &[u8]) -> Option<&[u8]> {
-    let line = line.split(|&b| b == b'\n').next()?;
-    let mut words = line
-        .split(|&b| b == b' ' || b == b'\r')
-        .filter(|w| !w.is_empty());
-    let command = words.next()?;
-    if !matches!(command, b"get" | b"gets" | b"gat" | b"gats") {
-        return None;
-    }
-    words.next_back()
+fn first_word(line: &[u8]) -> &[u8] {
+    words(line).next().unwrap_or_default()
 }
 
-/// A retrieval reply: one response per `VALUE` block; `END` joins the last
-/// block if that block answers the last key (memcached's last response
-/// then belongs to a hit), else it goes alone.
-fn split_retrieval(reply: &[u8], last_key: &[u8], out: &mut Vec<Range<usize>>) {
+fn words(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.split(|&b| b == b' ' || b == b'\r')
+        .filter(|w| !w.is_empty())
+}
+
+/// The keys a `get`/`gets`/`gat`/`gats` names.
+fn retrieval_keys(line: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
+    let mut words = words(line);
+    let skip = match words.next()? {
+        b"get" | b"gets" => 0,
+        b"gat" | b"gats" => 1, // the expiry time
+        _ => return None,
+    };
+    Some(words.skip(skip))
+}
+
+/// Whether memcached writes its responses right after this request.
+fn writes_at_once(line: &[u8]) -> bool {
+    matches!(
+        first_word(line),
+        b"get" | b"gets" | b"gat" | b"gats" | b"mn"
+    )
+}
+
+/// A retrieval reply: one response per key, a `VALUE` block for a hit and
+/// nothing for a miss; `END` joins the last key's response.
+fn split_retrieval<'a>(
+    reply: &[u8],
+    keys: impl Iterator<Item = &'a [u8]>,
+    out: &mut Vec<(Range<usize>, Part)>,
+) {
+    let first = out.len();
     let mut pos = 0;
-    let mut last_block_key: &[u8] = &[];
-    while let Some((key, end)) = value_block(reply, pos) {
-        out.push(pos..end);
-        last_block_key = key;
-        pos = end;
+    for key in keys {
+        match value_block(reply, pos) {
+            Some((hit, end)) if hit == key => {
+                out.push((pos..end, Part::Data));
+                pos = end;
+            }
+            _ => out.push((pos..pos, Part::Empty)),
+        }
     }
-    if pos == reply.len() {
-        return;
-    }
-    let joins_last = reply[pos..] == *b"END\r\n" && pos > 0 && last_block_key == last_key;
+    let named_keys = out.len() > first;
     match out.last_mut() {
-        Some(block) if joins_last => block.end = reply.len(),
-        _ => out.push(pos..reply.len()),
+        Some(last) if named_keys => *last = (last.0.start..reply.len(), Part::Data),
+        _ => out.push((pos..reply.len(), Part::Data)),
     }
 }
 
@@ -129,20 +166,39 @@ fn value_block(reply: &[u8], at: usize) -> Option<(&[u8], usize)> {
 /// Where the complete `VALUE` blocks of an unfinished retrieval reply end,
 /// all but the last: those responses are final and may go out while the
 /// rest of the reply is made (the last may still take the `END`).
-fn settled_blocks(reply: &[u8], out: &mut Vec<Range<usize>>) {
+fn settled_blocks(reply: &[u8], out: &mut Vec<(Range<usize>, Part)>) {
     let mut pos = 0;
     while let Some((_, end)) = value_block(reply, pos) {
-        out.push(pos..end);
+        out.push((pos..end, Part::Data));
         pos = end;
     }
     out.pop();
+}
+
+/// The UDP path's reusable buffers, and what memcached keeps between
+/// datagrams.
+#[derive(Default)]
+pub struct Scratch {
+    datagram: Vec<u8>,
+    parts: Vec<(Range<usize>, Part)>,
+    /// The sender of the datagram being served (`stats conns` shows it).
+    serving: Option<SocketAddr>,
+    /// A paused multi-get has sent some of its responses already: its
+    /// misses cannot be placed any more, and are not sent as bare headers.
+    resumed: bool,
+}
+
+impl Scratch {
+    pub fn serving_peer(&self) -> Option<SocketAddr> {
+        self.serving
+    }
 }
 
 impl super::Reactor {
     /// Serves the datagrams waiting on a UDP socket, a bounded number per
     /// turn.
     pub(super) fn serve_datagrams(&mut self, fd: RawFd) {
-        let mut buf = std::mem::take(&mut self.datagram);
+        let mut buf = std::mem::take(&mut self.udp.datagram);
         buf.resize(READ_BUFFER_SIZE, 0);
         for _ in 0..DATAGRAMS_PER_TURN {
             let Some(Slot::Udp(c)) = self.slots.get(fd as usize) else {
@@ -167,7 +223,7 @@ impl super::Reactor {
                 break;
             }
         }
-        self.datagram = buf;
+        self.udp.datagram = buf;
     }
 
     /// Runs the commands of one datagram and sends their responses.
@@ -178,6 +234,8 @@ impl super::Reactor {
             return;
         }
         let fd = request.fd;
+        self.udp.serving = Some(request.peer);
+        self.udp.resumed = false;
         let now = self.cache.now();
         self.with_udp_conn(fd, |c, ctx| {
             c.start_datagram(ctx);
@@ -236,6 +294,7 @@ impl super::Reactor {
         // is a metadump, which has no connection to stream to.
         self.with_udp_conn(fd, |c, ctx| c.start_datagram(ctx));
         self.cache.crawl_cancel_for(fd);
+        self.udp.serving = None;
     }
 
     fn udp_conn(&mut self, fd: RawFd) -> Option<&mut Conn> {
@@ -286,32 +345,45 @@ impl super::Reactor {
         let Some(Slot::Udp(c)) = self.slots.get_mut(request.fd as usize) else {
             return;
         };
-        let mut ranges = std::mem::take(&mut self.udp_ranges);
-        ranges.clear();
+        let mut parts = std::mem::take(&mut self.udp.parts);
+        parts.clear();
+        // Whether the next response is first in line to be written: at the
+        // start, and after each of memcached's write points.
+        let mut fresh = true;
         let mut start = 0;
         let marks = c.marks.take().unwrap_or_default();
         for &(line_at, end) in &marks {
-            let end = end.min(c.out.len());
+            let end = end.min(c.out.len()).max(start);
             let line = input.get(line_at..).unwrap_or_default();
-            let first = ranges.len();
-            responses(line, &c.out[start..end], &mut ranges);
-            shift(&mut ranges[first..], start);
-            start = end.max(start);
+            let first = parts.len();
+            responses(line, &c.out[start..end], &mut parts);
+            let resumed = std::mem::take(&mut self.udp.resumed);
+            for (range, part) in &mut parts[first..] {
+                *range = range.start + start..range.end + start;
+                if *part == Part::Empty && resumed {
+                    *part = Part::Skip;
+                }
+            }
+            start = end;
+            let flushes = writes_at_once(line);
+            self.stats.bytes_written += send_parts(request, &c.out, &parts[first..], fresh);
+            fresh = flushes || (fresh && parts[first..].iter().all(|p| p.1 == Part::Skip));
         }
+        parts.clear();
         if paused {
-            let first = ranges.len();
-            settled_blocks(&c.out[start..], &mut ranges);
-            shift(&mut ranges[first..], start);
-            start = ranges.last().map_or(start, |r| r.end.max(start));
+            settled_blocks(&c.out[start..], &mut parts);
+            for (range, _) in &mut parts {
+                *range = range.start + start..range.end + start;
+            }
+            start = parts.last().map_or(start, |(r, _)| r.end);
+            self.udp.resumed = true;
         } else if start < c.out.len() {
-            ranges.push(start..c.out.len());
+            parts.push((start..c.out.len(), Part::Data));
             start = c.out.len();
         }
-        for r in ranges.drain(..) {
-            let sent = send_response(request.fd, request.id, &request.peer, &c.out[r]);
-            self.stats.bytes_written += sent;
-        }
-        self.udp_ranges = ranges;
+        self.stats.bytes_written += send_parts(request, &c.out, &parts, fresh);
+        parts.clear();
+        self.udp.parts = parts;
         c.out.drain(..start);
         // What is left is a paused reply's unsettled tail; it does not
         // count against the output limit, which is for unsent bytes.
@@ -323,6 +395,32 @@ impl super::Reactor {
     }
 }
 
+/// Sends responses in order. An empty one first in line goes out as a
+/// bare header (memcached builds a datagram for the head of its queue
+/// whatever it holds); one after a sent response is retired with it.
+/// Returns bytes sent.
+fn send_parts(request: &Request, out: &[u8], parts: &[(Range<usize>, Part)], fresh: bool) -> u64 {
+    let mut first_in_line = fresh;
+    let mut sent = 0;
+    for (range, part) in parts {
+        match part {
+            Part::Skip => continue,
+            Part::Empty if first_in_line => {
+                let head = header(request.id, 0, 0);
+                if let Ok(n) = sys::send_datagram(request.fd, &head, &[], &request.peer) {
+                    sent += n as u64;
+                }
+            }
+            Part::Empty => {}
+            Part::Data => {
+                sent += send_response(request.fd, request.id, &request.peer, &out[range.clone()]);
+            }
+        }
+        first_in_line = false;
+    }
+    sent
+}
+
 /// The datagram being answered.
 struct Request {
     fd: RawFd,
@@ -330,21 +428,21 @@ struct Request {
     peer: SocketAddr,
 }
 
-fn shift(ranges: &mut [Range<usize>], by: usize) {
-    for r in ranges {
-        r.start += by;
-        r.end += by;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn split(line: &str, reply: &str) -> Vec<String> {
-        let mut ranges = Vec::new();
-        responses(line.as_bytes(), reply.as_bytes(), &mut ranges);
-        ranges.into_iter().map(|r| reply[r].to_string()).collect()
+        let mut parts = Vec::new();
+        responses(line.as_bytes(), reply.as_bytes(), &mut parts);
+        parts
+            .into_iter()
+            .map(|(r, part)| match part {
+                Part::Data => reply[r].to_string(),
+                Part::Empty => "<empty>".to_string(),
+                Part::Skip => "<skip>".to_string(),
+            })
+            .collect()
     }
 
     #[test]
@@ -370,12 +468,21 @@ mod tests {
         assert_eq!(split("get a b", &format!("{v}END\r\n")), [v, "END\r\n"]);
         assert_eq!(
             split("get a b a", &format!("{v}{v}END\r\n")),
-            [v.to_string(), format!("{v}END\r\n")]
+            [v.to_string(), "<empty>".to_string(), format!("{v}END\r\n")]
+        );
+        assert_eq!(
+            split("gat 10 b a", &format!("{v}END\r\n")),
+            ["<empty>".to_string(), format!("{v}END\r\n")]
         );
         assert_eq!(split("get b", "END\r\n"), ["END\r\n"]);
         assert_eq!(split("version", "VERSION 1\r\n"), ["VERSION 1\r\n"]);
+        assert_eq!(split("quit", ""), ["<empty>"]);
+        assert_eq!(split("set a 0 0 1 noreply", ""), ["<skip>"]);
         // A value that looks like a header is data, not a block.
         let tricky = "VALUE a 0 8\r\nVALUE b\n\r\nEND\r\n";
         assert_eq!(split("gets a", tricky), [tricky]);
+        // A get refused whole is one response.
+        let refused = "CLIENT_ERROR bad command line format\r\n";
+        assert_eq!(split("get a b", refused), [refused]);
     }
 }
