@@ -112,9 +112,10 @@ pub struct Conn {
     /// its line starts in the input (`usize::MAX` after a data block);
     /// memcached frames every response separately.
     pub marks: Option<Vec<(usize, usize)>>,
-    /// The last request was one after which memcached writes its replies
-    /// at once (a retrieval, `mn`).
-    pub wrote_last: bool,
+    /// memcached holds a response for a request since its last write
+    /// point (even an empty one, for noreply), so it passes through
+    /// conn_mwrite when it runs out of input (traced at `-vvv`).
+    replies_queued: bool,
 }
 
 /// Why `consume` stopped.
@@ -157,7 +158,7 @@ impl Conn {
             phase: Phase::NewCmd,
             dumping: false,
             marks: None,
-            wrote_last: false,
+            replies_queued: false,
         }
     }
 
@@ -178,7 +179,6 @@ impl Conn {
         self.dumping = false;
         self.close_after_write = false;
         self.negotiated = true;
-        self.phase = Phase::Read;
         self.marks.get_or_insert_with(Vec::new).clear();
     }
 
@@ -216,7 +216,9 @@ impl Conn {
         if partial {
             self.go(Phase::ParseCmd, verbose);
         }
-        if self.out.len() > self.flush_mark.max(self.out_pos) {
+        if std::mem::take(&mut self.replies_queued)
+            || self.out.len() > self.flush_mark.max(self.out_pos)
+        {
             self.go(Phase::Mwrite, verbose);
             self.go(Phase::NewCmd, verbose);
             if partial {
@@ -431,7 +433,7 @@ impl Conn {
     }
 
     fn apply(&mut self, next: Next) -> Option<Stop> {
-        self.wrote_last = matches!(next, Next::Flush | Next::FlushAfterLine);
+        self.replies_queued = !matches!(next, Next::Flush | Next::FlushAfterLine);
         match next {
             Next::Continue | Next::Suspend(_) => None,
             Next::StatsConns => Some(Stop::ConnsReport),

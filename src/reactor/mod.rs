@@ -221,6 +221,7 @@ impl Reactor {
             udp_fds.push(fd);
             let mut conn = Conn::new(Stream::Udp(port.socket), fd, self.cache.now());
             conn.negotiated = true;
+            conn.phase = conn::Phase::Read;
             // Level-triggered: a turn takes a bounded number of datagrams
             // and epoll reports the rest on the next.
             self.register(fd, Slot::Udp(Box::new(conn)), sys::READ)?;

@@ -10,7 +10,7 @@
 //! response per command and, in a multi-key get, one per key (the `END`
 //! rides on the last key's response if that key was found).
 
-use super::conn::{BINARY_REQUEST_MAGIC, Conn, Stop};
+use super::conn::{BINARY_REQUEST_MAGIC, Conn, Phase, Stop};
 use super::{Slot, StopReason, sys};
 use crate::proto::text::Ctx;
 use std::io;
@@ -254,6 +254,7 @@ impl super::Reactor {
                 self.extend_last_mark(fd);
             }
             let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
+            let unwritten = self.replies_unwritten(fd, &payload[pos..]);
             self.transmit(request, &payload[pos..], paused);
             pos += used;
             match why {
@@ -273,7 +274,6 @@ impl super::Reactor {
                     // retrieval, which writes at once) make memcached pass
                     // its request count once more to write them, and yield
                     // if that was the turn's last.
-                    let unwritten = self.udp_conn(fd).is_some_and(|c| !c.wrote_last);
                     if unwritten && budget <= 1 {
                         self.stats.conn_yields += 1;
                     }
@@ -291,10 +291,32 @@ impl super::Reactor {
             }
         }
         // A data block the datagram did not finish is dropped with it; so
-        // is a metadump, which has no connection to stream to.
-        self.with_udp_conn(fd, |c, ctx| c.start_datagram(ctx));
+        // is a metadump, which has no connection to stream to. memcached
+        // goes straight back to reading.
+        self.with_udp_conn(fd, |c, ctx| {
+            let v = ctx.settings.verbose;
+            if c.close_after_write {
+                // `quit`: written, then closed, which for UDP means reading.
+                c.go(Phase::NewCmd, v);
+                c.go(Phase::Closing, v);
+            }
+            c.start_datagram(ctx);
+            c.go(Phase::Read, v);
+        });
         self.cache.crawl_cancel_for(fd);
         self.udp.serving = None;
+    }
+
+    /// Whether the last request `consume` ran leaves replies unwritten:
+    /// any but a retrieval or `mn`, which memcached writes at once.
+    fn replies_unwritten(&mut self, fd: RawFd, input: &[u8]) -> bool {
+        let Some(c) = self.udp_conn(fd) else {
+            return false;
+        };
+        match c.marks.as_ref().and_then(|m| m.last()) {
+            Some(&(line_at, _)) => !writes_at_once(input.get(line_at..).unwrap_or_default()),
+            None => false,
+        }
     }
 
     fn udp_conn(&mut self, fd: RawFd) -> Option<&mut Conn> {
