@@ -248,9 +248,18 @@ fn process_get(
     }
     let keys = words;
     if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
-        // memcached answers a too-long key in a get by discarding every
-        // reply it has not yet sent -- this get's hits and the replies of
-        // earlier pipelined commands alike -- and sending only the error.
+        // memcached looks up the keys before the too-long one (counted,
+        // bumped, traced), then discards every reply it has not yet sent
+        // -- this get's hits and the replies of earlier pipelined commands
+        // alike -- and sends only the error.
+        for key in keys.take_while(|k| k.len() <= KEY_MAX_LENGTH) {
+            let mark = r.out.len();
+            get_one(ctx, key, r, return_cas, exptime);
+            r.out.truncate(mark);
+        }
+        if r.trace {
+            eprintln!(">{} END", r.fd);
+        }
         r.out.truncate(r.written);
         return r.line("CLIENT_ERROR bad command line format");
     }

@@ -159,7 +159,7 @@ def test_udp_and_tcp_share_items(start_server, kind):
 
 UDP_STATS = [
     "curr_connections", "total_connections", "connection_structures",
-    "bytes_read", "bytes_written", "cmd_get", "get_hits",
+    "bytes_read", "bytes_written", "cmd_get", "get_hits", "get_misses",
 ]
 
 
@@ -167,6 +167,8 @@ def test_udp_stats_match_oracle(udp_pair):
     servers, clients = udp_pair
     for c in clients:
         c.exchange(frame(1, b"set a 0 0 1\r\nx\r\nget a b\r\n"))
+        # Keys before a too-long one are still looked up (and counted).
+        c.exchange(frame(3, b"get a nope " + b"k" * 251 + b" a\r\n"))
         c.exchange(frame(2, b"version\r\n", total=3))
     stats = [s.stats() for s in servers]
     for name in UDP_STATS:
@@ -295,3 +297,43 @@ def test_stats_conns_over_udp_matches_oracle(udp_pair):
         shapes.append([(k.split(b":")[1], v.rsplit(b":", 1)[0]) for _, k, v in lines])
     assert shapes[1] == shapes[0]
     assert (b"state", b"conn_parse_cmd") in shapes[1]
+
+
+VVV_DATAGRAMS = [
+    b"set a 0 0 1\r\nx\r\n", b"get a nope\r\n", b"version\r\nversion\r\n",
+    b"set b 0 0 1\r\nxy\r\n", b"bogus\r\n", b"set c 0 0 1 noreply\r\nx\r\n",
+    b"mg a v\r\nmn\r\n", b"x" * 3000, b"get a\r\nset d 0 0 1 noreply\r\ny\r\n",
+    b"get a nope " + b"k" * 251 + b" a\r\n",
+]
+# Not here: `quit` (see QUIT).
+
+
+def udp_trace(srv):
+    """The -vvv lines of the UDP port's descriptor, numbers normalised."""
+    lines = srv.stderr.lines()
+    fd = next(l.split()[0][1:] for l in lines if l.endswith(b"server listening (udp)"))
+    mine = [l for l in lines if l.startswith((b"<" + fd + b" ", b">" + fd + b" ", fd + b":"))]
+    return [normalise_trace(l) for l in mine]
+
+
+def test_udp_vvv_trace_matches_oracle(start_server):
+    """-vvv: every state change of the UDP port's connection, as memcached
+    makes them (one worker thread, so there is one such connection)."""
+    traces = []
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, *UDP_OPTS, "-vvv")
+        client = UdpClient(srv.port)
+        try:
+            for rid, payload in enumerate(VVV_DATAGRAMS):
+                client.exchange(frame(rid, payload))
+        finally:
+            client.close()
+        # The last sentinel's trace ends in conn_read; wait for it.
+        def finished(_lines):
+            mine = udp_trace(srv)
+            sentinels = sum(l.endswith(b" VERSION 1.6.18") for l in mine)
+            return sentinels >= len(VVV_DATAGRAMS) and mine[-1].endswith(b"to conn_read")
+        assert srv.stderr.wait_for(finished, 10), srv.stderr.text()[-2000:]
+        traces.append(udp_trace(srv))
+    assert any(b"going from conn_waiting to conn_read" in l for l in traces[1])
+    assert traces[1] == traces[0]
