@@ -332,7 +332,8 @@ def test_udp_vvv_trace_matches_oracle(start_server):
         def finished(_lines):
             mine = udp_trace(srv)
             sentinels = sum(l.endswith(b" VERSION 1.6.18") for l in mine)
-            return sentinels >= len(VVV_DATAGRAMS) and mine[-1].endswith(b"to conn_read")
+            expected = len(VVV_DATAGRAMS) + sum(p.count(b"version") for p in VVV_DATAGRAMS)
+            return sentinels >= expected and mine[-1].endswith(b"to conn_read")
         assert srv.stderr.wait_for(finished, 10), srv.stderr.text()[-2000:]
         traces.append(udp_trace(srv))
     assert any(b"going from conn_waiting to conn_read" in l for l in traces[1])
