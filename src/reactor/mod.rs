@@ -6,8 +6,10 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+mod binary_conn;
 pub mod conn;
 pub mod listen;
+mod shutdown;
 mod stream;
 mod sys;
 mod udp;
@@ -16,7 +18,7 @@ use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
-use crate::settings::Settings;
+use crate::settings::{Protocol, Settings};
 use crate::slab::SlabConfig;
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
@@ -54,7 +56,9 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    Listener(listen::Listener),
+    /// A listening socket and the protocol its clients speak (`-B`, or
+    /// the `-l` entry's `proto[...]`).
+    Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
     /// A UDP socket and the connection its datagrams run on.
@@ -89,9 +93,12 @@ pub struct Reactor {
     last_automove: u32,
 }
 
-/// Runs the server until SIGTERM/SIGINT or `shutdown`.
-pub fn serve(settings: Settings) -> io::Result<()> {
+/// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
+/// once the sockets are bound and the cache is ready, before the first
+/// request (memcached writes its pid file at that point).
+pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     let mut reactor = Reactor::new(settings)?;
+    listening();
     reactor.run()
 }
 
@@ -129,11 +136,12 @@ fn random_seed() -> u64 {
 }
 
 impl Reactor {
-    pub fn new(settings: Settings) -> io::Result<Reactor> {
-        let mut cache = Cache::new(cache_config(&settings))?;
-        if settings.track_sizes {
-            cache.start_sizes();
-        }
+    pub fn new(mut settings: Settings) -> io::Result<Reactor> {
+        let cfg = cache_config(&settings);
+        let (mut cache, saved) = match settings.memory_file.clone() {
+            Some(path) => crate::restart::open(&path, &mut settings, cfg)?,
+            None => (Cache::new(cfg)?, None),
+        };
         cache.crawler_running = settings.lru_crawler;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
@@ -143,6 +151,12 @@ impl Reactor {
                     id, c.size, c.perslab
                 );
             }
+        }
+        if settings.memory_file.is_some() {
+            crate::restart::resume(&mut cache, saved, settings.verbose)?;
+        }
+        if settings.track_sizes {
+            cache.start_sizes();
         }
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -204,7 +218,11 @@ impl Reactor {
                 eprintln!("<{fd} server listening ({})", protocol.name());
             }
             self.count_listener();
-            self.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
+            self.register(
+                fd,
+                Slot::Listener(listener, protocol),
+                sys::READ | sys::EDGE,
+            )?;
         }
         let mut udp_fds = Vec::new();
         for port in bound.udp {
@@ -264,7 +282,10 @@ impl Reactor {
             self.rebalance();
         }
         match self.stop {
-            StopReason::Graceful => eprintln!("Gracefully stopping"),
+            StopReason::Graceful => {
+                eprintln!("Gracefully stopping");
+                return self.stop_gracefully();
+            }
             _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
             _ => {}
         }
@@ -273,7 +294,7 @@ impl Reactor {
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
-            Some(Slot::Listener(_)) => self.accept_all(fd),
+            Some(Slot::Listener(..)) => self.accept_all(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::Client(c)) => {
@@ -405,7 +426,7 @@ impl Reactor {
 
     fn accept_all(&mut self, lfd: RawFd) {
         loop {
-            let Some(Slot::Listener(l)) = self.slots.get(lfd as usize) else {
+            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
                 return;
             };
             let stream = match l.accept() {
@@ -419,11 +440,11 @@ impl Reactor {
                     return;
                 }
             };
-            self.admit(stream);
+            self.admit(stream, protocol);
         }
     }
 
-    fn admit(&mut self, stream: Stream) {
+    fn admit(&mut self, stream: Stream, protocol: Protocol) {
         let fd = stream.as_raw_fd();
         if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
@@ -434,7 +455,8 @@ impl Reactor {
             return;
         }
         stream.set_nodelay();
-        let conn = Conn::new(stream, fd, self.cache.now());
+        let mut conn = Conn::new(stream, fd, self.cache.now());
+        conn.choose_protocol(protocol);
         if self
             .register(
                 fd,
@@ -447,7 +469,12 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            eprintln!("<{fd} new auto-negotiating client connection");
+            let what = match protocol {
+                Protocol::Negotiating => "auto-negotiating client connection",
+                Protocol::Ascii => "ascii client connection.",
+                Protocol::Binary => "binary client connection.",
+            };
+            eprintln!("<{fd} new {what}");
         }
         self.clients += 1;
         self.stats.curr_conns += 1;
@@ -532,7 +559,7 @@ impl Reactor {
         };
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Listener(l) => {
+                Slot::Listener(l, _) => {
                     if let Some(addr) = l.addr_text() {
                         line(fd, "addr", &addr);
                     }

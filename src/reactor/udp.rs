@@ -10,8 +10,9 @@
 //! response per command and, in a multi-key get, one per key (the `END`
 //! rides on the last key's response if that key was found).
 
-use super::conn::{BINARY_REQUEST_MAGIC, Conn, Phase, Stop};
+use super::conn::{Conn, Phase, Stop};
 use super::{Slot, StopReason, sys};
+use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
 use crate::proto::text::Ctx;
 use std::io;
 use std::net::SocketAddr;
