@@ -108,16 +108,28 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
-    /// UDP only: where each request's replies end in `out`, with where
-    /// its line starts in the input (`usize::MAX` after a data block);
-    /// memcached frames every response separately.
-    pub marks: Option<Vec<(usize, usize)>>,
+    /// UDP only: where each request's replies end in `out` (memcached
+    /// frames every response separately).
+    pub marks: Option<Vec<Mark>>,
     /// memcached holds a response for a request since its last write
     /// point (even an empty one, for noreply), so it passes through
     /// conn_mwrite when it runs out of input (traced at `-vvv`).
     replies_queued: bool,
     /// Binary-protocol state (whether this connection speaks it, SASL).
     pub bin: binary::Session,
+}
+
+/// UDP: one request's place in the input and in the replies.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    /// Where the request starts in the input `consume` was given
+    /// (`usize::MAX` for the end of a data block).
+    pub at: usize,
+    /// Where its replies end in `out`.
+    pub end: usize,
+    /// memcached writes the replies out right after this request (a
+    /// retrieval, `mn`, a binary error...).
+    pub wrote: bool,
 }
 
 /// Why `consume` stopped.
@@ -193,7 +205,7 @@ impl Conn {
 
     /// UDP: notes that the replies so far end a response. `before` is
     /// where the output stood before the request ran.
-    fn mark(&mut self, line_at: usize, before: usize) {
+    pub(super) fn mark(&mut self, at: usize, before: usize, wrote: bool) {
         let Some(marks) = &mut self.marks else {
             return;
         };
@@ -201,9 +213,13 @@ impl Conn {
         // point: responses marked past it are gone.
         let cut = self.flush_mark;
         if before > cut && self.out.get(cut..) == Some(text::GET_KEY_TOO_LONG) {
-            marks.retain(|&(_, end)| end <= cut);
+            marks.retain(|m| m.end <= cut);
         }
-        marks.push((line_at, self.out.len()));
+        marks.push(Mark {
+            at,
+            end: self.out.len(),
+            wrote,
+        });
     }
 
     /// Moves to memcached's state `to`, tracing the change at `-vvv`.
@@ -391,7 +407,11 @@ impl Conn {
                         }
                         next => {
                             self.resume = 0;
-                            self.mark(pos, before);
+                            self.mark(
+                                pos,
+                                before,
+                                matches!(next, Next::Flush | Next::FlushAfterLine),
+                            );
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
                             if matches!(next, Next::Flush | Next::FlushAfterLine) {
@@ -518,14 +538,16 @@ impl Conn {
                 // Binary values carry no line ending (the state starts with
                 // it "read").
                 let next = binary::complete_nread(ctx, &mut self.bin, pending, &mut self.out);
-                if matches!(next, Next::Flush) {
+                let wrote = matches!(next, Next::Flush);
+                if wrote {
                     self.flush_mark = self.out.len();
                     ctx.cache.unpin_all();
                 }
+                self.mark(usize::MAX, 0, wrote);
             } else {
                 text::complete_store(ctx, pending, ok, &mut self.out);
+                self.mark(usize::MAX, 0, false);
             }
-            self.mark(usize::MAX, 0);
         }
         used
     }

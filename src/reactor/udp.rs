@@ -10,7 +10,7 @@
 //! response per command and, in a multi-key get, one per key (the `END`
 //! rides on the last key's response if that key was found).
 
-use super::conn::{Conn, Phase, Stop};
+use super::conn::{Conn, Mark, Phase, Stop};
 use super::{Slot, StopReason, sys};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
 use crate::proto::text::Ctx;
@@ -72,7 +72,7 @@ pub enum Part {
     Data,
     /// Nothing to say, yet memcached sends a bare header (a total of 0)
     /// for it when it is first in line to be written: a get's missed key,
-    /// `quit`.
+    /// `quit`, any quiet binary request.
     Empty,
     /// Nothing at all (noreply, a quiet meta miss).
     Skip,
@@ -80,8 +80,17 @@ pub enum Part {
 
 /// Splits the replies of one request into memcached's responses, pushing
 /// their byte ranges (relative to `reply`) onto `out`. `line` is the
-/// request line, to tell retrievals apart.
-pub fn responses(line: &[u8], reply: &[u8], out: &mut Vec<(Range<usize>, Part)>) {
+/// request line, to tell retrievals apart; a binary request makes one
+/// response, empty or not.
+pub fn responses(line: &[u8], reply: &[u8], binary: bool, out: &mut Vec<(Range<usize>, Part)>) {
+    if binary {
+        let part = if reply.is_empty() {
+            Part::Empty
+        } else {
+            Part::Data
+        };
+        return out.push((0..reply.len(), part));
+    }
     if let Some(keys) = retrieval_keys(line)
         && reply.ends_with(b"END\r\n")
     {
@@ -114,14 +123,6 @@ fn retrieval_keys(line: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
         _ => return None,
     };
     Some(words.skip(skip))
-}
-
-/// Whether memcached writes its responses right after this request.
-fn writes_at_once(line: &[u8]) -> bool {
-    matches!(
-        first_word(line),
-        b"get" | b"gets" | b"gat" | b"gats" | b"mn"
-    )
 }
 
 /// A retrieval reply: one response per key, a `VALUE` block for a hit and
@@ -229,17 +230,15 @@ impl super::Reactor {
 
     /// Runs the commands of one datagram and sends their responses.
     fn serve_datagram(&mut self, request: &Request, payload: &[u8]) {
-        if payload.first() == Some(&BINARY_REQUEST_MAGIC) {
-            // The binary protocol is not served yet; its requests go
-            // unanswered rather than answered in ascii.
-            return;
-        }
+        // memcached picks the protocol per datagram, by its first byte.
+        let binary = payload.first() == Some(&BINARY_REQUEST_MAGIC);
         let fd = request.fd;
         self.udp.serving = Some(request.peer);
         self.udp.resumed = false;
         let now = self.cache.now();
         self.with_udp_conn(fd, |c, ctx| {
             c.start_datagram(ctx);
+            c.bin.binary = binary;
             c.last_active = now;
         });
         let per_turn = self.settings.reqs_per_event.max(1);
@@ -255,7 +254,7 @@ impl super::Reactor {
                 self.extend_last_mark(fd);
             }
             let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
-            let unwritten = self.replies_unwritten(fd, &payload[pos..]);
+            let unwritten = self.replies_unwritten(fd);
             self.transmit(request, &payload[pos..], paused);
             pos += used;
             match why {
@@ -310,14 +309,14 @@ impl super::Reactor {
 
     /// Whether the last request `consume` ran leaves replies unwritten:
     /// any but a retrieval or `mn`, which memcached writes at once.
-    fn replies_unwritten(&mut self, fd: RawFd, input: &[u8]) -> bool {
+    fn replies_unwritten(&mut self, fd: RawFd) -> bool {
         let Some(c) = self.udp_conn(fd) else {
             return false;
         };
-        match c.marks.as_ref().and_then(|m| m.last()) {
-            Some(&(line_at, _)) => !writes_at_once(input.get(line_at..).unwrap_or_default()),
-            None => false,
-        }
+        c.marks
+            .as_ref()
+            .and_then(|m| m.last())
+            .is_some_and(|m| !m.wrote)
     }
 
     fn udp_conn(&mut self, fd: RawFd) -> Option<&mut Conn> {
@@ -356,7 +355,7 @@ impl super::Reactor {
         if let Some(c) = self.udp_conn(fd) {
             let len = c.out.len();
             if let Some(last) = c.marks.as_mut().and_then(|m| m.last_mut()) {
-                last.1 = len;
+                last.end = len;
             }
         }
     }
@@ -375,11 +374,12 @@ impl super::Reactor {
         let mut fresh = true;
         let mut start = 0;
         let marks = c.marks.take().unwrap_or_default();
-        for &(line_at, end) in &marks {
+        let binary = c.bin.binary;
+        for &Mark { at, end, wrote } in &marks {
             let end = end.min(c.out.len()).max(start);
-            let line = input.get(line_at..).unwrap_or_default();
+            let line = input.get(at..).unwrap_or_default();
             let first = parts.len();
-            responses(line, &c.out[start..end], &mut parts);
+            responses(line, &c.out[start..end], binary, &mut parts);
             let resumed = std::mem::take(&mut self.udp.resumed);
             for (range, part) in &mut parts[first..] {
                 *range = range.start + start..range.end + start;
@@ -388,9 +388,8 @@ impl super::Reactor {
                 }
             }
             start = end;
-            let flushes = writes_at_once(line);
             self.stats.bytes_written += send_parts(request, &c.out, &parts[first..], fresh);
-            fresh = flushes || (fresh && parts[first..].iter().all(|p| p.1 == Part::Skip));
+            fresh = wrote || (fresh && parts[first..].iter().all(|p| p.1 == Part::Skip));
         }
         parts.clear();
         if paused {
@@ -457,7 +456,7 @@ mod tests {
 
     fn split(line: &str, reply: &str) -> Vec<String> {
         let mut parts = Vec::new();
-        responses(line.as_bytes(), reply.as_bytes(), &mut parts);
+        responses(line.as_bytes(), reply.as_bytes(), false, &mut parts);
         parts
             .into_iter()
             .map(|(r, part)| match part {
