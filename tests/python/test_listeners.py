@@ -106,3 +106,19 @@ def test_bad_entries_fail_like_oracle(entry):
         results.append((proc.returncode, proc.stderr))
     assert results[1] == results[0]
     assert results[1][0] != 0
+
+
+def test_proto_prefix_sets_the_listeners_protocol(start_server):
+    """`-l proto[binary]:addr`: that listener speaks only the binary
+    protocol (traced so at -vv); the others keep -B's."""
+    version = struct.pack(">BBHBBHIIQ", 0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0)
+    results = []
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-vv", "-l", "proto[binary]:127.0.0.2")
+        with socket.create_connection(("127.0.0.2", srv.port), timeout=10) as c:
+            reply = request(c, version, done=lambda b: len(b) >= 24 + 6)
+        assert srv.stderr.wait_for(lambda ls: any(b"new binary client" in l for l in ls), 10)
+        listening = sorted(l.split(b" ", 1)[1] for l in srv.stderr.lines() if b"listening" in l)
+        results.append((reply, listening))
+    assert results[1] == results[0]
+    assert results[1][1] == [b"server listening (auto-negotiate)", b"server listening (binary)"]
