@@ -443,3 +443,25 @@ def test_binary_protocol_changes_are_logged_too(start_server, tmp_path):
     assert got[b"bin:a"][1] == b"one+two"
     assert got[b"bin:n"][1].strip() == b"15"
     assert b"bin:gone" not in got
+
+
+def test_a_udp_change_is_written_before_its_reply(start_server, tmp_path):
+    import socket
+
+    path = tmp_path / "u.aof"
+    srv = start_aof(start_server, path, "-U", "{port}", "-o", "aof_sync=always")
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.settimeout(10)
+    try:
+        for i in range(20):
+            payload = set_cmd(b"udp:%d" % i, b"v%d" % i)
+            udp.sendto(struct.pack(">HHHH", i, 0, 1, 0) + payload, srv.addr)
+            data, _ = udp.recvfrom(65536)
+            assert data[8:] == b"STORED\r\n"
+    finally:
+        udp.close()
+    srv.kill()
+    again = start_aof(start_server, path)
+    with again.connect() as s:
+        got = get(s, *[b"udp:%d" % i for i in range(20)])
+    assert len(got) == 20
