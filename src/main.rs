@@ -28,6 +28,12 @@ fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let mut parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
     eprint_bytes(&parsed.warnings);
+    // `-d` changes to `/`: a relative AOF path means the starting directory.
+    if let Some(path) = &mut parsed.settings.aof.path
+        && let Ok(abs) = std::path::absolute(&*path)
+    {
+        *path = abs.to_string_lossy().into_owned();
+    }
     if let Err(exit) = prepare(&mut parsed.settings) {
         leave(exit);
     }
@@ -78,25 +84,6 @@ fn eprint_bytes(bytes: &[u8]) {
     let _ = std::io::stderr().write_all(bytes);
 }
 
-/// Options memcached has that this server does not serve yet: refused at
-/// start with a clear message rather than accepted and silently ignored.
-fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
-    let missing = [
-        (
-            settings.udp_port != 0,
-            "UDP (-U) is not supported yet; run with -U 0",
-        ),
-        (
-            settings.socket_path.is_some(),
-            "unix sockets (-s) are not supported yet",
-        ),
-    ];
-    match missing.iter().find(|(refused, _)| *refused) {
-        Some((_, why)) => Err(Exit::error(EX_USAGE, format!("{why}\n"))),
-        None => Ok(()),
-    }
-}
-
 /// memcached's start-up steps between parsing and opening sockets, in its
 /// order (each one's failure message depends on the ones before it).
 fn prepare(settings: &mut Settings) -> Result<(), Exit> {
@@ -118,7 +105,7 @@ fn prepare(settings: &mut Settings) -> Result<(), Exit> {
     if let Some(path) = &settings.auth_file {
         settings.auth = Some(load_authfile(path)?);
     }
-    refuse_unbuilt(settings)
+    Ok(())
 }
 
 /// `-Y`: the credentials, or memcached's words for why they cannot be read

@@ -25,7 +25,7 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
-use memcached::settings::{Protocol, Settings, VERSION};
+use memcached::settings::{AofSettings, Protocol, Settings, VERSION};
 
 /// `sysexits.h` codes, as memcached uses them.
 pub const EX_USAGE: i32 = 64;
@@ -153,7 +153,12 @@ const LONG_OPTS: &[LongOpt] = &[
     long("memory-file", HasArg::Required, b'e'),
     long("extended", HasArg::Required, b'o'),
     long("napi-ids", HasArg::Required, b'N'),
+    // Not memcached's: this server's append-only file.
+    long("aof-file", HasArg::Required, AOF_FILE),
 ];
+
+/// The value `--aof-file` returns: not a short option letter.
+const AOF_FILE: u8 = 1;
 
 /// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:".
 fn short_opt(c: u8) -> Option<HasArg> {
@@ -282,9 +287,11 @@ fn find_long(name: &[u8]) -> Result<&'static LongOpt, Vec<&'static LongOpt>> {
     if let Some(opt) = LONG_OPTS.iter().find(|o| o.name.as_bytes() == name) {
         return Ok(opt);
     }
+    // Our own long options are never abbreviated, so every abbreviation
+    // means what it means to memcached.
     let candidates: Vec<&LongOpt> = LONG_OPTS
         .iter()
-        .filter(|o| o.name.as_bytes().starts_with(name))
+        .filter(|o| o.val != AOF_FILE && o.name.as_bytes().starts_with(name))
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one),
@@ -673,6 +680,7 @@ impl Parser {
             b'Y' => self.s.auth_file = Some(lossy(arg)),
             b'N' => return self.napi_ids(arg),
             b'o' => return self.suboptions(arg),
+            AOF_FILE => self.s.aof.path = Some(lossy(arg)),
             _ => unreachable!("getopt only returns listed options"),
         }
         Ok(())
@@ -855,6 +863,11 @@ impl Parser {
             "read_buf_mem_limit" => return self.read_buf_mem_limit(value),
             "sock_cookie_id" => {
                 self.x.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
+            }
+            _ if AofSettings::is_key(key_text) => {
+                if let Err(why) = self.s.aof.set(key_text, value) {
+                    return self.fail(1, format!("{why}\n"));
+                }
             }
             _ if is_tls_key(key_text) => {
                 let message =
@@ -1416,6 +1429,7 @@ impl Parser {
         out.extend_from_slice(
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
+        self.usage_aof(out);
         Ok(())
     }
 
@@ -1565,6 +1579,27 @@ impl Parser {
             n.slab_chunk_max / (1 << 10),
             x.watcher_logbuf_size / (1 << 10),
             x.worker_logbuf_size / (1 << 10),
+        );
+    }
+}
+
+impl Parser {
+    /// This server's additions, after memcached's own text.
+    fn usage_aof(&self, out: &mut Vec<u8>) {
+        let a = AofSettings::default();
+        let _ = write!(
+            out,
+            "Persistence (not in memcached):\n\
+             --aof-file=<file>         append every change to <file>; replay it at start\n   \
+             - aof:                 the same as --aof-file\n   \
+             - aof_sync:            always, everysec or no (default: {})\n   \
+             - aof_rewrite_pct:     rewrite the file when it grew this many percent\n                          \
+             since the last rewrite; 0 never (default: {})\n   \
+             - aof_rewrite_min:     ... and is at least this big (default: {}m)\n   \
+             - aof_fix:             cut a corrupt file at its last good record\n",
+            a.sync.name(),
+            a.rewrite_pct,
+            a.rewrite_min >> 20,
         );
     }
 }
@@ -2082,7 +2117,9 @@ mod tests {
         assert_eq!(code, 0);
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
-        assert!(text.ends_with("ip filtering/firewalls \n"));
+        // memcached's text, then this server's own options.
+        assert!(text.contains("ip filtering/firewalls \nPersistence (not in memcached):\n"));
+        assert!(text.ends_with("cut a corrupt file at its last good record\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])

@@ -12,6 +12,7 @@
 //! a loopback pair made once per process and never read or written.
 
 use super::conn::{Conn, Stop};
+use super::stream::Stream;
 use super::{CRAWL_STEP, REHASH_STEP, cache_config};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
@@ -86,6 +87,7 @@ impl Feeder {
     pub fn session(&mut self, reads: &[&[u8]], replies: &mut Vec<u8>) -> io::Result<Ending> {
         let stream = self.stream.try_clone()?;
         let fd = stream.as_raw_fd();
+        let stream = Stream::Tcp(stream);
         let authenticating = self.settings.auth.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         conn.choose_protocol(self.settings.protocol);

@@ -6,6 +6,8 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+pub mod aof;
+mod aof_recover;
 mod binary_conn;
 pub mod conn;
 pub mod feed;
@@ -13,7 +15,9 @@ mod idle;
 pub mod listen;
 mod readbuf;
 mod shutdown;
+mod stream;
 mod sys;
+mod udp;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
@@ -25,8 +29,8 @@ use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use stream::Stream;
 use sys::Epoll;
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
@@ -57,9 +61,20 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    Listener(TcpListener),
+    /// A listening socket and the protocol its clients speak (`-B`, or
+    /// the `-l` entry's `proto[...]`).
+    Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
+    /// A UDP socket and the connection its datagrams run on.
+    Udp(Box<Conn>),
+    /// A further descriptor of a UDP socket: memcached has one per worker
+    /// thread and lists each in `stats conns`.
+    UdpShadow {
+        /// Held open only to be listed.
+        _fd: OwnedFd,
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 pub struct Reactor {
@@ -70,6 +85,8 @@ pub struct Reactor {
     stats: Stats,
     settings: Settings,
     scratch: Vec<u8>,
+    /// UDP's buffers and in-between state.
+    udp: udp::Scratch,
     stop: StopReason,
     clients: usize,
     max_clients: usize,
@@ -81,6 +98,12 @@ pub struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// The append-only file, when on.
+    aof: Option<aof::Aof>,
+    /// Connections whose replies wait for this turn's AOF sync.
+    held: Vec<RawFd>,
+    /// A write or sync failure with `aof_sync=always`: ends the server.
+    aof_failed: Option<io::Error>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -145,6 +168,11 @@ impl Reactor {
         if settings.memory_file.is_some() {
             crate::restart::resume(&mut cache, saved, settings.verbose)?;
         }
+        // AOF recovery comes before any listener is open.
+        let aof = match &settings.aof.path {
+            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
+            None => None,
+        };
         if settings.track_sizes {
             cache.start_sizes();
         }
@@ -155,10 +183,12 @@ impl Reactor {
             cache,
             stats: Stats {
                 accepting_conns: true,
+                aof: aof.as_ref().map(|a| a.stats.clone()),
                 ..Stats::default()
             },
             settings,
             scratch: vec![0; READ_SIZE],
+            udp: udp::Scratch::default(),
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
@@ -166,6 +196,9 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            aof,
+            held: Vec::new(),
+            aof_failed: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -173,16 +206,7 @@ impl Reactor {
         // (it ignores SIGHUP then).
         let sigfd = sys::termination_signals(!r.settings.daemonize)?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
-        for listener in listen::bind_all(&r.settings)? {
-            let fd = listener.as_raw_fd();
-            if r.settings.verbose > 1 {
-                eprintln!("<{} server listening ({})", fd, r.settings.protocol.name());
-            }
-            r.stats.curr_conns += 1;
-            r.stats.total_conns += 1;
-            r.stats.conn_structures += 1;
-            r.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
-        }
+        r.open_listeners()?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
         if listeners + 5 * r.settings.num_threads >= r.settings.max_conns.saturating_sub(1) {
@@ -196,12 +220,70 @@ impl Reactor {
     }
 
     fn register(&mut self, fd: RawFd, slot: Slot, events: u32) -> io::Result<()> {
+        self.place(fd, slot);
+        self.epoll.add(fd, events, fd as u64)
+    }
+
+    fn place(&mut self, fd: RawFd, slot: Slot) {
         let i = fd as usize;
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || Slot::Empty);
         }
         self.slots[i] = slot;
-        self.epoll.add(fd, events, fd as u64)
+    }
+
+    /// Opens every listener and counts each as a connection, as memcached
+    /// does; traces them at `-vv` in memcached's order.
+    fn open_listeners(&mut self) -> io::Result<()> {
+        let bound = listen::bind_all(&self.settings)?;
+        let v = self.settings.verbose;
+        for (listener, protocol) in bound.streams {
+            let fd = listener.as_raw_fd();
+            if v > 1 {
+                eprintln!("<{fd} server listening ({})", protocol.name());
+            }
+            self.count_listener();
+            self.register(
+                fd,
+                Slot::Listener(listener, protocol),
+                sys::READ | sys::EDGE,
+            )?;
+        }
+        let mut udp_fds = Vec::new();
+        for port in bound.udp {
+            let fd = port.socket.as_raw_fd();
+            if let (true, Some((was, now))) = (v > 1, port.send_buffer) {
+                eprintln!("<{fd} send buffer was {was}, now {now}");
+            }
+            for shadow in port.shadows {
+                let shadow_fd = shadow.as_raw_fd();
+                udp_fds.push(shadow_fd);
+                let addr = port.socket.local_addr().ok();
+                self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
+            }
+            udp_fds.push(fd);
+            // UDP and -Y are refused together at start: no authentication here.
+            let mut conn = Conn::new(Stream::Udp(port.socket), fd, self.cache.now(), false);
+            conn.negotiated = true;
+            conn.phase = conn::Phase::Read;
+            // Level-triggered: a turn takes a bounded number of datagrams
+            // and epoll reports the rest on the next.
+            self.register(fd, Slot::Udp(Box::new(conn)), sys::READ)?;
+        }
+        udp_fds.sort_unstable();
+        for fd in udp_fds {
+            if v > 1 {
+                eprintln!("<{fd} server listening (udp)");
+            }
+            self.count_listener();
+        }
+        Ok(())
+    }
+
+    fn count_listener(&mut self) {
+        self.stats.curr_conns += 1;
+        self.stats.total_conns += 1;
+        self.stats.conn_structures += 1;
     }
 
     pub fn run(&mut self) -> io::Result<()> {
@@ -210,7 +292,11 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress();
-            let timeout = if busy { 0 } else { 1000 };
+            let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
+                _ if busy => 0,
+                Some(t) => t.as_millis().min(1000) as i32,
+                None => 1000,
+            };
             let n = self.epoll.wait(&mut events, timeout)?;
             if self.cache.clock.tick() {
                 self.kick_idle();
@@ -226,6 +312,11 @@ impl Reactor {
             self.auto_crawl();
             self.crawl_step();
             self.rebalance();
+            self.aof_end_turn()?;
+        }
+        if let Some(a) = &mut self.aof {
+            a.shutdown(&self.cache)?;
+            self.cache.feed_clear();
         }
         match self.stop {
             StopReason::Graceful => {
@@ -238,9 +329,54 @@ impl Reactor {
         Ok(())
     }
 
+    /// Writes the turn's records to the AOF and, once they are on disk,
+    /// lets the replies that waited for them go. A write error is fatal
+    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
+    /// is reported and those records are lost to the file. Every consumer
+    /// of the mutation feed reads it before this clears it.
+    fn aof_end_turn(&mut self) -> io::Result<()> {
+        self.aof_write();
+        if let Some(e) = self.aof_failed.take() {
+            return Err(e);
+        }
+        for fd in std::mem::take(&mut self.held) {
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                c.hold = None;
+                if c.close_after_write {
+                    // Writes what it can, then closes (now or once the
+                    // client has read it); reads nothing more.
+                    self.drive(fd, 0);
+                } else if finish_turn(c, &mut self.stats) == Step::Close {
+                    self.close(fd);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The AOF's part of the end of a turn (also run before a UDP reply,
+    /// which cannot be held); a fatal failure is kept for the end of the
+    /// turn to report.
+    fn aof_write(&mut self) {
+        let Some(a) = &mut self.aof else {
+            return;
+        };
+        let result = a.end_turn(&self.cache);
+        self.cache.feed_clear();
+        if let Err(e) = result {
+            if a.syncs_before_replies() {
+                self.aof_failed = Some(io::Error::other(format!("AOF write failed: {e}")));
+            } else {
+                eprintln!("AOF write failed: {e}");
+            }
+        }
+        self.stats.aof = Some(a.stats.clone());
+    }
+
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
-            Some(Slot::Listener(_)) => self.accept_all(fd),
+            Some(Slot::Listener(..)) => self.accept_all(fd),
+            Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
@@ -373,11 +509,11 @@ impl Reactor {
 
     fn accept_all(&mut self, lfd: RawFd) {
         loop {
-            let Some(Slot::Listener(l)) = self.slots.get(lfd as usize) else {
+            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
                 return;
             };
             let stream = match l.accept() {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -387,24 +523,24 @@ impl Reactor {
                     return;
                 }
             };
-            self.admit(stream);
+            self.admit(stream, protocol);
         }
     }
 
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: Stream, protocol: Protocol) {
         let fd = stream.as_raw_fd();
         if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
             self.stats.rejected_conns += 1;
             return;
         }
-        if stream.set_nonblocking(true).is_err() {
+        if stream.set_nonblocking().is_err() {
             return;
         }
-        let _ = stream.set_nodelay(true);
+        stream.set_nodelay();
         let authenticating = self.settings.auth_file.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
-        conn.choose_protocol(self.settings.protocol);
+        conn.choose_protocol(protocol);
         if self
             .register(
                 fd,
@@ -417,7 +553,7 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            let what = match self.settings.protocol {
+            let what = match protocol {
                 Protocol::Negotiating => "auto-negotiating client connection",
                 Protocol::Ascii => "ascii client connection.",
                 Protocol::Binary => "binary client connection.",
@@ -431,10 +567,18 @@ impl Reactor {
     }
 
     fn close(&mut self, fd: RawFd) {
+        // Replies held for the AOF sync (`... quit` in one read) go out
+        // first: the close waits for the end of the turn.
+        if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
+            && c.hold.is_some()
+        {
+            c.close_after_write = true;
+            return;
+        }
         let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
         if let Slot::Client(mut c) = slot {
             if self.settings.read_buf_mem_limit > 0 {
-                self.read_buf_bytes -= readbuf::charge(&c);
+                self.read_buf_bytes = self.read_buf_bytes.saturating_sub(readbuf::charge(&c));
             }
             // Replies memcached would already have written still go out;
             // a peer that is not reading them loses them.
@@ -498,6 +642,16 @@ impl Reactor {
     /// memcached prints it. The asking connection is mid-command, which
     /// memcached calls conn_parse_cmd.
     fn append_conns_report(&mut self, asker: RawFd) {
+        let report = self.conns_report(asker);
+        match self.slots.get_mut(asker as usize) {
+            Some(Slot::Client(c)) | Some(Slot::Udp(c)) => {
+                c.out.extend_from_slice(report.as_bytes())
+            }
+            _ => {}
+        }
+    }
+
+    fn conns_report(&self, asker: RawFd) -> String {
         let now = self.cache.now();
         let mut report = String::new();
         let mut line = |fd: usize, name: &str, value: &dyn std::fmt::Display| {
@@ -505,17 +659,44 @@ impl Reactor {
         };
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Listener(l) => {
-                    if let Ok(addr) = l.local_addr() {
-                        line(fd, "addr", &conn_addr_text(addr));
+                Slot::Listener(l, _) => {
+                    if let Some(addr) = l.addr_text() {
+                        line(fd, "addr", &addr);
                     }
                     line(fd, "state", &"conn_listening");
                     line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
                 }
+                Slot::Udp(_) if fd == asker as usize => {
+                    // Mid-request, memcached shows whom it is serving.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(peer) = self.udp.serving_peer() {
+                        line(fd, "addr", &stream::addr_text("udp", peer));
+                    }
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "listen_addr", &addr);
+                    }
+                    line(fd, "state", &"conn_parse_cmd");
+                    line(fd, "secs_since_last_cmd", &0);
+                }
+                Slot::Udp(_) | Slot::UdpShadow { .. } => {
+                    // Between datagrams memcached shows a UDP connection
+                    // reading, under its listening address.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "addr", &addr);
+                    }
+                    line(fd, "state", &"conn_read");
+                    let last = match slot {
+                        Slot::Udp(c) => c.last_active,
+                        _ => self.started,
+                    };
+                    line(fd, "secs_since_last_cmd", &now.saturating_sub(last));
+                }
                 Slot::Client(c) => {
-                    if let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) {
-                        line(fd, "addr", &conn_addr_text(peer));
-                        line(fd, "listen_addr", &conn_addr_text(local));
+                    if let (Some(peer), Some(local)) = (c.stream.peer_text(), c.stream.local_text())
+                    {
+                        line(fd, "addr", &peer);
+                        line(fd, "listen_addr", &local);
                     }
                     let state = if fd == asker as usize {
                         "conn_parse_cmd"
@@ -533,12 +714,21 @@ impl Reactor {
             }
         }
         report.push_str("END\r\n");
-        if let Some(Slot::Client(c)) = self.slots.get_mut(asker as usize) {
-            c.out.extend_from_slice(report.as_bytes());
-        }
+        report
+    }
+
+    /// `udp:addr:port` of the socket behind a UDP descriptor.
+    fn udp_local_text(&self, fd: usize) -> Option<String> {
+        let addr = match self.slots.get(fd)? {
+            Slot::Udp(c) => c.stream.udp_local_addr()?,
+            Slot::UdpShadow { addr, .. } => (*addr)?,
+            _ => return None,
+        };
+        Some(stream::addr_text("udp", addr))
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
+        let hold = self.aof.is_some();
         let Reactor {
             slots,
             cache,
@@ -546,6 +736,7 @@ impl Reactor {
             settings,
             scratch,
             stop,
+            held,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
@@ -581,7 +772,9 @@ impl Reactor {
         // 2. Requests already buffered (or a paused multi-get).
         if (!c.input.is_empty() && !c.input_seen) || c.resume > 0 {
             let input = std::mem::take(&mut c.input);
+            let mark = HoldMark::before(c, ctx.cache, hold);
             let (used, why) = c.consume(&mut ctx, &input, budget);
+            mark.after(c, ctx.cache, held);
             c.input = input;
             c.input.drain(..used);
             if let Some(step) = after_consume(c, why, stop) {
@@ -635,6 +828,7 @@ impl Reactor {
             ReadOutcome::Closed => return Step::Close,
         };
         ctx.stats.bytes_read += n as u64;
+        let mark = HoldMark::before(c, ctx.cache, hold);
         let (used, why) = if c.input.is_empty() {
             let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
             c.input.extend_from_slice(&scratch[used..n]);
@@ -647,6 +841,7 @@ impl Reactor {
             c.input.drain(..used);
             (used, why)
         };
+        mark.after(c, ctx.cache, held);
         let _ = used;
         if let Some(step) = after_consume(c, why, stop) {
             return step;
@@ -655,6 +850,33 @@ impl Reactor {
     }
 }
 
+/// With the AOF on: notes where a connection's output stood before it ran
+/// requests, so that if they logged mutations, everything from there on is
+/// held until the end-of-turn write (and sync, with `always`).
+struct HoldMark {
+    feed_len: usize,
+    out_len: usize,
+    active: bool,
+}
+
+impl HoldMark {
+    fn before(c: &Conn, cache: &Cache, active: bool) -> HoldMark {
+        HoldMark {
+            feed_len: cache.feed_len(),
+            out_len: c.out.len(),
+            active,
+        }
+    }
+
+    fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
+        if self.active && cache.feed_len() != self.feed_len && c.hold.is_none() {
+            c.hold = Some(self.out_len.max(c.out_pos));
+            held.push(c.fd);
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
 enum Step {
     /// Keep going with this connection.
     Again,
@@ -689,14 +911,6 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
     }
 }
 
-/// memcached's text for a socket address: `tcp:1.2.3.4:5` or `tcp6:[::1]:5`.
-fn conn_addr_text(addr: std::net::SocketAddr) -> String {
-    match addr {
-        std::net::SocketAddr::V4(a) => format!("tcp:{}:{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("tcp6:[{}]:{}", a.ip(), a.port()),
-    }
-}
-
 /// Writes what is pending at the end of a turn.
 fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
     if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
@@ -712,7 +926,7 @@ enum ReadOutcome {
 }
 
 fn read_into(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut [u8],
     readable: &mut bool,
     peer_closed: bool,
@@ -741,8 +955,10 @@ fn read_into(
 
 /// Writes as much pending output as the socket takes.
 fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
-    while c.unsent() > 0 {
-        match c.stream.write(&c.out[c.out_pos..]) {
+    // Replies held for the AOF sync stay put.
+    let end = c.hold.map_or(c.out.len(), |h| h.min(c.out.len()));
+    while c.out_pos < end {
+        match c.stream.write(&c.out[c.out_pos..end]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 c.out_pos += n;
@@ -760,6 +976,9 @@ fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
         c.out.clear();
         c.out_pos = 0;
         c.flush_mark = 0;
+        if c.hold.is_some() {
+            c.hold = Some(0);
+        }
         // A burst of large replies should not pin memory on an idle client.
         if c.out.capacity() > 1 << 20 {
             c.out = Vec::new();

@@ -39,7 +39,7 @@ impl Reactor {
             return false;
         }
         let after = self.read_buf_charge(fd);
-        self.read_buf_bytes = self.read_buf_bytes - before + after;
+        self.read_buf_bytes = self.read_buf_bytes.saturating_sub(before) + after;
         if after > before && self.read_buf_bytes > limit {
             self.stats.read_buf_oom += 1;
             return true;

@@ -42,6 +42,21 @@ pub struct Stats {
     pub listen_disabled_num: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
+    /// Present while the append-only file is on.
+    pub aof: Option<AofStats>,
+}
+
+/// The append-only file's figures, printed after memcached's own.
+#[derive(Debug, Default, Clone)]
+pub struct AofStats {
+    /// Current size of the file.
+    pub bytes: u64,
+    pub rewrites: u64,
+    /// How long the last fdatasync took, in milliseconds.
+    pub last_fsync_ms: u64,
+    /// Live items after the replay at start.
+    pub recovered_items: u64,
+    pub rewrite_in_progress: bool,
 }
 
 impl Stats {
@@ -49,7 +64,11 @@ impl Stats {
     /// curr_connections).
     pub fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
-        *self = Stats::default();
+        let aof = self.aof.take();
+        *self = Stats {
+            aof,
+            ..Stats::default()
+        };
         // memcached clears per-prefix counts on reset too.
         (self.curr_conns, self.conn_structures, self.accepting_conns) = keep;
     }
@@ -205,6 +224,18 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     ] {
         stat(&mut o, name, 0);
     }
+    if let Some(a) = &stats.aof {
+        stat(&mut o, "aof_enabled", 1);
+        stat(&mut o, "aof_bytes", a.bytes);
+        stat(&mut o, "aof_rewrites", a.rewrites);
+        stat(
+            &mut o,
+            "aof_rewrite_in_progress",
+            u8::from(a.rewrite_in_progress),
+        );
+        stat(&mut o, "aof_last_fsync_ms", a.last_fsync_ms);
+        stat(&mut o, "aof_recovered_items", a.recovered_items);
+    }
     o.push_str("END\r\n");
     o
 }
@@ -342,7 +373,7 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "growth_factor", format!("{:.2}", s.factor));
     stat(&mut o, "chunk_size", s.chunk_size);
     stat(&mut o, "num_threads", s.num_threads);
-    stat(&mut o, "num_threads_per_udp", s.num_threads);
+    stat(&mut o, "num_threads_per_udp", s.udp_conns_per_port());
     stat(&mut o, "stat_key_prefix", s.prefix_delimiter as char);
     stat(&mut o, "detail_enabled", yes(s.detail_enabled));
     stat(&mut o, "reqs_per_event", s.reqs_per_event);
@@ -398,6 +429,13 @@ pub fn settings(s: &Settings) -> String {
         "memory_file",
         s.memory_file.as_deref().unwrap_or("(null)"),
     );
+    if let Some(path) = &s.aof.path {
+        stat(&mut o, "aof_file", path);
+        stat(&mut o, "aof_sync", s.aof.sync.name());
+        stat(&mut o, "aof_rewrite_pct", s.aof.rewrite_pct);
+        stat(&mut o, "aof_rewrite_min", s.aof.rewrite_min);
+        stat(&mut o, "aof_fix", yes(s.aof.fix));
+    }
     o.push_str("END\r\n");
     o
 }
