@@ -73,7 +73,8 @@ WARNING = b"WARNING: listening on all interfaces"
 
 def startup_stderr(*args):
     """Starts ours with exactly `args` (no -l 127.0.0.1 added), waits until
-    it answers on 127.0.0.1, and returns its stderr up to then."""
+    it answers on 127.0.0.1, stops it, and returns all it wrote to stderr
+    (read to the end of the pipe, so nothing is still in flight)."""
     port = free_port()
     proc = subprocess.Popen(
         [str(binary_for("ours")), "-u", "root", "-U", "0", "-p", str(port), *args],
@@ -87,16 +88,17 @@ def startup_stderr(*args):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                     s.sendall(b"version\r\n")
-                    assert recv_until(s, lambda b: b.endswith(b"\r\n")).startswith((b"VERSION", b"CLIENT_ERROR unauthenticated"))
+                    reply = recv_until(s, lambda b: b.endswith(b"\r\n"))
+                    assert reply.startswith((b"VERSION", b"CLIENT_ERROR unauthenticated"))
                     break
             except OSError:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.01)
-        return err.text().encode()
     finally:
         proc.kill()
         proc.wait()
-        err.wait_eof(2)
+        assert err.wait_eof(5)
+    return err.text().encode()
 
 
 def test_wildcard_listener_without_auth_warns():
