@@ -153,13 +153,26 @@ const LONG_OPTS: &[LongOpt] = &[
     long("memory-file", HasArg::Required, b'e'),
     long("extended", HasArg::Required, b'o'),
     long("napi-ids", HasArg::Required, b'N'),
+    // Ours, not memcached's: replication (see `repl_peer`).
+    long("repl-peer", HasArg::Required, b'x'),
+    long("repl-port", HasArg::Required, REPL_PORT_OPT),
 ];
 
-/// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:".
+fn is_our_extension(opt: &LongOpt) -> bool {
+    matches!(opt.val, b'x' | REPL_PORT_OPT)
+}
+
+/// The value getopt returns for `--repl-port`, which has no short form.
+const REPL_PORT_OPT: u8 = 0x80;
+
+/// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:",
+/// plus our `x:` (repcached's replication peer; memcached has no `-x`).
 fn short_opt(c: u8) -> Option<HasArg> {
     match c {
         b'a' | b'p' | b's' | b'U' | b'm' | b'c' | b'l' | b'u' | b'P' | b'f' | b'n' | b't'
-        | b'D' | b'R' | b'b' | b'B' | b'I' | b'Y' | b'e' | b'o' | b'N' => Some(HasArg::Required),
+        | b'D' | b'R' | b'b' | b'B' | b'I' | b'Y' | b'e' | b'o' | b'N' | b'x' => {
+            Some(HasArg::Required)
+        }
         b'A' | b'Z' | b'M' | b'k' | b'h' | b'i' | b'V' | b'r' | b'v' | b'd' | b'L' | b'C'
         | b'S' | b'F' | b'X' | b'W' => Some(HasArg::No),
         _ => None,
@@ -294,7 +307,14 @@ fn find_long(name: &[u8]) -> Result<&'static LongOpt, Vec<&'static LongOpt>> {
 
 fn ambiguous(body: &[u8], candidates: &[&LongOpt]) -> Vec<u8> {
     let mut message = getopt_message(b": option '--", body, b"' is ambiguous; possibilities:");
-    for opt in candidates {
+    // Where memcached itself would call the abbreviation ambiguous, its
+    // message lists only its own options: ours are left out so that the
+    // text stays memcached's.
+    let theirs = candidates.iter().any(|o| !is_our_extension(o));
+    let listed = candidates
+        .iter()
+        .filter(|o| !theirs || !is_our_extension(o));
+    for opt in listed {
         message.extend_from_slice(b" '--");
         message.extend_from_slice(opt.name.as_bytes());
         message.push(b'\'');
@@ -670,6 +690,8 @@ impl Parser {
             b'Y' => self.s.auth_file = Some(lossy(arg)),
             b'N' => return self.napi_ids(arg),
             b'o' => return self.suboptions(arg),
+            b'x' => return self.repl_peer(arg),
+            REPL_PORT_OPT => return self.repl_port(arg),
             _ => unreachable!("getopt only returns listed options"),
         }
         Ok(())
@@ -850,6 +872,14 @@ impl Parser {
                 b"DEPRECATED: resp_obj_mem_limit no longer used. See read_buf_mem_limit,\n",
             ),
             "read_buf_mem_limit" => return self.read_buf_mem_limit(value),
+            "repl_peer" => {
+                let value = self.need(value, "Missing repl_peer argument")?;
+                return self.repl_peer(value);
+            }
+            "repl_port" => {
+                let value = self.need(value, "Missing repl_port argument")?;
+                return self.repl_port(value);
+            }
             "sock_cookie_id" => {
                 self.x.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
             }
@@ -871,6 +901,32 @@ impl Parser {
             }
         }
         Ok(())
+    }
+
+    /// `-x host[:port]`: the replication peer. The host is resolved when
+    /// the server starts; only the shape is checked here.
+    fn repl_peer(&mut self, arg: &[u8]) -> Outcome {
+        let text = lossy(arg);
+        if memcached::reactor::repl::split_peer(&text).is_none() {
+            let message = format!("Invalid replication peer \"{text}\": want host[:port]\n");
+            return self.fail(EX_USAGE, message);
+        }
+        self.s.repl.peer = Some(text);
+        Ok(())
+    }
+
+    /// `--repl-port`: 1 to 65535.
+    fn repl_port(&mut self, arg: &[u8]) -> Outcome {
+        match safe_strtoul(arg) {
+            Some(port @ 1..=65535) => {
+                self.s.repl.port = port as u16;
+                Ok(())
+            }
+            _ => {
+                let message = format!("Invalid replication port \"{}\"\n", lossy(arg));
+                self.fail(EX_USAGE, message)
+            }
+        }
     }
 
     fn hashpower(&mut self, value: Option<&[u8]>) -> Outcome {
@@ -1412,6 +1468,7 @@ impl Parser {
         out.extend_from_slice(
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
+        self.usage_replication(out);
         Ok(())
     }
 
@@ -1561,6 +1618,21 @@ impl Parser {
             n.slab_chunk_max / (1 << 10),
             x.watcher_logbuf_size / (1 << 10),
             x.worker_logbuf_size / (1 << 10),
+        );
+    }
+}
+
+impl Parser {
+    /// Our replication options (not memcached's), after all of its text so
+    /// that everything before them stays memcached's byte for byte.
+    fn usage_replication(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "-x, --repl-peer=<host[:port]> replicate with the peer node (repcached's -x);\n                          \
+             <port> defaults to the replication port\n    \
+             --repl-port=<num>     replication port to listen on (default: {})\n                          \
+             also -o repl_peer=<host[:port]>,repl_port=<num>\n",
+            self.s.repl.port,
         );
     }
 }

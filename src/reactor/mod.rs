@@ -8,6 +8,7 @@
 
 pub mod conn;
 pub mod listen;
+pub mod repl;
 mod sys;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
