@@ -20,6 +20,7 @@ pub mod item;
 mod lru;
 mod meta;
 pub mod rebalance;
+pub mod record;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use clock::Clock;
