@@ -21,6 +21,7 @@ mod lru;
 mod meta;
 pub mod rebalance;
 pub mod record;
+pub mod snapshot;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use clock::Clock;

@@ -4,7 +4,7 @@
 //! this file touches raw syscalls.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd as _, RawFd};
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -182,4 +182,23 @@ pub fn bind_v6only(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListen
         check(libc::listen(fd, 1024))?;
         Ok(listener)
     }
+}
+
+/// Starts a TCP connection without waiting for it: the stream is
+/// non-blocking and the handshake completes (or fails) later, reported by
+/// epoll as writability; `TcpStream::take_error` then tells which.
+pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, connect, socket};
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None)?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(std::net::TcpStream::from(fd))
 }

@@ -6,6 +6,7 @@
 //! leaving out what only exists with its worker threads or extstore.
 
 pub mod prefix;
+pub mod repl;
 
 use crate::items::Cache;
 use crate::settings::{Settings, VERSION};
@@ -38,6 +39,8 @@ pub struct Stats {
     pub listen_disabled_num: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
+    /// Present when replication is configured.
+    pub repl: Option<repl::ReplStats>,
 }
 
 impl Stats {
@@ -45,7 +48,11 @@ impl Stats {
     /// curr_connections).
     pub fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
-        *self = Stats::default();
+        let repl = self.repl.take();
+        *self = Stats {
+            repl,
+            ..Stats::default()
+        };
         // memcached clears per-prefix counts on reset too.
         (self.curr_conns, self.conn_structures, self.accepting_conns) = keep;
     }
@@ -201,6 +208,9 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         "lru_bumps_dropped",
     ] {
         stat(&mut o, name, 0);
+    }
+    if let Some(r) = &stats.repl {
+        repl::lines(&mut o, r);
     }
     o.push_str("END\r\n");
     o
