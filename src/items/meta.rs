@@ -115,6 +115,7 @@ impl Cache {
 
     pub fn set_exptime(&mut self, it: ChunkRef, exptime: u32) {
         item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
+        self.log_touch(it);
     }
 
     /// Whether the item's key was stored base64 encoded (`ms ... b`).
@@ -196,11 +197,13 @@ impl Cache {
             // The next fetch may win the recache.
             v.clear_flag(TOKEN_SENT);
             v.set_cas(cas);
+            self.log_put(it);
             return MetaDelete::MarkedStale;
         }
         let c = self.class_of(it) as usize;
         self.stats.classes[c].delete_hits += 1;
         self.unlink(it);
+        self.log_delete(key);
         MetaDelete::Deleted
     }
 
@@ -247,6 +250,7 @@ impl Cache {
             dst[text.len()..].fill(b' ');
             item::view_mut(&mut self.slabs.arena, it).set_cas(cas);
             self.update(it);
+            self.log_put(it);
             return MetaDelta::Value {
                 value,
                 cas,
@@ -324,7 +328,7 @@ impl Cache {
 
     /// The live item under `key`, without any side effect (no unlinking of
     /// an expired item, no trace).
-    fn peek(&self, key: &[u8]) -> Option<ChunkRef> {
+    pub(super) fn peek(&self, key: &[u8]) -> Option<ChunkRef> {
         let hv = self.hv(key);
         self.hash
             .find(&self.slabs.arena, key, hv)

@@ -15,6 +15,7 @@
 
 pub mod clock;
 pub mod crawler;
+pub mod feed;
 pub mod hash;
 pub mod item;
 mod lru;
@@ -164,6 +165,13 @@ pub struct Cache {
     automove_seen: Vec<u64>,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
     pins: Vec<ChunkRef>,
+    /// The mutation feed, when persistence or replication is on (see
+    /// `feed.rs`).
+    feed: Option<Box<feed::Feed>>,
+    /// A replayed delayed flush whose time has passed (see `feed.rs`).
+    replay_flush: Option<u64>,
+    /// The relative time a delayed `flush_all` takes effect.
+    flush_at: Option<u32>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -201,6 +209,9 @@ impl Cache {
             rebalance: None,
             automove_seen: Vec::new(),
             pins: Vec::new(),
+            feed: None,
+            replay_flush: None,
+            flush_at: None,
         })
     }
 
@@ -369,6 +380,7 @@ impl Cache {
         let it = self.find(key, true)?;
         if let Some(exptime) = touch {
             item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
+            self.log_touch(it);
         }
         Some(it)
     }
@@ -378,6 +390,7 @@ impl Cache {
         match self.find(key, true) {
             Some(it) => {
                 item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
+                self.log_touch(it);
                 let c = self.class_of(it) as usize;
                 self.stats.classes[c].touch_hits += 1;
                 true
@@ -392,6 +405,7 @@ impl Cache {
                 let c = self.class_of(it) as usize;
                 self.stats.classes[c].delete_hits += 1;
                 self.unlink(it);
+                self.log_delete(key);
                 true
             }
             None => false,
@@ -415,6 +429,8 @@ impl Cache {
         } else {
             self.oldest_live = new_oldest;
         }
+        self.flush_at = (delay > 0).then_some(new_oldest);
+        self.log_flush(new_oldest);
     }
 
     /// Unlinks `key` if present, counting nothing: a `set` that could not
@@ -422,6 +438,7 @@ impl Cache {
     pub fn delete_quietly(&mut self, key: &[u8]) {
         if let Some(it) = self.find(key, false) {
             self.unlink(it);
+            self.log_delete(key);
         }
     }
 
@@ -674,7 +691,16 @@ impl Cache {
     }
 
     fn link(&mut self, it: ChunkRef) {
-        let cas = if self.cfg.use_cas { self.next_cas() } else { 0 };
+        self.link_with(it, None);
+    }
+
+    /// Links `it` with the given CAS, or a new one; logs it to the feed.
+    fn link_with(&mut self, it: ChunkRef, cas: Option<u64>) {
+        let cas = match cas {
+            Some(cas) => cas,
+            None if self.cfg.use_cas => self.next_cas(),
+            None => 0,
+        };
         let now = self.now();
         let hv = self.hv(self.view(it).key());
         let mut v = item::view_mut(&mut self.slabs.arena, it);
@@ -690,6 +716,7 @@ impl Cache {
         self.stats.bytes += size as u64;
         self.stats.classes[id as usize].mem_requested += size as u64;
         self.count_size(size, cas, true);
+        self.log_put(it);
     }
 
     /// Adds or removes an item of memcached size `ntotal` in the size
