@@ -10,8 +10,8 @@
 //! change. Each item is encoded as it is at the moment it is visited, so
 //! everything sent is current when it is sent.
 
-use super::item::{self, KEY_BINARY, LINKED, STALE, TOKEN_SENT};
-use super::record::{self, MF_KEY_BINARY, MF_STALE, MF_TOKEN_SENT, Put};
+use super::hash;
+use super::item::{self, LINKED};
 use super::Cache;
 use crate::slab::ChunkRef;
 
@@ -23,41 +23,6 @@ pub struct SnapshotCursor {
 }
 
 impl Cache {
-    /// Unix seconds now (the clock's second, as a record's `ts`).
-    pub fn unix_now(&self) -> u64 {
-        (self.clock.process_started + i64::from(self.now())) as u64
-    }
-
-    /// An item's relative expiry as a unix time (0: never).
-    fn unix_exptime(&self, exptime: u32) -> u64 {
-        match exptime {
-            0 => 0,
-            rel => (self.clock.process_started + i64::from(rel)).max(1) as u64,
-        }
-    }
-
-    /// Appends `it` to `out` as a PUT record of its current state.
-    pub fn encode_item(&self, it: ChunkRef, out: &mut Vec<u8>) -> usize {
-        let v = self.view(it);
-        let mflags = [
-            (STALE, MF_STALE),
-            (TOKEN_SENT, MF_TOKEN_SENT),
-            (KEY_BINARY, MF_KEY_BINARY),
-        ]
-        .iter()
-        .filter(|(flag, _)| v.is(*flag))
-        .fold(0, |acc, (_, bit)| acc | bit);
-        let put = Put {
-            flags: v.flags(),
-            exptime: self.unix_exptime(v.exptime()),
-            cas: v.cas(),
-            mflags,
-            key: v.key(),
-            value: &[],
-        };
-        record::encode_put(out, self.unix_now(), &put, self.value_segments(it))
-    }
-
     /// The linked item whose header is `chunk`, if any: a chunk holding
     /// part of a large value is raw data whatever its flag byte says.
     fn item_at(&self, chunk: ChunkRef) -> Option<ChunkRef> {
@@ -76,6 +41,7 @@ impl Cache {
         max_chunks: usize,
         max_out: usize,
     ) -> (usize, bool) {
+        let ts = self.unix_now();
         let mut encoded = 0;
         let mut looked = 0;
         while cursor.page < self.slabs.page_count() {
@@ -104,7 +70,7 @@ impl Cache {
             if self.is_expired(it) || self.is_flushed(it) {
                 continue;
             }
-            self.encode_item(it, out);
+            self.encode_item(out, ts, it);
             encoded += 1;
         }
         (encoded, true)
@@ -126,6 +92,23 @@ impl Cache {
         }
         self.oldest_live = 0;
         self.oldest_cas = 0;
+        self.flush_at = None;
+        self.replay_flush = None;
+    }
+
+    /// Under replication the master hands out odd CAS values and the
+    /// replica even ones, so two writes made at once on the two nodes can
+    /// never carry the same CAS (which the conflict rule compares).
+    pub fn set_cas_lane(&mut self, odd: bool) {
+        self.cas_lane = Some(u64::from(odd));
+    }
+
+    /// The CAS of the live item under `key`, without touching it.
+    pub fn cas_of(&self, key: &[u8]) -> Option<u64> {
+        let hv = hash::hash(key, self.hash.seed);
+        let it = self.hash.find(&self.slabs.arena, key, hv)?;
+        let gone = self.is_expired(it) || self.is_flushed(it);
+        (!gone).then(|| self.view(it).cas())
     }
 
     /// Keeps the CAS counter ahead of a CAS value taken from the peer, so

@@ -56,6 +56,11 @@ enum Slot {
     Listener(TcpListener),
     Signals,
     Client(Box<Conn>),
+    /// The replication listener (see `repl.rs`).
+    ReplListener(TcpListener),
+    /// The replication link or a connection attempt; the socket itself is
+    /// held by `Reactor::repl`.
+    Repl,
 }
 
 pub struct Reactor {
@@ -75,6 +80,8 @@ pub struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// Replication, when `-x` is given.
+    repl: Option<repl::Repl>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`.
@@ -149,6 +156,7 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            repl: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -173,6 +181,7 @@ impl Reactor {
             ));
         }
         r.max_clients = max_clients(&r.settings, listeners);
+        r.repl_start()?;
         Ok(r)
     }
 
@@ -190,7 +199,8 @@ impl Reactor {
         while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
-                || self.crawl_can_progress();
+                || self.crawl_can_progress()
+                || self.repl_busy();
             let timeout = if busy { 0 } else { 1000 };
             let n = self.epoll.wait(&mut events, timeout)?;
             self.cache.clock.tick();
@@ -205,6 +215,7 @@ impl Reactor {
             self.auto_crawl();
             self.crawl_step();
             self.rebalance();
+            self.repl_turn();
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
@@ -218,6 +229,8 @@ impl Reactor {
         match self.slots.get_mut(fd as usize) {
             Some(Slot::Listener(_)) => self.accept_all(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
+            Some(Slot::ReplListener(_)) => self.repl_accept(fd),
+            Some(Slot::Repl) => self.repl_event(fd, bits),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
                     c.readable = true;
