@@ -29,9 +29,9 @@
 //! that keeps its own AOF passes true (and must not forward its feed to
 //! other replicas, which is replication's choice, not the cache's).
 
+use super::Cache;
 use super::item::{self, KEY_BINARY, LINKED, STALE, TOKEN_SENT};
 use super::record::{self, MF_KEY_BINARY, MF_STALE, MF_TOKEN_SENT, Op, Put, Record};
-use super::Cache;
 use crate::slab::{ChunkRef, NIL};
 
 /// The outgoing buffer of encoded records.

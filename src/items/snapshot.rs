@@ -10,9 +10,9 @@
 //! change. Each item is encoded as it is at the moment it is visited, so
 //! everything sent is current when it is sent.
 
+use super::Cache;
 use super::hash;
 use super::item::{self, LINKED};
-use super::Cache;
 use crate::slab::ChunkRef;
 
 /// Where a walk is: the next chunk to look at.

@@ -296,7 +296,10 @@ impl Repl {
     /// The next retry after a failure, doubling up to `BACKOFF_MAX`, with
     /// some jitter so two nodes retrying each other do not stay in step.
     fn schedule_retry(&mut self) {
-        self.jitter = self.jitter.wrapping_mul(6364136223846793005).wrapping_add(1);
+        self.jitter = self
+            .jitter
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1);
         let spread = (self.jitter >> 33) % 1000;
         let wait = self.backoff + self.backoff * spread as u32 / 1000;
         self.next_attempt = Instant::now() + wait;
@@ -356,7 +359,10 @@ impl Reactor {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
                 r.connecting = Some((stream, Instant::now()));
-                if self.register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE).is_err() {
+                if self
+                    .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
+                    .is_err()
+                {
                     self.repl_connect_failed();
                 }
             }
@@ -412,7 +418,10 @@ impl Reactor {
             }
         };
         let fd = listener.as_raw_fd();
-        if self.register(fd, Slot::ReplListener(listener), sys::READ | sys::EDGE).is_ok() {
+        if self
+            .register(fd, Slot::ReplListener(listener), sys::READ | sys::EDGE)
+            .is_ok()
+        {
             self.repl.as_mut().expect("replication is on").listener = Some(fd);
         } else {
             self.repl_forget_fd(fd);
@@ -512,7 +521,10 @@ impl Reactor {
             r.link = Some(Link::new(stream, false));
             r.backoff = BACKOFF_MIN;
             r.log("replica connected");
-            if self.register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE).is_err() {
+            if self
+                .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
+                .is_err()
+            {
                 self.repl_link_lost("cannot watch the replica's socket");
             }
             self.repl_publish();
@@ -595,7 +607,10 @@ impl Reactor {
         let body = &frame[FRAME..];
         let valid = body.len() == 1 + 8 + 8 && record::crc32c(body) == frame_crc(frame);
         if !valid {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad control frame"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad control frame",
+            ));
         }
         let value = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
         let r = self.repl.as_mut().expect("replication is on");
@@ -623,7 +638,12 @@ impl Reactor {
                 r.log("in sync");
             }
             (KIND_ACK, _) => link.acked = value,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected frame")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected frame",
+                ));
+            }
         }
         self.repl_publish();
         Ok(())
@@ -685,7 +705,9 @@ impl Reactor {
     }
 
     fn repl_flush(&mut self) {
-        let Some(link) = self.repl_link_mut() else { return };
+        let Some(link) = self.repl_link_mut() else {
+            return;
+        };
         if link.flush().is_err() {
             self.repl_link_lost("cannot write to the peer");
         }
@@ -782,7 +804,9 @@ impl Reactor {
     }
 
     fn repl_heartbeat(&mut self) {
-        let Some(link) = self.repl_link_mut() else { return };
+        let Some(link) = self.repl_link_mut() else {
+            return;
+        };
         let due = link.last_told.elapsed() >= HEARTBEAT;
         if link.streaming && (due || link.applied != link.told) {
             link.told = link.applied;
