@@ -55,7 +55,8 @@ const KIND_SYNCED: u8 = 0x83;
 const KIND_ACK: u8 = 0x84;
 
 /// The most that may wait for a peer before it is resynced (or, for a
-/// replica, before the link is dropped).
+/// replica, before the link is dropped); at least four of the largest
+/// items.
 pub const MAX_BUFFER: usize = 64 << 20;
 /// The full copy is produced only while less than this waits to be sent.
 const COPY_LOW_WATER: usize = 1 << 20;
@@ -442,16 +443,19 @@ impl Reactor {
         if let Some((stream, _)) = &r.connecting
             && stream.as_raw_fd() == fd
         {
+            // A connection attempt is decided when the socket becomes
+            // writable (connected) or reports an error.
+            if bits & (sys::WRITE | sys::HANGUP) == 0 {
+                return;
+            }
             let failed = bits & sys::HANGUP != 0
                 || !matches!(stream.take_error(), Ok(None))
                 || stream.peer_addr().is_err();
-            if failed {
-                return self.repl_connect_failed();
-            }
-            if bits & sys::WRITE != 0 {
-                return self.repl_connected();
-            }
-            return;
+            return if failed {
+                self.repl_connect_failed()
+            } else {
+                self.repl_connected()
+            };
         }
         let Some(link) = &mut r.link else { return };
         if link.fd != fd {
@@ -790,7 +794,9 @@ impl Reactor {
     fn repl_bound(&mut self) {
         let Some(r) = &mut self.repl else { return };
         let Some(link) = &mut r.link else { return };
-        if link.unsent() <= MAX_BUFFER {
+        // One record may be as large as the largest item.
+        let limit = MAX_BUFFER.max(4 * self.settings.item_size_max);
+        if link.unsent() <= limit {
             return;
         }
         if r.role != Role::Master {

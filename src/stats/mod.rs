@@ -400,6 +400,10 @@ pub fn settings(s: &Settings) -> String {
         "memory_file",
         s.memory_file.as_deref().unwrap_or("(null)"),
     );
+    if let Some(peer) = &s.repl.peer {
+        stat(&mut o, "repl_peer", peer);
+        stat(&mut o, "repl_port", s.repl.port);
+    }
     o.push_str("END\r\n");
     o
 }

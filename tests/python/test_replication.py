@@ -351,3 +351,30 @@ def test_a_replica_too_far_behind_is_resynced_from_a_fresh_copy(pair):
     keys = [f"big{i}" for i in range(8)]
     assert dump(a, keys) == dump(b, keys)
     assert dump(b, ["big7"])["big7"][1] == value + b"159"
+
+
+def test_two_nodes_started_at_once_settle_into_one_master_and_one_replica(pair):
+    # Started together: whichever way the race goes (one finds the other
+    # listening, or both find nothing, become masters and pair up through
+    # their jittered retries), they end as one pair.
+    started = {}
+    threads = [threading.Thread(target=lambda n=n: started.__setitem__(n, pair.start(n)))
+               for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    a, b = started["a"], started["b"]
+    wait_until("one master and one replica", lambda: sorted(
+        (repl_stats(a)["repl_role"], repl_stats(b)["repl_role"])) == ["master", "replica"])
+    wait_linked(a, b)
+    with a.connect() as s:
+        set_value(s, "x", b"1")
+    wait_value(b, "x", b"1")
+
+
+def test_stats_settings_show_the_replication_options(pair):
+    a = pair.start("a")
+    st = a.stats("settings")
+    assert st["repl_peer"] == f"127.0.0.1:{pair.repl_ports['b']}"
+    assert st["repl_port"] == str(pair.repl_ports["a"])
