@@ -2145,12 +2145,43 @@ mod tests {
     }
 
     #[test]
+    fn replication_options() {
+        assert!(!settings(&[]).repl.enabled());
+        assert_eq!(settings(&[]).repl.port, 11212);
+        let s = settings(&["-x", "10.0.0.2:7000", "--repl-port", "7001"]);
+        assert_eq!(
+            (s.repl.peer.as_deref(), s.repl.port),
+            (Some("10.0.0.2:7000"), 7001)
+        );
+        let s = settings(&["-o", "repl_peer=[::1]:9,repl_port=10", "-X"]);
+        assert_eq!((s.repl.peer.as_deref(), s.repl.port), (Some("[::1]:9"), 10));
+        // -X is still memcached's.
+        assert!(!s.dump_enabled);
+        assert_eq!(
+            settings(&["--repl-peer=peer"]).repl.peer.as_deref(),
+            Some("peer")
+        );
+        for bad in [
+            &["-x", "h:0"][..],
+            &["-x", ":1"],
+            &["-x", "h:x"],
+            &["--repl-port", "0"],
+            &["--repl-port", "65536"],
+            &["-o", "repl_port"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn help_version_and_license() {
         let (code, text) = stdout(&["-h"]);
         assert_eq!(code, 0);
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
-        assert!(text.ends_with("ip filtering/firewalls \n"));
+        // memcached's text ends there; our replication options follow.
+        assert!(text.contains("ip filtering/firewalls \n-x, --repl-peer="));
+        assert!(text.ends_with("repl_peer=<host[:port]>,repl_port=<num>\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])

@@ -117,3 +117,154 @@ impl Cache {
         self.cas_id = self.cas_id.max(cas);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::record::{self, End, Reader};
+    use crate::items::{CacheConfig, StoreMode};
+    use crate::slab::SlabConfig;
+
+    fn cache() -> Cache {
+        Cache::new(CacheConfig {
+            slab: SlabConfig {
+                mem_limit: 16 << 20,
+                min_space: 48,
+                factor: 1.25,
+                page_size: 1 << 20,
+                chunk_max: 512 << 10,
+            },
+            item_size_max: 1 << 20,
+            use_cas: true,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 7,
+        })
+        .unwrap()
+    }
+
+    fn set(c: &mut Cache, key: &str, value: &[u8], exptime: u32) {
+        let it = c.alloc(key.as_bytes(), 3, exptime, value.len()).unwrap();
+        let mut done = 0;
+        while done < value.len() {
+            let w = c.value_window_mut(it, done);
+            let n = w.len().min(value.len() - done);
+            w[..n].copy_from_slice(&value[done..done + n]);
+            done += n;
+        }
+        c.store(it, StoreMode::Set, 0);
+    }
+
+    /// Every key (and its value and CAS) that `records` holds.
+    fn keys_in(records: &[u8]) -> Vec<(Vec<u8>, usize, u64)> {
+        let mut r = Reader::new(records, 0);
+        let mut out = Vec::new();
+        loop {
+            match r.next_record() {
+                Ok(rec) => match rec.op {
+                    record::Op::Put(p) => out.push((p.key.to_vec(), p.value.len(), p.cas)),
+                    other => panic!("unexpected {other:?}"),
+                },
+                Err(End::Clean) => return out,
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+
+    fn walk(c: &mut Cache, cursor: &mut SnapshotCursor, max_chunks: usize) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let (_, done) = c.snapshot_step(cursor, &mut out, max_chunks, usize::MAX);
+        (out, done)
+    }
+
+    #[test]
+    fn the_walk_finds_every_live_item_once_in_small_batches() {
+        let mut c = cache();
+        for i in 0..3000 {
+            set(&mut c, &format!("key{i}"), format!("v{i}").as_bytes(), 0);
+        }
+        set(&mut c, "big", &vec![b'b'; 700 << 10], 0);
+        set(&mut c, "dead", b"x", 1);
+        let mut cursor = SnapshotCursor::default();
+        let mut all = Vec::new();
+        let mut batches = 0;
+        loop {
+            let (out, done) = walk(&mut c, &mut cursor, 100);
+            all.extend_from_slice(&out);
+            batches += 1;
+            if done {
+                break;
+            }
+        }
+        assert!(batches > 30, "{batches}");
+        let mut keys: Vec<_> = keys_in(&all).into_iter().map(|(k, ..)| k).collect();
+        keys.sort();
+        assert_eq!(keys.len(), 3001);
+        keys.dedup();
+        assert_eq!(keys.len(), 3001);
+        let big = keys_in(&all).into_iter().find(|(k, ..)| k == b"big");
+        assert_eq!(big.map(|(_, n, _)| n), Some(700 << 10));
+    }
+
+    #[test]
+    fn changes_behind_the_cursor_are_left_to_the_stream() {
+        let mut c = cache();
+        for i in 0..200 {
+            set(&mut c, &format!("k{i}"), b"old", 0);
+        }
+        let mut cursor = SnapshotCursor::default();
+        let (first, _) = walk(&mut c, &mut cursor, 100);
+        let seen: Vec<_> = keys_in(&first).into_iter().map(|(k, ..)| k).collect();
+        // Delete one already sent and one not yet reached, grow the table.
+        let behind = String::from_utf8(seen[0].clone()).unwrap();
+        let ahead = (0..200)
+            .map(|i| format!("k{i}"))
+            .find(|k| !seen.contains(&k.as_bytes().to_vec()))
+            .unwrap();
+        assert!(c.delete(behind.as_bytes()));
+        assert!(c.delete(ahead.as_bytes()));
+        for i in 0..5000 {
+            set(&mut c, &format!("new{i}"), b"n", 0);
+        }
+        let (rest, done) = walk(&mut c, &mut cursor, usize::MAX);
+        assert!(done);
+        let later: Vec<_> = keys_in(&rest).into_iter().map(|(k, ..)| k).collect();
+        assert!(!later.contains(&ahead.into_bytes()));
+        assert!(!later.contains(&behind.into_bytes()));
+        let old = seen.len() + later.iter().filter(|k| k.starts_with(b"k")).count();
+        assert_eq!(old, 199);
+    }
+
+    #[test]
+    fn wipe_empties_the_cache_and_cas_lanes_keep_parity() {
+        let mut c = cache();
+        c.set_cas_lane(true);
+        for i in 0..50 {
+            set(&mut c, &format!("k{i}"), b"v", 0);
+            assert_eq!(c.cas_of(format!("k{i}").as_bytes()).unwrap() % 2, 1);
+        }
+        c.observe_cas(1000);
+        c.set_cas_lane(false);
+        set(&mut c, "even", b"v", 0);
+        assert_eq!(c.cas_of(b"even"), Some(1002));
+        c.wipe();
+        assert_eq!(c.stats.curr_items, 0);
+        assert_eq!(c.cas_of(b"k1"), None);
+        set(&mut c, "after", b"v", 0);
+        assert!(c.cas_of(b"after").is_some());
+    }
+
+    #[test]
+    fn an_immediate_flush_under_replication_removes_items_at_once() {
+        let mut c = cache();
+        c.set_cas_lane(true);
+        set(&mut c, "a", b"v", 0);
+        c.flush_all(0);
+        assert_eq!(c.stats.curr_items, 0);
+        // An item with a low CAS from the peer is not taken for flushed.
+        c.observe_cas(1);
+        set(&mut c, "b", b"v", 0);
+        assert!(c.cas_of(b"b").is_some());
+    }
+}
