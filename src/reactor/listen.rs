@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 
 /// One `-l` entry: `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn parse_listen(entry: &str, default_port: u16) -> io::Result<Vec<SocketAddr>> {
+pub(super) fn parse_listen(entry: &str, default_port: u16) -> io::Result<Vec<SocketAddr>> {
     let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')

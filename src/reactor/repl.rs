@@ -231,6 +231,12 @@ pub struct Repl {
     resyncs: u64,
     verbose: u8,
     jitter: u64,
+    /// Random per process: a HELLO carrying our own id means `-x` names
+    /// this very server.
+    node_id: u64,
+    /// Where the replication listener binds: the first `-l` interface, or
+    /// all of them.
+    listen_ip: std::net::IpAddr,
 }
 
 /// Splits `-x host[:port]` (or `[v6]:port`) into host and optional port;
@@ -317,6 +323,14 @@ impl Reactor {
         };
         let port = self.settings.repl.port;
         let peer = resolve_peer(&peer_text, port)?;
+        let listen_ip = self
+            .settings
+            .listen
+            .first()
+            .and_then(|entry| super::listen::parse_listen(entry, port).ok())
+            .and_then(|addrs| addrs.first().map(SocketAddr::ip))
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let seed = super::random_seed();
         self.cache.enable_feed();
         self.repl = Some(Repl {
             peer_text,
@@ -331,7 +345,9 @@ impl Reactor {
             feed_mark: 0,
             resyncs: 0,
             verbose: self.settings.verbose,
-            jitter: super::random_seed(),
+            jitter: seed,
+            node_id: seed | 1,
+            listen_ip,
         });
         self.repl_connect();
         self.repl_publish();
@@ -407,7 +423,7 @@ impl Reactor {
         if r.listener.is_some() {
             return;
         }
-        let addr: SocketAddr = ([0, 0, 0, 0], r.port).into();
+        let addr = SocketAddr::new(r.listen_ip, r.port);
         let listener = match TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok(l)
@@ -485,7 +501,7 @@ impl Reactor {
         }
         let _ = stream.set_nodelay(true);
         let mut link = Link::new(stream, true);
-        link.control(KIND_HELLO, 0);
+        link.control(KIND_HELLO, r.node_id);
         r.link = Some(link);
         r.role = Role::Replica;
         r.backoff = BACKOFF_MIN;
@@ -619,8 +635,15 @@ impl Reactor {
         let value = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
         let r = self.repl.as_mut().expect("replication is on");
         let role = r.role;
+        let own_id = r.node_id;
         let link = r.link.as_mut().expect("a link is up");
         match (body[0], role) {
+            (KIND_HELLO, Role::Master) if value == own_id => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "-x names this server itself",
+                ));
+            }
             (KIND_HELLO, Role::Master) if !link.streaming => {
                 link.streaming = true;
                 self.repl_start_copy();
