@@ -4,9 +4,11 @@
 #   make test   every test: unit, differential against Debian's memcached,
 #               client scenarios; first installs what they need if it is
 #               missing (`make deps`: Debian packages and Python clients)
-#   make install    install the release binary and the man page under
-#               $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local);
-#               make uninstall removes them
+#   make install    install the release binary, the man page, the start
+#               script, the config file (kept if present) and the systemd unit
+#               under $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local;
+#               see SYSCONFDIR, UNITDIR); make uninstall removes them
+#   make deb    a Debian package, target/deb/memcached-rs_*.deb (dpkg-deb)
 #   make bench  throughput, latency, CPU and memory against Debian's
 #               memcached (-t 1) and a null server; by hand, ~10 minutes,
 #               needs 2 cores (see bench/README.md)
@@ -18,11 +20,19 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR  := $(DESTDIR)$(PREFIX)/bin
 MAN1DIR := $(DESTDIR)$(PREFIX)/share/man/man1
+# The config lives in /etc for PREFIX=/usr, else in $(PREFIX)/etc.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+SCRIPTDIR  := $(PREFIX)/share/memcached/scripts
+# The paths the start script and the unit name, as installed.
+SUBST   := sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	       -e 's|@SCRIPTDIR@|$(SCRIPTDIR)|g'
 # memcached refuses to run as root without -u; so does ours.
 RUN_AS  := $(if $(filter 0,$(shell id -u)),-u nobody,)
 RUN_ARGS ?= -l 127.0.0.1 -p 11211 -vv
 
-.PHONY: all build run test test-rust test-python deps lint fmt clean install uninstall
+.PHONY: all build run test test-rust test-python deps lint fmt clean install install-files uninstall deb
 
 all: build
 
@@ -36,9 +46,10 @@ test: deps test-rust test-python
 
 # The oracle and the clients the tests drive. Installed only when missing,
 # so a prepared machine (or CI, which installs them itself) skips it.
-DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base
+DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
+	    && command -v nutcracker >/dev/null \
 	    && $(PYTHON) -c "import pytest, pymemcache, memcache" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
@@ -68,13 +79,32 @@ bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
-install: build
-	install -d $(BINDIR) $(MAN1DIR)
+install: build install-files
+
+install-files:
+	install -d $(BINDIR) $(MAN1DIR) $(DESTDIR)$(SCRIPTDIR) $(DESTDIR)$(SYSCONFDIR) \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(TMPFILESDIR)
 	install -m 755 $(BIN) $(BINDIR)/memcached
 	install -m 644 man/memcached.1 $(MAN1DIR)/memcached.1
+	$(SUBST) packaging/start-memcached > $(DESTDIR)$(SCRIPTDIR)/start-memcached
+	chmod 755 $(DESTDIR)$(SCRIPTDIR)/start-memcached
+	$(SUBST) packaging/memcached.service > $(DESTDIR)$(UNITDIR)/memcached.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/memcached.service
+	install -m 644 packaging/memcached.tmpfiles $(DESTDIR)$(TMPFILESDIR)/memcached.conf
+	@# An existing configuration is the administrator's: never overwritten.
+	test -e $(DESTDIR)$(SYSCONFDIR)/memcached.conf || \
+	    install -m 644 packaging/memcached.conf $(DESTDIR)$(SYSCONFDIR)/memcached.conf
 
+# The configuration goes only if it is still the one installed.
 uninstall:
-	rm -f $(BINDIR)/memcached $(MAN1DIR)/memcached.1
+	rm -f $(BINDIR)/memcached $(MAN1DIR)/memcached.1 $(DESTDIR)$(SCRIPTDIR)/start-memcached \
+	    $(DESTDIR)$(UNITDIR)/memcached.service $(DESTDIR)$(TMPFILESDIR)/memcached.conf
+	-rmdir $(DESTDIR)$(SCRIPTDIR) $(DESTDIR)$(PREFIX)/share/memcached 2>/dev/null
+	! cmp -s packaging/memcached.conf $(DESTDIR)$(SYSCONFDIR)/memcached.conf || \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/memcached.conf
+
+deb: build
+	MAKE="$(MAKE)" sh packaging/build-deb.sh target/deb
 
 clean:
 	$(CARGO) clean

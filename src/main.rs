@@ -29,7 +29,23 @@ fn main() {
     if let Err(exit) = prepare(&parsed.settings) {
         leave(exit);
     }
-    if let Err(e) = memcached::reactor::serve(parsed.settings) {
+    let pid_file = parsed.settings.pid_file.clone();
+    let daemonized = parsed.settings.daemonize;
+    let mut started = false;
+    let served = memcached::reactor::serve(parsed.settings, || {
+        started = true;
+        if let Some(path) = &pid_file {
+            save_pid(path);
+        }
+    });
+    // Like memcached, the pid file is removed when the server stops after
+    // it started (SIGTERM, SIGINT, SIGUSR1, `shutdown`, a failed event
+    // loop), and only if it daemonized itself: a foreground server leaves
+    // its pid file for whoever supervises it.
+    if let (true, true, Some(path)) = (started, daemonized, &pid_file) {
+        remove_pid(path);
+    }
+    if let Err(e) = served {
         // The reactor words its errors the way memcached does ("failed to
         // listen on TCP port 11211: ..."), so they are printed verbatim.
         eprintln!("{e}");
@@ -107,11 +123,7 @@ fn prepare(settings: &Settings) -> Result<(), Exit> {
         let message = "Cannot use UDP with ascii authentication enabled (-U 0 to disable)\n";
         return Err(Exit::error(EX_USAGE, message));
     }
-    refuse_unbuilt(settings)?;
-    if let Some(path) = &settings.pid_file {
-        save_pid(path);
-    }
-    Ok(())
+    refuse_unbuilt(settings)
 }
 
 /// `-r`: unlimited core files if allowed, else up to the hard limit; only
@@ -205,9 +217,21 @@ fn daemonize(settings: &Settings) -> Result<(), Exit> {
         .map_err(|_| Exit::error(1, "failed to daemon() in order to daemonize\n"))
 }
 
-/// `-k`: failure is only a warning, as in memcached.
+/// `-k`: failure is only a warning, as in memcached. Future mappings are
+/// locked as they are touched (MCL_ONFAULT, Linux 4.4+), not when mapped:
+/// memcached mallocs its pages as it needs them, so its locked memory grows
+/// with use, and with plain MCL_FUTURE the whole `-m` arena would be faulted
+/// in at start. If the arena does not fit under RLIMIT_MEMLOCK, the slab
+/// room maps it unlocked with a warning (see `slab::arena`).
 fn lock_memory() {
-    if let Err(errno) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+    let all = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+    let on_fault = MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+    let mut locked = mlockall(all | on_fault);
+    if locked == Err(Errno::EINVAL) {
+        // A kernel without MCL_ONFAULT.
+        locked = mlockall(all);
+    }
+    if let Err(errno) = locked {
         eprintln!(
             "warning: -k invalid, mlockall() failed: {}",
             strerror(errno)
@@ -218,7 +242,8 @@ fn lock_memory() {
 /// memcached's `save_pid`: warn if the file names a live process, then
 /// write `<path>.tmp` and rename it over `path` so readers never see it
 /// empty. Failures are reported and start-up goes on. Removing the file at
-/// exit (when daemonized) is the server's job.
+/// exit (when daemonized) is `remove_pid`'s job. memcached writes it once
+/// its sockets are bound, so a server that fails to start leaves none.
 fn save_pid(path: &str) {
     if let Some(pid) = running_pid(path) {
         eprintln!("WARNING: The pid file contained the following (running) pid: {pid}");
@@ -236,6 +261,14 @@ fn save_pid(path: &str) {
             "Could not rename the pid file from {tmp} to {path}: {}",
             io_strerror(&e)
         );
+    }
+}
+
+/// memcached's `remove_pidfile`, run as the user `-u` switched to: the pid
+/// file's directory must be writable by that user (or the file stays).
+fn remove_pid(path: &str) {
+    if let Err(e) = std::fs::remove_file(path) {
+        eprintln!("Could not remove the pid file {path}: {}", io_strerror(&e));
     }
 }
 

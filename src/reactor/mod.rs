@@ -84,9 +84,12 @@ pub struct Reactor {
     repl: Option<repl::Repl>,
 }
 
-/// Runs the server until SIGTERM/SIGINT or `shutdown`.
-pub fn serve(settings: Settings) -> io::Result<()> {
+/// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
+/// once the sockets are bound and the cache is ready, before the first
+/// request (memcached writes its pid file at that point).
+pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     let mut reactor = Reactor::new(settings)?;
+    listening();
     reactor.run()
 }
 

@@ -8,6 +8,8 @@
 
 use std::io;
 
+use nix::sys::mman::{MlockAllFlags, mlockall, munlockall};
+
 pub struct Arena {
     base: *mut u8,
     len: usize,
@@ -17,25 +19,21 @@ impl Arena {
     /// Reserves `len` bytes of zero-filled, private, lazily backed memory.
     pub fn reserve(len: usize) -> io::Result<Arena> {
         assert!(len > 0);
-        // SAFETY: an anonymous private mapping with no fixed address touches no
-        // existing memory; the result is checked before use.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+        let base = match map_anonymous(len) {
+            // EAGAIN from an anonymous mapping means `-k` (mlockall with
+            // MCL_FUTURE) asked to lock it and RLIMIT_MEMLOCK has no room.
+            // memcached in that case runs with whatever it manages to lock;
+            // this server warns and maps the arena unlocked instead.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                eprintln!(
+                    "warning: -k: item memory ({len} bytes) is larger than the locked-memory \
+                     limit allows (ulimit -l); it is not locked"
+                );
+                map_unlocked(len)?
+            }
+            mapped => mapped?,
         };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Arena {
-            base: base as *mut u8,
-            len,
-        })
+        Ok(Arena { base, len })
     }
 
     pub fn len(&self) -> usize {
@@ -116,6 +114,44 @@ impl Arena {
             );
         }
     }
+}
+
+fn map_anonymous(len: usize) -> io::Result<*mut u8> {
+    // SAFETY: an anonymous private mapping with no fixed address touches no
+    // existing memory; the result is checked before use.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(base as *mut u8)
+}
+
+/// Maps with future-locking suspended: `mlockall` without MCL_FUTURE turns
+/// it off (keeping what is locked now locked), and MCL_FUTURE alone turns
+/// it back on without touching existing mappings, so memory allocated later
+/// (connection buffers, hash table growth) is still locked.
+fn map_unlocked(len: usize) -> io::Result<*mut u8> {
+    let on_fault = MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+    let current = MlockAllFlags::MCL_CURRENT;
+    if mlockall(current | on_fault).is_err() && mlockall(current).is_err() {
+        // Cannot keep the current locks while dropping the future flag.
+        let _ = munlockall();
+    }
+    let mapped = map_anonymous(len);
+    let future = MlockAllFlags::MCL_FUTURE;
+    if mlockall(future | on_fault).is_err() {
+        let _ = mlockall(future);
+    }
+    mapped
 }
 
 impl Drop for Arena {
