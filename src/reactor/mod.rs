@@ -219,6 +219,7 @@ impl Reactor {
             self.crawl_step();
             self.rebalance();
             self.repl_turn();
+            self.end_feed_turn();
         }
         match self.stop {
             StopReason::Graceful => eprintln!("Gracefully stopping"),
@@ -226,6 +227,18 @@ impl Reactor {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Empties the mutation feed once every consumer of this turn's records
+    /// (replication, in `repl_turn`) has taken them.
+    fn end_feed_turn(&mut self) {
+        if self.cache.feed_len() == 0 {
+            return;
+        }
+        self.cache.feed_clear();
+        if let Some(r) = &mut self.repl {
+            r.feed_cleared();
+        }
     }
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {

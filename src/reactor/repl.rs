@@ -283,6 +283,11 @@ fn resolve_peer(text: &str, default_port: u16) -> io::Result<SocketAddr> {
 }
 
 impl Repl {
+    /// The reactor emptied the feed (every consumer has its records).
+    pub(super) fn feed_cleared(&mut self) {
+        self.feed_mark = 0;
+    }
+
     fn stats(&self) -> ReplStats {
         let link = self.link.as_ref();
         ReplStats {
@@ -773,12 +778,6 @@ impl Reactor {
         self.repl_heartbeat();
         self.repl_flush();
         self.repl_timers();
-        // Replication is the feed's only reader here: it is emptied each
-        // turn once forwarded.
-        self.cache.feed_clear();
-        if let Some(r) = &mut self.repl {
-            r.feed_mark = 0;
-        }
         let lag = self
             .repl_link_mut()
             .map_or(0, |l| l.sent.saturating_sub(l.acked));
