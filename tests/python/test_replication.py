@@ -7,6 +7,7 @@ value on the other node); nothing sleeps for synchronisation.
 
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -378,3 +379,90 @@ def test_stats_settings_show_the_replication_options(pair):
     st = a.stats("settings")
     assert st["repl_peer"] == f"127.0.0.1:{pair.repl_ports['b']}"
     assert st["repl_port"] == str(pair.repl_ports["a"])
+
+
+class CuttableLink:
+    """A TCP relay standing in for the network between two nodes: `cut()`
+    closes every relayed connection and refuses new ones."""
+
+    def __init__(self, target_port):
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.socks = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                return
+            with self.lock:
+                self.socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        # shutdown() wakes the thread blocked in accept(); close() alone
+        # would leave the socket listening until accept returns.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+def test_a_cut_link_leaves_two_masters_that_pair_up_again_by_retrying(pair):
+    # b reaches a through a relay; a reaches b directly.
+    a = pair.start("a")
+    wait_role(a, "master")
+    relay = CuttableLink(pair.repl_ports["a"])
+    b = Server("ours", ("-x", f"127.0.0.1:{relay.port}",
+                        "--repl-port", str(pair.repl_ports["b"])))
+    pair.nodes.append(b)
+    wait_role(b, "replica")
+    wait_linked(a, b)
+    with a.connect() as s:
+        set_value(s, "before", b"cut")
+    wait_value(b, "before", b"cut")
+    relay.cut()
+    # b cannot reach a any more and takes over; a, alone, keeps retrying b
+    # and finds it listening: a becomes b's replica and gets b's data.
+    wait_until("a to rejoin as b's replica",
+               lambda: repl_stats(a)["repl_role"] == "replica"
+               and repl_stats(b)["repl_role"] == "master")
+    with b.connect() as s:
+        set_value(s, "after", b"heal")
+    wait_linked(a, b)
+    wait_value(a, "after", b"heal")
+    assert gets(a, "before") == gets(b, "before")
+    assert int(repl_stats(a)["repl_resyncs"]) >= 2
