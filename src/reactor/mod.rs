@@ -230,11 +230,9 @@ impl Reactor {
     }
 
     /// Empties the mutation feed once every consumer of this turn's records
-    /// (replication, in `repl_turn`) has taken them.
+    /// has taken them: replication (`repl_turn`) must come before anything
+    /// else that empties it, since it keeps its place in the feed.
     fn end_feed_turn(&mut self) {
-        if self.cache.feed_len() == 0 {
-            return;
-        }
         self.cache.feed_clear();
         if let Some(r) = &mut self.repl {
             r.feed_cleared();
