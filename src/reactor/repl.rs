@@ -509,7 +509,6 @@ impl Reactor {
         link.control(KIND_HELLO, r.node_id);
         r.link = Some(link);
         r.role = Role::Replica;
-        r.backoff = BACKOFF_MIN;
         r.feed_mark = self.cache.feed_len();
         r.log("replica");
         self.cache.set_cas_lane(false);
@@ -530,11 +529,16 @@ impl Reactor {
                 Err(_) => return,
             };
             let r = self.repl.as_mut().expect("replication is on");
-            if r.link.is_some() || r.role == Role::Replica || stream.set_nonblocking(true).is_err()
-            {
-                // One peer at a time; dropping the stream closes it.
+            if r.role == Role::Replica || stream.set_nonblocking(true).is_err() {
+                // Dropping the stream closes it.
                 continue;
             }
+            if r.link.is_some() {
+                // The peer connecting again means the link we hold is dead
+                // (its host went away without a word): the new one wins.
+                self.repl_drop_link("the peer connected again");
+            }
+            let r = self.repl.as_mut().expect("replication is on");
             if let Some((pending, _)) = r.connecting.take() {
                 let fd = pending.as_raw_fd();
                 drop(pending);
@@ -544,7 +548,6 @@ impl Reactor {
             let fd = stream.as_raw_fd();
             let r = self.repl.as_mut().expect("replication is on");
             r.link = Some(Link::new(stream, false));
-            r.backoff = BACKOFF_MIN;
             r.log("replica connected");
             if self
                 .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
@@ -667,6 +670,7 @@ impl Reactor {
             }
             (KIND_SYNCED, Role::Replica) => {
                 link.synced = true;
+                r.backoff = BACKOFF_MIN;
                 r.log("in sync");
             }
             (KIND_ACK, _) => link.acked = value,
@@ -745,20 +749,36 @@ impl Reactor {
         }
     }
 
-    fn repl_link_lost(&mut self, why: &str) {
-        let Some(r) = &mut self.repl else { return };
-        let Some(link) = r.link.take() else { return };
+    /// Closes the link; false if there was none.
+    fn repl_drop_link(&mut self, why: &str) -> bool {
+        let Some(r) = &mut self.repl else {
+            return false;
+        };
+        let Some(link) = r.link.take() else {
+            return false;
+        };
         r.log(&format!("link lost: {why}"));
         let fd = link.fd;
         drop(link);
         self.repl_forget_fd(fd);
+        true
+    }
+
+    fn repl_link_lost(&mut self, why: &str) {
+        if !self.repl_drop_link(why) {
+            return;
+        }
         let r = self.repl.as_mut().expect("replication is on");
+        // A link that never got in sync does not earn a quick retry.
+        let healthy = r.backoff == BACKOFF_MIN;
         r.schedule_retry();
         if r.role == Role::Replica {
-            // Try the master once more at once; if that fails, take over.
+            // Try the master once more (at once if the link was healthy);
+            // if that fails, take over.
             r.role = Role::Connecting;
-            r.next_attempt = Instant::now();
-            self.repl_connect();
+            if healthy {
+                self.repl_connect();
+            }
         }
         self.repl_publish();
     }
@@ -804,6 +824,7 @@ impl Reactor {
         if done {
             link.control(KIND_SYNCED, 0);
             link.synced = true;
+            r.backoff = BACKOFF_MIN;
             r.log("full copy sent");
             self.repl_publish();
         } else {
@@ -856,15 +877,17 @@ impl Reactor {
         {
             return self.repl_connect_failed();
         }
-        if r.role == Role::Master {
-            if r.listener.is_none() {
-                self.repl_listen();
-            }
-            let r = self.repl.as_mut().expect("replication is on");
-            if r.link.is_none() && r.connecting.is_none() && Instant::now() >= r.next_attempt {
-                r.schedule_retry();
-                self.repl_connect();
-            }
+        if r.role == Role::Master && r.listener.is_none() {
+            self.repl_listen();
+        }
+        // A master alone retries its peer; so does a replica that lost it.
+        let r = self.repl.as_mut().expect("replication is on");
+        if r.role != Role::Replica
+            && r.link.is_none()
+            && r.connecting.is_none()
+            && Instant::now() >= r.next_attempt
+        {
+            self.repl_connect();
         }
     }
 }
