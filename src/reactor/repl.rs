@@ -165,6 +165,10 @@ impl Link {
         if self.unsent() == 0 {
             self.out.clear();
             self.out_pos = 0;
+            // A full copy or a burst should not pin memory once sent.
+            if self.out.capacity() > 4 * COPY_LOW_WATER {
+                self.out = Vec::new();
+            }
         } else if self.out_pos >= COMPACT_AT {
             // Only whole records leave the front, so the buffer always
             // starts at a frame (which `cut_after_current` relies on).
