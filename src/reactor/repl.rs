@@ -899,3 +899,59 @@ impl Reactor {
 fn frame_crc(frame: &[u8]) -> u32 {
     u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_host_with_an_optional_port() {
+        assert_eq!(split_peer("db1"), Some(("db1", None)));
+        assert_eq!(split_peer("db1:7000"), Some(("db1", Some(7000))));
+        assert_eq!(split_peer("[::1]:9"), Some(("::1", Some(9))));
+        assert_eq!(split_peer("[::1]"), Some(("::1", None)));
+        assert_eq!(split_peer("::1"), Some(("::1", None)));
+        for bad in ["", ":80", "h:0", "h:65536", "h:x", "[::1]x", "[::1"] {
+            assert_eq!(split_peer(bad), None, "{bad}");
+        }
+    }
+
+    fn frames() -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut ends = Vec::new();
+        record::encode_delete(&mut buf, 1, b"first");
+        ends.push(buf.len());
+        Encoder::begin(&mut buf, KIND_ACK, 0).u64(5).finish();
+        ends.push(buf.len());
+        record::encode_flush(&mut buf, 2, 2);
+        ends.push(buf.len());
+        record::encode_delete(&mut buf, 3, b"third");
+        ends.push(buf.len());
+        (buf, ends)
+    }
+
+    #[test]
+    fn control_frames_are_not_counted_as_records() {
+        let (buf, ends) = frames();
+        assert_eq!(count_records(&buf), 3);
+        assert_eq!(count_records(&buf[ends[0]..ends[1]]), 0);
+        assert_eq!(frame_end_at_or_before(&buf, ends[1] + 3), ends[1]);
+        assert_eq!(frame_end_at_or_before(&buf, ends[1]), ends[1]);
+        assert_eq!(frame_end_at_or_before(&buf, 3), 0);
+    }
+
+    #[test]
+    fn a_resync_keeps_the_record_being_written_and_drops_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut link = Link::new(stream, true);
+        let (buf, ends) = frames();
+        link.out = buf;
+        link.out_pos = ends[1] + 1;
+        assert_eq!(link.cut_after_current(), 1);
+        assert_eq!(link.out.len(), ends[2]);
+        link.out_pos = 0;
+        assert_eq!(link.cut_after_current(), 2);
+        assert!(link.out.is_empty());
+    }
+}
