@@ -7,10 +7,12 @@
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
 //! - `settings`: the command-line options every room reads.
+//! - `restart`: `-e`, the arena kept in a file across a graceful restart.
 
 pub mod items;
 pub mod proto;
 pub mod reactor;
+pub mod restart;
 pub mod settings;
 pub mod slab;
 pub mod stats;

@@ -91,10 +91,6 @@ fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
         ),
         (settings.sasl, "SASL (-S) is not supported yet"),
         (
-            settings.memory_file.is_some(),
-            "restartable memory files (-e) are not supported yet",
-        ),
-        (
             settings.auth_file.is_some(),
             "ascii authentication (-Y) is not supported yet",
         ),

@@ -674,7 +674,10 @@ impl Parser {
             b'u' => self.s.user = Some(lossy(arg)),
             b'P' => self.s.pid_file = Some(lossy(arg)),
             b'e' => self.s.memory_file = Some(lossy(arg)),
-            b'f' => return self.factor(arg),
+            b'f' => {
+                self.s.slab_config = lossy(arg);
+                return self.factor(arg);
+            }
             b'n' => return self.chunk_size(arg),
             b't' => return self.threads(arg),
             b'D' => return self.delimiter(arg),
@@ -1249,6 +1252,7 @@ impl Parser {
             }
         }
         self.x.slab_sizes = Some(sizes);
+        self.s.slab_config = String::from_utf8_lossy(&list).into_owned();
         Ok(())
     }
 

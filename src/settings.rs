@@ -168,6 +168,9 @@ pub struct Settings {
     pub auth_file: Option<String>,
     /// `-e`
     pub memory_file: Option<String>,
+    /// The `-f` or `-o slab_sizes` text as given (default "1.25"): a warm
+    /// restart (`-e`) requires the same text, as memcached does.
+    pub slab_config: String,
     /// `-L`
     pub large_pages: bool,
     /// `-o maxconns_fast` (default on): refuse new connections at the limit
@@ -264,6 +267,7 @@ impl Default for Settings {
             dump_enabled: true,
             auth_file: None,
             memory_file: None,
+            slab_config: "1.25".to_string(),
             large_pages: false,
             maxconns_fast: true,
             hashpower_init: 0,

@@ -21,6 +21,8 @@ pub struct Clock {
     pub process_started: i64,
     /// Monotonic instant of the relative epoch's start-up reading.
     mono_start: Instant,
+    /// `now` at `mono_start`.
+    base: u32,
 }
 
 fn unix_secs() -> i64 {
@@ -37,13 +39,30 @@ impl Clock {
             now: back,
             process_started: unix_secs() - back as i64,
             mono_start: Instant::now(),
+            base: back,
         }
+    }
+
+    /// Carries on the clock of a process that stopped at relative time
+    /// `stopped_at`, `downtime` seconds ago, as memcached does on a warm
+    /// restart: the epoch stays where it was, so every stored time keeps
+    /// its meaning and the downtime counts toward expiry.
+    pub fn resume(&mut self, process_started: i64, stopped_at: u32, downtime: u32) {
+        self.process_started = process_started;
+        self.base = stopped_at.saturating_add(downtime);
+        self.mono_start = Instant::now();
+        self.now = self.base;
+    }
+
+    /// The wall-clock unix time now.
+    pub fn unix_now() -> i64 {
+        unix_secs()
     }
 
     /// Re-reads the monotonic clock; true when the second changed.
     pub fn tick(&mut self) -> bool {
         let elapsed = self.mono_start.elapsed().as_secs() as u32;
-        let now = ITEM_UPDATE_INTERVAL + 2 + elapsed;
+        let now = self.base + elapsed;
         let changed = now != self.now;
         self.now = now;
         changed
@@ -92,5 +111,16 @@ mod tests {
         assert_eq!(c.realtime(c.process_started), 1);
         assert_eq!(c.realtime(c.process_started + 100), 100);
         assert!(c.now >= ITEM_UPDATE_INTERVAL + 2);
+    }
+
+    #[test]
+    fn a_resumed_clock_counts_the_downtime() {
+        let mut c = Clock::new();
+        c.resume(1_000_000, 500, 30);
+        assert_eq!(c.now, 530);
+        assert_eq!(c.to_unix(530), 1_000_530);
+        assert_eq!(c.realtime(10), 540);
+        c.tick();
+        assert!(c.now >= 530 && c.now <= 531);
     }
 }

@@ -23,6 +23,7 @@ mod meta;
 pub mod rebalance;
 pub mod record;
 pub mod snapshot;
+pub mod warm;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use clock::Clock;
@@ -184,13 +185,18 @@ const ALLOC_TRIES: usize = 10;
 impl Cache {
     pub fn new(cfg: CacheConfig) -> io::Result<Cache> {
         let slabs = Slabs::new(cfg.slab)?;
+        Ok(Cache::with_slabs(cfg, slabs))
+    }
+
+    /// A cache over slabs made by the caller (for `-e`, over a memory file).
+    pub fn with_slabs(cfg: CacheConfig, slabs: Slabs) -> Cache {
         let nclasses = slabs.largest() as usize + 1;
         let power = if cfg.hashpower == 0 {
             16
         } else {
             cfg.hashpower
         };
-        Ok(Cache {
+        Cache {
             hash: HashTable::new(power, cfg.hash_expand, cfg.hash_seed),
             lrus: (0..nclasses).map(|_| Lru::default()).collect(),
             clock: Clock::new(),
@@ -215,7 +221,7 @@ impl Cache {
             replay_flush: None,
             flush_at: None,
             cas_lane: None,
-        })
+        }
     }
 
     pub fn config(&self) -> &CacheConfig {

@@ -59,7 +59,7 @@ impl Cache {
             if looked >= max_chunks || out.len() >= max_out {
                 return (encoded, false);
             }
-            let chunk = self.slabs.chunk_at(cursor.page, id, cursor.chunk);
+            let chunk = self.slabs.page_chunk(cursor.page, id, cursor.chunk);
             cursor.chunk += 1;
             looked += 1;
             let Some(it) = self.item_at(chunk) else {

@@ -9,6 +9,7 @@
 pub mod conn;
 pub mod listen;
 pub mod repl;
+mod shutdown;
 mod sys;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
@@ -127,11 +128,12 @@ fn random_seed() -> u64 {
 }
 
 impl Reactor {
-    pub fn new(settings: Settings) -> io::Result<Reactor> {
-        let mut cache = Cache::new(cache_config(&settings))?;
-        if settings.track_sizes {
-            cache.start_sizes();
-        }
+    pub fn new(mut settings: Settings) -> io::Result<Reactor> {
+        let cfg = cache_config(&settings);
+        let (mut cache, saved) = match settings.memory_file.clone() {
+            Some(path) => crate::restart::open(&path, &mut settings, cfg)?,
+            None => (Cache::new(cfg)?, None),
+        };
         cache.crawler_running = settings.lru_crawler;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
@@ -141,6 +143,12 @@ impl Reactor {
                     id, c.size, c.perslab
                 );
             }
+        }
+        if settings.memory_file.is_some() {
+            crate::restart::resume(&mut cache, saved, settings.verbose)?;
+        }
+        if settings.track_sizes {
+            cache.start_sizes();
         }
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -222,7 +230,10 @@ impl Reactor {
             self.end_feed_turn();
         }
         match self.stop {
-            StopReason::Graceful => eprintln!("Gracefully stopping"),
+            StopReason::Graceful => {
+                eprintln!("Gracefully stopping");
+                return self.stop_gracefully();
+            }
             _ if self.settings.verbose > 0 => eprintln!("Exiting normally"),
             _ => {}
         }

@@ -1,18 +1,25 @@
 //! The one memory reservation behind every item: an anonymous mapping of
-//! `-m` megabytes (plus a little headroom) made once at start.
+//! `-m` megabytes (plus a little headroom) made once at start -- or, with
+//! `-e PATH`, a shared mapping of that file, so the items outlive the
+//! process (see `crate::restart`).
 //!
 //! Reserving address space costs nothing until a page is written, so an idle
 //! server stays small however large `-m` is. Everything above this file
 //! addresses the arena by byte offset; this is the only place that turns an
-//! offset into a pointer.
+//! offset into a pointer, which is also why a file-backed arena can be
+//! mapped at a different address by the next process.
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 
 use nix::sys::mman::{MlockAllFlags, mlockall, munlockall};
 
 pub struct Arena {
     base: *mut u8,
     len: usize,
+    /// The memory file, when the arena is one (`-e`).
+    file: Option<File>,
 }
 
 impl Arena {
@@ -33,7 +40,65 @@ impl Arena {
             }
             mapped => mapped?,
         };
-        Ok(Arena { base, len })
+        Ok(Arena {
+            base,
+            len,
+            file: None,
+        })
+    }
+
+    /// Maps the first `len` bytes of `file` (already at least that long),
+    /// shared, so every write lands in the file's pages.
+    pub fn map_file(file: File, len: usize) -> io::Result<Arena> {
+        assert!(len > 0);
+        // SAFETY: a shared mapping of a file we hold open, at an address the
+        // kernel picks, touches no existing memory; the result is checked.
+        // Nothing else in this process maps the file, and other processes
+        // writing it concurrently is outside what `-e` supports (as in
+        // memcached).
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Arena {
+            base: base as *mut u8,
+            len,
+            file: Some(file),
+        })
+    }
+
+    /// Where the arena is mapped in this process (printed by `-v` on a
+    /// restart, as memcached prints its old and new memory base).
+    pub fn base_address(&self) -> usize {
+        self.base as usize
+    }
+
+    pub fn is_file_backed(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Writes every dirty page of a file-backed arena to the file and waits
+    /// for it; nothing to do for an anonymous one.
+    pub fn sync(&self) -> io::Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        // SAFETY: `base`/`len` are exactly our live mapping; msync reads the
+        // page tables only.
+        let rc = unsafe { libc::msync(self.base as *mut libc::c_void, self.len, libc::MS_SYNC) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -104,14 +169,20 @@ impl Arena {
     /// counting toward RSS; the range reads back as zeros.
     pub fn release(&mut self, off: usize, len: usize) {
         self.check(off, len);
-        // SAFETY: the range lies inside our own private anonymous mapping;
-        // MADV_DONTNEED on it only discards contents we no longer use.
-        unsafe {
-            libc::madvise(
-                self.base.add(off) as *mut libc::c_void,
-                len,
-                libc::MADV_DONTNEED,
-            );
+        // A shared file mapping would read the file's old bytes back after
+        // MADV_DONTNEED: there the range is punched out of the file instead
+        // (MADV_REMOVE), or zeroed by hand where the filesystem cannot.
+        let advice = if self.file.is_some() {
+            libc::MADV_REMOVE
+        } else {
+            libc::MADV_DONTNEED
+        };
+        // SAFETY: the range lies inside our own mapping; both advices only
+        // discard contents we no longer use, and any page touched later
+        // reads as zeros.
+        let rc = unsafe { libc::madvise(self.base.add(off) as *mut libc::c_void, len, advice) };
+        if rc != 0 {
+            self.bytes_mut(off, len).fill(0);
         }
     }
 }
@@ -155,6 +226,8 @@ fn map_unlocked(len: usize) -> io::Result<*mut u8> {
 }
 
 impl Drop for Arena {
+    /// Unmapping a file-backed arena does not lose writes: the kernel keeps
+    /// the dirty pages of a shared mapping and writes them back.
     fn drop(&mut self) {
         // SAFETY: `base`/`len` are exactly the mapping made in `reserve`, and
         // no borrow of the arena can outlive `self`.
@@ -176,6 +249,33 @@ mod tests {
         assert_eq!(a.read_u32(8), 0xdead_beef);
         assert_eq!(a.read_u64(16), u64::MAX - 1);
         assert_eq!(a.bytes(100, 4), &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_file_backed_arena_keeps_its_bytes_across_mappings() {
+        let path = std::env::temp_dir().join(format!("arena-test-{}", std::process::id()));
+        let open = || {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            f.set_len(1 << 20).unwrap();
+            f
+        };
+        let mut a = Arena::map_file(open(), 1 << 20).unwrap();
+        a.write_u64(4096, 0x0123_4567_89ab_cdef);
+        a.write_u32(8192, 7);
+        a.release(8192, 4096);
+        a.sync().unwrap();
+        drop(a);
+        let b = Arena::map_file(open(), 1 << 20).unwrap();
+        assert_eq!(b.read_u64(4096), 0x0123_4567_89ab_cdef);
+        assert_eq!(b.read_u32(8192), 0, "a released range reads as zeros");
+        drop(b);
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod arena;
 pub mod classes;
+pub mod persist;
 
 use arena::Arena;
 use classes::{ClassSize, class_sizes};
@@ -79,12 +80,23 @@ pub struct SlabConfig {
 
 impl Slabs {
     pub fn new(cfg: SlabConfig) -> io::Result<Slabs> {
-        let sizes = class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max);
+        let len = Self::arena_len(&cfg)?;
+        let arena = Arena::reserve(len).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("failed to reserve {len} bytes of item memory: {e}"),
+            )
+        })?;
+        Ok(Self::with_arena(cfg, arena))
+    }
+
+    /// Bytes of arena `cfg` needs: page 0 is the NIL page; then the -m
+    /// budget; then one page per class for the "first page is always
+    /// granted" rule.
+    pub fn arena_len(cfg: &SlabConfig) -> io::Result<usize> {
+        let nclasses = Self::class_count(cfg);
         let limit_pages = cfg.mem_limit.div_ceil(cfg.page_size).max(1);
-        // Page 0 is the NIL page; then the -m budget; then one page per class
-        // for the "first page is always granted" rule.
-        let total_pages = 1 + limit_pages + sizes.len();
-        let len = total_pages
+        (1 + limit_pages + nclasses)
             .checked_mul(cfg.page_size)
             .filter(|&len| len <= MAX_ARENA_BYTES)
             .ok_or_else(|| {
@@ -92,13 +104,18 @@ impl Slabs {
                     io::ErrorKind::InvalidInput,
                     "memory limit too large: this server addresses at most 32 GiB of item memory (-m 32767)",
                 )
-            })?;
-        let arena = Arena::reserve(len).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("failed to reserve {len} bytes of item memory: {e}"),
-            )
-        })?;
+            })
+    }
+
+    /// How many class entries (including the unused class 0) `cfg` makes.
+    pub fn class_count(cfg: &SlabConfig) -> usize {
+        class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max).len()
+    }
+
+    /// Slabs over an arena of `arena_len(&cfg)` bytes, all of it unused.
+    pub fn with_arena(cfg: SlabConfig, arena: Arena) -> Slabs {
+        let sizes = class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max);
+        let total_pages = arena.len() / cfg.page_size;
         let classes = sizes
             .iter()
             .map(|&ClassSize { size, perslab }| SlabClass {
@@ -107,7 +124,7 @@ impl Slabs {
                 ..SlabClass::default()
             })
             .collect();
-        Ok(Slabs {
+        Slabs {
             arena,
             classes,
             page_size: cfg.page_size,
@@ -116,7 +133,7 @@ impl Slabs {
             mem_limit: cfg.mem_limit,
             mem_malloced: 0,
             free_pages: Vec::new(),
-        })
+        }
     }
 
     /// The largest class id (its chunks are `slab_chunk_max` bytes).
@@ -169,6 +186,13 @@ impl Slabs {
     #[inline]
     pub fn offset(chunk: ChunkRef) -> usize {
         chunk as usize * UNIT
+    }
+
+    /// The chunk that starts at byte offset `off` (a multiple of 8).
+    #[inline]
+    pub fn chunk_at(off: usize) -> ChunkRef {
+        debug_assert_eq!(off % UNIT, 0);
+        (off / UNIT) as ChunkRef
     }
 
     /// The class that owns the page a chunk lies in.
@@ -226,9 +250,9 @@ impl Slabs {
     }
 
     /// Chunk number `index` of `page`, which belongs to class `id`.
-    pub fn chunk_at(&self, page: usize, id: u8, index: usize) -> ChunkRef {
+    pub fn page_chunk(&self, page: usize, id: u8, index: usize) -> ChunkRef {
         let size = self.classes[id as usize].size;
-        ((page * self.page_size + index * size) / UNIT) as ChunkRef
+        Self::chunk_at(page * self.page_size + index * size)
     }
 
     /// The page a move takes from class `id`: its oldest (lowest) page.

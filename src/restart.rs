@@ -1,0 +1,586 @@
+//! memcached's restartable cache (`-e PATH`): the item arena is the file
+//! PATH, mapped shared, and a graceful stop (SIGUSR1, `shutdown graceful`)
+//! writes what the next process needs beside it, in `PATH.meta`.
+//!
+//! A start with `-e` reads and deletes `PATH.meta`. When it is there, was
+//! written completely, and names the same memory options, the cache comes
+//! back as it was: every item with its value, flags, CAS and expiry (the
+//! clock resumes from the stopped one plus the downtime, so TTLs stay
+//! honest). Otherwise the file is emptied and the cache starts clean, with
+//! memcached's message saying why. A crash leaves no `PATH.meta` (it was
+//! deleted at start), so a crashed cache is never trusted.
+//!
+//! `PATH.meta` is text: memcached's "main" section (`T` tag lines, `K`
+//! key/value lines, the same keys checked in the same order, so a mismatch
+//! is reported in the same words), then this server's own "arena" section,
+//! then a checksum line over everything before it.
+
+use crate::items::warm::{CacheState, LruEnds, Recovered};
+use crate::items::{Cache, CacheConfig};
+use crate::settings::Settings;
+use crate::slab::arena::Arena;
+use crate::slab::persist::{ClassState, SlabState};
+use crate::slab::{ChunkRef, Slabs};
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt;
+
+/// memcached refuses metadata with fewer of its keys than this.
+const REQUIRED_MAIN_KEYS: usize = 17;
+
+/// The arena this process will map: saved tables must fit it exactly.
+struct Shape {
+    bytes: usize,
+    pages: usize,
+    /// Class entries, including the unused class 0.
+    classes: usize,
+}
+
+/// What a valid `PATH.meta` carries besides the cache's own state.
+#[derive(Debug)]
+pub struct Saved {
+    state: CacheState,
+    current_time: u32,
+    process_started: i64,
+    downtime: u32,
+    old_base: usize,
+}
+
+fn meta_path(path: &str) -> String {
+    format!("{path}.meta")
+}
+
+/// Opens the memory file and maps the arena over it, reading `PATH.meta`
+/// first. Returns the cache (empty) and, when the file's contents may be
+/// reused, what `resume` needs to bring them back.
+pub fn open(
+    path: &str,
+    settings: &mut Settings,
+    mut cfg: CacheConfig,
+) -> io::Result<(Cache, Option<Saved>)> {
+    let len = Slabs::arena_len(&cfg.slab)?;
+    let shape = Shape {
+        bytes: len,
+        pages: len / cfg.slab.page_size,
+        classes: Slabs::class_count(&cfg.slab),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o700)
+        .open(path)
+        .map_err(|e| io::Error::other(format!("failed to open file for mmap: {}", strerror(&e))))?;
+    let mut saved = check(path, settings, &shape);
+    if saved.is_some() && file.metadata()?.len() != len as u64 {
+        eprintln!(
+            "[restart] memory file is not the size it was saved at, starting with a clean cache"
+        );
+        saved = None;
+    }
+    prepare_file(&file, len, saved.is_some())
+        .map_err(|e| io::Error::other(format!("ftruncate failed: {}", strerror(&e))))?;
+    let arena = Arena::map_file(file, len)
+        .map_err(|e| io::Error::other(format!("failed to mmap, aborting: {}", strerror(&e))))?;
+    if let Some(saved) = &saved {
+        // memcached sizes the new hash table as the old one had grown.
+        settings.hashpower_init = saved.state.hashpower;
+        cfg.hashpower = saved.state.hashpower;
+    }
+    let slabs = Slabs::with_arena(cfg.slab, arena);
+    Ok((Cache::with_slabs(cfg, slabs), saved))
+}
+
+/// A file to reuse keeps its bytes; any other is emptied first, since a
+/// crashed or differently shaped cache's leftovers mean nothing now.
+fn prepare_file(file: &File, len: usize, reuse: bool) -> io::Result<()> {
+    if !reuse {
+        file.set_len(0)?;
+    }
+    file.set_len(len as u64)
+}
+
+/// Brings the saved items back (or, with nothing saved, gives every class
+/// its first page, as memcached preallocates a memory file).
+pub fn resume(cache: &mut Cache, saved: Option<Saved>, verbose: u8) -> io::Result<()> {
+    let Some(saved) = saved else {
+        if !cache.slabs.preallocate() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "Error while preallocating slab memory!\n\
+                     If using -L or other prealloc options, max memory must be at least {} megabytes.",
+                    cache.slabs.largest()
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    if verbose > 0 {
+        eprintln!(
+            "[restart] original memory base: [{:#x}] new base: [{:#x}]",
+            saved.old_base,
+            cache.slabs.arena.base_address()
+        );
+        eprintln!("[restart] recovery start [{}]", unix_micros());
+    }
+    cache
+        .clock
+        .resume(saved.process_started, saved.current_time, saved.downtime);
+    let found = cache.restore(&saved.state);
+    if verbose > 0 {
+        eprintln!("[restart] recovery end [{}]", unix_micros());
+    }
+    found
+        .map(|_: Recovered| ())
+        .map_err(|why| io::Error::other(format!("[restart] {why}")))
+}
+
+/// memcached's `sec.usec` stamp (microseconds not zero-padded, as there).
+fn unix_micros() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{}", now.as_secs(), now.subsec_micros())
+}
+
+/// Writes the arena to its file and `PATH.meta` beside it, after a
+/// graceful stop.
+pub fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()> {
+    cache.slabs.arena.sync()?;
+    let text = render(settings, cache);
+    let meta = meta_path(path);
+    let tmp = format!("{meta}.tmp");
+    // Written aside, synced and renamed, so a crash mid-write leaves no
+    // half file; readable by its owner only, as memcached's is.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &meta)
+}
+
+// ----- the metadata text ---------------------------------------------------
+
+/// Builds `T` and `K` lines.
+#[derive(Default)]
+struct MetaText(String);
+
+impl MetaText {
+    fn tag(&mut self, name: &str) {
+        let _ = writeln!(self.0, "T{name}");
+    }
+
+    fn kv(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "K{key} {value}");
+    }
+
+    /// The text, closed by its checksum line.
+    fn finish(self) -> String {
+        let sum = checksum(self.0.as_bytes());
+        format!("{}C{sum:016x}\n", self.0)
+    }
+}
+
+fn render(settings: &Settings, cache: &mut Cache) -> String {
+    let state = cache.save_state();
+    let clock = &cache.clock;
+    let yes = |b: bool| if b { "true" } else { "false" };
+    let mut m = MetaText::default();
+    // memcached's keys, in its order.
+    m.tag("main");
+    m.kv("slab_config", &settings.slab_config);
+    m.kv("maxbytes", settings.max_bytes);
+    m.kv("chunk_size", settings.chunk_size);
+    m.kv("item_size_max", settings.item_size_max);
+    m.kv("slab_chunk_size_max", settings.slab_chunk_size_max);
+    m.kv("slab_page_size", settings.slab_page_size);
+    m.kv("use_cas", yes(settings.use_cas));
+    m.kv("slab_reassign", yes(settings.slab_reassign));
+    m.kv("current_time", clock.now);
+    m.kv("process_started", clock.process_started);
+    m.kv("stop_time", crate::items::clock::Clock::unix_now());
+    m.kv("current_cas", state.cas_id);
+    m.kv("oldest_cas", state.oldest_cas);
+    m.kv("logger_gid", 0);
+    m.kv("hashpower", state.hashpower);
+    m.kv("oldest_live", state.oldest_live);
+    m.kv(
+        "mmap_oldbase",
+        format_args!("{:#x}", cache.slabs.arena.base_address()),
+    );
+    // What only this server keeps outside the arena.
+    m.tag("arena");
+    m.kv("arena_bytes", cache.slabs.arena.len());
+    render_slabs(&mut m, &state.slabs);
+    for (id, l) in state.lrus.iter().enumerate().skip(1) {
+        m.kv("lru", format_args!("{id} {} {} {}", l.head, l.tail, l.len));
+    }
+    let owners: Vec<String> = state
+        .body_owners
+        .iter()
+        .map(|(i, o)| format!("{i}:{o}"))
+        .collect();
+    m.kv("body_owners", list(&owners));
+    m.finish()
+}
+
+fn render_slabs(m: &mut MetaText, s: &SlabState) {
+    m.kv("next_page", s.next_page);
+    m.kv("malloced", s.malloced);
+    let free: Vec<String> = s.free_pages.iter().map(|p| p.to_string()).collect();
+    m.kv("free_pages", list(&free));
+    let hex: String = s.page_class.iter().map(|c| format!("{c:02x}")).collect();
+    m.kv("page_class", hex);
+    for (id, c) in s.classes.iter().enumerate().skip(1) {
+        m.kv(
+            "class",
+            format_args!(
+                "{id} {} {} {} {} {} {}",
+                c.pages, c.used_chunks, c.free_head, c.free_count, c.carve_off, c.carve_left
+            ),
+        );
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(",")
+    }
+}
+
+/// FNV-1a, 64 bits: enough to tell a torn or edited file from a whole one.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+// ----- reading it back -----------------------------------------------------
+
+/// memcached's `restart_check`: reads and deletes `PATH.meta`, printing
+/// why the cache cannot be reused when it cannot.
+fn check(path: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
+    let meta = meta_path(path);
+    let Ok(text) = std::fs::read(&meta) else {
+        eprintln!("[restart] no metadata save file, starting with a clean cache");
+        return None;
+    };
+    let _ = std::fs::remove_file(&meta);
+    let saved = verify(&text).and_then(|body| parse(body, settings, shape));
+    if saved.is_none() {
+        eprintln!("[restart] failed to validate metadata, starting with a clean cache");
+    }
+    saved
+}
+
+/// The text before a correct checksum line.
+fn verify(text: &[u8]) -> Option<&str> {
+    let fail = || {
+        eprintln!("[restart] corrupt metadata file");
+        None
+    };
+    let Some(body_len) = text[..text.len().saturating_sub(1)]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map(|i| i + 1)
+    else {
+        return fail();
+    };
+    let (body, last) = text.split_at(body_len);
+    let sum = std::str::from_utf8(last)
+        .ok()
+        .and_then(|l| l.strip_prefix('C'))
+        .and_then(|l| l.strip_suffix('\n'))
+        .and_then(|h| u64::from_str_radix(h, 16).ok());
+    match (sum, std::str::from_utf8(body)) {
+        (Some(sum), Ok(body)) if sum == checksum(body.as_bytes()) => Some(body),
+        _ => fail(),
+    }
+}
+
+/// The `K` lines of one section, as (key, value).
+type Lines<'a> = Vec<(&'a str, &'a str)>;
+
+/// Splits the text into its sections' key/value lines.
+fn sections(body: &str) -> Option<(Lines<'_>, Lines<'_>)> {
+    let mut main = Vec::new();
+    let mut arena = Vec::new();
+    let mut current: Option<&mut Lines> = None;
+    for line in body.lines() {
+        if let Some(tag) = line.strip_prefix('T') {
+            current = match tag {
+                "main" => Some(&mut main),
+                "arena" => Some(&mut arena),
+                _ => {
+                    eprintln!("[restart] internal handler for metadata tag not found: {tag}:");
+                    return None;
+                }
+            };
+        } else if let Some(kv) = line.strip_prefix('K') {
+            let (k, v) = kv.split_once(' ').unwrap_or((kv, ""));
+            current.as_mut()?.push((k, v));
+        } else {
+            eprintln!("[restart] invalid metadata line:\n\n{line}\n");
+            return None;
+        }
+    }
+    Some((main, arena))
+}
+
+fn parse(body: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
+    let (main, arena) = sections(body)?;
+    let mut saved = Saved {
+        state: CacheState::default(),
+        current_time: 0,
+        process_started: 0,
+        downtime: 0,
+        old_base: 0,
+    };
+    check_main(&main, settings, &mut saved)?;
+    parse_arena(&arena, shape, &mut saved.state).or_else(|| {
+        eprintln!("[restart] corrupt metadata file");
+        None
+    })?;
+    Some(saved)
+}
+
+/// memcached's `_mc_meta_load_cb`: every key must parse and the settings
+/// must be the ones this process runs with; the first that is not ends the
+/// check with memcached's words.
+fn check_main(lines: &[(&str, &str)], s: &Settings, saved: &mut Saved) -> Option<()> {
+    let yes = |b: bool| if b { "true" } else { "false" };
+    let mut seen = 0;
+    let mut ok = true;
+    for &(key, val) in lines {
+        let same = |want: String| val == want;
+        let good = match key {
+            "mmap_oldbase" => parse_hex(val).map(|b| saved.old_base = b).is_some(),
+            "maxbytes" => same(s.max_bytes.to_string()),
+            "chunk_size" => same(s.chunk_size.to_string()),
+            "item_size_max" => same(s.item_size_max.to_string()),
+            "slab_chunk_size_max" => same(s.slab_chunk_size_max.to_string()),
+            "slab_page_size" => same(s.slab_page_size.to_string()),
+            "slab_config" => val == s.slab_config,
+            "use_cas" => val == yes(s.use_cas),
+            "slab_reassign" => val == yes(s.slab_reassign),
+            "current_cas" => val.parse().map(|v| saved.state.cas_id = v).is_ok(),
+            "oldest_cas" => val.parse().map(|v| saved.state.oldest_cas = v).is_ok(),
+            "oldest_live" => val.parse().map(|v| saved.state.oldest_live = v).is_ok(),
+            "logger_gid" => val.parse::<u64>().is_ok(),
+            "current_time" => val.parse().map(|v| saved.current_time = v).is_ok(),
+            "process_started" => val.parse().map(|v| saved.process_started = v).is_ok(),
+            // memcached also refuses a stop in the same second as this start;
+            // here only a clock that went backwards is refused.
+            "stop_time" => val
+                .parse::<i64>()
+                .ok()
+                .map(|stop| crate::items::clock::Clock::unix_now() - stop)
+                .filter(|&delta| delta >= 0)
+                .map(|delta| saved.downtime = delta.min(u32::MAX as i64) as u32)
+                .is_some(),
+            "hashpower" => val
+                .parse()
+                .ok()
+                .filter(|&p: &u32| (1..=32).contains(&p))
+                .map(|p| saved.state.hashpower = p)
+                .is_some(),
+            _ => {
+                eprintln!("[restart] unknown/unhandled key: {key}");
+                continue;
+            }
+        };
+        seen += 1;
+        if !good {
+            eprintln!(
+                "[restart] restart incompatible due to setting for [{key}] [old value: {val}]"
+            );
+            ok = false;
+            break;
+        }
+    }
+    if seen < REQUIRED_MAIN_KEYS {
+        eprintln!("[restart] missing some metadata lines");
+        ok = false;
+    }
+    ok.then_some(())
+}
+
+fn parse_hex(v: &str) -> Option<usize> {
+    usize::from_str_radix(v.strip_prefix("0x").unwrap_or(v), 16).ok()
+}
+
+fn numbers<T: std::str::FromStr>(v: &str) -> Option<Vec<T>> {
+    v.split(' ').map(|n| n.parse().ok()).collect()
+}
+
+/// This server's own section: the allocator's tables, the LRU ends, and
+/// which full-size chunks belong to which large item.
+fn parse_arena(lines: &[(&str, &str)], shape: &Shape, state: &mut CacheState) -> Option<()> {
+    let mut len_ok = false;
+    state.slabs.classes.push(ClassState::default());
+    state.lrus.push(LruEnds::default());
+    for &(key, val) in lines {
+        match key {
+            "arena_bytes" => len_ok = val.parse() == Ok(shape.bytes),
+            "next_page" => state.slabs.next_page = val.parse().ok()?,
+            "malloced" => state.slabs.malloced = val.parse().ok()?,
+            "free_pages" if val == "-" => {}
+            "free_pages" => {
+                state.slabs.free_pages = val
+                    .split(',')
+                    .map(|p| p.parse().ok())
+                    .collect::<Option<_>>()?;
+            }
+            "page_class" => state.slabs.page_class = parse_hex_bytes(val)?,
+            "class" => {
+                let n: Vec<usize> = numbers(val)?;
+                let [
+                    id,
+                    pages,
+                    used,
+                    free_head,
+                    free_count,
+                    carve_off,
+                    carve_left,
+                ] = n[..]
+                else {
+                    return None;
+                };
+                (id == state.slabs.classes.len()).then_some(())?;
+                state.slabs.classes.push(ClassState {
+                    pages,
+                    used_chunks: used,
+                    free_head: ChunkRef::try_from(free_head).ok()?,
+                    free_count,
+                    carve_off,
+                    carve_left,
+                });
+            }
+            "lru" => {
+                let n: Vec<usize> = numbers(val)?;
+                let [id, head, tail, len] = n[..] else {
+                    return None;
+                };
+                (id == state.lrus.len()).then_some(())?;
+                state.lrus.push(LruEnds {
+                    head: ChunkRef::try_from(head).ok()?,
+                    tail: ChunkRef::try_from(tail).ok()?,
+                    len,
+                });
+            }
+            "body_owners" if val == "-" => {}
+            "body_owners" => {
+                for pair in val.split(',') {
+                    let (i, o) = pair.split_once(':')?;
+                    state.body_owners.push((i.parse().ok()?, o.parse().ok()?));
+                }
+            }
+            _ => return None,
+        }
+    }
+    let fits = len_ok
+        && state.slabs.page_class.len() == shape.pages
+        && state.slabs.classes.len() == shape.classes
+        && state.lrus.len() == shape.classes;
+    fits.then_some(())
+}
+
+fn parse_hex_bytes(v: &str) -> Option<Vec<u8>> {
+    if !v.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..v.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(v.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The C library's text for an I/O error, without std's " (os error N)".
+fn strerror(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_catches_a_torn_or_edited_file() {
+        let body = "Tmain\nKmaxbytes 1\n";
+        let whole = format!("{body}C{:016x}\n", checksum(body.as_bytes()));
+        assert_eq!(verify(whole.as_bytes()), Some(body));
+        assert_eq!(verify(&whole.as_bytes()[..whole.len() - 5]), None);
+        let edited = whole.replace("maxbytes 1", "maxbytes 2");
+        assert_eq!(verify(edited.as_bytes()), None);
+        assert_eq!(verify(b""), None);
+    }
+
+    fn cache_for(s: &Settings) -> (Cache, Shape) {
+        let cfg = CacheConfig {
+            slab: crate::slab::SlabConfig {
+                mem_limit: s.max_bytes,
+                min_space: s.chunk_size,
+                factor: s.factor,
+                page_size: s.slab_page_size,
+                chunk_max: s.slab_chunk_size_max,
+            },
+            item_size_max: s.item_size_max,
+            use_cas: s.use_cas,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 1,
+        };
+        let bytes = Slabs::arena_len(&cfg.slab).unwrap();
+        let shape = Shape {
+            bytes,
+            pages: bytes / cfg.slab.page_size,
+            classes: Slabs::class_count(&cfg.slab),
+        };
+        (Cache::new(cfg).unwrap(), shape)
+    }
+
+    #[test]
+    fn metadata_round_trips_and_a_changed_setting_is_refused() {
+        let settings = Settings::default();
+        let (mut cache, shape) = cache_for(&settings);
+        let it = cache.alloc(b"k", 3, 0, 700_000).unwrap();
+        cache.store(it, crate::items::StoreMode::Set, 0);
+        let text = render(&settings, &mut cache);
+        let body = verify(text.as_bytes()).unwrap();
+        let saved = parse(body, &settings, &shape).unwrap();
+        let mut again = cache.save_state();
+        again.cas_id -= 1; // this second save took one more
+        assert_eq!(saved.state, again);
+        assert_eq!(saved.current_time, cache.clock.now);
+        assert!(saved.state.body_owners.len() == 2);
+
+        let other = Settings {
+            max_bytes: settings.max_bytes * 2,
+            ..Settings::default()
+        };
+        assert!(parse(body, &other, &shape).is_none());
+        let torn = &body[..body.len() - 40];
+        assert!(parse(torn, &settings, &shape).is_none());
+    }
+
+    #[test]
+    fn hex_tables_round_trip() {
+        assert_eq!(parse_hex_bytes("00ff27"), Some(vec![0, 255, 39]));
+        assert_eq!(parse_hex_bytes("0"), None);
+        assert_eq!(parse_hex("0x7f00"), Some(0x7f00));
+    }
+}
