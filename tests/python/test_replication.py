@@ -313,23 +313,45 @@ def test_kill_the_master_during_writes_replica_takes_over_and_old_master_catches
     assert repl_stats(b)["repl_role"] == "master"
 
 
-def test_kill_the_replica_restart_it_and_it_catches_up(pair):
+def test_kill_the_replica_during_writes_restart_it_and_it_catches_up(pair):
     a, b = started_pair(pair)
-    with a.connect() as s:
-        for i in range(1000):
-            set_value(s, f"r{i}", b"first")
-        b.signal(signal.SIGKILL)
-        for i in range(1000, 3000):
-            set_value(s, f"r{i}", b"second")
-        assert request(s, b"delete r5\r\n") == b"DELETED\r\n"
+    acked = {}
+    stop = threading.Event()
+    errors = []
+
+    def writer():
+        i = 0
+        try:
+            with a.connect() as s:
+                while not stop.is_set():
+                    key = f"r{i}"
+                    set_value(s, key, f"v{i}".encode())
+                    acked[key] = f"v{i}".encode()
+                    if i % 100 == 99:
+                        deleted = f"r{i - 50}"
+                        assert request(s, f"delete {deleted}\r\n".encode()) == b"DELETED\r\n"
+                        del acked[deleted]
+                    i += 1
+        except Exception as e:  # noqa: BLE001 -- reported below
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_until("some writes", lambda: len(acked) > 500)
+    b.signal(signal.SIGKILL)
     wait_until("a to notice", lambda: repl_stats(a)["repl_connected"] == "0")
-    assert repl_stats(a)["repl_role"] == "master"
+    wait_until("writes while b is down", lambda: len(acked) > 1500)
     b2 = pair.start("b")
     wait_role(b2, "replica")
+    wait_until("writes while b2 syncs", lambda: len(acked) > 2500)
+    stop.set()
+    t.join(10)
+    assert not errors, errors
+    assert repl_stats(a)["repl_role"] == "master"
     wait_linked(a, b2)
-    keys = [f"r{i}" for i in range(3000)]
+    keys = [f"r{i}" for i in range(max(int(k[1:]) for k in acked) + 1)]
     got = dump(b2, keys)
-    assert len(got) == 2999 and "r5" not in got
+    assert {k: v for k, (_, v, _) in got.items()} == acked
     assert got == dump(a, keys)
 
 
