@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from mc_helpers import Server, free_port, get, ours_path, request, stats_over
+from mc_helpers import Server, free_port, ours_path, request
 
 SYNC_TIMEOUT = 15.0
 
