@@ -158,6 +158,7 @@ const LONG_OPTS: &[LongOpt] = &[
     long("repl-port", HasArg::Required, REPL_PORT_OPT),
 ];
 
+/// Long options memcached does not have (replication).
 fn is_our_extension(opt: &LongOpt) -> bool {
     matches!(opt.val, b'x' | REPL_PORT_OPT)
 }
@@ -295,9 +296,11 @@ fn find_long(name: &[u8]) -> Result<&'static LongOpt, Vec<&'static LongOpt>> {
     if let Some(opt) = LONG_OPTS.iter().find(|o| o.name.as_bytes() == name) {
         return Ok(opt);
     }
+    // Our own long options are never abbreviated, so every abbreviation
+    // means what it means to memcached.
     let candidates: Vec<&LongOpt> = LONG_OPTS
         .iter()
-        .filter(|o| o.name.as_bytes().starts_with(name))
+        .filter(|o| !is_our_extension(o) && o.name.as_bytes().starts_with(name))
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one),
@@ -307,14 +310,7 @@ fn find_long(name: &[u8]) -> Result<&'static LongOpt, Vec<&'static LongOpt>> {
 
 fn ambiguous(body: &[u8], candidates: &[&LongOpt]) -> Vec<u8> {
     let mut message = getopt_message(b": option '--", body, b"' is ambiguous; possibilities:");
-    // Where memcached itself would call the abbreviation ambiguous, its
-    // message lists only its own options: ours are left out so that the
-    // text stays memcached's.
-    let theirs = candidates.iter().any(|o| !is_our_extension(o));
-    let listed = candidates
-        .iter()
-        .filter(|o| !theirs || !is_our_extension(o));
-    for opt in listed {
+    for opt in candidates {
         message.extend_from_slice(b" '--");
         message.extend_from_slice(opt.name.as_bytes());
         message.push(b'\'');
@@ -1632,10 +1628,12 @@ impl Parser {
     fn usage_replication(&self, out: &mut Vec<u8>) {
         let _ = write!(
             out,
-            "-x, --repl-peer=<host[:port]> replicate with the peer node (repcached's -x);\n                          \
+            "Replication (not in memcached):\n\
+             -x, --repl-peer=<host[:port]> replicate with the peer node (repcached's -x);\n                          \
              <port> defaults to the replication port\n    \
-             --repl-port=<num>     replication port to listen on (default: {})\n                          \
-             also -o repl_peer=<host[:port]>,repl_port=<num>\n",
+             --repl-port=<num>     replication port to listen on (default: {})\n   \
+             - repl_peer:           the same as -x\n   \
+             - repl_port:           the same as --repl-port\n",
             self.s.repl.port,
         );
     }
@@ -2172,6 +2170,8 @@ mod tests {
             &["--repl-port", "0"],
             &["--repl-port", "65536"],
             &["-o", "repl_port"],
+            // Ours are never abbreviated.
+            &["--repl-p=5"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -2184,8 +2184,8 @@ mod tests {
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
         // memcached's text ends there; our replication options follow.
-        assert!(text.contains("ip filtering/firewalls \n-x, --repl-peer="));
-        assert!(text.ends_with("repl_peer=<host[:port]>,repl_port=<num>\n"));
+        assert!(text.contains("ip filtering/firewalls \nReplication (not in memcached):\n"));
+        assert!(text.ends_with("- repl_port:           the same as --repl-port\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])
