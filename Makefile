@@ -46,10 +46,12 @@ test: deps test-rust test-python
 
 # The oracle and the clients the tests drive. Installed only when missing,
 # so a prepared machine (or CI, which installs them itself) skips it.
-DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker
+# libsasl2-modules: the PLAIN plugin SASL clients (pylibmc) need.
+DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
+	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
 	    && $(PYTHON) -c "import pytest, pymemcache, memcache" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \

@@ -86,11 +86,6 @@ fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
             "unix sockets (-s) are not supported yet",
         ),
         (
-            settings.protocol == memcached::settings::Protocol::Binary,
-            "the binary protocol (-B binary) is not supported yet",
-        ),
-        (settings.sasl, "SASL (-S) is not supported yet"),
-        (
             settings.auth_file.is_some(),
             "ascii authentication (-Y) is not supported yet",
         ),

@@ -1,6 +1,7 @@
 //! Protocol parsers and reply writers.
 
 pub mod base64;
+pub mod binary;
 pub mod meta;
 pub mod numbers;
 pub mod text;

@@ -8,11 +8,11 @@
 //! mark the connection stops taking requests until the client reads, which
 //! bounds what a client that never reads can make the server hold.
 
+use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::settings::Protocol;
 use std::net::TcpStream;
 
-/// First byte of every binary-protocol request.
-const BINARY_REQUEST_MAGIC: u8 = 0x80;
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
 pub const READ_SIZE: usize = 16 * 1024;
@@ -108,6 +108,8 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// Binary-protocol state (whether this connection speaks it, SASL).
+    pub bin: binary::Session,
 }
 
 /// Why `consume` stopped.
@@ -149,7 +151,14 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            bin: binary::Session::default(),
         }
+    }
+
+    /// A listener with `-B ascii|binary` fixes the protocol up front.
+    pub fn choose_protocol(&mut self, protocol: Protocol) {
+        self.negotiated = protocol != Protocol::Negotiating;
+        self.bin.binary = protocol == Protocol::Binary;
     }
 
     /// Moves to memcached's state `to`, tracing the change at `-vvv`.
@@ -167,7 +176,7 @@ impl Conn {
 
     /// The states memcached passes through when it runs out of complete
     /// requests: flush pending replies, then wait.
-    fn go_wait(&mut self, partial: bool, verbose: u8) {
+    pub(super) fn go_wait(&mut self, partial: bool, verbose: u8) {
         if partial {
             self.go(Phase::ParseCmd, verbose);
         }
@@ -227,7 +236,10 @@ impl Conn {
         match self.state {
             State::Value {
                 pending, filled, ..
-            } if self.input.is_empty() && pending.nbytes - filled >= READ_SIZE => {
+            } if self.input.is_empty()
+                && !self.bin.binary
+                && pending.nbytes - filled >= READ_SIZE =>
+            {
                 Some((pending, filled))
             }
             _ => None,
@@ -271,12 +283,10 @@ impl Conn {
                 let name = if binary { "binary" } else { "ascii" };
                 eprintln!("{}: Client using the {name} protocol", self.fd);
             }
-            if binary {
-                // Not served yet: close rather than answer binary frames
-                // with ascii errors.
-                self.state = State::Closing;
-                return (0, Stop::Close);
-            }
+            self.bin.binary = binary;
+        }
+        if self.bin.binary {
+            return self.consume_binary(ctx, data, budget);
         }
         loop {
             match &mut self.state {
@@ -383,7 +393,7 @@ impl Conn {
             && rest.len() <= GET_LINE_LIMIT
     }
 
-    fn apply(&mut self, next: Next) -> Option<Stop> {
+    pub(super) fn apply(&mut self, next: Next) -> Option<Stop> {
         match next {
             Next::Continue | Next::Suspend(_) => None,
             Next::StatsConns => Some(Stop::ConnsReport),
@@ -396,11 +406,14 @@ impl Conn {
                 None
             }
             Next::ReadValue(pending) => {
+                // A binary value has no line ending after it: start as if
+                // it had been read.
+                let crlf_got = if self.bin.binary { 2 } else { 0 };
                 self.state = State::Value {
                     pending,
                     filled: 0,
-                    crlf: [0; 2],
-                    crlf_got: 0,
+                    crlf: *b"\r\n",
+                    crlf_got,
                 };
                 None
             }
@@ -425,7 +438,7 @@ impl Conn {
     }
 
     /// Copies data-block bytes into the pending item; returns bytes used.
-    fn fill_value(&mut self, ctx: &mut Ctx, data: &[u8]) -> usize {
+    pub(super) fn fill_value(&mut self, ctx: &mut Ctx, data: &[u8]) -> usize {
         let State::Value {
             pending,
             filled,
@@ -448,10 +461,20 @@ impl Conn {
             *crlf_got += 1;
             used += 1;
         }
-        if *crlf_got == 2 {
+        if *filled == pending.nbytes && *crlf_got == 2 {
             let (pending, ok) = (*pending, crlf == b"\r\n");
             self.state = State::Cmd;
-            text::complete_store(ctx, pending, ok, &mut self.out);
+            if self.bin.binary {
+                // Binary values carry no line ending (the state starts with
+                // it "read").
+                let next = binary::complete_nread(ctx, &mut self.bin, pending, &mut self.out);
+                if matches!(next, Next::Flush) {
+                    self.flush_mark = self.out.len();
+                    ctx.cache.unpin_all();
+                }
+            } else {
+                text::complete_store(ctx, pending, ok, &mut self.out);
+            }
         }
         used
     }

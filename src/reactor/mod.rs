@@ -6,6 +6,7 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+mod binary_conn;
 pub mod conn;
 pub mod listen;
 pub mod repl;
@@ -16,7 +17,7 @@ use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
-use crate::settings::Settings;
+use crate::settings::{Protocol, Settings};
 use crate::slab::SlabConfig;
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
@@ -414,7 +415,8 @@ impl Reactor {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let conn = Conn::new(stream, fd, self.cache.now());
+        let mut conn = Conn::new(stream, fd, self.cache.now());
+        conn.choose_protocol(self.settings.protocol);
         if self
             .register(
                 fd,
@@ -427,7 +429,12 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            eprintln!("<{fd} new auto-negotiating client connection");
+            let what = match self.settings.protocol {
+                Protocol::Negotiating => "auto-negotiating client connection",
+                Protocol::Ascii => "ascii client connection.",
+                Protocol::Binary => "binary client connection.",
+            };
+            eprintln!("<{fd} new {what}");
         }
         self.clients += 1;
         self.stats.curr_conns += 1;

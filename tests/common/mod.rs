@@ -34,6 +34,14 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The sentinel request and its reply.
 pub const SENTINEL: &[u8] = b"mn\r\n";
 pub const SENTINEL_REPLY: &[u8] = b"MN\r\n";
+/// The binary protocol's sentinel: a no-op with a recognisable opaque, and
+/// its reply.
+pub const BINARY_SENTINEL: &[u8] = &[
+    0x80, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x5e, 0x47, 0x1e, 0x11, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+pub const BINARY_SENTINEL_REPLY: &[u8] = &[
+    0x81, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x5e, 0x47, 0x1e, 0x11, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 // ---------------------------------------------------------------------------
 // Servers
@@ -134,6 +142,11 @@ impl Server {
     /// Starts a server with `-u root -l 127.0.0.1 -U 0 -p <free port>` plus
     /// `args`, and waits until it accepts connections.
     pub fn start(kind: Kind, args: &[&str]) -> Server {
+        Server::start_env(kind, args, &[])
+    }
+
+    /// `start` with extra environment variables for the server.
+    pub fn start_env(kind: Kind, args: &[&str], env: &[(&str, &str)]) -> Server {
         let bin = binary(kind);
         let mut last_err = String::new();
         for _attempt in 0..8 {
@@ -160,6 +173,7 @@ impl Server {
             full.extend(args.iter().map(|s| s.to_string()));
             let child = Command::new(&bin)
                 .args(&full)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(stderr_file))
@@ -259,11 +273,34 @@ pub enum Step {
 #[derive(Clone, Debug, Default)]
 pub struct Script {
     pub steps: Vec<Step>,
+    /// Speaks the binary protocol: syncs use a binary no-op.
+    pub binary: bool,
 }
 
 impl Script {
     pub fn new() -> Script {
-        Script { steps: Vec::new() }
+        Script::default()
+    }
+    /// A script for the binary protocol (see `BINARY_SENTINEL`).
+    pub fn binary() -> Script {
+        Script {
+            steps: Vec::new(),
+            binary: true,
+        }
+    }
+    pub fn sentinel(&self) -> &'static [u8] {
+        if self.binary {
+            BINARY_SENTINEL
+        } else {
+            SENTINEL
+        }
+    }
+    pub fn sentinel_reply(&self) -> &'static [u8] {
+        if self.binary {
+            BINARY_SENTINEL_REPLY
+        } else {
+            SENTINEL_REPLY
+        }
     }
     pub fn send(mut self, data: impl AsRef<[u8]>) -> Script {
         self.steps.push(Step::Send(data.as_ref().to_vec()));
@@ -284,7 +321,7 @@ impl Script {
             .iter()
             .map(|s| match s {
                 Step::Send(d) | Step::Split(d, _) => d.len(),
-                Step::Sync => SENTINEL.len(),
+                Step::Sync => self.sentinel().len(),
             })
             .sum()
     }
@@ -405,7 +442,7 @@ pub fn run_script(addr: SocketAddr, script: &Script) -> Outcome {
                     }
                 }
                 Some(Action::Sync) => {
-                    current = Some((SENTINEL.to_vec(), 0, usize::MAX));
+                    current = Some((script.sentinel().to_vec(), 0, usize::MAX));
                     sync_pending_mark = true;
                 }
             }
@@ -464,7 +501,7 @@ pub fn run_script(addr: SocketAddr, script: &Script) -> Outcome {
             }
             if let Some(mark) = waiting_sync
                 && reply.len() > mark
-                && reply.ends_with(SENTINEL_REPLY)
+                && reply.ends_with(script.sentinel_reply())
             {
                 waiting_sync = None;
             }
@@ -537,7 +574,7 @@ pub fn run_script(addr: SocketAddr, script: &Script) -> Outcome {
     let mut error = None;
     if finished {
         // Strip the final sentinel answer.
-        let n = reply.len() - SENTINEL_REPLY.len();
+        let n = reply.len() - script.sentinel_reply().len();
         reply.truncate(n);
     } else if !closed {
         error = Some(format!(
@@ -677,8 +714,12 @@ pub struct Pair {
 
 impl Pair {
     pub fn start(args: &[&'static str]) -> Pair {
-        let oracle = Server::start(Kind::Oracle, args);
-        let ours = Server::start(Kind::Ours, args);
+        Pair::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&'static str], env: &[(&str, &str)]) -> Pair {
+        let oracle = Server::start_env(Kind::Oracle, args, env);
+        let ours = Server::start_env(Kind::Ours, args, env);
         Pair {
             oracle,
             ours,
@@ -750,12 +791,20 @@ pub struct Group {
 impl Group {
     /// Returns None when the oracle is missing and skipping is allowed.
     pub fn start(name: &'static str, args: &[&'static str]) -> Option<Group> {
+        Group::start_env(name, args, &[])
+    }
+
+    pub fn start_env(
+        name: &'static str,
+        args: &[&'static str],
+        env: &[(&str, &str)],
+    ) -> Option<Group> {
         if !oracle_available() {
             return None;
         }
         Some(Group {
             name,
-            pair: Some(Pair::start(args)),
+            pair: Some(Pair::start_env(args, env)),
             failures: Vec::new(),
             passed: 0,
         })

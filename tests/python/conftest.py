@@ -32,12 +32,13 @@ def _require_binary(kind):
 
 @pytest.fixture
 def start_server(request):
-    """start_server(kind, *opts, stdout=False) -> Server; killed at teardown."""
+    """start_server(kind, *opts, stdout=False, env=None) -> Server; killed
+    at teardown. `env` adds variables to the server's environment."""
     started = []
 
-    def start(kind, *opts, stdout=False):
+    def start(kind, *opts, stdout=False, env=None):
         _require_binary(kind)
-        srv = Server(kind, opts, stdout=stdout)
+        srv = Server(kind, opts, stdout=stdout, env=env)
         started.append(srv)
         return srv
 

@@ -141,7 +141,7 @@ class StderrCollector:
 class Server:
     """A running memcached (ours or the oracle) on a free 127.0.0.1 port."""
 
-    def __init__(self, kind, args=(), stdout=False):
+    def __init__(self, kind, args=(), stdout=False, env=None):
         self.kind = kind
         self.bin = binary_for(kind)
         self.extra_args = list(args)
@@ -157,6 +157,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                env=None if env is None else {**os.environ, **env},
             )
             self.pid = self.proc.pid
             self.stderr = StderrCollector(self.proc.stderr)
