@@ -490,3 +490,20 @@ def test_a_cut_link_leaves_two_masters_that_pair_up_again_by_retrying(pair):
     wait_value(a, "after", b"heal")
     assert gets(a, "before") == gets(b, "before")
     assert int(repl_stats(a)["repl_resyncs"]) >= 2
+
+
+def test_binary_protocol_writes_replicate_too(pair):
+    pylibmc = pytest.importorskip("pylibmc", reason="pylibmc not installed")
+    a, b = started_pair(pair)
+    c = pylibmc.Client([f"127.0.0.1:{a.port}"], binary=True)
+    assert c.set("bin", b"one")
+    assert c.append("bin", b"+two")
+    assert c.set("num", b"10")
+    assert c.incr("num", 5) == 15
+    assert c.set("gone", b"x")
+    assert c.delete("gone")
+    wait_linked(a, b)
+    wait_value(b, "bin", b"one+two")
+    wait_value(b, "num", b"15")
+    wait_value(b, "gone", None)
+    assert gets(a, "num") == gets(b, "num")
