@@ -77,7 +77,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
-    /// The attempt to reach the peer that decides the role at start.
+    /// Trying the peer (at start, or after losing the master): success
+    /// makes a replica, failure a master.
     Connecting,
     Master,
     Replica,

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 /// What the replication link reports; kept up to date by the reactor.
 #[derive(Clone, Debug, Default)]
 pub struct ReplStats {
-    /// `master`, `replica`, or `connecting` (the first attempt at start).
+    /// `master`, `replica`, or `connecting` (trying the peer: at start, or
+    /// after losing the master).
     pub role: &'static str,
     /// The configured peer, as given.
     pub peer: String,
