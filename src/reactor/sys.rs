@@ -188,17 +188,73 @@ pub fn bind_v6only(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListen
 /// non-blocking and the handshake completes (or fails) later, reported by
 /// epoll as writability; `TcpStream::take_error` then tells which.
 pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, connect, socket};
-    let family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
+    use std::os::fd::FromRawFd;
+    let (family, storage, len) = sockaddr_of(addr);
+    // SAFETY: a plain socket call; on success the descriptor is owned by
+    // the TcpStream made right away, which closes it on every later path.
+    let stream = unsafe {
+        let fd = check(libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        std::net::TcpStream::from_raw_fd(fd)
     };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let fd = socket(family, SockType::Stream, flags, None)?;
-    match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
-        Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-        Err(e) => return Err(e.into()),
+    // SAFETY: `storage` is a local sockaddr_storage holding a valid address
+    // of `len` bytes; connect only reads it.
+    let rc = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
     }
-    Ok(std::net::TcpStream::from(fd))
+    Ok(stream)
+}
+
+/// The C form of a socket address: family, storage, length.
+fn sockaddr_of(
+    addr: std::net::SocketAddr,
+) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data, valid when zeroed; it is
+    // large and aligned enough for either address family written into it.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage (checked by its
+            // definition); both are plain data.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sa) };
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            (libc::AF_INET, storage, len)
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let sa = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sa) };
+            let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            (libc::AF_INET6, storage, len)
+        }
+    }
 }
