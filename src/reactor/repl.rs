@@ -906,6 +906,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn non_blocking_connects_reach_v4_and_v6_listeners() {
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(host) else {
+                continue; // no IPv6 on this host
+            };
+            let addr = listener.local_addr().unwrap();
+            let stream = sys::connect_nonblocking(addr).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), stream.local_addr().unwrap());
+            assert!(matches!(stream.take_error(), Ok(None)));
+        }
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = sys::connect_nonblocking(closed);
+        assert!(refused.is_err() || refused.unwrap().peer_addr().is_err());
+    }
+
+    #[test]
     fn peers_are_host_with_an_optional_port() {
         assert_eq!(split_peer("db1"), Some(("db1", None)));
         assert_eq!(split_peer("db1:7000"), Some(("db1", Some(7000))));
