@@ -230,6 +230,8 @@ impl Reactor {
             self.repl_turn();
             self.end_feed_turn();
         }
+        // The last turn's changes go to the peer as far as its socket takes.
+        self.repl_turn();
         match self.stop {
             StopReason::Graceful => {
                 eprintln!("Gracefully stopping");

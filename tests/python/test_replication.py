@@ -508,3 +508,13 @@ def test_binary_protocol_writes_replicate_too(pair):
     wait_value(b, "num", b"15")
     wait_value(b, "gone", None)
     assert gets(a, "num") == gets(b, "num")
+
+
+def test_a_write_just_before_sigterm_reaches_the_peer(pair):
+    a, b = started_pair(pair)
+    with a.connect() as s:
+        set_value(s, "last", b"words")
+        a.signal(signal.SIGTERM)
+    a.proc.wait(10)
+    wait_value(b, "last", b"words")
+    wait_role(b, "master")
