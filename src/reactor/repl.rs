@@ -678,7 +678,11 @@ impl Reactor {
                 r.backoff = BACKOFF_MIN;
                 r.log("in sync");
             }
-            (KIND_ACK, _) => link.acked = value,
+            (KIND_ACK, _) => {
+                // The lag it changes is published every turn.
+                link.acked = value;
+                return Ok(());
+            }
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
