@@ -2183,8 +2183,11 @@ mod tests {
         assert_eq!(code, 0);
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
-        // memcached's text ends there; our replication options follow.
-        assert!(text.contains("ip filtering/firewalls \nReplication (not in memcached):\n"));
+        // memcached's text ends there; blocks of our own options follow.
+        let theirs_end = text.find("ip filtering/firewalls \n").unwrap() + 24;
+        let next_line = text[theirs_end..].lines().next().unwrap();
+        assert!(next_line.ends_with(" (not in memcached):"), "{next_line}");
+        assert!(text.contains("Replication (not in memcached):\n-x, --repl-peer="));
         assert!(text.ends_with("- repl_port:           the same as --repl-port\n"));
         // The current values are shown, as memcached does.
         assert!(
