@@ -76,20 +76,10 @@ fn eprint_bytes(bytes: &[u8]) {
 /// Options memcached has that this server does not serve yet: refused at
 /// start with a clear message rather than accepted and silently ignored.
 fn refuse_unbuilt(settings: &Settings) -> Result<(), Exit> {
-    let missing = [
-        (
-            settings.udp_port != 0,
-            "UDP (-U) is not supported yet; run with -U 0",
-        ),
-        (
-            settings.socket_path.is_some(),
-            "unix sockets (-s) are not supported yet",
-        ),
-        (
-            settings.auth_file.is_some(),
-            "ascii authentication (-Y) is not supported yet",
-        ),
-    ];
+    let missing = [(
+        settings.auth_file.is_some(),
+        "ascii authentication (-Y) is not supported yet",
+    )];
     match missing.iter().find(|(refused, _)| *refused) {
         Some((_, why)) => Err(Exit::error(EX_USAGE, format!("{why}\n"))),
         None => Ok(()),

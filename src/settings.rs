@@ -287,6 +287,18 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// memcached gives each UDP port one connection per worker thread,
+    /// but only one when several interfaces are listed.
+    pub fn udp_conns_per_port(&self) -> usize {
+        if self.listen.len() > 1 {
+            1
+        } else {
+            self.num_threads
+        }
+    }
+}
+
 /// The memcached release whose wire behaviour this server reproduces; it is
 /// what `version` and `stats` report, so clients that feature-detect by
 /// version treat us like it.

@@ -283,7 +283,16 @@ fn bad_options_fail_like_memcached() {
 #[test]
 fn start_up_failures_match_memcached() {
     let Some(oracle) = oracle() else { return };
-    let mut cases = vec!["-u root -p 0 -U 5 -Y /nonexistent"];
+    let mut cases = vec![
+        "-u root -p 0 -U 5 -Y /nonexistent",
+        // Sockets that cannot be made: perror's line, then memcached's.
+        "-u root -s /nonexistent/dir/mc.sock",
+        "-u root -s /nonexistent/dir/mc.sock -p 1 -U 1",
+        "-u root -p 1 -l 192.0.2.1",
+        "-u root -p 0 -U 1 -l 192.0.2.1",
+        "-u root -p 1 -l 127.0.0.1:x",
+        "-u root -p 1 -l [::1",
+    ];
     // Past the kernel's ceiling even root cannot raise the limit.
     let ceiling: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()

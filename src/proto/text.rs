@@ -15,6 +15,9 @@ use crate::stats::{self, Stats};
 use std::io::Write as _;
 
 pub const KEY_MAX_LENGTH: usize = 250;
+/// A get naming a too-long key discards every reply not yet sent, then
+/// sends only this.
+pub const GET_KEY_TOO_LONG: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 /// Output above this pauses a multi-key get until the client reads, so a
 /// client that never reads cannot make the server buffer without bound.
 pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
@@ -245,9 +248,18 @@ fn process_get(
     }
     let keys = words;
     if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
-        // memcached answers a too-long key in a get by discarding every
-        // reply it has not yet sent -- this get's hits and the replies of
-        // earlier pipelined commands alike -- and sending only the error.
+        // memcached looks up the keys before the too-long one (counted,
+        // bumped, traced), then discards every reply it has not yet sent
+        // -- this get's hits and the replies of earlier pipelined commands
+        // alike -- and sends only the error.
+        for key in keys.take_while(|k| k.len() <= KEY_MAX_LENGTH) {
+            let mark = r.out.len();
+            get_one(ctx, key, r, return_cas, exptime);
+            r.out.truncate(mark);
+        }
+        if r.trace {
+            eprintln!(">{} END", r.fd);
+        }
         r.out.truncate(r.written);
         return r.line("CLIENT_ERROR bad command line format");
     }

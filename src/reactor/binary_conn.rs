@@ -55,8 +55,13 @@ impl Conn {
                     match self.next_frame(ctx, rest) {
                         Ok(Some(len)) => {
                             *budget -= 1;
+                            let before = self.out.len();
                             let next =
                                 binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
+                            if !matches!(next, Next::ReadValue(_)) {
+                                let wrote = matches!(next, Next::Flush | Next::FlushAfterLine);
+                                self.mark(pos, before, wrote);
+                            }
                             pos += len;
                             self.trace_binary_next(next, v);
                             if matches!(next, Next::Flush | Next::FlushAfterLine) {

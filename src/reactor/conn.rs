@@ -8,10 +8,10 @@
 //! mark the connection stops taking requests until the client reads, which
 //! bounds what a client that never reads can make the server hold.
 
+use super::stream::Stream;
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
 use crate::settings::Protocol;
-use std::net::TcpStream;
 
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
@@ -73,7 +73,7 @@ impl Phase {
 }
 
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub fd: i32,
     /// Unparsed input carried from one read to the next.
     pub input: Vec<u8>,
@@ -108,8 +108,28 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// UDP only: where each request's replies end in `out` (memcached
+    /// frames every response separately).
+    pub marks: Option<Vec<Mark>>,
+    /// memcached holds a response for a request since its last write
+    /// point (even an empty one, for noreply), so it passes through
+    /// conn_mwrite when it runs out of input (traced at `-vvv`).
+    replies_queued: bool,
     /// Binary-protocol state (whether this connection speaks it, SASL).
     pub bin: binary::Session,
+}
+
+/// UDP: one request's place in the input and in the replies.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    /// Where the request starts in the input `consume` was given
+    /// (`usize::MAX` for the end of a data block).
+    pub at: usize,
+    /// Where its replies end in `out`.
+    pub end: usize,
+    /// memcached writes the replies out right after this request (a
+    /// retrieval, `mn`, a binary error...).
+    pub wrote: bool,
 }
 
 /// Why `consume` stopped.
@@ -130,7 +150,7 @@ pub enum Stop {
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, fd: i32, now: u32) -> Conn {
+    pub fn new(stream: Stream, fd: i32, now: u32) -> Conn {
         Conn {
             stream,
             fd,
@@ -151,6 +171,8 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            marks: None,
+            replies_queued: false,
             bin: binary::Session::default(),
         }
     }
@@ -159,6 +181,45 @@ impl Conn {
     pub fn choose_protocol(&mut self, protocol: Protocol) {
         self.negotiated = protocol != Protocol::Negotiating;
         self.bin.binary = protocol == Protocol::Binary;
+    }
+
+    /// UDP: every datagram starts afresh; nothing carries over from the
+    /// last one (a data block it left unfinished is dropped).
+    pub fn start_datagram(&mut self, ctx: &mut Ctx) {
+        if let State::Value { pending, .. } = self.state {
+            ctx.cache.free_unlinked(pending.item);
+        }
+        self.state = State::Cmd;
+        self.input.clear();
+        self.input_seen = false;
+        self.line_scanned = 0;
+        self.out.clear();
+        self.out_pos = 0;
+        self.flush_mark = 0;
+        self.resume = 0;
+        self.dumping = false;
+        self.close_after_write = false;
+        self.negotiated = true;
+        self.marks.get_or_insert_with(Vec::new).clear();
+    }
+
+    /// UDP: notes that the replies so far end a response. `before` is
+    /// where the output stood before the request ran.
+    pub(super) fn mark(&mut self, at: usize, before: usize, wrote: bool) {
+        let Some(marks) = &mut self.marks else {
+            return;
+        };
+        // A get with a too-long key cut the output back to the last write
+        // point: responses marked past it are gone.
+        let cut = self.flush_mark;
+        if before > cut && self.out.get(cut..) == Some(text::GET_KEY_TOO_LONG) {
+            marks.retain(|m| m.end <= cut);
+        }
+        marks.push(Mark {
+            at,
+            end: self.out.len(),
+            wrote,
+        });
     }
 
     /// Moves to memcached's state `to`, tracing the change at `-vvv`.
@@ -180,7 +241,9 @@ impl Conn {
         if partial {
             self.go(Phase::ParseCmd, verbose);
         }
-        if self.out.len() > self.flush_mark.max(self.out_pos) {
+        if std::mem::take(&mut self.replies_queued)
+            || self.out.len() > self.flush_mark.max(self.out_pos)
+        {
             self.go(Phase::Mwrite, verbose);
             self.go(Phase::NewCmd, verbose);
             if partial {
@@ -335,6 +398,7 @@ impl Conn {
                         line = &line[..line.len() - 1];
                     }
                     *budget -= 1;
+                    let before = self.out.len();
                     match text::process_line(ctx, line, &mut self.out, self.flush_mark, self.resume)
                     {
                         Next::Suspend(done) => {
@@ -343,6 +407,11 @@ impl Conn {
                         }
                         next => {
                             self.resume = 0;
+                            self.mark(
+                                pos,
+                                before,
+                                matches!(next, Next::Flush | Next::FlushAfterLine),
+                            );
                             pos += nl + 1;
                             self.trace_next(next, ctx.settings.verbose);
                             if matches!(next, Next::Flush | Next::FlushAfterLine) {
@@ -394,6 +463,7 @@ impl Conn {
     }
 
     pub(super) fn apply(&mut self, next: Next) -> Option<Stop> {
+        self.replies_queued = !matches!(next, Next::Flush | Next::FlushAfterLine);
         match next {
             Next::Continue | Next::Suspend(_) => None,
             Next::StatsConns => Some(Stop::ConnsReport),
@@ -468,12 +538,15 @@ impl Conn {
                 // Binary values carry no line ending (the state starts with
                 // it "read").
                 let next = binary::complete_nread(ctx, &mut self.bin, pending, &mut self.out);
-                if matches!(next, Next::Flush) {
+                let wrote = matches!(next, Next::Flush);
+                if wrote {
                     self.flush_mark = self.out.len();
                     ctx.cache.unpin_all();
                 }
+                self.mark(usize::MAX, 0, wrote);
             } else {
                 text::complete_store(ctx, pending, ok, &mut self.out);
+                self.mark(usize::MAX, 0, false);
             }
         }
         used

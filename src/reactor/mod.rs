@@ -11,7 +11,9 @@ pub mod conn;
 pub mod listen;
 pub mod repl;
 mod shutdown;
+mod stream;
 mod sys;
+mod udp;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
@@ -23,8 +25,8 @@ use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use stream::Stream;
 use sys::Epoll;
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
@@ -55,14 +57,25 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    Listener(TcpListener),
+    /// A listening socket and the protocol its clients speak (`-B`, or
+    /// the `-l` entry's `proto[...]`).
+    Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
     /// The replication listener (see `repl.rs`).
-    ReplListener(TcpListener),
+    ReplListener(std::net::TcpListener),
     /// The replication link or a connection attempt; the socket itself is
     /// held by `Reactor::repl`.
     Repl,
+    /// A UDP socket and the connection its datagrams run on.
+    Udp(Box<Conn>),
+    /// A further descriptor of a UDP socket: memcached has one per worker
+    /// thread and lists each in `stats conns`.
+    UdpShadow {
+        /// Held open only to be listed.
+        _fd: OwnedFd,
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 pub struct Reactor {
@@ -73,6 +86,8 @@ pub struct Reactor {
     stats: Stats,
     settings: Settings,
     scratch: Vec<u8>,
+    /// UDP's buffers and in-between state.
+    udp: udp::Scratch,
     stop: StopReason,
     clients: usize,
     max_clients: usize,
@@ -162,6 +177,7 @@ impl Reactor {
             },
             settings,
             scratch: vec![0; READ_SIZE],
+            udp: udp::Scratch::default(),
             stop: StopReason::Running,
             clients: 0,
             max_clients: 0,
@@ -174,16 +190,7 @@ impl Reactor {
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
         let sigfd = sys::termination_signals()?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
-        for listener in listen::bind_all(&r.settings)? {
-            let fd = listener.as_raw_fd();
-            if r.settings.verbose > 1 {
-                eprintln!("<{} server listening ({})", fd, r.settings.protocol.name());
-            }
-            r.stats.curr_conns += 1;
-            r.stats.total_conns += 1;
-            r.stats.conn_structures += 1;
-            r.register(fd, Slot::Listener(listener), sys::READ | sys::EDGE)?;
-        }
+        r.open_listeners()?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
         if listeners + 5 * r.settings.num_threads >= r.settings.max_conns.saturating_sub(1) {
@@ -198,12 +205,69 @@ impl Reactor {
     }
 
     fn register(&mut self, fd: RawFd, slot: Slot, events: u32) -> io::Result<()> {
+        self.place(fd, slot);
+        self.epoll.add(fd, events, fd as u64)
+    }
+
+    fn place(&mut self, fd: RawFd, slot: Slot) {
         let i = fd as usize;
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || Slot::Empty);
         }
         self.slots[i] = slot;
-        self.epoll.add(fd, events, fd as u64)
+    }
+
+    /// Opens every listener and counts each as a connection, as memcached
+    /// does; traces them at `-vv` in memcached's order.
+    fn open_listeners(&mut self) -> io::Result<()> {
+        let bound = listen::bind_all(&self.settings)?;
+        let v = self.settings.verbose;
+        for (listener, protocol) in bound.streams {
+            let fd = listener.as_raw_fd();
+            if v > 1 {
+                eprintln!("<{fd} server listening ({})", protocol.name());
+            }
+            self.count_listener();
+            self.register(
+                fd,
+                Slot::Listener(listener, protocol),
+                sys::READ | sys::EDGE,
+            )?;
+        }
+        let mut udp_fds = Vec::new();
+        for port in bound.udp {
+            let fd = port.socket.as_raw_fd();
+            if let (true, Some((was, now))) = (v > 1, port.send_buffer) {
+                eprintln!("<{fd} send buffer was {was}, now {now}");
+            }
+            for shadow in port.shadows {
+                let shadow_fd = shadow.as_raw_fd();
+                udp_fds.push(shadow_fd);
+                let addr = port.socket.local_addr().ok();
+                self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
+            }
+            udp_fds.push(fd);
+            let mut conn = Conn::new(Stream::Udp(port.socket), fd, self.cache.now());
+            conn.negotiated = true;
+            conn.phase = conn::Phase::Read;
+            // Level-triggered: a turn takes a bounded number of datagrams
+            // and epoll reports the rest on the next.
+            self.register(fd, Slot::Udp(Box::new(conn)), sys::READ)?;
+        }
+        udp_fds.sort_unstable();
+        for fd in udp_fds {
+            if v > 1 {
+                eprintln!("<{fd} server listening (udp)");
+            }
+            self.count_listener();
+        }
+        Ok(())
+    }
+
+    fn count_listener(&mut self) {
+        self.stats.curr_conns += 1;
+        self.stats.total_conns += 1;
+        self.stats.conn_structures += 1;
     }
 
     pub fn run(&mut self) -> io::Result<()> {
@@ -255,7 +319,8 @@ impl Reactor {
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
-            Some(Slot::Listener(_)) => self.accept_all(fd),
+            Some(Slot::Listener(..)) => self.accept_all(fd),
+            Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::ReplListener(_)) => self.repl_accept(fd),
             Some(Slot::Repl) => self.repl_event(fd, bits),
@@ -388,11 +453,11 @@ impl Reactor {
 
     fn accept_all(&mut self, lfd: RawFd) {
         loop {
-            let Some(Slot::Listener(l)) = self.slots.get(lfd as usize) else {
+            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
                 return;
             };
             let stream = match l.accept() {
-                Ok((s, _)) => s,
+                Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -402,23 +467,23 @@ impl Reactor {
                     return;
                 }
             };
-            self.admit(stream);
+            self.admit(stream, protocol);
         }
     }
 
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: Stream, protocol: Protocol) {
         let fd = stream.as_raw_fd();
         if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
             self.stats.rejected_conns += 1;
             return;
         }
-        if stream.set_nonblocking(true).is_err() {
+        if stream.set_nonblocking().is_err() {
             return;
         }
-        let _ = stream.set_nodelay(true);
+        stream.set_nodelay();
         let mut conn = Conn::new(stream, fd, self.cache.now());
-        conn.choose_protocol(self.settings.protocol);
+        conn.choose_protocol(protocol);
         if self
             .register(
                 fd,
@@ -431,7 +496,7 @@ impl Reactor {
             return;
         }
         if self.settings.verbose > 1 {
-            let what = match self.settings.protocol {
+            let what = match protocol {
                 Protocol::Negotiating => "auto-negotiating client connection",
                 Protocol::Ascii => "ascii client connection.",
                 Protocol::Binary => "binary client connection.",
@@ -504,6 +569,16 @@ impl Reactor {
     /// memcached prints it. The asking connection is mid-command, which
     /// memcached calls conn_parse_cmd.
     fn append_conns_report(&mut self, asker: RawFd) {
+        let report = self.conns_report(asker);
+        match self.slots.get_mut(asker as usize) {
+            Some(Slot::Client(c)) | Some(Slot::Udp(c)) => {
+                c.out.extend_from_slice(report.as_bytes())
+            }
+            _ => {}
+        }
+    }
+
+    fn conns_report(&self, asker: RawFd) -> String {
         let now = self.cache.now();
         let mut report = String::new();
         let mut line = |fd: usize, name: &str, value: &dyn std::fmt::Display| {
@@ -511,17 +586,44 @@ impl Reactor {
         };
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Listener(l) => {
-                    if let Ok(addr) = l.local_addr() {
-                        line(fd, "addr", &conn_addr_text(addr));
+                Slot::Listener(l, _) => {
+                    if let Some(addr) = l.addr_text() {
+                        line(fd, "addr", &addr);
                     }
                     line(fd, "state", &"conn_listening");
                     line(fd, "secs_since_last_cmd", &now.saturating_sub(self.started));
                 }
+                Slot::Udp(_) if fd == asker as usize => {
+                    // Mid-request, memcached shows whom it is serving.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(peer) = self.udp.serving_peer() {
+                        line(fd, "addr", &stream::addr_text("udp", peer));
+                    }
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "listen_addr", &addr);
+                    }
+                    line(fd, "state", &"conn_parse_cmd");
+                    line(fd, "secs_since_last_cmd", &0);
+                }
+                Slot::Udp(_) | Slot::UdpShadow { .. } => {
+                    // Between datagrams memcached shows a UDP connection
+                    // reading, under its listening address.
+                    line(fd, "UDP", &"UDP");
+                    if let Some(addr) = self.udp_local_text(fd) {
+                        line(fd, "addr", &addr);
+                    }
+                    line(fd, "state", &"conn_read");
+                    let last = match slot {
+                        Slot::Udp(c) => c.last_active,
+                        _ => self.started,
+                    };
+                    line(fd, "secs_since_last_cmd", &now.saturating_sub(last));
+                }
                 Slot::Client(c) => {
-                    if let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) {
-                        line(fd, "addr", &conn_addr_text(peer));
-                        line(fd, "listen_addr", &conn_addr_text(local));
+                    if let (Some(peer), Some(local)) = (c.stream.peer_text(), c.stream.local_text())
+                    {
+                        line(fd, "addr", &peer);
+                        line(fd, "listen_addr", &local);
                     }
                     let state = if fd == asker as usize {
                         "conn_parse_cmd"
@@ -539,9 +641,17 @@ impl Reactor {
             }
         }
         report.push_str("END\r\n");
-        if let Some(Slot::Client(c)) = self.slots.get_mut(asker as usize) {
-            c.out.extend_from_slice(report.as_bytes());
-        }
+        report
+    }
+
+    /// `udp:addr:port` of the socket behind a UDP descriptor.
+    fn udp_local_text(&self, fd: usize) -> Option<String> {
+        let addr = match self.slots.get(fd)? {
+            Slot::Udp(c) => c.stream.udp_local_addr()?,
+            Slot::UdpShadow { addr, .. } => (*addr)?,
+            _ => return None,
+        };
+        Some(stream::addr_text("udp", addr))
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
@@ -696,14 +806,6 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
     }
 }
 
-/// memcached's text for a socket address: `tcp:1.2.3.4:5` or `tcp6:[::1]:5`.
-fn conn_addr_text(addr: std::net::SocketAddr) -> String {
-    match addr {
-        std::net::SocketAddr::V4(a) => format!("tcp:{}:{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("tcp6:[{}]:{}", a.ip(), a.port()),
-    }
-}
-
 /// Writes what is pending at the end of a turn.
 fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
     if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
@@ -719,7 +821,7 @@ enum ReadOutcome {
 }
 
 fn read_into(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut [u8],
     readable: &mut bool,
     peer_closed: bool,

@@ -287,6 +287,16 @@ fn resolve_peer(text: &str, default_port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(bad)
 }
 
+/// The interface of the first `-l` entry, where the replication listener
+/// binds; every interface when there is none (or it is `*`).
+fn first_listen_ip(listen: &[String]) -> std::net::IpAddr {
+    listen
+        .first()
+        .and_then(|entry| super::listen::parse_entry(entry).ok()?.host)
+        .and_then(|host| (host.as_str(), 0).to_socket_addrs().ok()?.next())
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| addr.ip())
+}
+
 impl Repl {
     /// The reactor emptied the feed (every consumer has its records).
     pub(super) fn feed_cleared(&mut self) {
@@ -333,13 +343,7 @@ impl Reactor {
         };
         let port = self.settings.repl.port;
         let peer = resolve_peer(&peer_text, port)?;
-        let listen_ip = self
-            .settings
-            .listen
-            .first()
-            .and_then(|entry| super::listen::parse_listen(entry, port).ok())
-            .and_then(|addrs| addrs.first().map(SocketAddr::ip))
-            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        let listen_ip = first_listen_ip(&self.settings.listen);
         let seed = super::random_seed();
         self.cache.enable_feed();
         self.repl = Some(Repl {
@@ -927,6 +931,19 @@ mod tests {
             .unwrap();
         let refused = sys::connect_nonblocking(closed);
         assert!(refused.is_err() || refused.unwrap().peer_addr().is_err());
+    }
+
+    #[test]
+    fn the_listener_binds_the_first_listen_interface() {
+        let ip = |entries: &[&str]| {
+            let v: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+            first_listen_ip(&v).to_string()
+        };
+        assert_eq!(ip(&[]), "0.0.0.0");
+        assert_eq!(ip(&["*"]), "0.0.0.0");
+        assert_eq!(ip(&["127.0.0.1:11211", "10.0.0.1"]), "127.0.0.1");
+        assert_eq!(ip(&["[::1]:5"]), "::1");
+        assert_eq!(ip(&["proto[ascii]:127.0.0.2"]), "127.0.0.2");
     }
 
     #[test]

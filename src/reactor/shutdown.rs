@@ -44,7 +44,7 @@ impl Reactor {
         for fd in 0..self.slots.len() {
             match &self.slots[fd] {
                 Slot::Client(_) => self.close(fd as i32),
-                Slot::Listener(_) => {
+                Slot::Listener(..) => {
                     if self.settings.verbose > 1 {
                         eprintln!("<{fd} connection closed.");
                     }

@@ -4,7 +4,7 @@
 //! this file touches raw syscalls.
 
 use std::io;
-use std::os::fd::{AsRawFd as _, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
@@ -135,61 +135,182 @@ pub fn read_signal(fd: RawFd) -> Option<u32> {
     }
 }
 
-/// An IPv6 listening socket that does not also take IPv4 (IPV6_V6ONLY),
-/// with SO_REUSEADDR like std's.
-pub fn bind_v6only(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
-    use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V6(v6) = addr else {
+/// An IPv6 socket (stream or datagram) bound to `addr` that does not also
+/// take IPv4 (IPV6_V6ONLY), with SO_REUSEADDR, as memcached makes them.
+/// A stream socket still has to `listen`.
+pub fn bind_v6only(addr: std::net::SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+    if !addr.is_ipv6() {
         return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let kind = if stream {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
     };
-    // SAFETY: plain socket calls on a descriptor we create here; every
-    // pointer passed refers to a local that outlives the call; on success
-    // ownership of the descriptor moves into the TcpListener exactly once.
-    unsafe {
-        let fd = check(libc::socket(
-            libc::AF_INET6,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let listener = std::net::TcpListener::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        let optlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        let one_ptr = &one as *const libc::c_int as *const libc::c_void;
-        check(libc::setsockopt(
+    // SAFETY: socket takes no pointers; on success the descriptor is ours
+    // and moves into the OwnedFd exactly once, which closes it on error.
+    let fd = unsafe {
+        let raw = check(libc::socket(libc::AF_INET6, kind | libc::SOCK_CLOEXEC, 0))?;
+        OwnedFd::from_raw_fd(raw)
+    };
+    set_int_option(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    set_int_option(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let (sa, len) = sockaddr_of(&addr);
+    // SAFETY: `sa` is a sockaddr_storage holding a sockaddr_in6 of `len`
+    // bytes; bind only reads it during the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            len,
+        )
+    })?;
+    Ok(fd)
+}
+
+fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) -> io::Result<()> {
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `value`, which outlives the call.
+    check(unsafe {
+        libc::setsockopt(
             fd,
-            libc::IPPROTO_IPV6,
-            libc::IPV6_V6ONLY,
-            one_ptr,
-            optlen,
-        ))?;
-        check(libc::setsockopt(
+            level,
+            name,
+            &value as *const i32 as *const libc::c_void,
+            len,
+        )
+    })?;
+    Ok(())
+}
+
+/// The socket's send buffer size (SO_SNDBUF), as getsockopt reports it.
+pub fn send_buffer(fd: RawFd) -> io::Result<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `value`.
+    check(unsafe {
+        libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            one_ptr,
-            optlen,
-        ))?;
-        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        sa.sin6_port = v6.port().to_be();
-        sa.sin6_addr.s6_addr = v6.ip().octets();
-        sa.sin6_scope_id = v6.scope_id();
-        check(libc::bind(
-            fd,
-            &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        ))?;
-        check(libc::listen(fd, 1024))?;
-        Ok(listener)
+            libc::SO_SNDBUF,
+            &mut value as *mut i32 as *mut libc::c_void,
+            &mut len,
+        )
+    })?;
+    Ok(value)
+}
+
+/// Asks for a send buffer of `size` bytes; false if the kernel refuses.
+pub fn set_send_buffer(fd: RawFd, size: i32) -> bool {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size).is_ok()
+}
+
+/// A second descriptor for the same socket (memcached gives each worker
+/// thread its own descriptor for a UDP port; they show in `stats conns`).
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes no pointers; the new descriptor is ours
+    // and moves into the OwnedFd exactly once.
+    unsafe {
+        let raw = check(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0))?;
+        Ok(OwnedFd::from_raw_fd(raw))
     }
+}
+
+/// Runs `f` with the process umask set to `mask`, then restores it (the
+/// unix socket's file mode comes from the umask at bind time).
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask takes no pointers and cannot fail; the reactor is the
+    // only thread, so nothing else creates files meanwhile.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let out = f();
+    // SAFETY: as above; restores the previous mask.
+    unsafe { libc::umask(old) };
+    out
+}
+
+/// One datagram to `to`, gathered from `head` and `body` (sendmsg, so the
+/// reply body is not copied behind its frame header). Returns bytes sent.
+pub fn send_datagram(
+    fd: RawFd,
+    head: &[u8],
+    body: &[u8],
+    to: &std::net::SocketAddr,
+) -> io::Result<usize> {
+    let (mut sa, len) = sockaddr_of(to);
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_ptr() as *mut libc::c_void,
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: msghdr is plain data; every pointer in it refers to locals
+    // (`sa`, `iov`) or to the caller's slices, all alive for the call, and
+    // sendmsg only reads through them.
+    let rc = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut sa as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = len;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// The C form of a socket address.
+fn sockaddr_of(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data for which all-zero is valid,
+    // and it is large and aligned enough to hold either address type.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: see above; the cast stays within `storage`.
+            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: see above; the cast stays within `storage`.
+            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Whether stderr is open for reading and writing (a terminal usually is;
+/// a pipe or a redirected file is not).
+pub fn stderr_is_read_write() -> bool {
+    // SAFETY: F_GETFL takes no pointers and only reads descriptor flags.
+    let flags = unsafe { libc::fcntl(libc::STDERR_FILENO, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR
 }
 
 /// Starts a TCP connection without waiting for it: the stream is
 /// non-blocking and the handshake completes (or fails) later, reported by
 /// epoll as writability; `TcpStream::take_error` then tells which.
 pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
-    use std::os::fd::FromRawFd;
-    let (family, storage, len) = sockaddr_of(addr);
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let (storage, len) = sockaddr_of(&addr);
     // SAFETY: a plain socket call; on success the descriptor is owned by
     // the TcpStream made right away, which closes it on every later path.
     let stream = unsafe {
@@ -216,45 +337,4 @@ pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::T
         }
     }
     Ok(stream)
-}
-
-/// The C form of a socket address: family, storage, length.
-fn sockaddr_of(
-    addr: std::net::SocketAddr,
-) -> (libc::c_int, libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data, valid when zeroed; it is
-    // large and aligned enough for either address family written into it.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        std::net::SocketAddr::V4(v4) => {
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage (checked by its
-            // definition); both are plain data.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sa) };
-            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            (libc::AF_INET, storage, len)
-        }
-        std::net::SocketAddr::V6(v6) => {
-            let sa = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: as above, for sockaddr_in6.
-            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sa) };
-            let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            (libc::AF_INET6, storage, len)
-        }
-    }
 }

@@ -349,7 +349,7 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "growth_factor", format!("{:.2}", s.factor));
     stat(&mut o, "chunk_size", s.chunk_size);
     stat(&mut o, "num_threads", s.num_threads);
-    stat(&mut o, "num_threads_per_udp", s.num_threads);
+    stat(&mut o, "num_threads_per_udp", s.udp_conns_per_port());
     stat(&mut o, "stat_key_prefix", s.prefix_delimiter as char);
     stat(&mut o, "detail_enabled", yes(s.detail_enabled));
     stat(&mut o, "reqs_per_event", s.reqs_per_event);

@@ -151,7 +151,7 @@ class Server:
             self.args = [
                 str(self.bin),
                 "-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", str(self.port),
-            ] + self.extra_args
+            ] + [a.replace("{port}", str(self.port)) for a in self.extra_args]
             self.proc = subprocess.Popen(
                 self.args,
                 stdin=subprocess.DEVNULL,

@@ -1,0 +1,117 @@
+//! A client connection's socket: TCP, or a unix-domain stream under `-s`.
+//! Both read and write alike; they differ only in how `stats conns` names
+//! their addresses.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    /// A UDP port's connection: its datagrams are read and answered by the
+    /// reactor's UDP path, never through `Read`/`Write`.
+    Udp(UdpSocket),
+}
+
+impl Stream {
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true),
+            Stream::Udp(s) => s.set_nonblocking(true),
+        }
+    }
+
+    /// Small replies go out at once (TCP only; unix sockets never delay).
+    pub fn set_nodelay(&self) {
+        if let Stream::Tcp(s) = self {
+            let _ = s.set_nodelay(true);
+        }
+    }
+
+    /// memcached's `addr` text for the peer. A unix client has no address
+    /// memcached can name, and it prints `?:<AF 0>` for it.
+    pub fn peer_text(&self) -> Option<String> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok().map(|a| addr_text("tcp", a)),
+            Stream::Unix(_) => Some("?:<AF 0>".to_string()),
+            Stream::Udp(s) => s.local_addr().ok().map(|a| addr_text("udp", a)),
+        }
+    }
+
+    /// memcached's `listen_addr` text: the local end.
+    pub fn local_text(&self) -> Option<String> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok().map(|a| addr_text("tcp", a)),
+            Stream::Unix(s) => s.local_addr().ok().map(|a| unix_text(&a)),
+            Stream::Udp(s) => s.local_addr().ok().map(|a| addr_text("udp", a)),
+        }
+    }
+
+    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Udp(s) => s.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// The next datagram and its sender (UDP only).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self {
+            Stream::Udp(s) => s.recv_from(buf),
+            _ => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+}
+
+/// memcached's text for an inet address: `tcp:1.2.3.4:5`, `udp6:[::1]:5`.
+pub fn addr_text(proto: &str, addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => format!("{proto}:{}:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("{proto}6:[{}]:{}", a.ip(), a.port()),
+    }
+}
+
+/// memcached's text for a unix socket address: `unix:/the/path`.
+pub fn unix_text(addr: &std::os::unix::net::SocketAddr) -> String {
+    match addr.as_pathname() {
+        Some(p) => format!("unix:{}", p.display()),
+        None => "?:<AF 0>".to_string(),
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Udp(s) => s.recv(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Udp(s) => s.as_raw_fd(),
+        }
+    }
+}
