@@ -81,6 +81,12 @@ bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
+# The append-only file: set throughput per sync policy, recovery time.
+.PHONY: bench-aof
+bench-aof: build
+	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
+	$(PYTHON) bench/aof.py $(BENCH_ARGS)
+
 install: build install-files
 
 install-files:

@@ -24,8 +24,14 @@ const FD_HEADROOM: u64 = 32;
 
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
+    let mut parsed = options::parse_args(&argv).unwrap_or_else(|exit| leave(exit));
     eprint_bytes(&parsed.warnings);
+    // `-d` changes to `/`: a relative AOF path means the starting directory.
+    if let Some(path) = &mut parsed.settings.aof.path
+        && let Ok(abs) = std::path::absolute(&*path)
+    {
+        *path = abs.to_string_lossy().into_owned();
+    }
     if let Err(exit) = prepare(&parsed.settings) {
         leave(exit);
     }

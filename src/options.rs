@@ -25,7 +25,7 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
-use memcached::settings::{Protocol, Settings, VERSION};
+use memcached::settings::{AofSettings, Protocol, Settings, VERSION};
 
 /// `sysexits.h` codes, as memcached uses them.
 pub const EX_USAGE: i32 = 64;
@@ -153,17 +153,21 @@ const LONG_OPTS: &[LongOpt] = &[
     long("memory-file", HasArg::Required, b'e'),
     long("extended", HasArg::Required, b'o'),
     long("napi-ids", HasArg::Required, b'N'),
-    // Ours, not memcached's: replication (see `repl_peer`).
+    // Not memcached's: this server's append-only file and replication.
+    long("aof-file", HasArg::Required, AOF_FILE),
     long("repl-peer", HasArg::Required, b'x'),
     long("repl-port", HasArg::Required, REPL_PORT_OPT),
 ];
 
-/// Long options memcached does not have (replication).
+/// Long options memcached does not have (the AOF, replication): never
+/// abbreviated.
 fn is_our_extension(opt: &LongOpt) -> bool {
-    matches!(opt.val, b'x' | REPL_PORT_OPT)
+    matches!(opt.val, AOF_FILE | b'x' | REPL_PORT_OPT)
 }
 
-/// The value getopt returns for `--repl-port`, which has no short form.
+/// The values getopt returns for `--aof-file` and `--repl-port`: not
+/// short option letters.
+const AOF_FILE: u8 = 1;
 const REPL_PORT_OPT: u8 = 0x80;
 
 /// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:",
@@ -691,6 +695,7 @@ impl Parser {
             b'o' => return self.suboptions(arg),
             b'x' => return self.repl_peer(arg),
             REPL_PORT_OPT => return self.repl_port(arg),
+            AOF_FILE => self.s.aof.path = Some(lossy(arg)),
             _ => unreachable!("getopt only returns listed options"),
         }
         Ok(())
@@ -881,6 +886,11 @@ impl Parser {
             }
             "sock_cookie_id" => {
                 self.x.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
+            }
+            _ if AofSettings::is_key(key_text) => {
+                if let Err(why) = self.s.aof.set(key_text, value) {
+                    return self.fail(1, format!("{why}\n"));
+                }
             }
             _ if is_tls_key(key_text) => {
                 let message =
@@ -1468,6 +1478,7 @@ impl Parser {
         out.extend_from_slice(
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
+        self.usage_aof(out);
         self.usage_replication(out);
         Ok(())
     }
@@ -1635,6 +1646,25 @@ impl Parser {
              - repl_peer:           the same as -x\n   \
              - repl_port:           the same as --repl-port\n",
             self.s.repl.port,
+        );
+    }
+
+    /// This server's additions, after memcached's own text.
+    fn usage_aof(&self, out: &mut Vec<u8>) {
+        let a = AofSettings::default();
+        let _ = write!(
+            out,
+            "Persistence (not in memcached):\n\
+             --aof-file=<file>         append every change to <file>; replay it at start\n   \
+             - aof:                 the same as --aof-file\n   \
+             - aof_sync:            always, everysec or no (default: {})\n   \
+             - aof_rewrite_pct:     rewrite the file when it grew this many percent\n                          \
+             since the last rewrite; 0 never (default: {})\n   \
+             - aof_rewrite_min:     ... and is at least this big (default: {}m)\n   \
+             - aof_fix:             cut a corrupt file at its last good record\n",
+            a.sync.name(),
+            a.rewrite_pct,
+            a.rewrite_min >> 20,
         );
     }
 }
@@ -2189,6 +2219,7 @@ mod tests {
         assert!(next_line.ends_with(" (not in memcached):"), "{next_line}");
         assert!(text.contains("Replication (not in memcached):\n-x, --repl-peer="));
         assert!(text.ends_with("- repl_port:           the same as --repl-port\n"));
+        assert!(text.contains("ip filtering/firewalls \nPersistence (not in memcached):\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])

@@ -1,5 +1,5 @@
 //! The mutation feed: every successful change to the cache, from any
-//! protocol, as a [`record`](super::record) appended to one outgoing
+//! protocol, as a [`record`] appended to one outgoing
 //! buffer, and `apply`, which makes a decoded record happen.
 //!
 //! **Where records come from.** The hooks sit in `Cache`'s own methods, not
@@ -19,9 +19,11 @@
 //! it. When on, the buffer's capacity is kept between loop turns, so
 //! logging does not allocate in the steady state.
 //!
-//! **Consumers.** The reactor reads [`Cache::feed_bytes`] once per loop
-//! turn, hands it to the AOF writer (and, later, to replication), then
-//! calls [`Cache::feed_clear`].
+//! **Consumers.** At the end of each loop turn the reactor
+//! (`Reactor::aof_end_turn`) hands [`Cache::feed_bytes`] to the AOF writer
+//! -- replication is meant to read it at the same point -- then calls
+//! [`Cache::feed_clear`], then releases the replies it held back so that
+//! no client hears of a change before its record is written.
 //!
 //! **apply.** Recovery and a replica apply records with [`Cache::apply`].
 //! `to_feed` says whether the applied change is itself logged: recovery
@@ -269,9 +271,9 @@ impl Cache {
             let rel = self.now();
             self.log_flush(rel);
         } else if at > now {
-            // Still in the future: schedule it as the command would.
-            let delay = (at - now).min(i32::MAX as u64) as i32;
-            self.flush_all(delay);
+            // Still in the future: the same cut-off the command set.
+            let rel = self.exptime_from_unix(at);
+            self.flush_from(rel, true);
         } else {
             // Its time passed while the log was not being replayed: it
             // removes what was stored before `at`, decided record by record.

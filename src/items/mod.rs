@@ -444,6 +444,11 @@ impl Cache {
         } else {
             self.now()
         };
+        self.flush_from(new_oldest, delay > 0);
+    }
+
+    /// Sets the flush cut-off (relative time); `delayed` if it lies ahead.
+    fn flush_from(&mut self, new_oldest: u32, delayed: bool) {
         if self.cfg.use_cas {
             self.oldest_live = new_oldest.wrapping_sub(1);
             if self.oldest_live <= self.now() {
@@ -452,7 +457,7 @@ impl Cache {
         } else {
             self.oldest_live = new_oldest;
         }
-        self.flush_at = (delay > 0).then_some(new_oldest);
+        self.flush_at = delayed.then_some(new_oldest);
         self.log_flush(new_oldest);
     }
 

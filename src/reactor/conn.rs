@@ -108,6 +108,9 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
+    /// With the AOF on: output from this offset on answers mutations not yet
+    /// written to it, and waits for the end of the turn.
+    pub hold: Option<usize>,
     /// UDP only: where each request's replies end in `out` (memcached
     /// frames every response separately).
     pub marks: Option<Vec<Mark>>,
@@ -171,6 +174,7 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
+            hold: None,
             marks: None,
             replies_queued: false,
             bin: binary::Session::default(),

@@ -6,6 +6,8 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+pub mod aof;
+mod aof_recover;
 mod binary_conn;
 pub mod conn;
 pub mod listen;
@@ -99,6 +101,12 @@ pub struct Reactor {
     last_automove: u32,
     /// Replication, when `-x` is given.
     repl: Option<repl::Repl>,
+    /// The append-only file, when on.
+    aof: Option<aof::Aof>,
+    /// Connections whose replies wait for this turn's AOF sync.
+    held: Vec<RawFd>,
+    /// A write or sync failure with `aof_sync=always`: ends the server.
+    aof_failed: Option<io::Error>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -163,6 +171,11 @@ impl Reactor {
         if settings.memory_file.is_some() {
             crate::restart::resume(&mut cache, saved, settings.verbose)?;
         }
+        // AOF recovery comes before any listener is open.
+        let aof = match &settings.aof.path {
+            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
+            None => None,
+        };
         if settings.track_sizes {
             cache.start_sizes();
         }
@@ -173,6 +186,7 @@ impl Reactor {
             cache,
             stats: Stats {
                 accepting_conns: true,
+                aof: aof.as_ref().map(|a| a.stats.clone()),
                 ..Stats::default()
             },
             settings,
@@ -185,6 +199,9 @@ impl Reactor {
             next_auto_crawl: 0,
             last_automove: 0,
             repl: None,
+            aof,
+            held: Vec::new(),
+            aof_failed: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -277,7 +294,11 @@ impl Reactor {
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
                 || self.repl_busy();
-            let timeout = if busy { 0 } else { 1000 };
+            let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
+                _ if busy => 0,
+                Some(t) => t.as_millis().min(1000) as i32,
+                None => 1000,
+            };
             let n = self.epoll.wait(&mut events, timeout)?;
             self.cache.clock.tick();
             for ev in &events[..n] {
@@ -292,10 +313,15 @@ impl Reactor {
             self.crawl_step();
             self.rebalance();
             self.repl_turn();
-            self.end_feed_turn();
+            self.aof_end_turn()?;
+            self.clear_feed();
         }
         // The last turn's changes go to the peer as far as its socket takes.
         self.repl_turn();
+        if let Some(a) = &mut self.aof {
+            a.shutdown(&self.cache)?;
+            self.clear_feed();
+        }
         match self.stop {
             StopReason::Graceful => {
                 eprintln!("Gracefully stopping");
@@ -307,13 +333,59 @@ impl Reactor {
         Ok(())
     }
 
-    /// Empties the mutation feed once every consumer of this turn's records
-    /// has taken them: replication (`repl_turn`) must come before anything
-    /// else that empties it, since it keeps its place in the feed.
-    fn end_feed_turn(&mut self) {
+    /// Empties the mutation feed. Every place that does (the end of a
+    /// turn, the AOF write before a UDP reply) comes here, so replication,
+    /// which keeps its place in the feed, takes its records first.
+    fn clear_feed(&mut self) {
+        self.repl_collect_feed();
         self.cache.feed_clear();
         if let Some(r) = &mut self.repl {
             r.feed_cleared();
+        }
+    }
+
+    /// Writes the turn's records to the AOF and, once they are on disk,
+    /// lets the replies that waited for them go. A write error is fatal
+    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
+    /// is reported and those records are lost to the file. Every consumer
+    /// of the mutation feed reads it before this clears it.
+    fn aof_end_turn(&mut self) -> io::Result<()> {
+        self.aof_write();
+        if let Some(e) = self.aof_failed.take() {
+            return Err(e);
+        }
+        for fd in std::mem::take(&mut self.held) {
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                c.hold = None;
+                if c.close_after_write {
+                    // Writes what it can, then closes (now or once the
+                    // client has read it); reads nothing more.
+                    self.drive(fd, 0);
+                } else if finish_turn(c, &mut self.stats) == Step::Close {
+                    self.close(fd);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The AOF's part of the end of a turn (also run before a UDP reply,
+    /// which cannot be held); a fatal failure is kept for the end of the
+    /// turn to report.
+    fn aof_write(&mut self) {
+        let Some(a) = &mut self.aof else {
+            return;
+        };
+        let result = a.end_turn(&self.cache);
+        let syncs_before_replies = a.syncs_before_replies();
+        self.stats.aof = Some(a.stats.clone());
+        self.clear_feed();
+        if let Err(e) = result {
+            if syncs_before_replies {
+                self.aof_failed = Some(io::Error::other(format!("AOF write failed: {e}")));
+            } else {
+                eprintln!("AOF write failed: {e}");
+            }
         }
     }
 
@@ -510,6 +582,14 @@ impl Reactor {
     }
 
     fn close(&mut self, fd: RawFd) {
+        // Replies held for the AOF sync (`... quit` in one read) go out
+        // first: the close waits for the end of the turn.
+        if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
+            && c.hold.is_some()
+        {
+            c.close_after_write = true;
+            return;
+        }
         let slot = std::mem::replace(&mut self.slots[fd as usize], Slot::Empty);
         if let Slot::Client(mut c) = slot {
             // Replies memcached would already have written still go out;
@@ -655,6 +735,7 @@ impl Reactor {
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
+        let hold = self.aof.is_some();
         let Reactor {
             slots,
             cache,
@@ -662,6 +743,7 @@ impl Reactor {
             settings,
             scratch,
             stop,
+            held,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
@@ -697,7 +779,9 @@ impl Reactor {
         // 2. Requests already buffered (or a paused multi-get).
         if (!c.input.is_empty() && !c.input_seen) || c.resume > 0 {
             let input = std::mem::take(&mut c.input);
+            let mark = HoldMark::before(c, ctx.cache, hold);
             let (used, why) = c.consume(&mut ctx, &input, budget);
+            mark.after(c, ctx.cache, held);
             c.input = input;
             c.input.drain(..used);
             if let Some(step) = after_consume(c, why, stop) {
@@ -752,6 +836,7 @@ impl Reactor {
         };
         ctx.stats.bytes_read += n as u64;
         c.last_active = ctx.cache.now();
+        let mark = HoldMark::before(c, ctx.cache, hold);
         let (used, why) = if c.input.is_empty() {
             let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
             c.input.extend_from_slice(&scratch[used..n]);
@@ -764,6 +849,7 @@ impl Reactor {
             c.input.drain(..used);
             (used, why)
         };
+        mark.after(c, ctx.cache, held);
         let _ = used;
         if let Some(step) = after_consume(c, why, stop) {
             return step;
@@ -772,6 +858,33 @@ impl Reactor {
     }
 }
 
+/// With the AOF on: notes where a connection's output stood before it ran
+/// requests, so that if they logged mutations, everything from there on is
+/// held until the end-of-turn write (and sync, with `always`).
+struct HoldMark {
+    feed_len: usize,
+    out_len: usize,
+    active: bool,
+}
+
+impl HoldMark {
+    fn before(c: &Conn, cache: &Cache, active: bool) -> HoldMark {
+        HoldMark {
+            feed_len: cache.feed_len(),
+            out_len: c.out.len(),
+            active,
+        }
+    }
+
+    fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
+        if self.active && cache.feed_len() != self.feed_len && c.hold.is_none() {
+            c.hold = Some(self.out_len.max(c.out_pos));
+            held.push(c.fd);
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
 enum Step {
     /// Keep going with this connection.
     Again,
@@ -850,8 +963,10 @@ fn read_into(
 
 /// Writes as much pending output as the socket takes.
 fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
-    while c.unsent() > 0 {
-        match c.stream.write(&c.out[c.out_pos..]) {
+    // Replies held for the AOF sync stay put.
+    let end = c.hold.map_or(c.out.len(), |h| h.min(c.out.len()));
+    while c.out_pos < end {
+        match c.stream.write(&c.out[c.out_pos..end]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 c.out_pos += n;
@@ -869,6 +984,9 @@ fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
         c.out.clear();
         c.out_pos = 0;
         c.flush_mark = 0;
+        if c.hold.is_some() {
+            c.hold = Some(0);
+        }
         // A burst of large replies should not pin memory on an idle client.
         if c.out.capacity() > 1 << 20 {
             c.out = Vec::new();

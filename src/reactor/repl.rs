@@ -740,7 +740,7 @@ impl Reactor {
 
     /// Moves the feed's new records into the link (or past them when no
     /// peer is streaming).
-    fn repl_collect_feed(&mut self) {
+    pub(super) fn repl_collect_feed(&mut self) {
         let Some(r) = &mut self.repl else { return };
         let feed = self.cache.feed_bytes();
         let new = feed.get(r.feed_mark..).unwrap_or_default();

@@ -216,6 +216,84 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
+/// Which side of a [`fork`] this is.
+pub enum Forked {
+    Child,
+    Parent(libc::pid_t),
+}
+
+/// `fork()`: the child gets a copy-on-write image of the whole process
+/// (the arena included), which the AOF rewrite snapshots while the parent
+/// goes on serving.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the server is single-threaded, so the child cannot inherit a
+    // lock held by another thread (allocator included); the child only
+    // reads memory, writes one file and leaves through `exit_child`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// In a forked child: closes every descriptor from 3 up (listeners,
+/// clients, epoll), so that connections the parent closes really close and
+/// a restarted server can bind its port while the child still runs.
+pub fn close_inherited_fds() {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&fd| fd > 2)
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        // SAFETY: closes descriptors of this (child) process only; nothing
+        // in the child uses them afterwards (the one it reads the list
+        // with is already closed, so EBADF for it is harmless).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Ends a forked child at once: no destructors, no atexit handlers, no
+/// flushing of stdio buffers it shares with the parent.
+pub fn exit_child(code: i32) -> ! {
+    // SAFETY: _exit takes no pointers and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// How a child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildEnd {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Reaps child `pid` if it has ended, without waiting.
+pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<ChildEnd>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a local the kernel writes one int into.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match rc {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ if libc::WIFEXITED(status) => Ok(Some(ChildEnd::Exited(libc::WEXITSTATUS(status)))),
+        _ => Ok(Some(ChildEnd::Signaled(libc::WTERMSIG(status)))),
+    }
+}
+
+/// Kills and reaps child `pid` (a rewrite abandoned at shutdown).
+pub fn kill_child(pid: libc::pid_t) {
+    // SAFETY: signals only our own child, then waits for it; `status` is a
+    // local.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        let mut status: libc::c_int = 0;
+        libc::waitpid(pid, &mut status, 0);
+    }
+}
+
 /// Runs `f` with the process umask set to `mask`, then restores it (the
 /// unix socket's file mode comes from the umask at bind time).
 pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {

@@ -39,8 +39,23 @@ pub struct Stats {
     pub listen_disabled_num: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
+    /// Present while the append-only file is on.
+    pub aof: Option<AofStats>,
     /// Present when replication is configured.
     pub repl: Option<repl::ReplStats>,
+}
+
+/// The append-only file's figures, printed after memcached's own.
+#[derive(Debug, Default, Clone)]
+pub struct AofStats {
+    /// Current size of the file.
+    pub bytes: u64,
+    pub rewrites: u64,
+    /// How long the last fdatasync took, in milliseconds.
+    pub last_fsync_ms: u64,
+    /// Live items after the replay at start.
+    pub recovered_items: u64,
+    pub rewrite_in_progress: bool,
 }
 
 impl Stats {
@@ -48,8 +63,9 @@ impl Stats {
     /// curr_connections).
     pub fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
-        let repl = self.repl.take();
+        let (aof, repl) = (self.aof.take(), self.repl.take());
         *self = Stats {
+            aof,
             repl,
             ..Stats::default()
         };
@@ -208,6 +224,18 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         "lru_bumps_dropped",
     ] {
         stat(&mut o, name, 0);
+    }
+    if let Some(a) = &stats.aof {
+        stat(&mut o, "aof_enabled", 1);
+        stat(&mut o, "aof_bytes", a.bytes);
+        stat(&mut o, "aof_rewrites", a.rewrites);
+        stat(
+            &mut o,
+            "aof_rewrite_in_progress",
+            u8::from(a.rewrite_in_progress),
+        );
+        stat(&mut o, "aof_last_fsync_ms", a.last_fsync_ms);
+        stat(&mut o, "aof_recovered_items", a.recovered_items);
     }
     if let Some(r) = &stats.repl {
         repl::lines(&mut o, r);
@@ -400,6 +428,13 @@ pub fn settings(s: &Settings) -> String {
         "memory_file",
         s.memory_file.as_deref().unwrap_or("(null)"),
     );
+    if let Some(path) = &s.aof.path {
+        stat(&mut o, "aof_file", path);
+        stat(&mut o, "aof_sync", s.aof.sync.name());
+        stat(&mut o, "aof_rewrite_pct", s.aof.rewrite_pct);
+        stat(&mut o, "aof_rewrite_min", s.aof.rewrite_min);
+        stat(&mut o, "aof_fix", yes(s.aof.fix));
+    }
     if let Some(peer) = &s.repl.peer {
         stat(&mut o, "repl_peer", peer);
         stat(&mut o, "repl_port", s.repl.port);
