@@ -518,3 +518,42 @@ def test_a_write_just_before_sigterm_reaches_the_peer(pair):
     a.proc.wait(10)
     wait_value(b, "last", b"words")
     wait_role(b, "master")
+
+
+def test_with_the_aof_a_replica_logs_what_it_receives(pair, tmp_path):
+    """A replica with its own append-only file logs the records it applies
+    from the master: restarted alone (its peer down), it comes back as
+    master with the data."""
+    a = pair.start("a")
+    wait_role(a, "master")
+    aof = tmp_path / "b.aof"
+    b = pair.start("b", "--aof-file", str(aof), "-o", "aof_sync=always")
+    wait_role(b, "replica")
+    wait_linked(a, b)
+    with a.connect() as s:
+        for i in range(100):
+            set_value(s, f"p{i}", f"v{i}".encode())
+    wait_value(b, "p99", b"v99")
+    a.kill()
+    b.kill()
+    b2 = pair.start("b", "--aof-file", str(aof))
+    wait_role(b2, "master")
+    assert gets(b2, "p0")[1] == b"v0" and gets(b2, "p99")[1] == b"v99"
+
+
+def test_udp_writes_replicate_with_the_aof_on(pair, tmp_path):
+    """A UDP request's record is written to the AOF before its datagram
+    reply, in the middle of a loop turn; replication still gets it."""
+    a = pair.start("a", "--aof-file", str(tmp_path / "a.aof"), "-U", str(free_port()))
+    udp_port = int(a.args[a.args.index("-U", a.args.index("--aof-file")) + 1])
+    wait_role(a, "master")
+    b = pair.start("b")
+    wait_role(b, "replica")
+    wait_linked(a, b)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(5)
+        header = (7).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") + bytes(2)
+        u.sendto(header + b"set viaudp 0 0 3\r\nudp\r\n", ("127.0.0.1", udp_port))
+        reply, _ = u.recvfrom(2048)
+        assert reply[8:] == b"STORED\r\n"
+    wait_value(b, "viaudp", b"udp")
