@@ -153,18 +153,31 @@ const LONG_OPTS: &[LongOpt] = &[
     long("memory-file", HasArg::Required, b'e'),
     long("extended", HasArg::Required, b'o'),
     long("napi-ids", HasArg::Required, b'N'),
-    // Not memcached's: this server's append-only file.
+    // Not memcached's: this server's append-only file and replication.
     long("aof-file", HasArg::Required, AOF_FILE),
+    long("repl-peer", HasArg::Required, b'x'),
+    long("repl-port", HasArg::Required, REPL_PORT_OPT),
 ];
 
-/// The value `--aof-file` returns: not a short option letter.
-const AOF_FILE: u8 = 1;
+/// Long options memcached does not have (the AOF, replication): never
+/// abbreviated.
+fn is_our_extension(opt: &LongOpt) -> bool {
+    matches!(opt.val, AOF_FILE | b'x' | REPL_PORT_OPT)
+}
 
-/// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:".
+/// The values getopt returns for `--aof-file` and `--repl-port`: not
+/// short option letters.
+const AOF_FILE: u8 = 1;
+const REPL_PORT_OPT: u8 = 0x80;
+
+/// memcached's short option string "a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:e:o:N:",
+/// plus our `x:` (repcached's replication peer; memcached has no `-x`).
 fn short_opt(c: u8) -> Option<HasArg> {
     match c {
         b'a' | b'p' | b's' | b'U' | b'm' | b'c' | b'l' | b'u' | b'P' | b'f' | b'n' | b't'
-        | b'D' | b'R' | b'b' | b'B' | b'I' | b'Y' | b'e' | b'o' | b'N' => Some(HasArg::Required),
+        | b'D' | b'R' | b'b' | b'B' | b'I' | b'Y' | b'e' | b'o' | b'N' | b'x' => {
+            Some(HasArg::Required)
+        }
         b'A' | b'Z' | b'M' | b'k' | b'h' | b'i' | b'V' | b'r' | b'v' | b'd' | b'L' | b'C'
         | b'S' | b'F' | b'X' | b'W' => Some(HasArg::No),
         _ => None,
@@ -291,7 +304,7 @@ fn find_long(name: &[u8]) -> Result<&'static LongOpt, Vec<&'static LongOpt>> {
     // means what it means to memcached.
     let candidates: Vec<&LongOpt> = LONG_OPTS
         .iter()
-        .filter(|o| o.val != AOF_FILE && o.name.as_bytes().starts_with(name))
+        .filter(|o| !is_our_extension(o) && o.name.as_bytes().starts_with(name))
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one),
@@ -680,6 +693,8 @@ impl Parser {
             b'Y' => self.s.auth_file = Some(lossy(arg)),
             b'N' => return self.napi_ids(arg),
             b'o' => return self.suboptions(arg),
+            b'x' => return self.repl_peer(arg),
+            REPL_PORT_OPT => return self.repl_port(arg),
             AOF_FILE => self.s.aof.path = Some(lossy(arg)),
             _ => unreachable!("getopt only returns listed options"),
         }
@@ -861,6 +876,14 @@ impl Parser {
                 b"DEPRECATED: resp_obj_mem_limit no longer used. See read_buf_mem_limit,\n",
             ),
             "read_buf_mem_limit" => return self.read_buf_mem_limit(value),
+            "repl_peer" => {
+                let value = self.need(value, "Missing repl_peer argument")?;
+                return self.repl_peer(value);
+            }
+            "repl_port" => {
+                let value = self.need(value, "Missing repl_port argument")?;
+                return self.repl_port(value);
+            }
             "sock_cookie_id" => {
                 self.x.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
             }
@@ -887,6 +910,32 @@ impl Parser {
             }
         }
         Ok(())
+    }
+
+    /// `-x host[:port]`: the replication peer. The host is resolved when
+    /// the server starts; only the shape is checked here.
+    fn repl_peer(&mut self, arg: &[u8]) -> Outcome {
+        let text = lossy(arg);
+        if memcached::reactor::repl::split_peer(&text).is_none() {
+            let message = format!("Invalid replication peer \"{text}\": want host[:port]\n");
+            return self.fail(EX_USAGE, message);
+        }
+        self.s.repl.peer = Some(text);
+        Ok(())
+    }
+
+    /// `--repl-port`: 1 to 65535.
+    fn repl_port(&mut self, arg: &[u8]) -> Outcome {
+        match safe_strtoul(arg) {
+            Some(port @ 1..=65535) => {
+                self.s.repl.port = port as u16;
+                Ok(())
+            }
+            _ => {
+                let message = format!("Invalid replication port \"{}\"\n", lossy(arg));
+                self.fail(EX_USAGE, message)
+            }
+        }
     }
 
     fn hashpower(&mut self, value: Option<&[u8]>) -> Outcome {
@@ -1430,6 +1479,7 @@ impl Parser {
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
         self.usage_aof(out);
+        self.usage_replication(out);
         Ok(())
     }
 
@@ -1584,6 +1634,21 @@ impl Parser {
 }
 
 impl Parser {
+    /// Our replication options (not memcached's), after all of its text so
+    /// that everything before them stays memcached's byte for byte.
+    fn usage_replication(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "Replication (not in memcached):\n\
+             -x, --repl-peer=<host[:port]> replicate with the peer node (repcached's -x);\n                          \
+             <port> defaults to the replication port\n    \
+             --repl-port=<num>     replication port to listen on (default: {})\n   \
+             - repl_peer:           the same as -x\n   \
+             - repl_port:           the same as --repl-port\n",
+            self.s.repl.port,
+        );
+    }
+
     /// This server's additions, after memcached's own text.
     fn usage_aof(&self, out: &mut Vec<u8>) {
         let a = AofSettings::default();
@@ -2112,14 +2177,49 @@ mod tests {
     }
 
     #[test]
+    fn replication_options() {
+        assert!(!settings(&[]).repl.enabled());
+        assert_eq!(settings(&[]).repl.port, 11212);
+        let s = settings(&["-x", "10.0.0.2:7000", "--repl-port", "7001"]);
+        assert_eq!(
+            (s.repl.peer.as_deref(), s.repl.port),
+            (Some("10.0.0.2:7000"), 7001)
+        );
+        let s = settings(&["-o", "repl_peer=[::1]:9,repl_port=10", "-X"]);
+        assert_eq!((s.repl.peer.as_deref(), s.repl.port), (Some("[::1]:9"), 10));
+        // -X is still memcached's.
+        assert!(!s.dump_enabled);
+        assert_eq!(
+            settings(&["--repl-peer=peer"]).repl.peer.as_deref(),
+            Some("peer")
+        );
+        for bad in [
+            &["-x", "h:0"][..],
+            &["-x", ":1"],
+            &["-x", "h:x"],
+            &["--repl-port", "0"],
+            &["--repl-port", "65536"],
+            &["-o", "repl_port"],
+            // Ours are never abbreviated.
+            &["--repl-p=5"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn help_version_and_license() {
         let (code, text) = stdout(&["-h"]);
         assert_eq!(code, 0);
         assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
         assert!(!text.contains("TLS") && !text.contains("ext_") && !text.contains("napi"));
-        // memcached's text, then this server's own options.
+        // memcached's text ends there; blocks of our own options follow.
+        let theirs_end = text.find("ip filtering/firewalls \n").unwrap() + 24;
+        let next_line = text[theirs_end..].lines().next().unwrap();
+        assert!(next_line.ends_with(" (not in memcached):"), "{next_line}");
+        assert!(text.contains("Replication (not in memcached):\n-x, --repl-peer="));
+        assert!(text.ends_with("- repl_port:           the same as --repl-port\n"));
         assert!(text.contains("ip filtering/firewalls \nPersistence (not in memcached):\n"));
-        assert!(text.ends_with("cut a corrupt file at its last good record\n"));
         // The current values are shown, as memcached does.
         assert!(
             stdout(&["-c", "7", "-h"])

@@ -204,6 +204,36 @@ pub struct Settings {
     pub tuning: Tuning,
     /// The append-only file (this server's addition).
     pub aof: AofSettings,
+    /// Replication (`-x`, `--repl-peer`, `--repl-port`); off by default.
+    pub repl: ReplSettings,
+}
+
+/// Port a replication peer is reached on and the replication listener
+/// binds when none is given (repcached's `-X` default).
+pub const REPL_DEFAULT_PORT: u16 = 11212;
+
+/// repcached-style pair replication. `peer` set means replication is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplSettings {
+    /// `-x host[:port]`: the other node of the pair.
+    pub peer: Option<String>,
+    /// `--repl-port`: where this node listens for its peer.
+    pub port: u16,
+}
+
+impl Default for ReplSettings {
+    fn default() -> Self {
+        ReplSettings {
+            peer: None,
+            port: REPL_DEFAULT_PORT,
+        }
+    }
+}
+
+impl ReplSettings {
+    pub fn enabled(&self) -> bool {
+        self.peer.is_some()
+    }
 }
 
 impl Default for Settings {
@@ -257,6 +287,7 @@ impl Default for Settings {
             slab_automove: 1,
             tail_repair_time: 0,
             tuning: Tuning::default(),
+            repl: ReplSettings::default(),
             aof: AofSettings::default(),
         }
     }

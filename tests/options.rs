@@ -350,14 +350,15 @@ fn without_unbuilt_features(help: &[u8]) -> Vec<u8> {
     kept.join("\n").into_bytes()
 }
 
-/// Our help text without the block of options memcached does not have
-/// (the append-only file), which ends it.
+/// Our help text without the blocks of options memcached does not have,
+/// each under a "... (not in memcached):" header, which end it.
 fn without_our_additions(help: &[u8]) -> Vec<u8> {
-    const HEADER: &[u8] = b"Persistence (not in memcached):\n";
-    match help.windows(HEADER.len()).position(|w| w == HEADER) {
-        Some(at) => help[..at].to_vec(),
-        None => help.to_vec(),
-    }
+    let text = String::from_utf8_lossy(help);
+    let cut = text
+        .find(" (not in memcached):\n")
+        .and_then(|at| text[..at].rfind('\n').map(|nl| nl + 1))
+        .unwrap_or(text.len());
+    text[..cut].as_bytes().to_vec()
 }
 
 #[test]

@@ -22,6 +22,7 @@ mod lru;
 mod meta;
 pub mod rebalance;
 pub mod record;
+pub mod snapshot;
 pub mod warm;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
@@ -172,6 +173,8 @@ pub struct Cache {
     replay_flush: Option<u64>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
+    /// Under replication, the parity of every CAS value this node hands out.
+    cas_lane: Option<u64>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -217,6 +220,7 @@ impl Cache {
             feed: None,
             replay_flush: None,
             flush_at: None,
+            cas_lane: None,
         }
     }
 
@@ -265,6 +269,12 @@ impl Cache {
 
     fn next_cas(&mut self) -> u64 {
         self.cas_id += 1;
+        // A replicated pair keeps to odd or even values (see snapshot.rs).
+        if let Some(lane) = self.cas_lane
+            && self.cas_id % 2 != lane
+        {
+            self.cas_id += 1;
+        }
         self.cas_id
     }
 
@@ -421,6 +431,14 @@ impl Cache {
     /// at or before the cut-off (or, for an immediate flush, with an older
     /// CAS) read as absent from the cut-off on.
     pub fn flush_all(&mut self, delay: i32) {
+        // Under replication CAS values come from two nodes, so "older than
+        // the flush's CAS" cannot tell flushed items from new ones: an
+        // immediate flush removes every item at once instead.
+        if self.cas_lane.is_some() && delay <= 0 {
+            self.wipe();
+            self.log_flush(self.now());
+            return;
+        }
         let new_oldest = if delay > 0 {
             self.clock.realtime(delay as i64)
         } else {

@@ -78,18 +78,18 @@ pub struct UdpPort {
 
 /// One `-l` entry taken apart the way memcached's `server_sockets` does.
 #[derive(Debug, PartialEq)]
-struct Entry {
+pub(super) struct Entry {
     /// None for `*`: every address.
-    host: Option<String>,
+    pub(super) host: Option<String>,
     port: Option<u16>,
     protocol: Option<Protocol>,
 }
 
 /// Why an entry could not be used: memcached prints `message` itself, then
 /// its "failed to listen" line with whatever errno was (here, none).
-struct BadEntry(String);
+pub(super) struct BadEntry(String);
 
-fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
+pub(super) fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
     let mut protocol = None;
     if let Some(rest) = p.strip_prefix("proto[") {
         // memcached quotes the spec from its bracket on.

@@ -14,6 +14,7 @@ pub mod feed;
 mod idle;
 pub mod listen;
 mod readbuf;
+pub mod repl;
 mod shutdown;
 mod stream;
 mod sys;
@@ -66,6 +67,11 @@ enum Slot {
     Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
+    /// The replication listener (see `repl.rs`).
+    ReplListener(std::net::TcpListener),
+    /// The replication link or a connection attempt; the socket itself is
+    /// held by `Reactor::repl`.
+    Repl,
     /// A UDP socket and the connection its datagrams run on.
     Udp(Box<Conn>),
     /// A further descriptor of a UDP socket: memcached has one per worker
@@ -98,6 +104,8 @@ pub struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// Replication, when `-x` is given.
+    repl: Option<repl::Repl>,
     /// The append-only file, when on.
     aof: Option<aof::Aof>,
     /// Connections whose replies wait for this turn's AOF sync.
@@ -196,6 +204,7 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            repl: None,
             aof,
             held: Vec::new(),
             aof_failed: None,
@@ -216,6 +225,7 @@ impl Reactor {
             ));
         }
         r.max_clients = max_clients(&r.settings, listeners);
+        r.repl_start()?;
         Ok(r)
     }
 
@@ -291,7 +301,8 @@ impl Reactor {
         while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
-                || self.crawl_can_progress();
+                || self.crawl_can_progress()
+                || self.repl_busy();
             let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
@@ -312,11 +323,15 @@ impl Reactor {
             self.auto_crawl();
             self.crawl_step();
             self.rebalance();
+            self.repl_turn();
             self.aof_end_turn()?;
+            self.clear_feed();
         }
+        // The last turn's changes go to the peer as far as its socket takes.
+        self.repl_turn();
         if let Some(a) = &mut self.aof {
             a.shutdown(&self.cache)?;
-            self.cache.feed_clear();
+            self.clear_feed();
         }
         match self.stop {
             StopReason::Graceful => {
@@ -327,6 +342,17 @@ impl Reactor {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Empties the mutation feed. Every place that does (the end of a
+    /// turn, the AOF write before a UDP reply) comes here, so replication,
+    /// which keeps its place in the feed, takes its records first.
+    fn clear_feed(&mut self) {
+        self.repl_collect_feed();
+        self.cache.feed_clear();
+        if let Some(r) = &mut self.repl {
+            r.feed_cleared();
+        }
     }
 
     /// Writes the turn's records to the AOF and, once they are on disk,
@@ -362,15 +388,16 @@ impl Reactor {
             return;
         };
         let result = a.end_turn(&self.cache);
-        self.cache.feed_clear();
+        let syncs_before_replies = a.syncs_before_replies();
+        self.stats.aof = Some(a.stats.clone());
+        self.clear_feed();
         if let Err(e) = result {
-            if a.syncs_before_replies() {
+            if syncs_before_replies {
                 self.aof_failed = Some(io::Error::other(format!("AOF write failed: {e}")));
             } else {
                 eprintln!("AOF write failed: {e}");
             }
         }
-        self.stats.aof = Some(a.stats.clone());
     }
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
@@ -378,6 +405,8 @@ impl Reactor {
             Some(Slot::Listener(..)) => self.accept_all(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
+            Some(Slot::ReplListener(_)) => self.repl_accept(fd),
+            Some(Slot::Repl) => self.repl_event(fd, bits),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
                     c.readable = true;

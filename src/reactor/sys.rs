@@ -386,3 +386,41 @@ pub fn stderr_is_read_write() -> bool {
     let flags = unsafe { libc::fcntl(libc::STDERR_FILENO, libc::F_GETFL) };
     flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR
 }
+
+/// Starts a TCP connection without waiting for it: the stream is
+/// non-blocking and the handshake completes (or fails) later, reported by
+/// epoll as writability; `TcpStream::take_error` then tells which.
+pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let (storage, len) = sockaddr_of(&addr);
+    // SAFETY: a plain socket call; on success the descriptor is owned by
+    // the TcpStream made right away, which closes it on every later path.
+    let stream = unsafe {
+        let fd = check(libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    // SAFETY: `storage` is a local sockaddr_storage holding a valid address
+    // of `len` bytes; connect only reads it.
+    let rc = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            &storage as *const libc::sockaddr_storage as *const libc::sockaddr,
+            len,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(stream)
+}

@@ -239,6 +239,22 @@ impl Slabs {
         self.free_pages.pop()
     }
 
+    /// How many pages the arena has room for.
+    pub fn page_count(&self) -> usize {
+        self.page_class.len()
+    }
+
+    /// The class that owns `page`, or 0 if none does.
+    pub fn page_owner(&self, page: usize) -> u8 {
+        self.page_class[page]
+    }
+
+    /// Chunk number `index` of `page`, which belongs to class `id`.
+    pub fn page_chunk(&self, page: usize, id: u8, index: usize) -> ChunkRef {
+        let size = self.classes[id as usize].size;
+        Self::chunk_at(page * self.page_size + index * size)
+    }
+
     /// The page a move takes from class `id`: its oldest (lowest) page.
     pub fn first_page(&self, id: u8) -> Option<usize> {
         self.page_class.iter().position(|&c| c == id)

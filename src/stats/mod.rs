@@ -6,6 +6,7 @@
 //! leaving out what only exists with its worker threads or extstore.
 
 pub mod prefix;
+pub mod repl;
 
 use crate::items::Cache;
 use crate::settings::{Settings, VERSION};
@@ -44,6 +45,8 @@ pub struct Stats {
     pub prefixes: prefix::PrefixStats,
     /// Present while the append-only file is on.
     pub aof: Option<AofStats>,
+    /// Present when replication is configured.
+    pub repl: Option<repl::ReplStats>,
 }
 
 /// The append-only file's figures, printed after memcached's own.
@@ -64,9 +67,10 @@ impl Stats {
     /// curr_connections).
     pub fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
-        let aof = self.aof.take();
+        let (aof, repl) = (self.aof.take(), self.repl.take());
         *self = Stats {
             aof,
+            repl,
             ..Stats::default()
         };
         // memcached clears per-prefix counts on reset too.
@@ -235,6 +239,9 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         );
         stat(&mut o, "aof_last_fsync_ms", a.last_fsync_ms);
         stat(&mut o, "aof_recovered_items", a.recovered_items);
+    }
+    if let Some(r) = &stats.repl {
+        repl::lines(&mut o, r);
     }
     o.push_str("END\r\n");
     o
@@ -435,6 +442,10 @@ pub fn settings(s: &Settings) -> String {
         stat(&mut o, "aof_rewrite_pct", s.aof.rewrite_pct);
         stat(&mut o, "aof_rewrite_min", s.aof.rewrite_min);
         stat(&mut o, "aof_fix", yes(s.aof.fix));
+    }
+    if let Some(peer) = &s.repl.peer {
+        stat(&mut o, "repl_peer", peer);
+        stat(&mut o, "repl_port", s.repl.port);
     }
     o.push_str("END\r\n");
     o

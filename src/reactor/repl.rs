@@ -1,0 +1,999 @@
+//! Replication: repcached-style pairs, inside the one reactor.
+//!
+//! Two nodes name each other with `-x`. At start a node tries to connect
+//! to its peer's replication port; if that works it is the **replica**,
+//! otherwise it becomes the **master** and listens on its own replication
+//! port (`--repl-port`, default 11212) for the peer. A master without a
+//! replica keeps trying the peer with backoff (a pair split by a network
+//! fault heals that way); a replica that loses its master tries it once
+//! more and then becomes master itself, so the survivor of a pair always
+//! listens and the other node, restarted with the same options, rejoins.
+//!
+//! **The link** carries records of the mutation feed (`items/record.rs`)
+//! both ways, framed as in the AOF, plus a few link-control frames in the
+//! same frame layout with kinds from 0x80 up: HELLO (the replica's first
+//! frame), RESYNC (a full copy follows: the replica wipes its cache),
+//! SYNCED (the copy is complete) and ACK (records applied so far; also the
+//! heartbeat, once a second).
+//!
+//! **Full copy.** On HELLO, and whenever the replica falls too far behind,
+//! the master sends RESYNC and walks its arena a bounded batch per loop
+//! turn (`items/snapshot.rs`), only while less than a megabyte is waiting
+//! for the socket, so clients are never stalled and memory stays bounded.
+//! Mutations made meanwhile go into the same ordered channel after the
+//! items already sent; an item the walk reaches later is sent as it then
+//! is.
+//!
+//! **Two-way and the conflict rule.** Writes on either node are applied
+//! there, answered, and sent to the other. The master logs what it applies
+//! from the replica into its own feed, so every change reaches the replica
+//! in the master's order (the replica's own writes come back to it). A PUT
+//! is applied only if the key has no live item with an equal or higher
+//! CAS: CAS values are Lamport clocks (applying one moves the local counter
+//! past it) and the master hands out odd values, the replica even ones, so
+//! they never tie. For two writes to one key at once the one with the
+//! higher CAS wins on both nodes; deletes, touches and flushes apply in the
+//! master's order. Either way both nodes end with the same value and CAS.
+//!
+//! **Bounded buffering.** More than `MAX_BUFFER` bytes waiting for a slow
+//! replica make the master drop them (after the record being written) and
+//! start a fresh full copy on the same connection; a replica whose master
+//! does not keep up closes the link and rejoins.
+
+use super::{Reactor, Slot, sys};
+use crate::items::record::{self, Decoded, Encoder, FRAME, Op};
+use crate::items::snapshot::SnapshotCursor;
+use crate::stats::repl::ReplStats;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+const KIND_HELLO: u8 = 0x81;
+const KIND_RESYNC: u8 = 0x82;
+const KIND_SYNCED: u8 = 0x83;
+const KIND_ACK: u8 = 0x84;
+
+/// The most that may wait for a peer before it is resynced (or, for a
+/// replica, before the link is dropped); at least four of the largest
+/// items.
+pub const MAX_BUFFER: usize = 64 << 20;
+/// The full copy is produced only while less than this waits to be sent.
+const COPY_LOW_WATER: usize = 1 << 20;
+/// Arena chunks the full copy looks at per loop turn.
+const COPY_STEP: usize = 4096;
+/// Bytes already written that are dropped from the front of the buffer.
+const COMPACT_AT: usize = 1 << 20;
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from the peer per loop turn, so a fast peer (a full copy
+/// arriving) cannot keep the loop from clients.
+const READ_PER_TURN: usize = 1 << 20;
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A peer silent this long is taken for dead.
+const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Trying the peer (at start, or after losing the master): success
+    /// makes a replica, failure a master.
+    Connecting,
+    Master,
+    Replica,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Connecting => "connecting",
+            Role::Master => "master",
+            Role::Replica => "replica",
+        }
+    }
+}
+
+/// The connection to the peer, in either direction.
+struct Link {
+    stream: TcpStream,
+    fd: RawFd,
+    out: Vec<u8>,
+    out_pos: usize,
+    input: Vec<u8>,
+    writable: bool,
+    /// The socket may hold more input (edge-triggered: until a read would
+    /// block).
+    readable: bool,
+    /// Master: the full copy being sent.
+    copy: Option<SnapshotCursor>,
+    /// Master: HELLO came and records flow. Replica: always.
+    streaming: bool,
+    /// The full copy is complete (master: sent; replica: received).
+    synced: bool,
+    /// Records queued for the peer, and how many it says it applied.
+    sent: u64,
+    acked: u64,
+    /// Records applied from the peer, and the count last told to it.
+    applied: u64,
+    told: u64,
+    last_heard: Instant,
+    last_told: Instant,
+}
+
+impl Link {
+    fn new(stream: TcpStream, streaming: bool) -> Link {
+        let now = Instant::now();
+        Link {
+            fd: stream.as_raw_fd(),
+            stream,
+            out: Vec::new(),
+            out_pos: 0,
+            input: Vec::new(),
+            writable: true,
+            readable: true,
+            copy: None,
+            streaming,
+            synced: false,
+            sent: 0,
+            acked: 0,
+            applied: 0,
+            told: 0,
+            last_heard: now,
+            last_told: now,
+        }
+    }
+
+    fn unsent(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    fn control(&mut self, kind: u8, value: u64) {
+        Encoder::begin(&mut self.out, kind, 0).u64(value).finish();
+    }
+
+    /// Writes what the socket takes; Err when the link is broken.
+    fn flush(&mut self) -> io::Result<()> {
+        while self.writable && self.unsent() > 0 {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.unsent() == 0 {
+            self.out.clear();
+            self.out_pos = 0;
+            // A full copy or a burst should not pin memory once sent.
+            if self.out.capacity() > 4 * COPY_LOW_WATER {
+                self.out = Vec::new();
+            }
+        } else if self.out_pos >= COMPACT_AT {
+            // Only whole records leave the front, so the buffer always
+            // starts at a frame (which `cut_after_current` relies on).
+            let keep = frame_end_at_or_before(&self.out, self.out_pos);
+            self.out.drain(..keep);
+            self.out_pos -= keep;
+        }
+        Ok(())
+    }
+
+    /// Drops everything queued after the record now being written; returns
+    /// how many records were dropped.
+    fn cut_after_current(&mut self) -> u64 {
+        let mut at = 0;
+        while at < self.out_pos {
+            at += FRAME + frame_len(&self.out[at..]);
+        }
+        let dropped = count_records(&self.out[at..]);
+        self.out.truncate(at);
+        dropped
+    }
+}
+
+fn frame_len(buf: &[u8]) -> usize {
+    u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
+}
+
+/// The end of the last whole frame that ends at or before `pos`.
+fn frame_end_at_or_before(buf: &[u8], pos: usize) -> usize {
+    let mut at = 0;
+    loop {
+        let next = at + FRAME + frame_len(&buf[at..]);
+        if next > pos {
+            return at;
+        }
+        at = next;
+    }
+}
+
+/// Mutation records (not link-control frames) among whole frames.
+fn count_records(mut buf: &[u8]) -> u64 {
+    let mut n = 0;
+    while buf.len() >= FRAME {
+        let total = FRAME + frame_len(buf);
+        n += u64::from(buf.get(FRAME).is_some_and(|&k| k < 0x80));
+        buf = &buf[total.min(buf.len())..];
+    }
+    n
+}
+
+/// Replication state, owned by the reactor.
+pub struct Repl {
+    peer_text: String,
+    peer: SocketAddr,
+    port: u16,
+    role: Role,
+    listener: Option<RawFd>,
+    link: Option<Link>,
+    connecting: Option<(TcpStream, Instant)>,
+    next_attempt: Instant,
+    backoff: Duration,
+    /// Bytes at the front of the cache's feed already handled this turn.
+    feed_mark: usize,
+    resyncs: u64,
+    verbose: u8,
+    jitter: u64,
+    /// Random per process: a HELLO carrying our own id means `-x` names
+    /// this very server.
+    node_id: u64,
+    /// Where the replication listener binds: the first `-l` interface, or
+    /// all of them.
+    listen_ip: std::net::IpAddr,
+}
+
+/// Splits `-x host[:port]` (or `[v6]:port`) into host and optional port;
+/// None when the shape is wrong (empty host, bad port).
+pub fn split_peer(peer: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = peer.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else if peer.matches(':').count() == 1 {
+        let (host, port) = peer.split_once(':')?;
+        (host, Some(port))
+    } else {
+        (peer, None)
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match port {
+        None => Some((host, None)),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some((host, Some(n))),
+            _ => None,
+        },
+    }
+}
+
+/// The peer's address, resolved once at start (the loop must not block on
+/// name lookups later).
+fn resolve_peer(text: &str, default_port: u16) -> io::Result<SocketAddr> {
+    let bad = || {
+        let message = format!("failed to resolve replication peer {text}");
+        io::Error::new(io::ErrorKind::InvalidInput, message)
+    };
+    let (host, port) = split_peer(text).ok_or_else(bad)?;
+    let port = port.unwrap_or(default_port);
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+/// The interface of the first `-l` entry, where the replication listener
+/// binds; every interface when there is none (or it is `*`).
+fn first_listen_ip(listen: &[String]) -> std::net::IpAddr {
+    listen
+        .first()
+        .and_then(|entry| super::listen::parse_entry(entry).ok()?.host)
+        .and_then(|host| (host.as_str(), 0).to_socket_addrs().ok()?.next())
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| addr.ip())
+}
+
+impl Repl {
+    /// The reactor emptied the feed (every consumer has its records).
+    pub(super) fn feed_cleared(&mut self) {
+        self.feed_mark = 0;
+    }
+
+    fn stats(&self) -> ReplStats {
+        let link = self.link.as_ref();
+        ReplStats {
+            role: self.role.name(),
+            peer: self.peer_text.clone(),
+            connected: link.is_some_and(|l| l.synced),
+            lag_records: link.map_or(0, |l| l.sent.saturating_sub(l.acked)),
+            resyncs: self.resyncs,
+        }
+    }
+
+    fn log(&self, what: &str) {
+        if self.verbose > 0 {
+            eprintln!("replication: {what}");
+        }
+    }
+
+    /// The next retry after a failure, doubling up to `BACKOFF_MAX`, with
+    /// some jitter so two nodes retrying each other do not stay in step.
+    fn schedule_retry(&mut self) {
+        self.jitter = self
+            .jitter
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1);
+        let spread = (self.jitter >> 33) % 1000;
+        let wait = self.backoff + self.backoff * spread as u32 / 1000;
+        self.next_attempt = Instant::now() + wait;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Reactor {
+    /// Sets replication up when `-x` is given: resolves the peer, turns the
+    /// mutation feed on and starts the attempt that decides the role.
+    pub(super) fn repl_start(&mut self) -> io::Result<()> {
+        let Some(peer_text) = self.settings.repl.peer.clone() else {
+            return Ok(());
+        };
+        let port = self.settings.repl.port;
+        let peer = resolve_peer(&peer_text, port)?;
+        let listen_ip = first_listen_ip(&self.settings.listen);
+        let seed = super::random_seed();
+        self.cache.enable_feed();
+        self.repl = Some(Repl {
+            peer_text,
+            peer,
+            port,
+            role: Role::Connecting,
+            listener: None,
+            link: None,
+            connecting: None,
+            next_attempt: Instant::now(),
+            backoff: BACKOFF_MIN,
+            feed_mark: 0,
+            resyncs: 0,
+            verbose: self.settings.verbose,
+            jitter: seed,
+            node_id: seed | 1,
+            listen_ip,
+        });
+        self.repl_connect();
+        self.repl_publish();
+        Ok(())
+    }
+
+    /// Whether replication has work for the next loop turn right away.
+    pub(super) fn repl_busy(&self) -> bool {
+        self.repl
+            .as_ref()
+            .and_then(|r| r.link.as_ref())
+            .is_some_and(|l| l.readable || (l.copy.is_some() && l.unsent() < COPY_LOW_WATER))
+    }
+
+    fn repl_publish(&mut self) {
+        self.stats.repl = self.repl.as_ref().map(Repl::stats);
+    }
+
+    /// Starts a non-blocking connection to the peer.
+    fn repl_connect(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        if r.connecting.is_some() || r.link.is_some() {
+            return;
+        }
+        match sys::connect_nonblocking(r.peer) {
+            Ok(stream) => {
+                let fd = stream.as_raw_fd();
+                r.connecting = Some((stream, Instant::now()));
+                if self
+                    .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
+                    .is_err()
+                {
+                    self.repl_connect_failed();
+                }
+            }
+            Err(_) => self.repl_connect_failed(),
+        }
+    }
+
+    fn repl_forget_fd(&mut self, fd: RawFd) {
+        if let Some(slot) = self.slots.get_mut(fd as usize) {
+            *slot = Slot::Empty;
+        }
+    }
+
+    fn repl_connect_failed(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        if let Some((stream, _)) = r.connecting.take() {
+            let fd = stream.as_raw_fd();
+            drop(stream);
+            self.repl_forget_fd(fd);
+        }
+        let r = self.repl.as_mut().expect("replication is on");
+        r.schedule_retry();
+        if r.role != Role::Master {
+            self.repl_become_master();
+        }
+    }
+
+    fn repl_become_master(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        r.role = Role::Master;
+        r.log("master");
+        self.cache.set_cas_lane(true);
+        self.repl_listen();
+        self.repl_publish();
+    }
+
+    /// Opens the replication listener if it is not open (a failure, such
+    /// as the port still being in use, is retried on later turns).
+    fn repl_listen(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        if r.listener.is_some() {
+            return;
+        }
+        let addr = SocketAddr::new(r.listen_ip, r.port);
+        let listener = match TcpListener::bind(addr).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok(l)
+        }) {
+            Ok(l) => l,
+            Err(e) => {
+                r.log(&format!("cannot listen on port {}: {e}", r.port));
+                return;
+            }
+        };
+        let fd = listener.as_raw_fd();
+        if self
+            .register(fd, Slot::ReplListener(listener), sys::READ | sys::EDGE)
+            .is_ok()
+        {
+            self.repl.as_mut().expect("replication is on").listener = Some(fd);
+        } else {
+            self.repl_forget_fd(fd);
+        }
+    }
+
+    fn repl_unlisten(&mut self) {
+        let Some(fd) = self.repl.as_mut().and_then(|r| r.listener.take()) else {
+            return;
+        };
+        // Dropping the listener closes it (and takes it out of epoll).
+        self.repl_forget_fd(fd);
+    }
+
+    /// Epoll reported something on the connecting socket or the link.
+    pub(super) fn repl_event(&mut self, fd: RawFd, bits: u32) {
+        let Some(r) = &mut self.repl else { return };
+        if let Some((stream, _)) = &r.connecting
+            && stream.as_raw_fd() == fd
+        {
+            // A connection attempt is decided when the socket becomes
+            // writable (connected) or reports an error.
+            if bits & (sys::WRITE | sys::HANGUP) == 0 {
+                return;
+            }
+            let failed = bits & sys::HANGUP != 0
+                || !matches!(stream.take_error(), Ok(None))
+                || stream.peer_addr().is_err();
+            return if failed {
+                self.repl_connect_failed()
+            } else {
+                self.repl_connected()
+            };
+        }
+        let Some(link) = &mut r.link else { return };
+        if link.fd != fd {
+            return;
+        }
+        if bits & sys::WRITE != 0 {
+            link.writable = true;
+        }
+        if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
+            link.readable = true;
+        }
+        if self.repl_read().is_err() {
+            return self.repl_link_lost("the peer went away");
+        }
+        self.repl_flush();
+    }
+
+    /// Our connection to the peer is up: we are its replica.
+    fn repl_connected(&mut self) {
+        let r = self.repl.as_mut().expect("replication is on");
+        let (stream, _) = r.connecting.take().expect("a connection was pending");
+        if r.link.is_some() {
+            // The peer connected to us first: keep that link.
+            let fd = stream.as_raw_fd();
+            drop(stream);
+            return self.repl_forget_fd(fd);
+        }
+        let _ = stream.set_nodelay(true);
+        let mut link = Link::new(stream, true);
+        link.control(KIND_HELLO, r.node_id);
+        r.link = Some(link);
+        r.role = Role::Replica;
+        r.feed_mark = self.cache.feed_len();
+        r.log("replica");
+        self.cache.set_cas_lane(false);
+        self.repl_unlisten();
+        self.repl_flush();
+        self.repl_publish();
+    }
+
+    /// The peer connects to our replication listener.
+    pub(super) fn repl_accept(&mut self, lfd: RawFd) {
+        loop {
+            let Some(Slot::ReplListener(l)) = self.slots.get(lfd as usize) else {
+                return;
+            };
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let r = self.repl.as_mut().expect("replication is on");
+            if r.role == Role::Replica || stream.set_nonblocking(true).is_err() {
+                // Dropping the stream closes it.
+                continue;
+            }
+            if r.link.is_some() {
+                // The peer connecting again means the link we hold is dead
+                // (its host went away without a word): the new one wins.
+                self.repl_drop_link("the peer connected again");
+            }
+            let r = self.repl.as_mut().expect("replication is on");
+            if let Some((pending, _)) = r.connecting.take() {
+                let fd = pending.as_raw_fd();
+                drop(pending);
+                self.repl_forget_fd(fd);
+            }
+            let _ = stream.set_nodelay(true);
+            let fd = stream.as_raw_fd();
+            let r = self.repl.as_mut().expect("replication is on");
+            r.link = Some(Link::new(stream, false));
+            r.log("replica connected");
+            if self
+                .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
+                .is_err()
+            {
+                self.repl_link_lost("cannot watch the replica's socket");
+            }
+            self.repl_publish();
+        }
+    }
+
+    /// Reads and applies everything the peer has sent.
+    fn repl_read(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut budget = READ_PER_TURN;
+        loop {
+            let Some(link) = self.repl_link_mut() else {
+                return Ok(());
+            };
+            if !link.readable || budget == 0 {
+                return Ok(());
+            }
+            match link.stream.read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    link.input.extend_from_slice(&chunk[..n]);
+                    link.last_heard = Instant::now();
+                    self.repl_apply_input()?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    link.readable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn repl_link_mut(&mut self) -> Option<&mut Link> {
+        self.repl.as_mut()?.link.as_mut()
+    }
+
+    /// Applies every whole frame in the link's input.
+    fn repl_apply_input(&mut self) -> io::Result<()> {
+        let mut input = std::mem::take(&mut self.repl_link_mut().expect("link").input);
+        let mut at = 0;
+        let result = loop {
+            let rest = &input[at..];
+            if rest.len() < FRAME + 1 {
+                break Ok(());
+            }
+            let total = FRAME + frame_len(rest);
+            if rest[FRAME] >= 0x80 {
+                if rest.len() < total {
+                    break Ok(());
+                }
+                if let Err(e) = self.repl_control(&rest[..total]) {
+                    break Err(e);
+                }
+                at += total;
+                continue;
+            }
+            match record::decode(rest) {
+                Decoded::Complete(rec, used) => {
+                    self.repl_apply(&rec);
+                    at += used;
+                }
+                Decoded::Torn(_) => break Ok(()),
+                Decoded::Corrupt { why, .. } => {
+                    break Err(io::Error::new(io::ErrorKind::InvalidData, why));
+                }
+            }
+        };
+        input.drain(..at);
+        if let Some(link) = self.repl_link_mut() {
+            link.input = input;
+        }
+        result
+    }
+
+    /// A link-control frame (HELLO, RESYNC, SYNCED, ACK).
+    fn repl_control(&mut self, frame: &[u8]) -> io::Result<()> {
+        let body = &frame[FRAME..];
+        let valid = body.len() == 1 + 8 + 8 && record::crc32c(body) == frame_crc(frame);
+        if !valid {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad control frame",
+            ));
+        }
+        let value = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
+        let r = self.repl.as_mut().expect("replication is on");
+        let role = r.role;
+        let own_id = r.node_id;
+        let link = r.link.as_mut().expect("a link is up");
+        match (body[0], role) {
+            (KIND_HELLO, Role::Master) if value == own_id => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "-x names this server itself",
+                ));
+            }
+            (KIND_HELLO, Role::Master) if !link.streaming => {
+                link.streaming = true;
+                self.repl_start_copy();
+            }
+            (KIND_RESYNC, Role::Replica) => {
+                // Our own writes not yet sent go first: the master will
+                // apply them and send them back after the copy.
+                self.repl_collect_feed();
+                self.cache.wipe();
+                let r = self.repl.as_mut().expect("replication is on");
+                r.resyncs += 1;
+                r.log("receiving a full copy");
+                if let Some(link) = &mut r.link {
+                    link.synced = false;
+                }
+            }
+            (KIND_SYNCED, Role::Replica) => {
+                link.synced = true;
+                r.backoff = BACKOFF_MIN;
+                r.log("in sync");
+            }
+            (KIND_ACK, _) => {
+                // The lag it changes is published every turn.
+                link.acked = value;
+                return Ok(());
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected frame",
+                ));
+            }
+        }
+        self.repl_publish();
+        Ok(())
+    }
+
+    /// One record from the peer, under the conflict rule.
+    fn repl_apply(&mut self, rec: &record::Record<'_>) {
+        // The replica's own writes so far go to the master before this
+        // record's effects enter the feed.
+        let replica = self.repl.as_ref().is_some_and(|r| r.role == Role::Replica);
+        if replica {
+            self.repl_collect_feed();
+        }
+        let older = match rec.op {
+            Op::Put(p) if p.cas != 0 => self.cache.cas_of(p.key).is_some_and(|c| c >= p.cas),
+            _ => false,
+        };
+        if !older {
+            self.cache.apply(rec, true);
+        }
+        let feed_len = self.cache.feed_len();
+        let r = self.repl.as_mut().expect("replication is on");
+        if let Some(link) = &mut r.link {
+            link.applied += 1;
+        }
+        if replica {
+            // What the master sent is not sent back to it.
+            r.feed_mark = feed_len;
+        }
+    }
+
+    /// Master: RESYNC, then the arena walk from the start.
+    fn repl_start_copy(&mut self) {
+        let feed_len = self.cache.feed_len();
+        let r = self.repl.as_mut().expect("replication is on");
+        // The copy covers everything changed before it starts.
+        r.feed_mark = feed_len;
+        r.resyncs += 1;
+        r.log("sending a full copy");
+        let link = r.link.as_mut().expect("a link is up");
+        link.control(KIND_RESYNC, 0);
+        link.copy = Some(SnapshotCursor::default());
+        link.synced = false;
+    }
+
+    /// Moves the feed's new records into the link (or past them when no
+    /// peer is streaming).
+    pub(super) fn repl_collect_feed(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        let feed = self.cache.feed_bytes();
+        let new = feed.get(r.feed_mark..).unwrap_or_default();
+        if let Some(link) = &mut r.link
+            && link.streaming
+        {
+            link.out.extend_from_slice(new);
+            link.sent += count_records(new);
+        }
+        r.feed_mark = feed.len();
+    }
+
+    fn repl_flush(&mut self) {
+        let Some(link) = self.repl_link_mut() else {
+            return;
+        };
+        if link.flush().is_err() {
+            self.repl_link_lost("cannot write to the peer");
+        }
+    }
+
+    /// Closes the link; false if there was none.
+    fn repl_drop_link(&mut self, why: &str) -> bool {
+        let Some(r) = &mut self.repl else {
+            return false;
+        };
+        let Some(link) = r.link.take() else {
+            return false;
+        };
+        r.log(&format!("link lost: {why}"));
+        let fd = link.fd;
+        drop(link);
+        self.repl_forget_fd(fd);
+        true
+    }
+
+    fn repl_link_lost(&mut self, why: &str) {
+        if !self.repl_drop_link(why) {
+            return;
+        }
+        let r = self.repl.as_mut().expect("replication is on");
+        // A link that never got in sync does not earn a quick retry.
+        let healthy = r.backoff == BACKOFF_MIN;
+        r.schedule_retry();
+        if r.role == Role::Replica {
+            // Try the master once more (at once if the link was healthy);
+            // if that fails, take over.
+            r.role = Role::Connecting;
+            if healthy {
+                self.repl_connect();
+            }
+        }
+        self.repl_publish();
+    }
+
+    /// Once per loop turn: forward the feed, advance a full copy, enforce
+    /// the buffer bound, heartbeats, timeouts and retries.
+    pub(super) fn repl_turn(&mut self) {
+        if self.repl.is_none() {
+            return;
+        }
+        if self.repl_read().is_err() {
+            self.repl_link_lost("the peer went away");
+        }
+        self.repl_collect_feed();
+        self.repl_copy_step();
+        self.repl_bound();
+        self.repl_heartbeat();
+        self.repl_flush();
+        self.repl_timers();
+        let lag = self
+            .repl_link_mut()
+            .map_or(0, |l| l.sent.saturating_sub(l.acked));
+        if let Some(s) = &mut self.stats.repl {
+            s.lag_records = lag;
+        }
+    }
+
+    fn repl_copy_step(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        let Some(link) = &mut r.link else { return };
+        let Some(mut cursor) = link.copy.take() else {
+            return;
+        };
+        if link.unsent() >= COPY_LOW_WATER {
+            link.copy = Some(cursor);
+            return;
+        }
+        let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
+        let (items, done) = self
+            .cache
+            .snapshot_step(&mut cursor, &mut link.out, COPY_STEP, room);
+        link.sent += items as u64;
+        if done {
+            link.control(KIND_SYNCED, 0);
+            link.synced = true;
+            r.backoff = BACKOFF_MIN;
+            r.log("full copy sent");
+            self.repl_publish();
+        } else {
+            link.copy = Some(cursor);
+        }
+    }
+
+    /// A peer too far behind: the master restarts the copy, a replica
+    /// drops the link.
+    fn repl_bound(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        let Some(link) = &mut r.link else { return };
+        // One record may be as large as the largest item.
+        let limit = MAX_BUFFER.max(4 * self.settings.item_size_max);
+        if link.unsent() <= limit {
+            return;
+        }
+        if r.role != Role::Master {
+            return self.repl_link_lost("the master is too far behind");
+        }
+        let dropped = link.cut_after_current();
+        link.sent -= dropped;
+        link.acked = link.acked.min(link.sent);
+        self.repl_start_copy();
+        self.repl_publish();
+    }
+
+    fn repl_heartbeat(&mut self) {
+        let Some(link) = self.repl_link_mut() else {
+            return;
+        };
+        let due = link.last_told.elapsed() >= HEARTBEAT;
+        if link.streaming && (due || link.applied != link.told) {
+            link.told = link.applied;
+            link.last_told = Instant::now();
+            let applied = link.applied;
+            link.control(KIND_ACK, applied);
+        }
+    }
+
+    fn repl_timers(&mut self) {
+        let Some(r) = &mut self.repl else { return };
+        if let Some(link) = &r.link
+            && link.last_heard.elapsed() > PEER_TIMEOUT
+        {
+            return self.repl_link_lost("the peer stopped answering");
+        }
+        if let Some((_, started)) = &r.connecting
+            && started.elapsed() > CONNECT_TIMEOUT
+        {
+            return self.repl_connect_failed();
+        }
+        if r.role == Role::Master && r.listener.is_none() {
+            self.repl_listen();
+        }
+        // A master alone retries its peer; so does a replica that lost it.
+        let r = self.repl.as_mut().expect("replication is on");
+        if r.role != Role::Replica
+            && r.link.is_none()
+            && r.connecting.is_none()
+            && Instant::now() >= r.next_attempt
+        {
+            self.repl_connect();
+        }
+    }
+}
+
+fn frame_crc(frame: &[u8]) -> u32 {
+    u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_blocking_connects_reach_v4_and_v6_listeners() {
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(listener) = TcpListener::bind(host) else {
+                continue; // no IPv6 on this host
+            };
+            let addr = listener.local_addr().unwrap();
+            let stream = sys::connect_nonblocking(addr).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), stream.local_addr().unwrap());
+            assert!(matches!(stream.take_error(), Ok(None)));
+        }
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = sys::connect_nonblocking(closed);
+        assert!(refused.is_err() || refused.unwrap().peer_addr().is_err());
+    }
+
+    #[test]
+    fn the_listener_binds_the_first_listen_interface() {
+        let ip = |entries: &[&str]| {
+            let v: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+            first_listen_ip(&v).to_string()
+        };
+        assert_eq!(ip(&[]), "0.0.0.0");
+        assert_eq!(ip(&["*"]), "0.0.0.0");
+        assert_eq!(ip(&["127.0.0.1:11211", "10.0.0.1"]), "127.0.0.1");
+        assert_eq!(ip(&["[::1]:5"]), "::1");
+        assert_eq!(ip(&["proto[ascii]:127.0.0.2"]), "127.0.0.2");
+    }
+
+    #[test]
+    fn peers_are_host_with_an_optional_port() {
+        assert_eq!(split_peer("db1"), Some(("db1", None)));
+        assert_eq!(split_peer("db1:7000"), Some(("db1", Some(7000))));
+        assert_eq!(split_peer("[::1]:9"), Some(("::1", Some(9))));
+        assert_eq!(split_peer("[::1]"), Some(("::1", None)));
+        assert_eq!(split_peer("::1"), Some(("::1", None)));
+        for bad in ["", ":80", "h:0", "h:65536", "h:x", "[::1]x", "[::1"] {
+            assert_eq!(split_peer(bad), None, "{bad}");
+        }
+    }
+
+    fn frames() -> (Vec<u8>, Vec<usize>) {
+        let mut buf = Vec::new();
+        let mut ends = Vec::new();
+        record::encode_delete(&mut buf, 1, b"first");
+        ends.push(buf.len());
+        Encoder::begin(&mut buf, KIND_ACK, 0).u64(5).finish();
+        ends.push(buf.len());
+        record::encode_flush(&mut buf, 2, 2);
+        ends.push(buf.len());
+        record::encode_delete(&mut buf, 3, b"third");
+        ends.push(buf.len());
+        (buf, ends)
+    }
+
+    #[test]
+    fn control_frames_are_not_counted_as_records() {
+        let (buf, ends) = frames();
+        assert_eq!(count_records(&buf), 3);
+        assert_eq!(count_records(&buf[ends[0]..ends[1]]), 0);
+        assert_eq!(frame_end_at_or_before(&buf, ends[1] + 3), ends[1]);
+        assert_eq!(frame_end_at_or_before(&buf, ends[1]), ends[1]);
+        assert_eq!(frame_end_at_or_before(&buf, 3), 0);
+    }
+
+    #[test]
+    fn a_resync_keeps_the_record_being_written_and_drops_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut link = Link::new(stream, true);
+        let (buf, ends) = frames();
+        link.out = buf;
+        link.out_pos = ends[1] + 1;
+        assert_eq!(link.cut_after_current(), 1);
+        assert_eq!(link.out.len(), ends[2]);
+        link.out_pos = 0;
+        assert_eq!(link.cut_after_current(), 2);
+        assert!(link.out.is_empty());
+    }
+}

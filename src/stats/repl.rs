@@ -1,0 +1,33 @@
+//! The replication lines of `stats`, present only when replication is
+//! configured so that a default `stats` stays memcached's.
+
+use std::fmt::Write as _;
+
+/// What the replication link reports; kept up to date by the reactor.
+#[derive(Clone, Debug, Default)]
+pub struct ReplStats {
+    /// `master`, `replica`, or `connecting` (trying the peer: at start, or
+    /// after losing the master).
+    pub role: &'static str,
+    /// The configured peer, as given.
+    pub peer: String,
+    pub connected: bool,
+    /// Records sent to the peer that it has not yet said it applied.
+    pub lag_records: u64,
+    /// Full copies sent or received.
+    pub resyncs: u64,
+}
+
+/// Appends the `STAT repl_*` lines.
+pub fn lines(out: &mut String, r: &ReplStats) {
+    let _ = write!(
+        out,
+        "STAT repl_role {}\r\nSTAT repl_peer {}\r\nSTAT repl_connected {}\r\n\
+         STAT repl_lag_records {}\r\nSTAT repl_resyncs {}\r\n",
+        r.role,
+        r.peer,
+        u8::from(r.connected),
+        r.lag_records,
+        r.resyncs
+    );
+}
