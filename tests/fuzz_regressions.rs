@@ -58,6 +58,11 @@ fn binary_seeds_and_regressions() {
 }
 
 #[test]
+fn records_seeds_and_regressions() {
+    replay("records", memcached::reactor::feed::fuzz::records);
+}
+
+#[test]
 fn options_seeds_and_regressions() {
     replay("options", |data| {
         let mut argv: Vec<&OsStr> = vec![OsStr::new("memcached")];

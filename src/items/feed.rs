@@ -107,7 +107,10 @@ impl Cache {
         if exptime == 0 {
             return 0;
         }
-        let rel = exptime as i64 - self.clock.process_started;
+        // A record is outside input (a file, a peer): any u64 may come.
+        let rel = i64::try_from(exptime)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(self.clock.process_started);
         rel.clamp(1, u32::MAX as i64) as u32
     }
 
