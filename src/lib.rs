@@ -12,7 +12,6 @@
 pub mod items;
 pub mod proto;
 pub mod reactor;
-pub mod restart;
 pub mod settings;
 pub mod slab;
 pub mod stats;

@@ -22,6 +22,7 @@ mod lru;
 mod meta;
 pub mod rebalance;
 pub mod record;
+pub mod restart;
 pub mod snapshot;
 pub mod warm;
 

@@ -160,7 +160,7 @@ impl Reactor {
     pub fn new(mut settings: Settings) -> io::Result<Reactor> {
         let cfg = cache_config(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
-            Some(path) => crate::restart::open(&path, &mut settings, cfg)?,
+            Some(path) => crate::items::restart::open(&path, &mut settings, cfg)?,
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
@@ -174,7 +174,7 @@ impl Reactor {
             }
         }
         if settings.memory_file.is_some() {
-            crate::restart::resume(&mut cache, saved, settings.verbose)?;
+            crate::items::restart::resume(&mut cache, saved, settings.verbose)?;
         }
         // AOF recovery comes before any listener is open.
         let aof = match &settings.aof.path {
