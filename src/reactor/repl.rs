@@ -53,6 +53,9 @@ const KIND_HELLO: u8 = 0x81;
 const KIND_RESYNC: u8 = 0x82;
 const KIND_SYNCED: u8 = 0x83;
 const KIND_ACK: u8 = 0x84;
+/// Under `-Y`, the first frame each side sends: proof that it read the
+/// same authfile (see [`link_secret`]).
+const KIND_AUTH: u8 = 0x85;
 
 /// The most that may wait for a peer before it is resynced (or, for a
 /// replica, before the link is dropped); at least four of the largest
@@ -119,12 +122,16 @@ struct Link {
     told: u64,
     last_heard: Instant,
     last_told: Instant,
+    /// The peer has proved it knows the authfile (always true without -Y).
+    trusted: bool,
 }
 
 impl Link {
-    fn new(stream: TcpStream, streaming: bool) -> Link {
+    /// A link that, under `-Y` (`secret`), first proves itself to the peer
+    /// and trusts nothing the peer sends until the peer has done the same.
+    fn new(stream: TcpStream, streaming: bool, secret: Option<u64>) -> Link {
         let now = Instant::now();
-        Link {
+        let mut link = Link {
             fd: stream.as_raw_fd(),
             stream,
             out: Vec::new(),
@@ -141,7 +148,12 @@ impl Link {
             told: 0,
             last_heard: now,
             last_told: now,
+            trusted: secret.is_none(),
+        };
+        if let Some(secret) = secret {
+            link.control(KIND_AUTH, secret);
         }
+        link
     }
 
     fn unsent(&self) -> usize {
@@ -242,6 +254,18 @@ pub struct Repl {
     /// Where the replication listener binds: the first `-l` interface, or
     /// all of them.
     listen_ip: std::net::IpAddr,
+    /// Under `-Y`: what both nodes must show before anything else counts.
+    secret: Option<u64>,
+}
+
+/// Under `-Y`, what a replication peer must send first: a 64-bit digest of
+/// the authfile's bytes (two CRC32Cs over differently salted copies), so
+/// only a node given the same file is heard. Like `-Y` itself, this keeps
+/// out clients without the credentials; it is no defence against a
+/// listener on the wire, who sees the passwords of ascii clients too.
+fn link_secret(authfile: &[u8]) -> u64 {
+    let salted = |salt: u32| record::crc32c_update(record::crc32c(&salt.to_le_bytes()), authfile);
+    (u64::from(salted(0x5265_706c)) << 32) | u64::from(salted(0x4175_7468))
 }
 
 /// Splits `-x host[:port]` (or `[v6]:port`) into host and optional port;
@@ -345,6 +369,10 @@ impl Reactor {
         let peer = resolve_peer(&peer_text, port)?;
         let listen_ip = first_listen_ip(&self.settings.listen);
         let seed = super::random_seed();
+        let secret = match &self.settings.auth_file {
+            Some(path) => Some(link_secret(&std::fs::read(path)?)),
+            None => None,
+        };
         self.cache.enable_feed();
         self.repl = Some(Repl {
             peer_text,
@@ -362,6 +390,7 @@ impl Reactor {
             jitter: seed,
             node_id: seed | 1,
             listen_ip,
+            secret,
         });
         self.repl_connect();
         self.repl_publish();
@@ -497,10 +526,28 @@ impl Reactor {
         if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
             link.readable = true;
         }
-        if self.repl_read().is_err() {
-            return self.repl_link_lost("the peer went away");
+        if let Err(e) = self.repl_read() {
+            return self.repl_read_failed(e);
         }
         self.repl_flush();
+    }
+
+    /// A read error ends the link. A peer that failed `-Y` authentication
+    /// is not our pair at all: rather than rejoin it at once as its
+    /// replica, serve alone as master and try it again only after backoff.
+    fn repl_read_failed(&mut self, e: io::Error) {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return self.repl_link_lost("the peer went away");
+        }
+        if !self.repl_drop_link(&e.to_string()) {
+            return;
+        }
+        let r = self.repl.as_mut().expect("replication is on");
+        r.schedule_retry();
+        if r.role != Role::Master {
+            self.repl_become_master();
+        }
+        self.repl_publish();
     }
 
     /// Our connection to the peer is up: we are its replica.
@@ -514,7 +561,7 @@ impl Reactor {
             return self.repl_forget_fd(fd);
         }
         let _ = stream.set_nodelay(true);
-        let mut link = Link::new(stream, true);
+        let mut link = Link::new(stream, true, r.secret);
         link.control(KIND_HELLO, r.node_id);
         r.link = Some(link);
         r.role = Role::Replica;
@@ -556,7 +603,7 @@ impl Reactor {
             let _ = stream.set_nodelay(true);
             let fd = stream.as_raw_fd();
             let r = self.repl.as_mut().expect("replication is on");
-            r.link = Some(Link::new(stream, false));
+            r.link = Some(Link::new(stream, false, r.secret));
             r.log("replica connected");
             if self
                 .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
@@ -564,6 +611,10 @@ impl Reactor {
             {
                 self.repl_link_lost("cannot watch the replica's socket");
             }
+            // Under -Y our proof goes out before we read the peer's, so a
+            // peer we refuse learns why (its own check of ours fails)
+            // rather than seeing only a closed socket.
+            self.repl_flush();
             self.repl_publish();
         }
     }
@@ -611,6 +662,13 @@ impl Reactor {
                 break Ok(());
             }
             let total = FRAME + frame_len(rest);
+            let trusted = self.repl_link_mut().is_some_and(|l| l.trusted);
+            if !trusted && rest[FRAME] != KIND_AUTH {
+                break Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the peer did not authenticate",
+                ));
+            }
             if rest[FRAME] >= 0x80 {
                 if rest.len() < total {
                     break Ok(());
@@ -653,8 +711,19 @@ impl Reactor {
         let r = self.repl.as_mut().expect("replication is on");
         let role = r.role;
         let own_id = r.node_id;
+        let secret = r.secret;
         let link = r.link.as_mut().expect("a link is up");
         match (body[0], role) {
+            (KIND_AUTH, _) if !link.trusted && Some(value) == secret => {
+                link.trusted = true;
+                return Ok(());
+            }
+            (KIND_AUTH, _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the peer's authfile differs",
+                ));
+            }
             (KIND_HELLO, Role::Master) if value == own_id => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -802,8 +871,8 @@ impl Reactor {
         if self.repl.is_none() {
             return;
         }
-        if self.repl_read().is_err() {
-            self.repl_link_lost("the peer went away");
+        if let Err(e) = self.repl_read() {
+            self.repl_read_failed(e);
         }
         self.repl_collect_feed();
         self.repl_copy_step();
@@ -986,7 +1055,7 @@ mod tests {
     fn a_resync_keeps_the_record_being_written_and_drops_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut link = Link::new(stream, true);
+        let mut link = Link::new(stream, true, None);
         let (buf, ends) = frames();
         link.out = buf;
         link.out_pos = ends[1] + 1;

@@ -557,3 +557,93 @@ def test_udp_writes_replicate_with_the_aof_on(pair, tmp_path):
         reply, _ = u.recvfrom(2048)
         assert reply[8:] == b"STORED\r\n"
     wait_value(b, "viaudp", b"udp")
+
+
+# ---------------------------------------------------------------------------
+# -Y: the replication link is gated by the authfile too
+# ---------------------------------------------------------------------------
+
+def _crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def _put_record(key, value):
+    """A well-formed PUT record (items/record.rs): len, crc, body."""
+    import struct
+    body = (bytes([1]) + struct.pack("<Q", int(time.time()))
+            + struct.pack("<IQQB", 0, 0, 1, 0) + bytes([len(key)]) + key + value)
+    return struct.pack("<II", len(body), _crc32c(body)) + body
+
+
+def _authed(node, payload, done):
+    with node.connect() as s:
+        assert request(s, b"set x 0 0 3\r\nu p\r\n") == b"STORED\r\n"
+        return request(s, payload, done)
+
+
+def _authed_stats(node):
+    reply = _authed(node, b"stats\r\n", lambda b: b.endswith(b"END\r\n"))
+    return dict(line.split(" ", 2)[1:] for line in reply.decode().split("\r\n")
+                if line.startswith("STAT repl_"))
+
+
+def _authed_get(node, key):
+    reply = _authed(node, b"get " + key + b"\r\n", lambda b: b.endswith(b"END\r\n"))
+    m = re.match(rb"VALUE \S+ \d+ (\d+)\r\n", reply)
+    return None if m is None else reply[m.end():m.end() + int(m.group(1))]
+
+
+def _wait_stat(node, name, value):
+    wait_until(f"{name} {value} on {node.describe()}",
+               lambda: _authed_stats(node).get(name) == value)
+
+
+def test_under_Y_a_pair_with_the_same_authfile_replicates(pair, tmp_path):
+    auth = tmp_path / "auth"
+    auth.write_text("u:p\n")
+    a = pair.start("a", "-Y", str(auth))
+    _wait_stat(a, "repl_role", "master")
+    b = pair.start("b", "-Y", str(auth))
+    _wait_stat(b, "repl_role", "replica")
+    _wait_stat(a, "repl_connected", "1")
+    assert _authed(a, b"set k 0 0 2\r\nhi\r\n", lambda r: r.endswith(b"\r\n")) == b"STORED\r\n"
+    wait_until("k on the replica", lambda: _authed_get(b, b"k") == b"hi")
+
+
+def test_under_Y_a_stranger_on_the_replication_port_is_not_heard(pair, tmp_path):
+    auth = tmp_path / "auth"
+    auth.write_text("u:p\n")
+    a = pair.start("a", "-Y", str(auth))
+    _wait_stat(a, "repl_role", "master")
+    with socket.create_connection(("127.0.0.1", pair.repl_ports["a"]), timeout=5) as s:
+        s.sendall(_put_record(b"forged", b"evil"))
+        # The master closes the link at the first frame that is not AUTH.
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        closed = False
+        while time.monotonic() < deadline and not closed:
+            try:
+                closed = s.recv(65536) == b""
+            except ConnectionResetError:
+                closed = True
+        assert closed, "the master kept a link that never authenticated"
+    assert _authed_get(a, b"forged") is None
+    _wait_stat(a, "repl_connected", "0")
+
+
+def test_under_Y_a_node_with_another_authfile_does_not_pair(pair, tmp_path):
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.write_text("u:p\n")
+    theirs.write_text("u:p\nother:secret\n")
+    a = pair.start("a", "-Y", str(mine))
+    _wait_stat(a, "repl_role", "master")
+    b = pair.start("b", "-Y", str(theirs))
+    # Refused by a, b gives up on it and serves alone.
+    _wait_stat(b, "repl_role", "master")
+    assert _authed(a, b"set k 0 0 2\r\nhi\r\n", lambda r: r.endswith(b"\r\n")) == b"STORED\r\n"
+    # b retries a now and then (and is refused again); nothing ever flows.
+    assert _authed_get(b, b"k") is None
