@@ -8,6 +8,7 @@ mod options;
 
 use std::ffi::OsString;
 use std::io::Write as _;
+use std::path::Path;
 
 use memcached::proto::auth::{Credentials, LoadError};
 use memcached::settings::Settings;
@@ -92,6 +93,9 @@ fn prepare(settings: &mut Settings) -> Result<(), Exit> {
     }
     raise_file_limit(settings.max_conns)?;
     assume_identity(settings.user.as_deref())?;
+    if settings.sasl {
+        init_sasl(settings.verbose)?;
+    }
     if settings.daemonize {
         daemonize(settings)?;
     }
@@ -104,6 +108,34 @@ fn prepare(settings: &mut Settings) -> Result<(), Exit> {
     }
     if let Some(path) = &settings.auth_file {
         settings.auth = Some(load_authfile(path)?);
+    }
+    Ok(())
+}
+
+/// `-S`, at memcached's point in start-up and in its words. Debian's
+/// memcached (Cyrus SASL) refuses to start without a SASL configuration:
+/// `SASL_CONF_PATH`, else `memcached.conf` under /etc/sasl or /etc/sasl2.
+/// Ours checks PLAIN against the `MEMCACHED_SASL_PWDB` file, so that file
+/// is enough; without either there is nothing to authenticate against.
+fn init_sasl(verbose: u8) -> Result<(), Exit> {
+    let conf = std::env::var("SASL_CONF_PATH").ok().or_else(|| {
+        ["/etc/sasl", "/etc/sasl2"]
+            .into_iter()
+            .find(|dir| Path::new(dir).join("memcached.conf").exists())
+            .map(str::to_owned)
+    });
+    let pwdb = std::env::var_os("MEMCACHED_SASL_PWDB").is_some();
+    if verbose > 0 {
+        match &conf {
+            Some(path) => eprintln!("Reading configuration from: <{path}>"),
+            None => eprintln!("Failed to locate a config path"),
+        }
+    }
+    if conf.is_none() && !pwdb {
+        return Err(Exit::error(1, "Error initializing sasl.\n"));
+    }
+    if verbose > 0 {
+        eprintln!("Initialized SASL.");
     }
     Ok(())
 }

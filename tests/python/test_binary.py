@@ -325,3 +325,50 @@ def test_vv_sasl_trace_matches_oracle(start_server, tmp_path, name):
     got = _session_trace(ours, SASL_SESSIONS[name])
     assert any(b"authenticated() in cmd" in l for l in want)
     assert got == want
+
+
+def _sasl_start_output(kind, env, *args):
+    """stderr and exit code of a -S server that is expected to stop on its
+    own (start-up refused) or is stopped after 1 s."""
+    from mc_helpers import binary_for, free_port
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("SASL_CONF_PATH", "MEMCACHED_SASL_PWDB")}
+    full_env.update(env)
+    cmd = [str(binary_for(kind)), "-u", "root", "-l", "127.0.0.1",
+           "-p", str(free_port()), "-S", *args]
+    proc = subprocess.Popen(cmd, env=full_env, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=1)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+        return err, "running"
+    return err, proc.returncode
+
+
+@pytest.mark.skipif(any(os.path.exists(f"/etc/{d}/memcached.conf") for d in ("sasl", "sasl2")),
+                    reason="a system SASL configuration for memcached exists")
+@pytest.mark.parametrize("verbose", [(), ("-v",)])
+def test_sasl_without_any_configuration_refuses_to_start(verbose):
+    want = _sasl_start_output("oracle", {}, *verbose)
+    got = _sasl_start_output("ours", {}, *verbose)
+    assert want[1] == 1 and b"Error initializing sasl." in want[0]
+    assert got == want
+
+
+def test_sasl_configuration_is_reported_at_v(tmp_path):
+    env = {"SASL_CONF_PATH": str(tmp_path)}
+    want = _sasl_start_output("oracle", env, "-v")
+    got = _sasl_start_output("ours", env, "-v")
+    first = [f"Reading configuration from: <{tmp_path}>".encode(), b"Initialized SASL."]
+    assert want[0].splitlines()[:2] == first
+    assert got[0].splitlines()[:2] == first and got[1] == want[1] == "running"
+
+
+def test_sasl_password_file_alone_is_enough_for_ours(tmp_path):
+    """Our extension: PLAIN against MEMCACHED_SASL_PWDB needs no Cyrus
+    configuration (Debian's memcached is built without that option)."""
+    (tmp_path / "pwdb").write_text("alice:secret\n")
+    err, status = _sasl_start_output("ours", {"MEMCACHED_SASL_PWDB": str(tmp_path / "pwdb")}, "-v")
+    assert status == "running", err
+    assert err.splitlines()[:2] == [b"Failed to locate a config path", b"Initialized SASL."]
