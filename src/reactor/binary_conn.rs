@@ -74,7 +74,7 @@ impl Conn {
                             }
                         }
                         Ok(None) => {
-                            self.go_wait(!rest.is_empty(), v);
+                            self.go_wait(!rest.is_empty(), *budget, ctx);
                             return (pos, Stop::NeedInput);
                         }
                         Err(()) => {

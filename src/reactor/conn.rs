@@ -247,8 +247,13 @@ impl Conn {
     }
 
     /// The states memcached passes through when it runs out of complete
-    /// requests: flush pending replies, then wait.
-    pub(super) fn go_wait(&mut self, partial: bool, verbose: u8) {
+    /// requests: flush pending replies, then wait. Writing them costs
+    /// memcached one more pass through conn_new_cmd, and if that pass was
+    /// over the turn's `-R` budget it counts a yield there and stops (it
+    /// goes on to conn_waiting only at the next event, which `go_read`
+    /// traces). UDP counts its own yields per datagram.
+    pub(super) fn go_wait(&mut self, partial: bool, budget: usize, ctx: &mut Ctx) {
+        let verbose = ctx.settings.verbose;
         if partial {
             self.go(Phase::ParseCmd, verbose);
         }
@@ -257,6 +262,10 @@ impl Conn {
         {
             self.go(Phase::Mwrite, verbose);
             self.go(Phase::NewCmd, verbose);
+            if budget <= 1 && self.marks.is_none() {
+                ctx.stats.conn_yields += 1;
+                return;
+            }
             if partial {
                 self.go(Phase::ParseCmd, verbose);
             }
@@ -400,7 +409,7 @@ impl Conn {
                                 continue;
                             }
                             (used, GateStep::NeedInput) => {
-                                self.go_wait(used < data.len() - pos, ctx.settings.verbose);
+                                self.go_wait(used < data.len() - pos, *budget, ctx);
                                 return (pos + used, Stop::NeedInput);
                             }
                             (_, GateStep::Close) => {
@@ -419,7 +428,7 @@ impl Conn {
                             self.go(Phase::Closing, ctx.settings.verbose);
                             return (pos, Stop::Close);
                         }
-                        self.go_wait(!rest.is_empty(), ctx.settings.verbose);
+                        self.go_wait(!rest.is_empty(), *budget, ctx);
                         return (pos, Stop::NeedInput);
                     };
                     self.go(Phase::ParseCmd, ctx.settings.verbose);

@@ -192,3 +192,36 @@ def test_connection_limit_recovers(start_server, kind):
     finally:
         for s in admitted:
             s.close()
+
+
+TCP_YIELD_PAYLOADS = [
+    b"version\r\n" * n for n in (1, 2, 3, 4, 5, 6, 11, 25)
+] + [
+    b"get a\r\n" * 3, b"get a\r\n" * 6, b"mn\r\n" * 2, b"version\r\nget a\r\nversion\r\n",
+    b"get a\r\nversion\r\nversion\r\n", b"set a 0 0 1\r\nx\r\n" * 4,
+    b"set a 0 0 1 noreply\r\nx\r\n" * 3, b"version\r\nver",
+]
+
+
+@pytest.mark.parametrize("reqs", ["1", "2", "5"])
+def test_tcp_conn_yields_match_oracle(start_server, reqs):
+    """-R over TCP, each payload sent at once on a connection of its own:
+    conn_yields moves as memcached's does, including the yield it counts
+    when writing the last replies of a turn takes it past the budget."""
+    counts = []
+    for kind in ("oracle", "ours"):
+        # One worker thread: memcached counts a yield after writing, so
+        # the control connection must be served by the same thread.
+        srv = start_server(kind, "-R", reqs, "-t", "1")
+        got = []
+        with srv.connect() as control:
+            for payload in TCP_YIELD_PAYLOADS:
+                before = int(stats_over(control)["conn_yields"])
+                with srv.connect() as c:
+                    c.sendall(payload)
+                    c.shutdown(socket.SHUT_WR)
+                    recv_all_until_close(c)
+                got.append(int(stats_over(control)["conn_yields"]) - before)
+        counts.append(got)
+    assert counts[1] == counts[0]
+    assert any(counts[1])
