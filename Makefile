@@ -150,7 +150,9 @@ fuzz: fuzz-build
 VALGRIND_LOGS ?= /tmp/memcached-valgrind
 VALGRIND_PY   ?= tests/python/test_seed.py tests/python/test_auth.py \
 	tests/python/test_clients.py tests/python/test_memccapable.py \
-	tests/python/test_operator.py tests/python/test_meta.py tests/python/test_crawler.py
+	tests/python/test_operator.py tests/python/test_meta.py tests/python/test_crawler.py \
+	tests/python/test_binary.py tests/python/test_unix_socket.py \
+	tests/python/test_listeners.py tests/python/test_warm_restart.py
 VALGRIND_ENV  := MEMCACHED_BIN=$(CURDIR)/tools/valgrind-memcached VALGRIND_LOGS=$(VALGRIND_LOGS)
 .PHONY: valgrind
 valgrind:
