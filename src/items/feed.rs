@@ -369,23 +369,12 @@ mod tests {
     use super::*;
     use crate::items::record::{End, Reader};
     use crate::items::{CacheConfig, StoreMode, StoreResult};
-    use crate::slab::SlabConfig;
 
     fn cache(mb: usize, evict: bool) -> Cache {
         Cache::new(CacheConfig {
-            slab: SlabConfig {
-                mem_limit: mb << 20,
-                min_space: 48,
-                factor: 1.25,
-                page_size: 1 << 20,
-                chunk_max: 512 << 10,
-            },
-            item_size_max: 1 << 20,
-            use_cas: true,
             evict_to_free: evict,
-            hashpower: 0,
             hash_expand: false,
-            hash_seed: 1,
+            ..CacheConfig::for_tests(mb)
         })
         .unwrap()
     }

@@ -44,6 +44,29 @@ pub struct CacheConfig {
     pub hash_seed: u64,
 }
 
+#[cfg(test)]
+impl CacheConfig {
+    /// memcached's default class table over `mb` megabytes: what unit
+    /// tests start from, overriding a field or two.
+    pub(crate) fn for_tests(mb: usize) -> CacheConfig {
+        CacheConfig {
+            slab: SlabConfig {
+                mem_limit: mb << 20,
+                min_space: 48,
+                factor: 1.25,
+                page_size: 1 << 20,
+                chunk_max: 512 << 10,
+            },
+            item_size_max: 1 << 20,
+            use_cas: true,
+            evict_to_free: true,
+            hashpower: 0,
+            hash_expand: true,
+            hash_seed: 7,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AllocError {
     /// Bigger than `-I` allows.

@@ -123,25 +123,9 @@ mod tests {
     use super::*;
     use crate::items::record::{self, End, Reader};
     use crate::items::{CacheConfig, StoreMode};
-    use crate::slab::SlabConfig;
 
     fn cache() -> Cache {
-        Cache::new(CacheConfig {
-            slab: SlabConfig {
-                mem_limit: 16 << 20,
-                min_space: 48,
-                factor: 1.25,
-                page_size: 1 << 20,
-                chunk_max: 512 << 10,
-            },
-            item_size_max: 1 << 20,
-            use_cas: true,
-            evict_to_free: true,
-            hashpower: 0,
-            hash_expand: true,
-            hash_seed: 7,
-        })
-        .unwrap()
+        Cache::new(CacheConfig::for_tests(16)).unwrap()
     }
 
     fn set(c: &mut Cache, key: &str, value: &[u8], exptime: u32) {

@@ -2,19 +2,8 @@ use super::*;
 
 fn cache(mb: usize, evict: bool) -> Cache {
     Cache::new(CacheConfig {
-        slab: SlabConfig {
-            mem_limit: mb << 20,
-            min_space: 48,
-            factor: 1.25,
-            page_size: 1 << 20,
-            chunk_max: 512 * 1024,
-        },
-        item_size_max: 1 << 20,
-        use_cas: true,
         evict_to_free: evict,
-        hashpower: 0,
-        hash_expand: true,
-        hash_seed: 7,
+        ..CacheConfig::for_tests(mb)
     })
     .unwrap()
 }

@@ -160,23 +160,11 @@ impl Cache {
 mod tests {
     use super::*;
     use crate::items::{CacheConfig, StoreMode, StoreResult};
-    use crate::slab::SlabConfig;
 
     fn cache() -> Cache {
         Cache::new(CacheConfig {
-            slab: SlabConfig {
-                mem_limit: 8 << 20,
-                min_space: 48,
-                factor: 1.25,
-                page_size: 1 << 20,
-                chunk_max: 512 * 1024,
-            },
             item_size_max: 4 << 20,
-            use_cas: true,
-            evict_to_free: true,
-            hashpower: 0,
-            hash_expand: true,
-            hash_seed: 11,
+            ..CacheConfig::for_tests(8)
         })
         .unwrap()
     }

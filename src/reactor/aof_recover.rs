@@ -232,26 +232,10 @@ mod tests {
     use super::*;
     use crate::items::CacheConfig;
     use crate::items::record::{Put, encode_delete, encode_put};
-    use crate::slab::SlabConfig;
     use std::path::PathBuf;
 
     fn cache() -> Cache {
-        Cache::new(CacheConfig {
-            slab: SlabConfig {
-                mem_limit: 4 << 20,
-                min_space: 48,
-                factor: 1.25,
-                page_size: 1 << 20,
-                chunk_max: 512 << 10,
-            },
-            item_size_max: 1 << 20,
-            use_cas: true,
-            evict_to_free: true,
-            hashpower: 0,
-            hash_expand: true,
-            hash_seed: 7,
-        })
-        .unwrap()
+        Cache::new(CacheConfig::for_tests(4)).unwrap()
     }
 
     /// A fresh path under the system temp directory, removed on drop.
