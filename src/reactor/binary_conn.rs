@@ -19,15 +19,11 @@ impl Conn {
         loop {
             match &mut self.state {
                 State::Closing => return (pos, Stop::Close),
-                State::Swallow(left) => {
-                    let n = (*left).min(data.len() - pos);
-                    *left -= n;
-                    pos += n;
-                    if *left > 0 {
+                State::Swallow(_) => {
+                    pos += self.swallow(&data[pos..], v);
+                    if matches!(self.state, State::Swallow(_)) {
                         return (pos, Stop::NeedInput);
                     }
-                    self.state = State::Cmd;
-                    self.go(Phase::NewCmd, v);
                 }
                 State::Value { .. } => {
                     let mark = self.flush_mark;

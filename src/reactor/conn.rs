@@ -374,15 +374,11 @@ impl Conn {
         loop {
             match &mut self.state {
                 State::Closing => return (pos, Stop::Close),
-                State::Swallow(left) => {
-                    let n = (*left).min(data.len() - pos);
-                    *left -= n;
-                    pos += n;
-                    if *left > 0 {
+                State::Swallow(_) => {
+                    pos += self.swallow(&data[pos..], ctx.settings.verbose);
+                    if matches!(self.state, State::Swallow(_)) {
                         return (pos, Stop::NeedInput);
                     }
-                    self.state = State::Cmd;
-                    self.go(Phase::NewCmd, ctx.settings.verbose);
                 }
                 State::Value { .. } => {
                     pos += self.fill_value(ctx, &data[pos..]);
@@ -468,6 +464,22 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Discards what is left of a refused value (ascii) or body (binary)
+    /// from `data`; returns the bytes taken. The next command starts once
+    /// all of it is gone.
+    pub(super) fn swallow(&mut self, data: &[u8], verbose: u8) -> usize {
+        let State::Swallow(left) = &mut self.state else {
+            return 0;
+        };
+        let n = (*left).min(data.len());
+        *left -= n;
+        if *left == 0 {
+            self.state = State::Cmd;
+            self.go(Phase::NewCmd, verbose);
+        }
+        n
     }
 
     /// memcached's state after a request line.
