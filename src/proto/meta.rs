@@ -231,6 +231,22 @@ fn push_opaque(out: &mut Vec<u8>, tok: &[u8]) {
 
 const OPAQUE_TOO_LONG: &str = "CLIENT_ERROR opaque token too long";
 
+/// The flags every meta reply echoes whatever else it carries: `O` (the
+/// opaque token) and `k` (the key), in request order. Err when an opaque
+/// token is too long, which refuses the whole request.
+fn echo_opaque_and_key(out: &mut Vec<u8>, t: &Tokens, key: &[u8], binary: bool) -> Result<(), ()> {
+    for i in 2..t.len() {
+        let tok = t.get(i);
+        match tok[0] {
+            b'O' if tok.len() > MAX_OPAQUE => return Err(()),
+            b'O' => push_opaque(out, tok),
+            b'k' => push_key(out, key, binary),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Lines with no effect before an error that needs the `-vvv` trace of a
 /// refused data block: memcached reports the error, then swallows.
 fn trace_swallow(ctx: &Ctx) {
@@ -274,17 +290,9 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         ctx.stats.get_cmds += 1;
         let out = &mut *r.out;
         out.extend_from_slice(b"EN");
-        for i in 2..t.len() {
-            let tok = t.get(i);
-            match tok[0] {
-                b'O' if tok.len() > MAX_OPAQUE => {
-                    out.truncate(start);
-                    return error(r, OPAQUE_TOO_LONG);
-                }
-                b'O' => push_opaque(out, tok),
-                b'k' => push_key(out, key, of.key_binary),
-                _ => {}
-            }
+        if echo_opaque_and_key(out, t, key, of.key_binary).is_err() {
+            out.truncate(start);
+            return error(r, OPAQUE_TOO_LONG);
         }
         if of.no_reply {
             out.truncate(start);
@@ -568,17 +576,9 @@ pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next 
     let out = &mut *r.out;
     // The code is written over this once known.
     out.extend_from_slice(b"HD");
-    for i in 2..t.len() {
-        let tok = t.get(i);
-        match tok[0] {
-            b'O' if tok.len() > MAX_OPAQUE => {
-                out.truncate(start);
-                return error(r, OPAQUE_TOO_LONG);
-            }
-            b'O' => push_opaque(out, tok),
-            b'k' => push_key(out, key, of.key_binary),
-            _ => {}
-        }
+    if echo_opaque_and_key(out, t, key, of.key_binary).is_err() {
+        out.truncate(start);
+        return error(r, OPAQUE_TOO_LONG);
     }
     let cas = of.has_cas.then_some(of.req_cas_id);
     let exptime = of.new_ttl.then_some(of.exptime);
@@ -702,17 +702,9 @@ pub(super) fn process_marithmetic(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> N
         }
         None => {
             out.extend_from_slice(miss);
-            for i in 2..t.len() {
-                let tok = t.get(i);
-                match tok[0] {
-                    b'O' if tok.len() > MAX_OPAQUE => {
-                        out.truncate(start);
-                        return error(r, OPAQUE_TOO_LONG);
-                    }
-                    b'O' => push_opaque(out, tok),
-                    b'k' => push_key(out, key, of.key_binary),
-                    _ => {}
-                }
+            if echo_opaque_and_key(out, t, key, of.key_binary).is_err() {
+                out.truncate(start);
+                return error(r, OPAQUE_TOO_LONG);
             }
         }
     }
