@@ -102,7 +102,8 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 /// What a connection that has not authenticated yet is doing.
 #[derive(Debug, Default)]
 pub struct Gate {
-    /// Authenticated (or no authfile): requests go to the protocol.
+    /// Valid credentials arrived: from now on requests go to the protocol
+    /// (the connection then drops its gate).
     pub open: bool,
     /// Reading the data block of a credentials `set`.
     payload: Option<Payload>,
@@ -138,15 +139,6 @@ pub enum GateStep {
 }
 
 impl Gate {
-    pub fn new(authenticating: bool) -> Gate {
-        Gate {
-            open: !authenticating,
-            payload: None,
-            last_reply: None,
-            sent: 0,
-        }
-    }
-
     /// Takes what it can from `data` (the start of the unparsed input);
     /// returns the bytes used and what happened. `out[..sent]` has been
     /// written to the client already.

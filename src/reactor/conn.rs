@@ -111,14 +111,16 @@ pub struct Conn {
     pub phase: Phase,
     /// An `lru_crawler metadump` is being written to this connection.
     pub dumping: bool,
-    /// `-Y`: closed until the client has sent valid credentials.
-    pub auth: Gate,
+    /// `-Y`: the gate a client passes by sending valid credentials; `None`
+    /// without an authfile and once passed. Boxed because it is rarely
+    /// there, and idle connections should stay small.
+    pub auth: Option<Box<Gate>>,
     /// With the AOF on: output from this offset on answers mutations not yet
     /// written to it, and waits for the end of the turn.
     pub hold: Option<usize>,
     /// UDP only: where each request's replies end in `out` (memcached
     /// frames every response separately).
-    pub marks: Option<Vec<Mark>>,
+    pub marks: Option<Box<Vec<Mark>>>,
     /// memcached holds a response for a request since its last write
     /// point (even an empty one, for noreply), so it passes through
     /// conn_mwrite when it runs out of input (traced at `-vvv`).
@@ -180,7 +182,7 @@ impl Conn {
             last_active: now,
             phase: Phase::NewCmd,
             dumping: false,
-            auth: Gate::new(authenticating),
+            auth: authenticating.then(Box::<Gate>::default),
             hold: None,
             marks: None,
             replies_queued: false,
@@ -211,7 +213,7 @@ impl Conn {
         self.dumping = false;
         self.close_after_write = false;
         self.negotiated = true;
-        self.marks.get_or_insert_with(Vec::new).clear();
+        self.marks.get_or_insert_with(Box::default).clear();
     }
 
     /// UDP: notes that the replies so far end a response. `before` is
@@ -394,14 +396,14 @@ impl Conn {
                     if *budget == 0 {
                         return (pos, Stop::Budget);
                     }
-                    if !self.auth.open {
-                        match self
-                            .auth
-                            .consume(ctx, &data[pos..], &mut self.out, self.out_pos)
-                        {
+                    if let Some(gate) = self.auth.as_mut() {
+                        match gate.consume(ctx, &data[pos..], &mut self.out, self.out_pos) {
                             (used, GateStep::Answered) => {
                                 pos += used;
                                 *budget -= 1;
+                                if gate.open {
+                                    self.auth = None;
+                                }
                                 continue;
                             }
                             (used, GateStep::NeedInput) => {

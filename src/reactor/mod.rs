@@ -79,7 +79,8 @@ enum Slot {
     UdpShadow {
         /// Held open only to be listed.
         _fd: OwnedFd,
-        addr: Option<std::net::SocketAddr>,
+        /// Boxed to keep every slot (one per descriptor) small.
+        addr: Option<Box<std::net::SocketAddr>>,
     },
 }
 
@@ -268,7 +269,7 @@ impl Reactor {
             for shadow in port.shadows {
                 let shadow_fd = shadow.as_raw_fd();
                 udp_fds.push(shadow_fd);
-                let addr = port.socket.local_addr().ok();
+                let addr = port.socket.local_addr().ok().map(Box::new);
                 self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
             }
             udp_fds.push(fd);
@@ -750,7 +751,7 @@ impl Reactor {
     fn udp_local_text(&self, fd: usize) -> Option<String> {
         let addr = match self.slots.get(fd)? {
             Slot::Udp(c) => c.stream.udp_local_addr()?,
-            Slot::UdpShadow { addr, .. } => (*addr)?,
+            Slot::UdpShadow { addr, .. } => **addr.as_ref()?,
             _ => return None,
         };
         Some(stream::addr_text("udp", addr))

@@ -379,7 +379,7 @@ impl super::Reactor {
         let mut start = 0;
         let marks = c.marks.take().unwrap_or_default();
         let binary = c.bin.binary;
-        for &Mark { at, end, wrote } in &marks {
+        for &Mark { at, end, wrote } in marks.iter() {
             let end = end.min(c.out.len()).max(start);
             let line = input.get(at..).unwrap_or_default();
             let first = parts.len();
