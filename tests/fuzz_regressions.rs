@@ -58,6 +58,11 @@ fn binary_seeds_and_regressions() {
 }
 
 #[test]
+fn auth_seeds_and_regressions() {
+    replay("auth", memcached::reactor::feed::fuzz::auth);
+}
+
+#[test]
 fn records_seeds_and_regressions() {
     replay("records", memcached::reactor::feed::fuzz::records);
 }

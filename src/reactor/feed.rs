@@ -183,6 +183,7 @@ impl Feeder {
 pub mod fuzz {
     use super::Feeder;
     use crate::items::record::{self, End, Reader};
+    use crate::proto::auth::Credentials;
     use crate::settings::{Protocol, Settings};
 
     /// The first byte of a fuzz input picks the server's switches and how
@@ -222,6 +223,37 @@ pub mod fuzz {
     /// Like [`text`] on a `-B binary` server: every byte is binary frames.
     pub fn binary(data: &[u8]) {
         session(data, Protocol::Binary);
+    }
+
+    /// Like [`text`] on a `-Y` server whose authfile holds `user:pass` and
+    /// `u:p`: the gate's own parser (credentials `set`s and their data
+    /// blocks, replies replacing one another) and, past it, the protocol.
+    /// A second connection must then be able to log in and be served.
+    pub fn auth(data: &[u8]) {
+        let Some((&selector, body)) = data.split_first() else {
+            return;
+        };
+        let credentials = Credentials::parse(b"user:pass\nu:p\n").expect("a valid authfile");
+        let settings = Settings {
+            auth_file: Some("fuzz".into()),
+            auth: Some(credentials),
+            ..settings_for(selector)
+        };
+        let mut feeder = Feeder::new(settings).expect("loopback pair");
+        let mut replies = Vec::new();
+        let _ = feeder.session(&reads(selector, body), &mut replies);
+        let mut second = Vec::new();
+        // Two reads: replies to one batch of unauthenticated input replace
+        // one another (memcached's quirk), so only the last would show.
+        let login: [&[u8]; 2] = [
+            b"set a 0 0 6\r\nu pass\r\n",
+            b"set a 0 0 3\r\nu p\r\nmn\r\n",
+        ];
+        let _ = feeder.session(&login, &mut second);
+        assert_eq!(
+            second, b"CLIENT_ERROR authentication failure\r\nSTORED\r\nMN\r\n",
+            "a later connection got {second:?}"
+        );
     }
 
     fn session(data: &[u8], protocol: Protocol) {
