@@ -16,6 +16,12 @@
 //! SYNCED (the copy is complete) and ACK (records applied so far; also the
 //! heartbeat, once a second).
 //!
+//! **Who may take the link.** A connection to the listener while no live
+//! link exists becomes the link at once. While one is alive, a newcomer is
+//! a candidate: heard only until its first frame, which must be the
+//! authfile digest under `-Y` (else HELLO), and only then put in the
+//! link's place; anything else, or silence, gets it closed.
+//!
 //! **Full copy.** On HELLO, and whenever the replica falls too far behind,
 //! the master sends RESYNC and walks its arena a bounded batch per loop
 //! turn (`items/snapshot.rs`), only while less than a megabyte is waiting
@@ -75,6 +81,13 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A peer silent this long is taken for dead.
 const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A link heard from this recently is alive: a new connection to the
+/// listener must prove it is the peer before it may replace it.
+const LIVE_WINDOW: Duration = Duration::from_secs(3);
+/// Connections waiting to prove themselves, at most; more are closed.
+const MAX_CANDIDATES: usize = 4;
+/// What a candidate may send before its first frame is complete.
+const CANDIDATE_INPUT_MAX: usize = 4096;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -240,6 +253,9 @@ pub struct Repl {
     role: Role,
     listener: Option<RawFd>,
     link: Option<Link>,
+    /// Master with a live link: newer connections to the listener, heard
+    /// only until their first frame (see `repl_candidate_read`).
+    candidates: Vec<Link>,
     connecting: Option<(TcpStream, Instant)>,
     next_attempt: Instant,
     backoff: Duration,
@@ -381,6 +397,7 @@ impl Reactor {
             role: Role::Connecting,
             listener: None,
             link: None,
+            candidates: Vec::new(),
             connecting: None,
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
@@ -516,6 +533,12 @@ impl Reactor {
                 self.repl_connected()
             };
         }
+        if let Some(i) = r.candidates.iter().position(|c| c.fd == fd) {
+            let c = &mut r.candidates[i];
+            c.writable |= bits & sys::WRITE != 0;
+            c.readable |= bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0;
+            return self.repl_candidate_read(i);
+        }
         let Some(link) = &mut r.link else { return };
         if link.fd != fd {
             return;
@@ -589,6 +612,13 @@ impl Reactor {
                 // Dropping the stream closes it.
                 continue;
             }
+            if r.link
+                .as_ref()
+                .is_some_and(|l| l.last_heard.elapsed() < LIVE_WINDOW)
+            {
+                self.repl_add_candidate(stream);
+                continue;
+            }
             if r.link.is_some() {
                 // The peer connecting again means the link we hold is dead
                 // (its host went away without a word): the new one wins.
@@ -617,6 +647,92 @@ impl Reactor {
             self.repl_flush();
             self.repl_publish();
         }
+    }
+
+    /// A connection to the listener while the link is alive. Taking every
+    /// newcomer as the peer would let anything that reaches the port (a
+    /// scanner, a client at the wrong port, a stranger under `-Y`) cut the
+    /// pair apart; a restarted peer, though, must get in even before the
+    /// old link times out. So the newcomer is heard until its first frame,
+    /// which must be what a joining peer sends first (our authfile's
+    /// digest under `-Y`, else HELLO), and only then replaces the link.
+    fn repl_add_candidate(&mut self, stream: TcpStream) {
+        let r = self.repl.as_mut().expect("replication is on");
+        if r.candidates.len() >= MAX_CANDIDATES {
+            return r.log("refused a connection: too many waiting to prove themselves");
+        }
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        // Our own proof goes out at once, as on any link: the peer checks
+        // it before it trusts what we send.
+        r.candidates.push(Link::new(stream, false, r.secret));
+        if self
+            .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
+            .is_err()
+        {
+            return self.repl_drop_candidate(fd, "cannot watch its socket");
+        }
+        let r = self.repl.as_mut().expect("replication is on");
+        if let Some(c) = r.candidates.last_mut()
+            && c.flush().is_err()
+        {
+            self.repl_drop_candidate(fd, "it went away");
+        }
+    }
+
+    fn repl_drop_candidate(&mut self, fd: RawFd, why: &str) {
+        let r = self.repl.as_mut().expect("replication is on");
+        r.candidates.retain(|c| c.fd != fd);
+        r.log(&format!("refused a connection: {why}"));
+        self.repl_forget_fd(fd);
+    }
+
+    /// Reads a candidate's first frame; promotes it to the link if it is
+    /// the peer's.
+    fn repl_candidate_read(&mut self, i: usize) {
+        let r = self.repl.as_mut().expect("replication is on");
+        let secret = r.secret;
+        let c = &mut r.candidates[i];
+        let fd = c.fd;
+        let mut chunk = [0u8; 512];
+        while c.readable && c.input.len() < CANDIDATE_INPUT_MAX {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => return self.repl_drop_candidate(fd, "it closed"),
+                Ok(n) => c.input.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.repl_drop_candidate(fd, "it went away"),
+            }
+        }
+        let first = c.input.get(..FRAME).map(|h| FRAME + frame_len(h));
+        let Some(end) = first.filter(|&end| end <= c.input.len()) else {
+            if c.input.len() >= CANDIDATE_INPUT_MAX {
+                self.repl_drop_candidate(fd, "its first frame is too long");
+            }
+            return;
+        };
+        let proved = match (control_frame(&c.input[..end]), secret) {
+            (Some((KIND_AUTH, value)), Some(secret)) => value == secret,
+            (Some((KIND_HELLO, _)), None) => true,
+            _ => false,
+        };
+        if !proved {
+            return self.repl_drop_candidate(fd, "it is not the peer");
+        }
+        let c = r.candidates.remove(i);
+        self.repl_drop_link("the peer connected again");
+        let r = self.repl.as_mut().expect("replication is on");
+        r.link = Some(c);
+        r.log("replica connected");
+        // The frames already read (the proof, HELLO) go the usual way.
+        if let Err(e) = self.repl_apply_input() {
+            return self.repl_read_failed(e);
+        }
+        if let Err(e) = self.repl_read() {
+            return self.repl_read_failed(e);
+        }
+        self.repl_flush();
+        self.repl_publish();
     }
 
     /// Reads and applies everything the peer has sent.
@@ -699,21 +815,18 @@ impl Reactor {
 
     /// A link-control frame (HELLO, RESYNC, SYNCED, ACK).
     fn repl_control(&mut self, frame: &[u8]) -> io::Result<()> {
-        let body = &frame[FRAME..];
-        let valid = body.len() == 1 + 8 + 8 && record::crc32c(body) == frame_crc(frame);
-        if !valid {
+        let Some((kind, value)) = control_frame(frame) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "bad control frame",
             ));
-        }
-        let value = u64::from_le_bytes(body[9..17].try_into().expect("8 bytes"));
+        };
         let r = self.repl.as_mut().expect("replication is on");
         let role = r.role;
         let own_id = r.node_id;
         let secret = r.secret;
         let link = r.link.as_mut().expect("a link is up");
-        match (body[0], role) {
+        match (kind, role) {
             (KIND_AUTH, _) if !link.trusted && Some(value) == secret => {
                 link.trusted = true;
                 return Ok(());
@@ -949,6 +1062,15 @@ impl Reactor {
 
     fn repl_timers(&mut self) {
         let Some(r) = &mut self.repl else { return };
+        let slow = r
+            .candidates
+            .iter()
+            .find(|c| c.last_heard.elapsed() > CONNECT_TIMEOUT)
+            .map(|c| c.fd);
+        if let Some(fd) = slow {
+            self.repl_drop_candidate(fd, "it did not prove itself in time");
+        }
+        let r = self.repl.as_mut().expect("replication is on");
         if let Some(link) = &r.link
             && link.last_heard.elapsed() > PEER_TIMEOUT
         {
@@ -976,6 +1098,16 @@ impl Reactor {
 
 fn frame_crc(frame: &[u8]) -> u32 {
     u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]])
+}
+
+/// The kind and value of a whole control frame, if its shape and checksum
+/// are right.
+fn control_frame(frame: &[u8]) -> Option<(u8, u64)> {
+    let body = frame.get(FRAME..)?;
+    if body.len() != 1 + 8 + 8 || record::crc32c(body) != frame_crc(frame) {
+        return None;
+    }
+    Some((body[0], u64::from_le_bytes(body[9..17].try_into().ok()?)))
 }
 
 #[cfg(test)]
@@ -1039,6 +1171,20 @@ mod tests {
         record::encode_delete(&mut buf, 3, b"third");
         ends.push(buf.len());
         (buf, ends)
+    }
+
+    #[test]
+    fn a_candidate_proves_itself_only_with_a_whole_sound_control_frame() {
+        let mut buf = Vec::new();
+        Encoder::begin(&mut buf, KIND_AUTH, 0).u64(42).finish();
+        assert_eq!(control_frame(&buf), Some((KIND_AUTH, 42)));
+        assert_eq!(control_frame(&buf[..buf.len() - 1]), None);
+        for bit in 0..(buf.len() - FRAME) * 8 {
+            let mut bad = buf.clone();
+            bad[FRAME + bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(control_frame(&bad), None, "bit {bit} flipped");
+        }
+        assert_eq!(control_frame(&buf[..FRAME - 1]), None);
     }
 
     #[test]

@@ -647,3 +647,101 @@ def test_under_Y_a_node_with_another_authfile_does_not_pair(pair, tmp_path):
     assert _authed(a, b"set k 0 0 2\r\nhi\r\n", lambda r: r.endswith(b"\r\n")) == b"STORED\r\n"
     # b retries a now and then (and is refused again); nothing ever flows.
     assert _authed_get(b, b"k") is None
+
+
+def _control_frame(kind, value):
+    """A well-formed link-control frame (reactor/repl.rs): kind, a zero
+    timestamp, a 64-bit value."""
+    import struct
+    body = bytes([kind]) + struct.pack("<QQ", 0, value)
+    return struct.pack("<II", len(body), _crc32c(body)) + body
+
+
+def _closed_by_peer(sock, timeout=SYNC_TIMEOUT):
+    """Reads until the other end closes; True if it did within timeout."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def _still_paired(a, b, resyncs_before, tag):
+    """The link is the same one: writes flow both ways, nobody resynced."""
+    with a.connect() as s:
+        set_value(s, f"from_a_{tag}", b"1")
+    with b.connect() as s:
+        set_value(s, f"from_b_{tag}", b"2")
+    wait_value(b, f"from_a_{tag}", b"1")
+    wait_value(a, f"from_b_{tag}", b"2")
+    assert repl_stats(b)["repl_resyncs"] == resyncs_before
+    assert repl_stats(a)["repl_connected"] == repl_stats(b)["repl_connected"] == "1"
+
+
+def test_strangers_on_the_replication_port_do_not_cut_a_live_link(pair):
+    a, b = started_pair(pair)
+    resyncs = repl_stats(b)["repl_resyncs"]
+    port = pair.repl_ports["a"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as junk, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as silent, \
+            socket.create_connection(("127.0.0.1", port), timeout=5) as forger:
+        junk.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        # A well-formed record is still not what a joining peer sends first.
+        forger.sendall(_put_record(b"forged", b"evil"))
+        assert _closed_by_peer(junk), "the master kept a connection sending junk"
+        assert _closed_by_peer(forger), "the master kept a connection sending records"
+        _still_paired(a, b, resyncs, "during")
+        # One that says nothing is let go after the connect timeout (3 s).
+        assert _closed_by_peer(silent), "the master kept a silent connection"
+    assert gets(a, "forged") is None and gets(b, "forged") is None
+    _still_paired(a, b, resyncs, "after")
+
+
+def test_a_peer_that_proves_itself_replaces_a_live_link(pair):
+    """A restarted peer may connect before the old link has timed out: its
+    HELLO (the first thing a joining node sends) wins the link."""
+    a, b = started_pair(pair)
+    with a.connect() as s:
+        set_value(s, "kept", b"yes")
+    # 0x81 is HELLO; the value is the sender's node id.
+    with socket.create_connection(("127.0.0.1", pair.repl_ports["a"]), timeout=5) as s:
+        s.sendall(_control_frame(0x81, 12345))
+        # The master takes the new link and starts a full copy on it: the
+        # first frame is RESYNC (0x82). (b, cut off, reconnects at once and
+        # takes the link back the same way, so what follows may be cut.)
+        got = b""
+        s.settimeout(SYNC_TIMEOUT)
+        while len(got) < 9:
+            chunk = s.recv(65536)
+            assert chunk, f"the master closed a link that sent HELLO (got {got!r})"
+            got += chunk
+        assert got[8] == 0x82, got
+    # b lost its link, comes back and pairs again.
+    wait_linked(a, b)
+    assert int(repl_stats(b)["repl_resyncs"]) >= 2
+    wait_value(b, "kept", b"yes")
+
+
+def test_under_Y_a_stranger_with_a_wrong_proof_does_not_cut_a_live_link(pair, tmp_path):
+    auth = tmp_path / "auth"
+    auth.write_text("u:p\n")
+    a = pair.start("a", "-Y", str(auth))
+    _wait_stat(a, "repl_role", "master")
+    b = pair.start("b", "-Y", str(auth))
+    _wait_stat(b, "repl_role", "replica")
+    _wait_stat(a, "repl_connected", "1")
+    resyncs = _authed_stats(b)["repl_resyncs"]
+    with socket.create_connection(("127.0.0.1", pair.repl_ports["a"]), timeout=5) as s:
+        # 0x85 is the authfile proof; HELLO without it is refused as well.
+        s.sendall(_control_frame(0x85, 0xDEADBEEF) + _control_frame(0x81, 1))
+        assert _closed_by_peer(s), "the master kept a connection with a wrong proof"
+    assert _authed(a, b"set k 0 0 2\r\nhi\r\n", lambda r: r.endswith(b"\r\n")) == b"STORED\r\n"
+    wait_until("k on the replica", lambda: _authed_get(b, b"k") == b"hi")
+    assert _authed_stats(b)["repl_resyncs"] == resyncs
+    assert _authed_stats(a)["repl_connected"] == "1"
