@@ -603,7 +603,8 @@ def _wait_stat(node, name, value):
                lambda: _authed_stats(node).get(name) == value)
 
 
-def test_under_Y_a_pair_with_the_same_authfile_replicates(pair, tmp_path):
+def _started_pair_under_Y(pair, tmp_path):
+    """Both nodes given the same authfile (`u:p`), linked."""
     auth = tmp_path / "auth"
     auth.write_text("u:p\n")
     a = pair.start("a", "-Y", str(auth))
@@ -611,6 +612,11 @@ def test_under_Y_a_pair_with_the_same_authfile_replicates(pair, tmp_path):
     b = pair.start("b", "-Y", str(auth))
     _wait_stat(b, "repl_role", "replica")
     _wait_stat(a, "repl_connected", "1")
+    return a, b
+
+
+def test_under_Y_a_pair_with_the_same_authfile_replicates(pair, tmp_path):
+    a, b = _started_pair_under_Y(pair, tmp_path)
     assert _authed(a, b"set k 0 0 2\r\nhi\r\n", lambda r: r.endswith(b"\r\n")) == b"STORED\r\n"
     wait_until("k on the replica", lambda: _authed_get(b, b"k") == b"hi")
 
@@ -729,13 +735,7 @@ def test_a_peer_that_proves_itself_replaces_a_live_link(pair):
 
 
 def test_under_Y_a_stranger_with_a_wrong_proof_does_not_cut_a_live_link(pair, tmp_path):
-    auth = tmp_path / "auth"
-    auth.write_text("u:p\n")
-    a = pair.start("a", "-Y", str(auth))
-    _wait_stat(a, "repl_role", "master")
-    b = pair.start("b", "-Y", str(auth))
-    _wait_stat(b, "repl_role", "replica")
-    _wait_stat(a, "repl_connected", "1")
+    a, b = _started_pair_under_Y(pair, tmp_path)
     resyncs = _authed_stats(b)["repl_resyncs"]
     with socket.create_connection(("127.0.0.1", pair.repl_ports["a"]), timeout=5) as s:
         # 0x85 is the authfile proof; HELLO without it is refused as well.
