@@ -281,7 +281,7 @@ impl Cache {
     /// CAS older than the item's still stores, and the new value keeps the
     /// old expiry and is marked stale (keeping a handed-out win). Returns
     /// the result and the new item's CAS (0 when not stored).
-    pub fn meta_store(
+    pub(super) fn meta_store_unlogged(
         &mut self,
         it: ChunkRef,
         mode: StoreMode,
@@ -316,7 +316,7 @@ impl Cache {
                 self.replace(old, it);
                 StoreResult::Stored
             }
-            None => self.store(it, mode, cas_in),
+            None => self.store_unlogged(it, mode, cas_in),
         };
         let cas = if result == StoreResult::Stored && self.cfg.use_cas {
             self.cas_id

@@ -18,6 +18,7 @@ pub mod crawler;
 pub mod feed;
 pub mod hash;
 pub mod item;
+mod log;
 mod lru;
 mod meta;
 pub mod rebalance;
@@ -27,6 +28,7 @@ pub mod snapshot;
 pub mod warm;
 
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
+use crate::stats::logger::{self, Found, Logger};
 use clock::Clock;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
@@ -197,6 +199,11 @@ pub struct Cache {
     replay_flush: Option<u64>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
+    /// The `watch` log streams (see `stats/logger.rs`); idle without
+    /// watchers.
+    pub logger: Logger,
+    /// Why the last lookup found nothing, for the fetch log.
+    last_miss: Found,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
 }
@@ -244,6 +251,8 @@ impl Cache {
             feed: None,
             replay_flush: None,
             flush_at: None,
+            logger: Logger::new(256 * 1024),
+            last_miss: Found::NotFound,
             cas_lane: None,
         }
     }
@@ -355,24 +364,47 @@ impl Cache {
     /// memcached's `do_item_get`: finds a live item, unlinking one that has
     /// expired or been flushed. `bump` marks it fetched and refreshes its
     /// LRU position. Traced at `-vvv` as memcached traces it.
+    /// Logged to `watch fetchers` as memcached logs it.
     fn find(&mut self, key: &[u8], bump: bool) -> Option<ChunkRef> {
-        self.lookup(key, bump, self.verbose > 2)
+        let live = self.lookup(key, bump, self.verbose > 2);
+        if self.logger.wants(logger::FETCHERS) {
+            self.log_fetch(key, live);
+        }
+        live
+    }
+
+    /// memcached logs a fetch after the lookup: with the item's class and
+    /// size when live, else why not (the lookup left its verdict).
+    fn log_fetch(&mut self, key: &[u8], live: Option<ChunkRef>) {
+        let cfd = self.logger.cfd;
+        let (found, clsid, size) = match live {
+            Some(it) => (
+                Found::Found,
+                self.memcached_class(it),
+                self.view(it).nbytes() as usize,
+            ),
+            None => (self.last_miss, 0, 0),
+        };
+        self.logger.item_get(key, found, clsid, cfd, size);
     }
 
     fn lookup(&mut self, key: &[u8], bump: bool, trace: bool) -> Option<ChunkRef> {
         let hv = self.hv(key);
         let found = self.hash.find(&self.slabs.arena, key, hv);
+        self.last_miss = Found::NotFound;
         let mut note = "";
         let live = match found {
             Some(it) if self.is_flushed(it) => {
                 self.unlink(it);
                 self.stats.get_flushed += 1;
+                self.last_miss = Found::Flushed;
                 note = " -nuked by flush";
                 None
             }
             Some(it) if self.is_expired(it) => {
                 self.unlink(it);
                 self.stats.get_expired += 1;
+                self.last_miss = Found::Expired;
                 note = " -nuked by expire";
                 None
             }
@@ -511,6 +543,7 @@ impl Cache {
         s.evicted_unfetched = 0;
         s.get_expired = 0;
         s.get_flushed = 0;
+        self.logger.reset_stats();
         for c in s.classes.iter_mut() {
             // mem_requested is a gauge, not a counter.
             *c = ClassStats {
@@ -680,6 +713,9 @@ impl Cache {
                     self.stats.evicted_unfetched += 1;
                 }
                 self.stats.evictions += 1;
+                if self.logger.wants(logger::EVICTIONS) {
+                    self.log_eviction(it);
+                }
                 self.unlink(it);
                 freed = true;
             }
@@ -828,8 +864,8 @@ impl Cache {
 
     /// Stores a filled-in item under `mode`; the item is consumed either
     /// way (linked, or freed when not stored). `cas_in` is the client's
-    /// CAS for `cas` (0 otherwise).
-    pub fn store(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
+    /// CAS for `cas` (0 otherwise). Not logged (`store` logs it).
+    fn store_unlogged(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
         let c = self.class_of(it) as usize;
         self.stats.classes[c].set_cmds += 1;
         // Appending allocates, which may evict: do it before looking up the

@@ -71,6 +71,9 @@ pub enum Next {
     /// `stats conns`: the reactor appends the report, which needs every
     /// connection.
     StatsConns,
+    /// `watch` was accepted: the connection is a log stream from now on
+    /// (the reactor writes it; input is ignored).
+    Watch,
     /// A get paused after this many keys; run the same line again with
     /// `resume` set once output has drained.
     Suspend(usize),
@@ -214,6 +217,7 @@ pub fn process_line(
             b"version" => r.line(&format!("VERSION {VERSION}")),
             b"quit" => Next::CloseAfterWrite,
             b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
+            b"watch" => super::watch::process_watch(ctx, &t, &mut r),
             b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
@@ -383,6 +387,8 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
             }
             // A set that cannot be stored must not leave the old value
             // readable.
+            ctx.cache
+                .log_refused_store(key, mode, e == AllocError::TooLarge);
             if mode == StoreMode::Set {
                 ctx.cache.delete_quietly(key);
             }

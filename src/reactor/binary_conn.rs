@@ -19,6 +19,7 @@ impl Conn {
         loop {
             match &mut self.state {
                 State::Closing => return (pos, Stop::Close),
+                State::Watch => return (data.len(), Stop::NeedInput),
                 State::Swallow(_) => {
                     pos += self.swallow(&data[pos..], v);
                     if matches!(self.state, State::Swallow(_)) {
@@ -124,6 +125,7 @@ impl Conn {
             }
             Next::CloseAfterWrite => {
                 if self.bin.closing == binary::Closing::Quit {
+                    self.close_reason = crate::stats::logger::CloseReason::Normal;
                     self.go(Phase::NewCmd, v);
                 }
                 self.go(Phase::Mwrite, v);

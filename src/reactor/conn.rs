@@ -13,6 +13,7 @@ use crate::proto::auth::{Gate, GateStep};
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
 use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
 use crate::settings::Protocol;
+use crate::stats::logger::CloseReason;
 
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
@@ -38,6 +39,8 @@ pub enum State {
     Swallow(usize),
     /// Done; close without sending more.
     Closing,
+    /// A `watch` log stream: input is read and ignored (`reactor/watch.rs`).
+    Watch,
 }
 
 /// memcached's connection states. This server's state machine is smaller,
@@ -127,6 +130,8 @@ pub struct Conn {
     replies_queued: bool,
     /// Binary-protocol state (whether this connection speaks it, SASL).
     pub bin: binary::Session,
+    /// Why it closes, for `watch connevents`.
+    pub close_reason: CloseReason,
 }
 
 /// UDP: one request's place in the input and in the replies.
@@ -187,6 +192,7 @@ impl Conn {
             marks: None,
             replies_queued: false,
             bin: binary::Session::default(),
+            close_reason: CloseReason::Error,
         }
     }
 
@@ -292,6 +298,7 @@ impl Conn {
             State::Value { .. } => "conn_nread",
             State::Swallow(_) => "conn_swallow",
             State::Closing => "conn_closing",
+            State::Watch => "conn_watch",
         }
     }
 
@@ -342,6 +349,7 @@ impl Conn {
     /// Parses and executes requests from `data`; returns bytes consumed and
     /// why it stopped. `budget` counts down once per request.
     pub fn consume(&mut self, ctx: &mut Ctx, data: &[u8], budget: &mut usize) -> (usize, Stop) {
+        ctx.cache.logger.cfd = ctx.fd;
         let (used, why) = self.consume_inner(ctx, data, budget);
         // Replies are written (or dropped) now: items that `mg` replies
         // referenced are free to change in place again.
@@ -376,6 +384,7 @@ impl Conn {
         loop {
             match &mut self.state {
                 State::Closing => return (pos, Stop::Close),
+                State::Watch => return (data.len(), Stop::NeedInput),
                 State::Swallow(_) => {
                     pos += self.swallow(&data[pos..], ctx.settings.verbose);
                     if matches!(self.state, State::Swallow(_)) {
@@ -490,7 +499,7 @@ impl Conn {
             return;
         }
         match next {
-            Next::Continue | Next::Suspend(_) | Next::StatsConns | Next::Dump => {
+            Next::Continue | Next::Suspend(_) | Next::StatsConns | Next::Dump | Next::Watch => {
                 self.go(Phase::NewCmd, v)
             }
             Next::Flush => {
@@ -528,6 +537,10 @@ impl Conn {
                 self.dumping = true;
                 Some(Stop::Blocked)
             }
+            Next::Watch => {
+                self.state = State::Watch;
+                None
+            }
             Next::Flush | Next::FlushAfterLine => {
                 self.flush_mark = self.out.len();
                 None
@@ -553,6 +566,10 @@ impl Conn {
                 Some(Stop::Close)
             }
             Next::CloseAfterWrite => {
+                if !self.bin.binary {
+                    // Only `quit` gets here in ascii.
+                    self.close_reason = CloseReason::Normal;
+                }
                 self.close_after_write = true;
                 self.state = State::Closing;
                 Some(Stop::Close)

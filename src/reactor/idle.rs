@@ -37,6 +37,9 @@ impl Reactor {
                 eprintln!("Closing idle fd {fd}");
             }
             self.stats.idle_kicks += 1;
+            if let Some(super::Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                c.close_reason = crate::stats::logger::CloseReason::IdleTimeout;
+            }
             self.close(fd);
         }
     }

@@ -19,6 +19,7 @@ mod shutdown;
 mod stream;
 mod sys;
 mod udp;
+mod watch;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
@@ -185,6 +186,8 @@ impl Reactor {
         if settings.track_sizes {
             cache.start_sizes();
         }
+        cache.logger =
+            crate::stats::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
         let mut r = Reactor {
             epoll: Epoll::new()?,
             slots: Vec::new(),
@@ -327,6 +330,7 @@ impl Reactor {
             self.repl_turn();
             self.aof_end_turn()?;
             self.clear_feed();
+            self.flush_watchers();
         }
         // The last turn's changes go to the peer as far as its socket takes.
         self.repl_turn();
@@ -594,6 +598,7 @@ impl Reactor {
         self.stats.curr_conns += 1;
         self.stats.total_conns += 1;
         self.stats.conn_structures = self.stats.conn_structures.max(self.stats.curr_conns);
+        self.log_conn_new(fd);
     }
 
     fn close(&mut self, fd: RawFd) {
@@ -601,6 +606,7 @@ impl Reactor {
         // first: the close waits for the end of the turn.
         if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
             && c.hold.is_some()
+            && !matches!(c.state, State::Watch)
         {
             c.close_after_write = true;
             return;
@@ -623,6 +629,7 @@ impl Reactor {
             };
             c.abandon(&mut ctx);
             self.cache.crawl_cancel_for(fd);
+            self.log_conn_close(fd, &c.stream, c.close_reason);
             let v = self.settings.verbose;
             c.go(conn::Phase::Closing, v);
             if v > 1 {
@@ -834,6 +841,7 @@ impl Reactor {
                     Step::Again
                 }
                 ReadOutcome::WouldBlock => finish_turn(c, ctx.stats),
+                ReadOutcome::Eof => closed_by_peer(c),
                 ReadOutcome::Closed => Step::Close,
             };
         }
@@ -855,6 +863,7 @@ impl Reactor {
                 }
                 return finish_turn(c, ctx.stats);
             }
+            ReadOutcome::Eof => return closed_by_peer(c),
             ReadOutcome::Closed => return Step::Close,
         };
         ctx.stats.bytes_read += n as u64;
@@ -941,6 +950,12 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
     }
 }
 
+/// The client closed its end: memcached's "normal" close.
+fn closed_by_peer(c: &mut Conn) -> Step {
+    c.close_reason = crate::stats::logger::CloseReason::Normal;
+    Step::Close
+}
+
 /// Writes what is pending at the end of a turn.
 fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
     if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
@@ -952,6 +967,8 @@ fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
 enum ReadOutcome {
     Data(usize),
     WouldBlock,
+    /// End of stream: the client closed (memcached's "normal" close).
+    Eof,
     Closed,
 }
 
@@ -963,7 +980,7 @@ fn read_into(
 ) -> ReadOutcome {
     loop {
         match stream.read(buf) {
-            Ok(0) => return ReadOutcome::Closed,
+            Ok(0) => return ReadOutcome::Eof,
             Ok(n) => {
                 // A short read drained the socket and epoll will report more
                 // -- unless the peer has closed, when only reading on finds

@@ -5,6 +5,7 @@
 //! live here. The reports print memcached 1.6's field names in its order,
 //! leaving out what only exists with its worker threads or extstore.
 
+pub mod logger;
 pub mod prefix;
 pub mod repl;
 
@@ -196,15 +197,13 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "lru_crawler_starts", is.lru_crawler_starts);
     stat(&mut o, "lru_maintainer_juggles", 0);
     stat(&mut o, "malloc_fails", 0);
-    for name in [
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
-    ] {
+    let ls = cache.logger.stats;
+    stat(&mut o, "log_worker_dropped", ls.worker_dropped);
+    stat(&mut o, "log_worker_written", ls.worker_written);
+    stat(&mut o, "log_watcher_skipped", ls.watcher_skipped);
+    stat(&mut o, "log_watcher_sent", ls.watcher_sent);
+    stat(&mut o, "log_watchers", cache.logger.watcher_count());
+    for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         stat(&mut o, name, 0);
     }
     stat(&mut o, "bytes", is.bytes);

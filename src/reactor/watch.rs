@@ -1,0 +1,90 @@
+//! The reactor's side of `watch`: a watcher is a client connection in the
+//! `Watch` state whose output is its log stream, kept by the cache's
+//! logger (`stats/logger.rs`). Each loop turn writes what the streams hold
+//! as far as the sockets take; what a watcher sends is read and dropped,
+//! and when it goes away it is closed, as memcached's logger thread does.
+//! Connection opens and closes are logged here.
+
+use super::stream::Stream;
+use super::{Reactor, Slot};
+use crate::stats::logger::{CONNEVENTS, CloseReason, Peer};
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+
+impl Reactor {
+    /// Writes every watcher's pending log lines; a watcher whose socket
+    /// fails is closed.
+    pub(super) fn flush_watchers(&mut self) {
+        if self.cache.logger.watcher_count() == 0 {
+            return;
+        }
+        let backlogged: Vec<RawFd> = self.cache.logger.backlogged().collect();
+        for fd in backlogged {
+            if self.write_watcher(fd).is_err() {
+                self.close(fd);
+            }
+        }
+    }
+
+    fn write_watcher(&mut self, fd: RawFd) -> io::Result<()> {
+        let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) else {
+            return Ok(());
+        };
+        while c.writable {
+            let pending = self.cache.logger.pending(fd);
+            if pending.is_empty() {
+                break;
+            }
+            match c.stream.write(pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.cache.logger.written(fd, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.writable = false,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// memcached's `conn_new` entry, for an accepted client.
+    pub(super) fn log_conn_new(&mut self, fd: RawFd) {
+        if !self.cache.logger.wants(CONNEVENTS) {
+            return;
+        }
+        if let Some(Slot::Client(c)) = self.slots.get(fd as usize)
+            && let Some(peer) = peer_of(&c.stream)
+        {
+            self.cache.logger.conn_new(peer, fd);
+        }
+    }
+
+    /// Before a client's socket closes: a watcher stops being one (and
+    /// closes as memcached closes it from its logger thread, for no reason
+    /// it names), then the close is logged to the remaining watchers.
+    pub(super) fn log_conn_close(&mut self, fd: RawFd, stream: &Stream, reason: CloseReason) {
+        let mut reason = reason;
+        if self.cache.logger.is_watcher(fd) {
+            self.cache.logger.remove_watcher(fd);
+            reason = CloseReason::Error;
+        }
+        if self.cache.logger.wants(CONNEVENTS)
+            && let Some(peer) = peer_of(stream)
+        {
+            self.cache.logger.conn_close(peer, reason, fd);
+        }
+    }
+}
+
+/// The peer as memcached records it at accept; UDP ports are never logged.
+fn peer_of(stream: &Stream) -> Option<Peer> {
+    match stream {
+        // A peer already gone (reset) has no address left to ask for.
+        Stream::Tcp(s) => {
+            Some(Peer::Tcp(s.peer_addr().unwrap_or_else(|_| {
+                std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+            })))
+        }
+        Stream::Unix(_) => Some(Peer::Local),
+        Stream::Udp(_) => None,
+    }
+}
