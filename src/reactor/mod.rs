@@ -188,6 +188,7 @@ impl Reactor {
         }
         cache.logger =
             crate::stats::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
+        cache.logger.set_sink(sys::send_nosignal);
         let mut r = Reactor {
             epoll: Epoll::new()?,
             slots: Vec::new(),

@@ -194,7 +194,13 @@ pub struct Logger {
     pub cfd: i32,
     /// The line being formatted (kept to avoid allocating per entry).
     line: String,
+    /// Where a full watcher's buffer is written before a line is skipped.
+    sink: Option<Sink>,
 }
+
+/// A non-blocking write of a watcher's bytes to its socket, returning
+/// what `send` returns; the reactor provides it (syscalls stay there).
+pub type Sink = fn(i32, &[u8]) -> isize;
 
 /// Why `add_watcher` refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -215,6 +221,12 @@ impl Logger {
     #[inline]
     pub fn wants(&self, flag: u16) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Lets a full buffer be written out before a line is given up, as
+    /// memcached's logger thread tries to write before it skips.
+    pub fn set_sink(&mut self, sink: Sink) {
+        self.sink = Some(sink);
     }
 
     pub fn watcher_count(&self) -> usize {
@@ -380,13 +392,24 @@ impl Logger {
         self.stats.worker_written += 1;
         let line = self.line.as_bytes();
         for w in self.watchers.iter_mut().filter(|w| w.flags & flag != 0) {
-            if w.pending() + line.len() + SKIP_RESERVE > self.capacity {
+            let fits = |w: &Watcher| w.pending() + line.len() + SKIP_RESERVE <= self.capacity;
+            if !fits(w)
+                && let Some(sink) = self.sink
+            {
+                let n = sink(w.fd, &w.buf[w.sent..]);
+                if n > 0 {
+                    w.sent += n as usize;
+                    w.buf.drain(..w.sent);
+                    w.sent = 0;
+                }
+            }
+            if !fits(w) {
                 w.skipped += 1;
                 self.stats.watcher_skipped += 1;
                 continue;
             }
             if w.skipped > 0 {
-                let _ = write!(SliceSink(&mut w.buf), "skipped={}\n", w.skipped);
+                let _ = writeln!(SliceSink(&mut w.buf), "skipped={}", w.skipped);
                 w.skipped = 0;
             }
             w.buf.extend_from_slice(line);
