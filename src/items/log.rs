@@ -109,8 +109,10 @@ impl Cache {
     /// A store refused before its value was read (too large, no memory).
     /// memcached 1.6.18 passes this entry too few arguments: its class
     /// field shows the connection's descriptor, its `cfd` whatever was
-    /// left in a register (here 0), its size and TTL 0.
-    pub fn log_refused_store(&mut self, key: &[u8], mode: StoreMode, too_large: bool) {
+    /// left in a register (here 0), its size and TTL 0. The binary
+    /// protocol gives no mode (`cmd=null`); there memcached reads the class
+    /// of an item it does not have and crashes, which this does not copy.
+    pub fn log_refused_store(&mut self, key: &[u8], mode: Option<StoreMode>, too_large: bool) {
         if !self.logger.wants(MUTATIONS) {
             return;
         }
@@ -122,7 +124,7 @@ impl Cache {
             } else {
                 Stored::NoMemory
             },
-            cmd: cmd_number(mode),
+            cmd: mode.map_or(0, cmd_number),
             exptime: 0,
             clsid: cfd as u8,
             cfd: 0,

@@ -487,6 +487,8 @@ fn update(
         }
         Err(e) => {
             let next = refuse_value(s, r, e, vlen);
+            ctx.cache
+                .log_refused_store(key, None, e == AllocError::TooLarge);
             // A set that cannot be stored must not leave the old value.
             if cmd == op::SET {
                 ctx.cache.delete_quietly(key);

@@ -487,7 +487,7 @@ pub(super) fn process_mset(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
                 "SERVER_ERROR out of memory storing object"
             };
             ctx.cache
-                .log_refused_store(key, mode, e == AllocError::TooLarge);
+                .log_refused_store(key, Some(mode), e == AllocError::TooLarge);
             // Whatever the mode, the old value must not stay readable.
             ctx.cache.delete_quietly(key);
             swallow(ctx, r, msg)

@@ -388,7 +388,7 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
             // A set that cannot be stored must not leave the old value
             // readable.
             ctx.cache
-                .log_refused_store(key, mode, e == AllocError::TooLarge);
+                .log_refused_store(key, Some(mode), e == AllocError::TooLarge);
             if mode == StoreMode::Set {
                 ctx.cache.delete_quietly(key);
             }

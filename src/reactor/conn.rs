@@ -58,6 +58,7 @@ pub enum Phase {
     Mwrite,
     Closing,
     Closed,
+    Watch,
 }
 
 impl Phase {
@@ -72,6 +73,7 @@ impl Phase {
             Phase::Mwrite => "conn_mwrite",
             Phase::Closing => "conn_closing",
             Phase::Closed => "conn_closed",
+            Phase::Watch => "conn_watch",
         }
     }
 }
@@ -499,9 +501,10 @@ impl Conn {
             return;
         }
         match next {
-            Next::Continue | Next::Suspend(_) | Next::StatsConns | Next::Dump | Next::Watch => {
+            Next::Continue | Next::Suspend(_) | Next::StatsConns | Next::Dump => {
                 self.go(Phase::NewCmd, v)
             }
+            Next::Watch => self.go(Phase::Watch, v),
             Next::Flush => {
                 self.go(Phase::Mwrite, v);
                 self.go(Phase::NewCmd, v);

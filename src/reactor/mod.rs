@@ -630,7 +630,7 @@ impl Reactor {
             };
             c.abandon(&mut ctx);
             self.cache.crawl_cancel_for(fd);
-            self.log_conn_close(fd, &c.stream, c.close_reason);
+            self.note_close(fd, &mut c);
             let v = self.settings.verbose;
             c.go(conn::Phase::Closing, v);
             if v > 1 {

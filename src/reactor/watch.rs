@@ -5,6 +5,7 @@
 //! and when it goes away it is closed, as memcached's logger thread does.
 //! Connection opens and closes are logged here.
 
+use super::conn::{Conn, Phase};
 use super::stream::Stream;
 use super::{Reactor, Slot};
 use crate::stats::logger::{CONNEVENTS, CloseReason, Peer};
@@ -59,18 +60,23 @@ impl Reactor {
     }
 
     /// Before a client's socket closes: a watcher stops being one (and
-    /// closes as memcached closes it from its logger thread, for no reason
-    /// it names), then the close is logged to the remaining watchers.
-    pub(super) fn log_conn_close(&mut self, fd: RawFd, stream: &Stream, reason: CloseReason) {
-        let mut reason = reason;
+    /// closes as memcached closes it from its logger thread: traced so, and
+    /// for no reason it names), then the close is logged to the remaining
+    /// watchers.
+    pub(super) fn note_close(&mut self, fd: RawFd, c: &mut Conn) {
         if self.cache.logger.is_watcher(fd) {
             self.cache.logger.remove_watcher(fd);
-            reason = CloseReason::Error;
+            c.close_reason = CloseReason::Error;
+            if self.settings.verbose > 1 {
+                eprintln!("<{fd} connection closing from side thread.");
+            }
+            // memcached's logger thread sets the state without tracing it.
+            c.phase = Phase::Closing;
         }
         if self.cache.logger.wants(CONNEVENTS)
-            && let Some(peer) = peer_of(stream)
+            && let Some(peer) = peer_of(&c.stream)
         {
-            self.cache.logger.conn_close(peer, reason, fd);
+            self.cache.logger.conn_close(peer, c.close_reason, fd);
         }
     }
 }

@@ -426,3 +426,59 @@ def test_logger_stats_count_truly(start_server, kind):
     st = wait_stat(srv, "log_watcher_sent", lambda v: v == 4)
     assert (st["log_worker_written"], st["log_watcher_sent"], st["log_watchers"],
             st["log_watcher_skipped"], st["log_worker_dropped"]) == ("2", "4", "2", "0", "0")
+
+
+def test_unix_socket_clients_are_logged_as_local(tmp_path):
+    from test_unix_socket import UnixServer
+
+    streams = []
+    for kind in ("ours", "oracle"):
+        srv = UnixServer(kind, tmp_path / f"{kind}.sock", "-t", "1").wait_ready()
+        try:
+            w = Watcher(srv, b"connevents fetchers")
+            c = srv.connect()
+            run(c, b"get __end__\r\n", end_done)
+            c.close()
+            streams.append(w.lines_through(b"conn_close"))
+        finally:
+            srv.kill()
+    ours, oracle = streams
+    assert ours == oracle
+    # (rport is normalised; memcached prints 0 for a unix client.)
+    assert oracle == [
+        b"ts=T gid=G type=conn_new rip=unix rport=P transport=local cfd=F",
+        b"ts=T gid=G type=item_get key=__end__ status=not_found clsid=0 cfd=F size=0",
+        b"ts=T gid=G type=conn_close rip=unix rport=P transport=local reason=normal cfd=F",
+    ]
+
+
+def test_watch_traces_as_memcached_at_vvv(start_server):
+    """-vvv: the watcher's state change, and its close from memcached's
+    logger thread."""
+    traces = []
+    for srv in both(start_server, "-vvv"):
+        w = Watcher(srv, b"fetchers")
+        w.close()
+
+        def watcher_trace(lines):
+            fd, picked = None, []
+            for line in lines:
+                if line.endswith(b" watch fetchers"):
+                    fd = line[1:].split(b" ")[0]
+                if fd is not None and (line.startswith(b"<" + fd + b" ")
+                                       or line.startswith(fd + b": ")):
+                    picked.append(line.replace(fd, b"FD", 1))
+            return picked
+
+        srv.stderr.wait_for(lambda ls: watcher_trace(ls)[-1:] == [
+            b"FD: going from conn_closing to conn_closed"], IO_TIMEOUT)
+        traces.append(watcher_trace(srv.stderr.lines()))
+    ours, oracle = traces
+    assert ours == oracle
+    assert oracle == [
+        b"<FD watch fetchers",
+        b"FD: going from conn_parse_cmd to conn_watch",
+        b"<FD connection closing from side thread.",
+        b"<FD connection closed.",
+        b"FD: going from conn_closing to conn_closed",
+    ]
