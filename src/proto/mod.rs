@@ -7,3 +7,4 @@ pub mod meta;
 pub mod numbers;
 pub mod text;
 pub mod tokens;
+pub mod tuning;
