@@ -7,7 +7,6 @@
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
 //! - `settings`: the command-line options every room reads.
-//! - `restart`: `-e`, the arena kept in a file across a graceful restart.
 
 pub mod items;
 pub mod proto;

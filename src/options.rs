@@ -25,6 +25,7 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
+use memcached::proto::numbers::{atof, c_fixed};
 use memcached::settings::{AofSettings, Protocol, Settings, VERSION};
 
 /// `sysexits.h` codes, as memcached uses them.
@@ -435,97 +436,6 @@ fn safe_strtol(s: &[u8]) -> Option<i32> {
 
 fn ends_cleanly(s: &[u8], end: usize) -> bool {
     s.get(end).is_none_or(|&b| is_c_space(b))
-}
-
-/// glibc's `atof` (`strtod` without an end pointer): the longest prefix
-/// that reads as a number, else 0.
-fn atof(s: &[u8]) -> f64 {
-    let start = s.iter().take_while(|&&b| is_c_space(b)).count();
-    let s = &s[start..];
-    let (negative, body) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let value = float_word(body)
-        .or_else(|| hex_float(body))
-        .unwrap_or_else(|| decimal_float(body));
-    if negative { -value } else { value }
-}
-
-fn float_word(s: &[u8]) -> Option<f64> {
-    let starts = |word: &[u8]| s.len() >= word.len() && s[..word.len()].eq_ignore_ascii_case(word);
-    if starts(b"inf") {
-        Some(f64::INFINITY)
-    } else if starts(b"nan") {
-        Some(f64::NAN)
-    } else {
-        None
-    }
-}
-
-fn hex_float(s: &[u8]) -> Option<f64> {
-    let digits = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X"))?;
-    let mut mantissa = 0f64;
-    let mut exponent = 0i32;
-    let (mut seen_digit, mut seen_point, mut i) = (false, false, 0);
-    while let Some(&b) = digits.get(i) {
-        if b == b'.' && !seen_point {
-            seen_point = true;
-        } else if let Some(d) = (b as char).to_digit(16) {
-            mantissa = mantissa * 16.0 + f64::from(d);
-            exponent -= if seen_point { 4 } else { 0 };
-            seen_digit = true;
-        } else {
-            break;
-        }
-        i += 1;
-    }
-    if !seen_digit {
-        return None; // "0x" alone reads as 0 followed by garbage
-    }
-    if matches!(digits.get(i), Some(b'p' | b'P')) {
-        let (power, end, _) = strtol(&digits[i + 1..], 10);
-        if end > 0 && !digits[i + 1].is_ascii_whitespace() {
-            exponent = exponent.saturating_add(power.clamp(-100_000, 100_000) as i32);
-        }
-    }
-    Some(mantissa * 2f64.powi(exponent))
-}
-
-fn decimal_float(s: &[u8]) -> f64 {
-    let digits = |from: usize| s[from..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let int_len = digits(0);
-    let mut end = int_len;
-    if s.get(end) == Some(&b'.') {
-        end += 1 + digits(end + 1);
-    }
-    if end == 0 || (int_len == 0 && end == 1) {
-        return 0.0;
-    }
-    if matches!(s.get(end), Some(b'e' | b'E')) {
-        let sign = usize::from(matches!(s.get(end + 1), Some(b'-' | b'+')));
-        let exp_digits = digits(end + 1 + sign);
-        if exp_digits > 0 {
-            end += 1 + sign + exp_digits;
-        }
-    }
-    std::str::from_utf8(&s[..end])
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// printf's `%.Nf`, including its spelling of infinities and NaNs.
-fn c_fixed(value: f64, precision: usize) -> String {
-    let sign = if value.is_sign_negative() { "-" } else { "" };
-    if value.is_nan() {
-        format!("{sign}nan")
-    } else if value.is_infinite() {
-        format!("{sign}inf")
-    } else {
-        format!("{value:.precision$}")
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1803,17 +1713,6 @@ mod tests {
         assert_eq!(atoi(b"4294967297"), 1);
         assert_eq!(atoi(b"99999999999999999999"), -1);
         assert_eq!(atoi(b"-12"), -12);
-        assert_eq!(atof(b"1.5abc"), 1.5);
-        assert_eq!(atof(b" 2e1x"), 20.0);
-        assert_eq!(atof(b"3e"), 3.0);
-        assert_eq!(atof(b".5"), 0.5);
-        assert_eq!(atof(b"5."), 5.0);
-        assert_eq!(atof(b"-.5e1"), -5.0);
-        assert_eq!(atof(b"."), 0.0);
-        assert_eq!(atof(b"0x1p3"), 8.0);
-        assert_eq!(atof(b"0x"), 0.0);
-        assert!(atof(b"nan").is_nan());
-        assert_eq!(atof(b"-INFINITY"), f64::NEG_INFINITY);
         assert_eq!(safe_strtoul(b"12"), Some(12));
         assert_eq!(safe_strtoul(b"12 "), Some(12));
         assert_eq!(safe_strtoul(b"12x"), None);
@@ -1821,8 +1720,6 @@ mod tests {
         assert_eq!(safe_strtoul(b""), None);
         assert_eq!(safe_strtoul(b"4294967296"), Some(0));
         assert_eq!(safe_strtol(b"-2"), Some(-2));
-        assert_eq!(c_fixed(1.25, 2), "1.25");
-        assert_eq!(c_fixed(f64::NAN, 2), "nan");
     }
 
     #[test]

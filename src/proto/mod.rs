@@ -7,4 +7,5 @@ pub mod meta;
 pub mod numbers;
 pub mod text;
 pub mod tokens;
+pub mod tuning;
 pub mod watch;

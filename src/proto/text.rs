@@ -5,8 +5,9 @@
 //! lines fail the same way.
 
 use super::meta;
-use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
 use super::tokens::Tokens;
+use super::tuning;
 use crate::items::clock::REALTIME_MAXDELTA;
 use crate::items::{AllocError, Cache, Delta, StoreMode, StoreResult, format_u64};
 use crate::settings::{Settings, VERSION};
@@ -193,6 +194,7 @@ pub fn process_line(
         },
         b'c' => match cmd {
             b"cas" if want(7, 8) => process_update(ctx, &t, &mut r, StoreMode::Cas),
+            b"cache_memlimit" if want(3, 4) => tuning::process_memlimit(ctx, &t, &mut r),
             _ => r.line("ERROR"),
         },
         b'i' => match cmd {
@@ -219,13 +221,14 @@ pub fn process_line(
             b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
             b"watch" => super::watch::process_watch(ctx, &t, &mut r),
             b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
+            b"lru" if n >= 3 => tuning::process_lru(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
         },
     }
 }
 
-fn set_noreply_maybe(t: &Tokens, r: &mut Reply) -> bool {
+pub(super) fn set_noreply_maybe(t: &Tokens, r: &mut Reply) -> bool {
     if t.last() == b"noreply" {
         r.noreply = true;
     }
@@ -685,10 +688,7 @@ fn process_slabs(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if n >= 4 && t.get(1) == b"automove" {
         set_noreply_maybe(t, r);
         if t.get(2) == b"ratio" {
-            let ratio = std::str::from_utf8(t.get(3))
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok());
-            match ratio {
+            match safe_strtod(t.get(3)) {
                 Some(v) if n >= 5 => ctx.settings.tuning.slab_automove_ratio = v,
                 _ => return r.line("ERROR"),
             }

@@ -178,6 +178,20 @@ impl Slabs {
         self.mem_limit
     }
 
+    /// `cache_memlimit`: pages are handed out up to `bytes` from now on.
+    /// Pages already handed out stay where they are (as in memcached, a
+    /// lower limit only stops growth). The arena was sized for the start-up
+    /// `-m`, so a limit beyond that budget is refused.
+    pub fn set_mem_limit(&mut self, bytes: usize) -> bool {
+        // The arena: the NIL page, the -m budget, a page per class entry.
+        let budget_pages = self.page_class.len() - 1 - self.classes.len();
+        if bytes.div_ceil(self.page_size) > budget_pages {
+            return false;
+        }
+        self.mem_limit = bytes;
+        true
+    }
+
     pub fn page_size(&self) -> usize {
         self.page_size
     }

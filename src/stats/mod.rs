@@ -10,6 +10,7 @@ pub mod prefix;
 pub mod repl;
 
 use crate::items::Cache;
+use crate::proto::numbers::c_fixed;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
 
@@ -376,7 +377,7 @@ pub fn settings(s: &Settings) -> String {
     );
     stat(&mut o, "umask", format!("{:o}", s.access_mask));
     stat(&mut o, "shutdown_command", yes(s.shutdown_command));
-    stat(&mut o, "growth_factor", format!("{:.2}", s.factor));
+    stat(&mut o, "growth_factor", c_fixed(s.factor, 2));
     stat(&mut o, "chunk_size", s.chunk_size);
     stat(&mut o, "num_threads", s.num_threads);
     stat(&mut o, "num_threads_per_udp", s.udp_conns_per_port());
@@ -401,7 +402,7 @@ pub fn settings(s: &Settings) -> String {
     stat(
         &mut o,
         "slab_automove_ratio",
-        format!("{:.2}", t.slab_automove_ratio),
+        c_fixed(t.slab_automove_ratio, 2),
     );
     stat(&mut o, "slab_automove_window", t.slab_automove_window);
     stat(&mut o, "slab_chunk_max", s.slab_chunk_size_max);
@@ -416,12 +417,8 @@ pub fn settings(s: &Settings) -> String {
     stat(&mut o, "lru_segmented", yes(t.lru_segmented));
     stat(&mut o, "hot_lru_pct", t.hot_lru_pct);
     stat(&mut o, "warm_lru_pct", t.warm_lru_pct);
-    stat(&mut o, "hot_max_factor", format!("{:.2}", t.hot_max_factor));
-    stat(
-        &mut o,
-        "warm_max_factor",
-        format!("{:.2}", t.warm_max_factor),
-    );
+    stat(&mut o, "hot_max_factor", c_fixed(t.hot_max_factor, 2));
+    stat(&mut o, "warm_max_factor", c_fixed(t.warm_max_factor, 2));
     stat(&mut o, "temp_lru", yes(t.temp_lru));
     stat(&mut o, "temporary_ttl", t.temporary_ttl);
     stat(&mut o, "idle_timeout", s.idle_timeout);

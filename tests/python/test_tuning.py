@@ -1,0 +1,116 @@
+"""Retuning a running server: `lru tune|mode|temp_ttl` and
+`cache_memlimit`, against the oracle byte for byte.
+
+`lru` only changes what `stats settings` reports here (one LRU per class);
+`cache_memlimit` really moves the page budget, so a server told to use
+less stops growing at the new limit exactly where memcached stops.
+"""
+
+import pytest
+
+from mc_helpers import recv_until, request
+
+SCRIPTS = [
+    b"lru mode segmented\r\nlru mode flat\r\nlru mode x\r\nlru mode\r\nlru\r\n",
+    b"lru temp_ttl 10\r\nlru temp_ttl -1\r\nlru temp_ttl x\r\nlru temp_ttl 5 noreply\r\n",
+    b"lru tune 10 25 0.1 2\r\nlru tune 10 25 0.1 2 noreply\r\nlru tune 10 25 0.1\r\n",
+    # Limits: the sum of the percentages (as uint32, wrapping), the factors.
+    b"lru tune 60 25 0.1 2\r\nlru tune 4294967295 1 0.1 2\r\nlru tune 10 25 0 2\r\n",
+    # Factors are read by strtod: hex, infinities, NaN (which passes the
+    # `<= 0` check), overflow and trailing junk.
+    b"lru tune 10 25 nan 2\r\nlru tune 10 25 1e999 2\r\nlru tune 10 25 0x1p3 -inf\r\n",
+    b"lru tune 1 2 0x1.8p1 INF\r\nlru tune 1 2 3x 4\r\nlru tune 1 2 .5e1 1e-400\r\n",
+    b"lru x y z\r\nlru tune a b c d\r\nlru tune -1 2 3 4\r\n",
+    b"cache_memlimit\r\ncache_memlimit 0\r\ncache_memlimit 7\r\ncache_memlimit 8\r\n",
+    b"cache_memlimit 1000000001\r\ncache_memlimit 4294967304\r\ncache_memlimit -1\r\n",
+    b"cache_memlimit abc\r\ncache_memlimit 32 noreply\r\ncache_memlimit 32 x y\r\n",
+    b"slabs automove ratio 0x1p-2\r\nslabs automove ratio 1e999\r\nslabs automove ratio nan\r\n",
+]
+
+
+def run(srv, script):
+    with srv.connect() as c:
+        c.sendall(script + b"mn\r\n")
+        return recv_until(c, lambda b: b.endswith(b"MN\r\n"))
+
+
+def tuned_settings(srv):
+    keys = ("hot_lru_pct", "warm_lru_pct", "hot_max_factor", "warm_max_factor",
+            "lru_segmented", "temp_lru", "temporary_ttl", "maxbytes",
+            "slab_automove_ratio")
+    st = srv.stats("settings")
+    return {k: st[k] for k in keys}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=range(len(SCRIPTS)))
+def test_tuning_commands_match_oracle(start_server, script):
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind)
+        got[kind] = (run(srv, script), tuned_settings(srv), srv.stats()["limit_maxbytes"])
+    assert got["ours"] == got["oracle"]
+
+
+def test_lru_mode_and_temp_ttl_need_the_maintainer(start_server):
+    script = b"lru mode flat\r\nlru temp_ttl 5\r\nlru tune 1 2 3 4\r\n"
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-o", "no_lru_maintainer")
+        got[kind] = (run(srv, script), tuned_settings(srv))
+    assert got["ours"] == got["oracle"]
+    assert got["ours"][0] == b"ERROR\r\nERROR\r\nOK\r\nMN\r\n"
+
+
+def fill(srv, count, size):
+    value = b"v" * size
+    with srv.connect() as c:
+        batch = b"".join(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, size, value)
+                         for i in range(count))
+        c.sendall(batch)
+        assert request(c, b"mn\r\n", lambda b: b.endswith(b"MN\r\n")) == b"MN\r\n"
+
+
+def test_a_lower_limit_stops_growth_where_memcached_stops(start_server):
+    """-m 64, then cache_memlimit 8: 20 MB of 1000-byte items evict at the
+    same point on both servers."""
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "64")
+        with srv.connect() as c:
+            assert request(c, b"cache_memlimit 8\r\n") == b"OK\r\n"
+        fill(srv, 20000, 1000)
+        st = srv.stats()
+        slabs = srv.stats("slabs")
+        got[kind] = (st["limit_maxbytes"], st["curr_items"], st["evictions"],
+                     slabs["total_malloced"])
+    assert got["ours"] == got["oracle"]
+    assert got["ours"][0] == str(8 << 20)
+    assert int(got["ours"][3]) <= 9 << 20
+
+
+def test_a_limit_cannot_move_when_memory_is_a_file(start_server, tmp_path):
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "64", "-e", str(tmp_path / f"{kind}.mem"))
+        got[kind] = run(srv, b"cache_memlimit 8\r\ncache_memlimit 64\r\n")
+    assert got["ours"] == got["oracle"]
+    assert got["ours"].startswith(b"MEMLIMIT_ADJUST_FAILED")
+
+
+def test_the_limit_is_traced_at_v(start_server):
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-v")
+        assert run(srv, b"cache_memlimit 9\r\n") == b"OK\r\nMN\r\n"
+        got[kind] = srv.stderr.wait_for(
+            lambda lines: b"maxbytes adjusted to 9m" in lines, 5)
+    assert got["ours"] and got["oracle"]
+
+
+def test_ours_cannot_grow_past_the_arena_reserved_at_start(ours):
+    """memcached mallocs pages as it goes and accepts any larger limit;
+    this server's arena is reserved once for -m, so it refuses (in
+    memcached's words for a limit it cannot adjust) and keeps its limit."""
+    assert run(ours, b"cache_memlimit 64\r\ncache_memlimit 65\r\n") == (
+        b"OK\r\nMEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\nMN\r\n")
+    assert ours.stats()["limit_maxbytes"] == str(64 << 20)
