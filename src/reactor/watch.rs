@@ -29,6 +29,9 @@ impl Reactor {
 
     fn write_watcher(&mut self, fd: RawFd) -> io::Result<()> {
         let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) else {
+            // `watch` over UDP: a datagram socket cannot carry a stream
+            // (memcached's logger fails to write it and drops the watcher).
+            self.cache.logger.remove_watcher(fd);
             return Ok(());
         };
         while c.writable {

@@ -482,3 +482,38 @@ def test_watch_traces_as_memcached_at_vvv(start_server):
         b"<FD connection closed.",
         b"FD: going from conn_closing to conn_closed",
     ]
+
+
+def test_idle_timeout_closes_are_logged_and_watchers_are_not_kicked(start_server):
+    streams = []
+    for srv in both(start_server, "-o", "idle_timeout=1"):
+        w = Watcher(srv, b"connevents")
+        c = srv.connect()
+        run(c, b"version\r\n", line_done)
+        streams.append(w.lines_through(b"reason=idle_timeout", timeout=10))
+        # The watcher, idle just as long, is still served.
+        c2 = srv.connect()
+        assert w.lines_through(b"conn_new")
+        c2.close()
+        c.close()
+    ours, oracle = streams
+    assert ours == oracle
+    assert oracle[-1].endswith(b"reason=idle_timeout cfd=F")
+
+
+def test_watch_over_udp_leaves_the_port_serving(start_server):
+    """A datagram socket cannot carry a log stream: memcached's logger
+    fails to write it and drops the watcher; the port goes on serving."""
+    for srv in both(start_server, "-U", "{port}"):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(IO_TIMEOUT)
+
+        def udp(cmd, rid):
+            u.sendto(struct.pack(">HHHH", rid, 0, 1, 0) + cmd, srv.addr)
+            return u.recv(2000)
+
+        u.sendto(struct.pack(">HHHH", 1, 0, 1, 0) + b"watch\r\n", srv.addr)
+        assert udp(b"version\r\n", 2)[8:].startswith(b"VERSION ")
+        st = wait_stat(srv, "log_watchers", lambda v: v == 0)
+        assert st["log_watchers"] == "0", srv.kind
+        u.close()
