@@ -191,6 +191,11 @@ impl Cache {
         if mode == 1 && (src_age as f64) * ratio <= dst_age as f64 {
             return false;
         }
-        self.reassign(src, dst as i32) == Reassign::Ok
+        let moved = self.reassign(src, dst as i32) == Reassign::Ok;
+        // memcached logs the moves automove 1 decides (not 2's).
+        if moved && mode == 1 && self.logger.wants(crate::stats::logger::SYSEVENTS) {
+            self.logger.slab_move(src, dst as i32);
+        }
+        moved
     }
 }

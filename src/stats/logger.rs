@@ -355,6 +355,13 @@ impl Logger {
         self.publish(EVICTIONS);
     }
 
+    /// A page move `slabs automove 1` decided.
+    pub fn slab_move(&mut self, src: i32, dst: i32) {
+        let l = self.start("slab_move");
+        let _ = writeln!(l, " src={src} dst={dst}");
+        self.publish(SYSEVENTS);
+    }
+
     pub fn conn_new(&mut self, peer: Peer, cfd: i32) {
         let l = self.start("conn_new");
         push_peer(l, peer);
@@ -520,6 +527,9 @@ mod tests {
         l.conn_new(peer, 9);
         l.conn_close(peer, CloseReason::Normal, 9);
         l.conn_close(Peer::Local, CloseReason::IdleTimeout, 10);
+        l.add_watcher(8, SYSEVENTS).unwrap();
+        l.slab_move(3, 7);
+        assert_eq!(lines(&l, 8), ["type=slab_move src=3 dst=7"]);
         assert_eq!(
             lines(&l, 7),
             [
@@ -532,8 +542,8 @@ mod tests {
                 "type=conn_close rip=unix rport=0 transport=local reason=idle_timeout cfd=10",
             ]
         );
-        assert_eq!(l.stats.worker_written, 7);
-        assert_eq!(l.stats.watcher_sent, 7);
+        assert_eq!(l.stats.worker_written, 8);
+        assert_eq!(l.stats.watcher_sent, 8);
     }
 
     #[test]
