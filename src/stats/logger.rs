@@ -287,6 +287,11 @@ impl Logger {
                 if w.buf.capacity() > 64 * 1024 {
                     w.buf = Vec::new();
                 }
+            } else if w.sent >= 64 * 1024 {
+                // A watcher that never quite catches up: drop what was
+                // written, or the buffer would grow without end.
+                w.buf.drain(..w.sent);
+                w.sent = 0;
             }
         }
     }
@@ -593,6 +598,21 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn a_watcher_that_lags_behind_keeps_a_bounded_buffer() {
+        let mut l = Logger::new(8 * 1024);
+        l.add_watcher(3, FETCHERS).unwrap();
+        for _ in 0..20_000 {
+            l.item_get(b"key", Found::NotFound, 0, 9, 0);
+            // Writes all but the last line each time.
+            let n = l.pending(3).len();
+            l.written(3, n.saturating_sub(80));
+        }
+        let w = &l.watchers[0];
+        assert!(w.buf.len() < 80 * 1024, "{}", w.buf.len());
+        assert_eq!(l.stats.watcher_skipped, 0);
     }
 
     #[test]
