@@ -510,10 +510,38 @@ def test_watch_over_udp_leaves_the_port_serving(start_server):
 
         def udp(cmd, rid):
             u.sendto(struct.pack(">HHHH", rid, 0, 1, 0) + cmd, srv.addr)
-            return u.recv(2000)
+            while True:
+                # memcached at times answers the watch datagram with an
+                # empty frame; only this request's reply counts.
+                reply = u.recv(2000)
+                if struct.unpack(">H", reply[:2])[0] == rid:
+                    return reply
 
         u.sendto(struct.pack(">HHHH", 1, 0, 1, 0) + b"watch\r\n", srv.addr)
-        assert udp(b"version\r\n", 2)[8:].startswith(b"VERSION ")
+        reply = udp(b"version\r\n", 2)
+        assert reply[8:].startswith(b"VERSION "), (srv.kind, reply)
         st = wait_stat(srv, "log_watchers", lambda v: v == 0)
         assert st["log_watchers"] == "0", srv.kind
         u.close()
+
+
+def test_stats_conns_shows_a_watcher_in_conn_watch(start_server):
+    reports = []
+    for srv in both(start_server):
+        w = Watcher(srv, b"")
+        c = srv.connect()
+        reply = run(c, b"stats conns\r\n", lambda b: b.endswith(b"END\r\n"))
+        # One block per descriptor; descriptor numbers (and so the blocks'
+        # order) differ between the servers.
+        blocks = {}
+        for line in reply.split(b"\r\n"):
+            m = re.match(rb"STAT (\d+):(.*)", line)
+            if m:
+                blocks.setdefault(m.group(1), []).append(re.sub(rb":\d+$", b":P", m.group(2)))
+        reports.append(sorted(blocks.values()))
+        c.close()
+        w.close()
+    assert reports[0] == reports[1]
+    for report in reports:
+        assert [b"addr tcp:127.0.0.1:P", b"listen_addr tcp:127.0.0.1:P", b"state conn_watch",
+                b"secs_since_last_cmd 0"] in report
