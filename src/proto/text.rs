@@ -388,10 +388,10 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
                 eprintln!("{}: going from conn_parse_cmd to conn_new_cmd", ctx.fd);
                 eprintln!("{}: going from conn_new_cmd to conn_swallow", ctx.fd);
             }
-            // A set that cannot be stored must not leave the old value
-            // readable.
             ctx.cache
                 .log_refused_store(key, Some(mode), e == AllocError::TooLarge);
+            // A set that cannot be stored must not leave the old value
+            // readable.
             if mode == StoreMode::Set {
                 ctx.cache.delete_quietly(key);
             }
