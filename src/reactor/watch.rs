@@ -19,6 +19,7 @@ impl Reactor {
         if self.cache.logger.watcher_count() == 0 {
             return;
         }
+        self.cache.logger.new_turn();
         let backlogged: Vec<RawFd> = self.cache.logger.backlogged().collect();
         for fd in backlogged {
             if self.write_watcher(fd).is_err() {

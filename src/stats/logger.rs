@@ -159,6 +159,10 @@ struct Watcher {
     buf: Vec<u8>,
     sent: usize,
     skipped: u64,
+    /// Writing out a full buffer failed this turn: skip without trying
+    /// again until the next (memcached's `failed_flush`), so a watcher
+    /// that does not read costs no system call per line.
+    stalled: bool,
 }
 
 impl Watcher {
@@ -247,6 +251,7 @@ impl Logger {
             buf: b"OK\r\n".to_vec(),
             sent: 0,
             skipped: 0,
+            stalled: false,
         });
         self.flags |= flags;
         Ok(())
@@ -266,6 +271,13 @@ impl Logger {
         match self.watchers.iter().find(|w| w.fd == fd) {
             Some(w) => &w.buf[w.sent..],
             None => &[],
+        }
+    }
+
+    /// A new loop turn: full watchers may be tried again.
+    pub fn new_turn(&mut self) {
+        for w in &mut self.watchers {
+            w.stalled = false;
         }
     }
 
@@ -406,6 +418,7 @@ impl Logger {
         for w in self.watchers.iter_mut().filter(|w| w.flags & flag != 0) {
             let fits = |w: &Watcher| w.pending() + line.len() + SKIP_RESERVE <= self.capacity;
             if !fits(w)
+                && !w.stalled
                 && let Some(sink) = self.sink
             {
                 let n = sink(w.fd, &w.buf[w.sent..]);
@@ -416,6 +429,7 @@ impl Logger {
                 }
             }
             if !fits(w) {
+                w.stalled = true;
                 w.skipped += 1;
                 self.stats.watcher_skipped += 1;
                 continue;
@@ -613,6 +627,27 @@ mod tests {
         let w = &l.watchers[0];
         assert!(w.buf.len() < 80 * 1024, "{}", w.buf.len());
         assert_eq!(l.stats.watcher_skipped, 0);
+    }
+
+    #[test]
+    fn a_full_watcher_is_written_out_once_per_turn_at_most() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static TRIES: AtomicUsize = AtomicUsize::new(0);
+        fn would_block(_fd: i32, _bytes: &[u8]) -> isize {
+            TRIES.fetch_add(1, Ordering::Relaxed);
+            -1
+        }
+        let mut l = Logger::new(400);
+        l.set_sink(would_block);
+        l.add_watcher(3, FETCHERS).unwrap();
+        for _ in 0..100 {
+            l.item_get(b"key", Found::NotFound, 0, 9, 0);
+        }
+        assert_eq!(TRIES.load(Ordering::Relaxed), 1);
+        l.new_turn();
+        l.item_get(b"key", Found::NotFound, 0, 9, 0);
+        assert_eq!(TRIES.load(Ordering::Relaxed), 2);
+        assert!(l.stats.watcher_skipped > 90);
     }
 
     #[test]
