@@ -115,6 +115,8 @@ impl Feeder {
         };
         conn.abandon(&mut ctx);
         self.cache.crawl_cancel_for(fd);
+        // As the reactor's close does: a watcher stops being one.
+        self.cache.logger.remove_watcher(fd);
         Ok(ending)
     }
 
