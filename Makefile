@@ -122,7 +122,7 @@ clean:
 # sanitizer); each target runs FUZZ_SECONDS from its seeds in
 # fuzz/corpus/<target>, new inputs kept in fuzz/target/corpus/<target>.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= text meta options binary records auth
+FUZZ_TARGETS ?= text meta options binary records auth watch
 FUZZ_TRIPLE  := $(shell rustc -vV | sed -n 's/^host: //p')
 FUZZ_BIN     := fuzz/target/$(FUZZ_TRIPLE)/release
 FUZZ_FLAGS   := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \

@@ -63,6 +63,11 @@ fn auth_seeds_and_regressions() {
 }
 
 #[test]
+fn watch_seeds_and_regressions() {
+    replay("watch", memcached::reactor::feed::fuzz::watch);
+}
+
+#[test]
 fn records_seeds_and_regressions() {
     replay("records", memcached::reactor::feed::fuzz::records);
 }

@@ -187,6 +187,7 @@ pub mod fuzz {
     use crate::items::record::{self, End, Reader};
     use crate::proto::auth::Credentials;
     use crate::settings::{Protocol, Settings};
+    use crate::stats::logger;
 
     /// The first byte of a fuzz input picks the server's switches and how
     /// the rest is cut into reads; the rest is what the client sends.
@@ -286,6 +287,47 @@ pub mod fuzz {
             _ => second.starts_with(b"END\r\n") || second.starts_with(b"VALUE "),
         };
         assert!(sane, "a later connection got {second:?}");
+    }
+
+    /// Like [`binary`] (arbitrary key bytes) with a `watch` of every
+    /// stream attached from the start, so each lookup, store, eviction and
+    /// refusal is formatted into the watcher's bounded buffer: every byte
+    /// there (after its `OK`) must form whole lines, each a log entry or a
+    /// `skipped=` note.
+    pub fn watch(data: &[u8]) {
+        const WATCHER_FD: i32 = -2;
+        let Some((&selector, body)) = data.split_first() else {
+            return;
+        };
+        let settings = Settings {
+            protocol: if selector & 1 == 0 {
+                Protocol::Binary
+            } else {
+                Protocol::Negotiating
+            },
+            ..settings_for(selector & !1)
+        };
+        let mut feeder = Feeder::new(settings).expect("loopback pair");
+        let every = logger::FETCHERS | logger::MUTATIONS | logger::EVICTIONS | logger::SYSEVENTS;
+        feeder
+            .cache
+            .logger
+            .add_watcher(WATCHER_FD, every)
+            .expect("the first watcher");
+        let mut replies = Vec::new();
+        let _ = feeder.session(&reads(selector, body), &mut replies);
+        // The watcher's stream opens with the `watch` command's own reply.
+        let stream = feeder.cache.logger.pending(WATCHER_FD);
+        let stream = stream.strip_prefix(b"OK\r\n").unwrap_or(stream);
+        assert!(stream.is_empty() || stream.ends_with(b"\n"), "a torn line");
+        for line in stream.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            assert!(
+                line.starts_with(b"ts=") || line.starts_with(b"skipped="),
+                "not a log line: {:?} in {:?}",
+                String::from_utf8_lossy(line),
+                String::from_utf8_lossy(stream)
+            );
+        }
     }
 
     /// Persistence and replication records (`items::record`), two ways.
