@@ -757,7 +757,7 @@ fn stat(ctx: &mut Ctx, s: &Session, r: &mut Reply, key: &[u8]) -> Next {
         b"END\r\n".to_vec()
     } else {
         match key {
-            b"items" => stats::items(ctx.cache).into_bytes(),
+            b"items" => stats::items(ctx.cache, ctx.settings).into_bytes(),
             b"slabs" => stats::slabs(ctx.cache).into_bytes(),
             b"sizes" => stats::sizes(ctx.cache).into_bytes(),
             b"sizes_enable" if ctx.cache.enable_sizes() => {

@@ -584,7 +584,7 @@ fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         b"slabs" => stats::slabs(ctx.cache).into_bytes(),
         // Needs every connection: the reactor writes it.
         b"conns" => return Next::StatsConns,
-        b"items" => stats::items(ctx.cache).into_bytes(),
+        b"items" => stats::items(ctx.cache, ctx.settings).into_bytes(),
         b"sizes" => stats::sizes(ctx.cache).into_bytes(),
         // memcached answers these two without a closing END.
         b"sizes_enable" => {

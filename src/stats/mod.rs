@@ -194,9 +194,16 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         cache.rebalance.is_some() as u8,
     );
     stat(&mut o, "slabs_moved", is.slabs_moved);
-    stat(&mut o, "lru_crawler_running", 0);
-    stat(&mut o, "lru_crawler_starts", is.lru_crawler_starts);
-    stat(&mut o, "lru_maintainer_juggles", 0);
+    // memcached prints the crawler's and the maintainer's lines only while
+    // they are on (`-o no_lru_crawler`, `no_lru_maintainer`).
+    if settings.lru_crawler {
+        stat(&mut o, "lru_crawler_running", 0);
+        stat(&mut o, "lru_crawler_starts", is.lru_crawler_starts);
+    }
+    let maintainer = settings.tuning.lru_maintainer;
+    if maintainer {
+        stat(&mut o, "lru_maintainer_juggles", 0);
+    }
     stat(&mut o, "malloc_fails", 0);
     let ls = cache.logger.stats;
     stat(&mut o, "log_worker_dropped", ls.worker_dropped);
@@ -213,20 +220,24 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     stat(&mut o, "slab_global_page_pool", cache.slabs.free_pages());
     stat(&mut o, "expired_unfetched", is.expired_unfetched);
     stat(&mut o, "evicted_unfetched", is.evicted_unfetched);
-    stat(&mut o, "evicted_active", 0);
+    if maintainer {
+        stat(&mut o, "evicted_active", 0);
+    }
     stat(&mut o, "evictions", is.evictions);
     stat(&mut o, "reclaimed", is.reclaimed);
     stat(&mut o, "crawler_reclaimed", is.crawler_reclaimed);
     stat(&mut o, "crawler_items_checked", is.crawler_items_checked);
-    for name in [
-        "lrutail_reflocked",
-        "moves_to_cold",
-        "moves_to_warm",
-        "moves_within_lru",
-        "direct_reclaims",
-        "lru_bumps_dropped",
-    ] {
-        stat(&mut o, name, 0);
+    stat(&mut o, "lrutail_reflocked", 0);
+    if maintainer {
+        for name in [
+            "moves_to_cold",
+            "moves_to_warm",
+            "moves_within_lru",
+            "direct_reclaims",
+            "lru_bumps_dropped",
+        ] {
+            stat(&mut o, name, 0);
+        }
     }
     if let Some(a) = &stats.aof {
         stat(&mut o, "aof_enabled", 1);
@@ -284,9 +295,14 @@ pub fn slabs(cache: &Cache) -> String {
 }
 
 /// `stats items`: per-class LRU contents and eviction counters. There is
-/// one LRU per class here; it is reported as memcached's hot segment (where
-/// memcached keeps new items), with the warm and cold segments empty.
-pub fn items(cache: &Cache) -> String {
+/// one LRU per class here; it is reported as the segment where memcached
+/// keeps new items (hot, or cold when the LRU is flat), the others empty.
+///
+/// As in memcached, the segment lines (and `number_temp` with a temporary
+/// LRU) appear only while the LRU maintainer is on.
+pub fn items(cache: &Cache, settings: &Settings) -> String {
+    let maintainer = settings.tuning.lru_maintainer;
+    let segmented = settings.tuning.lru_segmented;
     let mut o = String::new();
     for id in 1..=cache.slabs.largest() {
         let n = cache.lru_len(id);
@@ -297,13 +313,24 @@ pub fn items(cache: &Cache) -> String {
         let p = |o: &mut String, name: &str, v: u64| {
             let _ = write!(o, "STAT items:{id}:{name} {v}\r\n");
         };
+        // memcached files new items in its hot segment when the LRU is
+        // segmented and in the cold one when it is flat: the one list here
+        // is reported as that segment.
+        let tail_age = cache.lru_tail_age(id) as u64;
+        let in_hot = |v: u64| if segmented { v } else { 0 };
+        let in_cold = |v: u64| if segmented { 0 } else { v };
         p(&mut o, "number", n as u64);
-        p(&mut o, "number_hot", n as u64);
-        p(&mut o, "number_warm", 0);
-        p(&mut o, "number_cold", 0);
-        p(&mut o, "age_hot", cache.lru_tail_age(id) as u64);
-        p(&mut o, "age_warm", 0);
-        p(&mut o, "age", 0);
+        if maintainer {
+            p(&mut o, "number_hot", in_hot(n as u64));
+            p(&mut o, "number_warm", 0);
+            p(&mut o, "number_cold", in_cold(n as u64));
+            if settings.tuning.temp_lru {
+                p(&mut o, "number_temp", 0);
+            }
+            p(&mut o, "age_hot", in_hot(tail_age));
+            p(&mut o, "age_warm", 0);
+        }
+        p(&mut o, "age", in_cold(tail_age));
         p(&mut o, "mem_requested", cs.mem_requested);
         p(&mut o, "evicted", cs.evicted);
         p(&mut o, "evicted_nonzero", cs.evicted_nonzero);
@@ -313,18 +340,22 @@ pub fn items(cache: &Cache) -> String {
         p(&mut o, "reclaimed", cs.reclaimed);
         p(&mut o, "expired_unfetched", cs.expired_unfetched);
         p(&mut o, "evicted_unfetched", cs.evicted_unfetched);
-        p(&mut o, "evicted_active", 0);
+        if maintainer {
+            p(&mut o, "evicted_active", 0);
+        }
         p(&mut o, "crawler_reclaimed", cs.crawler_reclaimed);
         p(&mut o, "crawler_items_checked", cs.crawler_items_checked);
         p(&mut o, "lrutail_reflocked", 0);
-        p(&mut o, "moves_to_cold", 0);
-        p(&mut o, "moves_to_warm", 0);
-        p(&mut o, "moves_within_lru", 0);
-        p(&mut o, "direct_reclaims", 0);
-        p(&mut o, "hits_to_hot", cs.get_hits);
-        p(&mut o, "hits_to_warm", 0);
-        p(&mut o, "hits_to_cold", 0);
-        p(&mut o, "hits_to_temp", 0);
+        if maintainer {
+            p(&mut o, "moves_to_cold", 0);
+            p(&mut o, "moves_to_warm", 0);
+            p(&mut o, "moves_within_lru", 0);
+            p(&mut o, "direct_reclaims", 0);
+            p(&mut o, "hits_to_hot", in_hot(cs.get_hits));
+            p(&mut o, "hits_to_warm", 0);
+            p(&mut o, "hits_to_cold", in_cold(cs.get_hits));
+            p(&mut o, "hits_to_temp", 0);
+        }
     }
     o.push_str("END\r\n");
     o
