@@ -220,7 +220,14 @@ impl Server {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("exited before accepting connections: {status}"));
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // A connect to a port in the ephemeral range that nothing listens
+            // on yet can connect the socket to itself (TCP simultaneous
+            // open); that proves nothing, and while it lasts the server's
+            // bind fails (seen once in CI: the oracle gone, "connection
+            // refused" at the first request). Only a real peer counts.
+            if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                && s.local_addr().ok() != s.peer_addr().ok()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
