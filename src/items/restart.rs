@@ -529,20 +529,13 @@ mod tests {
     }
 
     fn cache_for(s: &Settings) -> (Cache, Shape) {
+        // The server's own configuration, made deterministic for a test.
         let cfg = CacheConfig {
-            slab: crate::slab::SlabConfig {
-                mem_limit: s.max_bytes,
-                min_space: s.chunk_size,
-                factor: s.factor,
-                page_size: s.slab_page_size,
-                chunk_max: s.slab_chunk_size_max,
-            },
-            item_size_max: s.item_size_max,
-            use_cas: s.use_cas,
             evict_to_free: true,
             hashpower: 0,
             hash_expand: true,
             hash_seed: 1,
+            ..crate::reactor::cache_config(s)
         };
         let bytes = Slabs::arena_len(&cfg.slab).unwrap();
         let shape = Shape {

@@ -125,7 +125,7 @@ pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     reactor.run()
 }
 
-fn cache_config(s: &Settings) -> CacheConfig {
+pub(crate) fn cache_config(s: &Settings) -> CacheConfig {
     CacheConfig {
         slab: SlabConfig {
             mem_limit: s.max_bytes,
