@@ -187,13 +187,18 @@ def test_every_mutation_kind_survives_a_restart(start_server, tmp_path):
         assert 990 <= int(ttl.split()[1][1:]) <= 1000
 
 
-def test_a_torn_last_record_is_cut_off_with_a_warning(start_server, tmp_path):
-    path = tmp_path / "t.aof"
+def write_ten_records(start_server, path):
+    """A server logs k0..k9 to `path`, then stops cleanly."""
     srv = start_aof(start_server, path)
     with srv.connect() as s:
         for i in range(10):
             store(s, b"k%d" % i, b"v%d" % i)
     stop_gracefully(srv)
+
+
+def test_a_torn_last_record_is_cut_off_with_a_warning(start_server, tmp_path):
+    path = tmp_path / "t.aof"
+    write_ten_records(start_server, path)
     offsets = record_offsets(path)
     last_start, last_len = offsets[-1]
     os.truncate(path, last_start + last_len - 3)
@@ -209,11 +214,7 @@ def test_a_torn_last_record_is_cut_off_with_a_warning(start_server, tmp_path):
 
 def test_a_corrupt_record_refuses_the_start_naming_its_offset(start_server, tmp_path):
     path = tmp_path / "c.aof"
-    srv = start_aof(start_server, path)
-    with srv.connect() as s:
-        for i in range(10):
-            store(s, b"k%d" % i, b"v%d" % i)
-    stop_gracefully(srv)
+    write_ten_records(start_server, path)
     bad_start, bad_len = record_offsets(path)[4]
     data = bytearray(open(path, "rb").read())
     data[bad_start + bad_len - 2] ^= 0x20
