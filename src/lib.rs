@@ -7,8 +7,11 @@
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
 //! - `settings`: the command-line options every room reads.
+//! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
+//!   calls them, for the protocol and the command line alike.
 
 pub mod items;
+pub mod numbers;
 pub mod proto;
 pub mod reactor;
 pub mod settings;

@@ -25,7 +25,7 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
-use memcached::proto::numbers::{atof, c_fixed};
+use memcached::numbers::{atof, c_fixed};
 use memcached::settings::{AofSettings, Protocol, Settings, VERSION};
 
 /// `sysexits.h` codes, as memcached uses them.

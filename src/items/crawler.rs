@@ -49,7 +49,7 @@ pub fn parse_classes(arg: &[u8], largest: u8) -> Option<Vec<u8>> {
     }
     let mut ids = Vec::new();
     for part in arg.split(|&b| b == b',').filter(|p| !p.is_empty()) {
-        let id = crate::proto::numbers::safe_strtoul(part)?;
+        let id = crate::numbers::safe_strtoul(part)?;
         if id < 1 || id >= crate::slab::classes::MAX_CLASSES as u32 {
             return None;
         }

@@ -14,7 +14,7 @@
 
 use super::item::{self, KEY_BINARY, PINNED, STALE, TOKEN_SENT};
 use super::{Cache, StoreMode, StoreResult, format_u64};
-use crate::proto::numbers::safe_strtoull;
+use crate::numbers::safe_strtoull;
 use crate::slab::ChunkRef;
 
 /// What `md` did.

@@ -27,6 +27,7 @@ pub mod restart;
 pub mod snapshot;
 pub mod warm;
 
+use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use crate::stats::logger::{self, Found, Logger};
 use clock::Clock;
@@ -44,6 +45,44 @@ pub struct CacheConfig {
     pub hashpower: u32,
     pub hash_expand: bool,
     pub hash_seed: u64,
+}
+
+impl CacheConfig {
+    /// The cache the server's command line asks for, with a fresh random
+    /// hash seed.
+    pub fn from_settings(s: &Settings) -> CacheConfig {
+        CacheConfig {
+            slab: SlabConfig {
+                mem_limit: s.max_bytes,
+                min_space: s.chunk_size,
+                factor: s.factor,
+                page_size: s.slab_page_size,
+                chunk_max: s.slab_chunk_size_max,
+            },
+            item_size_max: s.item_size_max,
+            use_cas: s.use_cas,
+            evict_to_free: s.evict_to_free,
+            hashpower: s.hashpower_init,
+            hash_expand: s.hash_expand,
+            hash_seed: random_seed(),
+        }
+    }
+}
+
+/// Eight bytes from the kernel, or the time and pid when it has none.
+pub(crate) fn random_seed() -> u64 {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ (std::process::id() as u64) << 32;
+    }
+    u64::from_ne_bytes(buf)
 }
 
 #[cfg(test)]

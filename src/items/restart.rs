@@ -535,7 +535,7 @@ mod tests {
             hashpower: 0,
             hash_expand: true,
             hash_seed: 1,
-            ..crate::reactor::cache_config(s)
+            ..CacheConfig::from_settings(s)
         };
         let bytes = Slabs::arena_len(&cfg.slab).unwrap();
         let shape = Shape {

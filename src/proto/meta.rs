@@ -16,11 +16,11 @@
 //! an `mg` hit is still answered). Errors always reach the client.
 
 use super::base64;
-use super::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use super::text::{Ctx, KEY_MAX_LENGTH, Next, Pending, Reply, positive_exptime};
 use super::tokens::Tokens;
 use crate::items::clock::Clock;
 use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult, format_u64};
+use crate::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use std::io::Write as _;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: more tokens than this is refused.

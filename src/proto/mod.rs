@@ -4,7 +4,6 @@ pub mod auth;
 pub mod base64;
 pub mod binary;
 pub mod meta;
-pub mod numbers;
 pub mod text;
 pub mod tokens;
 pub mod tuning;

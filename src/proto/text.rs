@@ -5,11 +5,11 @@
 //! lines fail the same way.
 
 use super::meta;
-use super::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
 use super::tokens::Tokens;
 use super::tuning;
 use crate::items::clock::REALTIME_MAXDELTA;
 use crate::items::{AllocError, Cache, Delta, StoreMode, StoreResult, format_u64};
+use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
 use crate::settings::{Settings, VERSION};
 use crate::slab::ChunkRef;
 use crate::stats::{self, Stats};

@@ -7,9 +7,9 @@
 //! `cache_memlimit` really moves the page budget, within the arena reserved
 //! at start.
 
-use super::numbers::{safe_strtod, safe_strtol, safe_strtoul};
 use super::text::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
+use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul};
 
 /// `lru tune <hot pct> <warm pct> <hot factor> <warm factor>`,
 /// `lru mode flat|segmented`, `lru temp_ttl <ttl>`.

@@ -13,7 +13,7 @@
 
 use super::conn::{Conn, Stop};
 use super::stream::Stream;
-use super::{CRAWL_STEP, REHASH_STEP, cache_config};
+use super::{CRAWL_STEP, REHASH_STEP};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
 use crate::proto::text::Ctx;
@@ -70,7 +70,7 @@ impl Feeder {
     /// A cache built from `settings` as the server would build it.
     pub fn new(settings: Settings) -> io::Result<Feeder> {
         Ok(Feeder {
-            cache: Cache::new(cache_config(&settings))?,
+            cache: Cache::new(crate::items::CacheConfig::from_settings(&settings))?,
             stats: Stats::default(),
             settings,
             stream: loopback()?,

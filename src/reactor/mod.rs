@@ -26,7 +26,6 @@ use crate::items::{Cache, CacheConfig};
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
 use crate::settings::{Protocol, Settings};
-use crate::slab::SlabConfig;
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
 use std::collections::VecDeque;
@@ -125,42 +124,9 @@ pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
     reactor.run()
 }
 
-pub(crate) fn cache_config(s: &Settings) -> CacheConfig {
-    CacheConfig {
-        slab: SlabConfig {
-            mem_limit: s.max_bytes,
-            min_space: s.chunk_size,
-            factor: s.factor,
-            page_size: s.slab_page_size,
-            chunk_max: s.slab_chunk_size_max,
-        },
-        item_size_max: s.item_size_max,
-        use_cas: s.use_cas,
-        evict_to_free: s.evict_to_free,
-        hashpower: s.hashpower_init,
-        hash_expand: s.hash_expand,
-        hash_seed: random_seed(),
-    }
-}
-
-fn random_seed() -> u64 {
-    let mut buf = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return t ^ (std::process::id() as u64) << 32;
-    }
-    u64::from_ne_bytes(buf)
-}
-
 impl Reactor {
     pub fn new(mut settings: Settings) -> io::Result<Reactor> {
-        let cfg = cache_config(&settings);
+        let cfg = CacheConfig::from_settings(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
             Some(path) => crate::items::restart::open(&path, &mut settings, cfg)?,
             None => (Cache::new(cfg)?, None),

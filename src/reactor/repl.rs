@@ -384,7 +384,7 @@ impl Reactor {
         let port = self.settings.repl.port;
         let peer = resolve_peer(&peer_text, port)?;
         let listen_ip = first_listen_ip(&self.settings.listen);
-        let seed = super::random_seed();
+        let seed = crate::items::random_seed();
         let secret = match &self.settings.auth_file {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),
             None => None,

@@ -10,7 +10,7 @@ pub mod prefix;
 pub mod repl;
 
 use crate::items::Cache;
-use crate::proto::numbers::c_fixed;
+use crate::numbers::c_fixed;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
 
