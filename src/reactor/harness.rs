@@ -94,8 +94,10 @@ impl Wire for Client<'_> {
 impl Feeder {
     /// A cache built from `settings` as the server would build it.
     pub fn new(settings: Settings) -> io::Result<Feeder> {
+        let mut cache = Cache::new(crate::items::CacheConfig::from_settings(&settings))?;
+        cache.crawler_running = settings.lru_crawler;
         Ok(Feeder {
-            cache: Cache::new(crate::items::CacheConfig::from_settings(&settings))?,
+            cache,
             stats: Stats::default(),
             settings,
             stream: loopback()?,
@@ -446,5 +448,88 @@ pub mod fuzz {
         let mut probe = vec![selector];
         probe.extend_from_slice(&stream);
         text(&probe);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ending, Feeder};
+    use crate::settings::Settings;
+
+    fn session(settings: Settings, reads: &[&[u8]]) -> (Vec<u8>, Ending) {
+        let mut feeder = Feeder::new(settings).expect("loopback pair");
+        let mut replies = Vec::new();
+        let ending = feeder.session(reads, &mut replies).expect("a session");
+        (replies, ending)
+    }
+
+    /// A value longer than a read buffer is read straight into its item,
+    /// as the reactor reads it.
+    #[test]
+    fn a_large_value_is_read_into_its_item() {
+        let value = vec![b'v'; 100_000];
+        let block = [&value[..], b"\r\n"].concat();
+        let reads: [&[u8]; 3] = [b"set big 0 0 100000\r\n", &block, b"get big\r\n"];
+        let (replies, ending) = session(Settings::default(), &reads);
+        let want = [
+            &b"STORED\r\nVALUE big 0 100000\r\n"[..],
+            &value,
+            b"\r\nEND\r\n",
+        ]
+        .concat();
+        assert_eq!(ending, Ending::Open);
+        assert!(replies == want, "got {} bytes", replies.len());
+    }
+
+    /// Past its budget a turn yields, and the next goes on with what is
+    /// buffered: every request is answered, in order.
+    #[test]
+    fn a_yielding_connection_answers_everything() {
+        let settings = Settings {
+            reqs_per_event: 1,
+            ..Settings::default()
+        };
+        let mut read = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..50 {
+            read.extend_from_slice(
+                format!("set k{i} 0 0 1\r\n{}\r\nget k{i}\r\n", i % 10).as_bytes(),
+            );
+            want.extend_from_slice(
+                format!("STORED\r\nVALUE k{i} 0 1\r\n{}\r\nEND\r\n", i % 10).as_bytes(),
+            );
+        }
+        let (replies, _) = session(settings, &[&read]);
+        assert_eq!(
+            String::from_utf8_lossy(&replies),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
+    /// A metadump is written in full between turns; then the connection
+    /// takes requests again.
+    #[test]
+    fn a_metadump_ends_and_requests_resume() {
+        let reads: [&[u8]; 2] = [
+            b"set a 0 0 1\r\na\r\n",
+            b"lru_crawler metadump all\r\nget a\r\n",
+        ];
+        let (replies, _) = session(Settings::default(), &reads);
+        let text = String::from_utf8_lossy(&replies);
+        assert!(text.starts_with("STORED\r\nkey=a exp=-1 "), "{text}");
+        assert!(
+            text.ends_with("\nEND\r\nVALUE a 0 1\r\na\r\nEND\r\n"),
+            "{text}"
+        );
+    }
+
+    /// `quit` is answered after what came before it, then the connection
+    /// closes: nothing after it runs.
+    #[test]
+    fn quit_writes_then_closes() {
+        let reads: [&[u8]; 1] = [b"set q 0 0 1\r\nq\r\nquit\r\nget q\r\n"];
+        let (replies, ending) = session(Settings::default(), &reads);
+        assert_eq!(ending, Ending::Closed);
+        assert_eq!(replies, b"STORED\r\n");
     }
 }
