@@ -7,7 +7,7 @@
 //! `CLIENT_ERROR unauthenticated` and the connection stays open; a right
 //! pair gets `STORED` and the connection is served normally from then on.
 
-use super::text::{Ctx, Reply};
+use super::request::{Ctx, Reply};
 use super::tokens::Tokens;
 use crate::numbers::safe_strtoul;
 use std::fmt;

@@ -1,14 +1,12 @@
 //! `watch`: turns the connection into a log stream (`stats/logger.rs`),
 //! answering as memcached 1.6.18 does.
 
-use super::text::{Ctx, Next, Reply};
+use super::request::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
 use crate::stats::logger::{self, AddError};
 
 pub(super) fn process_watch(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
-    if t.last() == b"noreply" {
-        r.noreply = true;
-    }
+    set_noreply_maybe(t, r);
     if !ctx.settings.tuning.watch_enabled {
         return r.line("CLIENT_ERROR watch commands not allowed");
     }

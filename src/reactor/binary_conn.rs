@@ -4,7 +4,7 @@
 
 use super::conn::{Conn, Phase, READ_SIZE, State, Stop};
 use crate::proto::binary::{self, HEADER_LEN, REQUEST_MAGIC};
-use crate::proto::text::{Ctx, Next};
+use crate::proto::request::{Ctx, Next};
 
 impl Conn {
     /// `consume` for a binary connection.

@@ -11,7 +11,8 @@
 use super::stream::Stream;
 use crate::proto::auth::{Gate, GateStep};
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
-use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::text;
 use crate::settings::Protocol;
 use crate::stats::logger::CloseReason;
 

@@ -16,7 +16,7 @@ use super::stream::Stream;
 use super::{CRAWL_STEP, REHASH_STEP};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
-use crate::proto::text::Ctx;
+use crate::proto::request::Ctx;
 use crate::settings::Settings;
 use crate::stats::Stats;
 use std::io;

@@ -23,8 +23,7 @@ mod watch;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
-use crate::proto::text::Ctx;
-use crate::proto::text::OUTPUT_HIGH_WATER;
+use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
 use conn::{Conn, READ_SIZE, State, Stop};
