@@ -7,12 +7,14 @@
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
 //! - `settings`: the command-line options every room reads.
+//! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
 //!   calls them, for the protocol and the command line alike.
 
+pub mod authfile;
 pub mod items;
 pub mod numbers;
-pub mod proto;
+pub(crate) mod proto;
 pub mod reactor;
 pub mod settings;
 pub mod slab;

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::Path;
 
-use memcached::proto::auth::{Credentials, LoadError};
+use memcached::authfile::{Credentials, LoadError};
 use memcached::settings::Settings;
 use nix::errno::Errno;
 use nix::sys::mman::{MlockAllFlags, mlockall};

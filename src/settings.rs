@@ -167,7 +167,7 @@ pub struct Settings {
     /// `-Y`
     pub auth_file: Option<String>,
     /// The pairs read from `auth_file` at start (`main.rs` loads them).
-    pub auth: Option<crate::proto::auth::Credentials>,
+    pub auth: Option<crate::authfile::Credentials>,
     /// `-e`
     pub memory_file: Option<String>,
     /// The `-f` or `-o slab_sizes` text as given (default "1.25"): a warm
@@ -310,18 +310,6 @@ impl Settings {
 /// version treat us like it.
 pub const VERSION: &str = "1.6.18";
 
-impl Settings {
-    /// SIGHUP: reads the `-Y` file again. As in memcached, a file that
-    /// cannot be read or is malformed leaves the loaded credentials as
-    /// they were.
-    pub fn reload_authfile(&mut self) {
-        if let Some(path) = &self.auth_file
-            && let Ok(credentials) = crate::proto::auth::Credentials::load(path)
-        {
-            self.auth = Some(credentials);
-        }
-    }
-}
 /// `-o aof_sync`: when appended records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AofSync {

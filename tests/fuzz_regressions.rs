@@ -100,7 +100,7 @@ fn feeder_replies_like_a_connection() {
 /// With an authfile, the harness's connections must authenticate first.
 #[test]
 fn feeder_authenticates_like_a_connection() {
-    use memcached::proto::auth::Credentials;
+    use memcached::authfile::Credentials;
     use memcached::reactor::feed::Feeder;
     use memcached::settings::Settings;
     let settings = Settings {

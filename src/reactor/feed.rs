@@ -184,8 +184,8 @@ impl Feeder {
 /// through exactly the code the fuzzer ran.
 pub mod fuzz {
     use super::Feeder;
+    use crate::authfile::Credentials;
     use crate::items::record::{self, End, Reader};
-    use crate::proto::auth::Credentials;
     use crate::settings::{Protocol, Settings};
     use crate::stats::logger;
 

@@ -21,6 +21,7 @@ mod sys;
 mod udp;
 mod watch;
 
+use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
@@ -490,7 +491,7 @@ impl Reactor {
             } else if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
                 self.stop = StopReason::Normal;
             } else if sig == libc::SIGHUP as u32 {
-                self.settings.reload_authfile();
+                Credentials::reload(self.settings.auth_file.as_deref(), &mut self.settings.auth);
             }
         }
     }
