@@ -13,6 +13,7 @@
 
 pub mod authfile;
 pub mod items;
+pub(crate) mod logger;
 pub mod numbers;
 pub(crate) mod proto;
 pub mod reactor;

@@ -27,9 +27,9 @@ pub mod restart;
 pub mod snapshot;
 pub mod warm;
 
+use crate::logger::{self, FetchStatus, Logger};
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
-use crate::stats::logger::{self, Found, Logger};
 use clock::Clock;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
@@ -242,7 +242,7 @@ pub struct Cache {
     /// watchers.
     pub logger: Logger,
     /// Why the last lookup found nothing, for the fetch log.
-    last_miss: Found,
+    last_miss: FetchStatus,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
 }
@@ -291,7 +291,7 @@ impl Cache {
             replay_flush: None,
             flush_at: None,
             logger: Logger::new(256 * 1024),
-            last_miss: Found::NotFound,
+            last_miss: FetchStatus::NotFound,
             cas_lane: None,
         }
     }
@@ -418,7 +418,7 @@ impl Cache {
         let cfd = self.logger.cfd;
         let (found, clsid, size) = match live {
             Some(it) => (
-                Found::Found,
+                FetchStatus::Found,
                 self.memcached_class(it),
                 self.view(it).nbytes() as usize,
             ),
@@ -430,20 +430,20 @@ impl Cache {
     fn lookup(&mut self, key: &[u8], bump: bool, trace: bool) -> Option<ChunkRef> {
         let hv = self.hv(key);
         let found = self.hash.find(&self.slabs.arena, key, hv);
-        self.last_miss = Found::NotFound;
+        self.last_miss = FetchStatus::NotFound;
         let mut note = "";
         let live = match found {
             Some(it) if self.is_flushed(it) => {
                 self.unlink(it);
                 self.stats.get_flushed += 1;
-                self.last_miss = Found::Flushed;
+                self.last_miss = FetchStatus::Flushed;
                 note = " -nuked by flush";
                 None
             }
             Some(it) if self.is_expired(it) => {
                 self.unlink(it);
                 self.stats.get_expired += 1;
-                self.last_miss = Found::Expired;
+                self.last_miss = FetchStatus::Expired;
                 note = " -nuked by expire";
                 None
             }

@@ -3,7 +3,7 @@
 
 use super::request::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
-use crate::stats::logger::{self, AddError};
+use crate::logger::{self, AddError};
 
 pub(super) fn process_watch(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     set_noreply_maybe(t, r);

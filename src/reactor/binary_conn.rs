@@ -125,7 +125,7 @@ impl Conn {
             }
             Next::CloseAfterWrite => {
                 if self.bin.closing == binary::Closing::Quit {
-                    self.close_reason = crate::stats::logger::CloseReason::Normal;
+                    self.close_reason = crate::logger::CloseReason::Normal;
                     self.go(Phase::NewCmd, v);
                 }
                 self.go(Phase::Mwrite, v);

@@ -9,12 +9,12 @@
 //! bounds what a client that never reads can make the server hold.
 
 use super::stream::Stream;
+use crate::logger::CloseReason;
 use crate::proto::auth::{Gate, GateStep};
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
 use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
 use crate::proto::text;
 use crate::settings::Protocol;
-use crate::stats::logger::CloseReason;
 
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.

@@ -186,8 +186,8 @@ pub mod fuzz {
     use super::Feeder;
     use crate::authfile::Credentials;
     use crate::items::record::{self, End, Reader};
+    use crate::logger;
     use crate::settings::{Protocol, Settings};
-    use crate::stats::logger;
 
     /// The first byte of a fuzz input picks the server's switches and how
     /// the rest is cut into reads; the rest is what the client sends.

@@ -152,8 +152,7 @@ impl Reactor {
         if settings.track_sizes {
             cache.start_sizes();
         }
-        cache.logger =
-            crate::stats::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
+        cache.logger = crate::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
         cache.logger.set_sink(sys::send_nosignal);
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -919,7 +918,7 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
 
 /// The client closed its end: memcached's "normal" close.
 fn closed_by_peer(c: &mut Conn) -> Step {
-    c.close_reason = crate::stats::logger::CloseReason::Normal;
+    c.close_reason = crate::logger::CloseReason::Normal;
     Step::Close
 }
 

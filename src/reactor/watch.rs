@@ -8,7 +8,7 @@
 use super::conn::{Conn, Phase};
 use super::stream::Stream;
 use super::{Reactor, Slot};
-use crate::stats::logger::{CONNEVENTS, CloseReason, Peer};
+use crate::logger::{CONNEVENTS, CloseReason, Peer};
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 

@@ -54,27 +54,27 @@ pub fn flag_for(arg: &[u8]) -> Option<u16> {
 
 /// How a fetch went, as `item_get` lines name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Found {
+pub enum FetchStatus {
     NotFound,
     Found,
     Flushed,
     Expired,
 }
 
-impl Found {
+impl FetchStatus {
     fn name(self) -> &'static str {
         match self {
-            Found::NotFound => "not_found",
-            Found::Found => "found",
-            Found::Flushed => "flushed",
-            Found::Expired => "expired",
+            FetchStatus::NotFound => "not_found",
+            FetchStatus::Found => "found",
+            FetchStatus::Flushed => "flushed",
+            FetchStatus::Expired => "expired",
         }
     }
 }
 
 /// A store's outcome, as `item_store` lines name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stored {
+pub enum StoreStatus {
     NotStored,
     Stored,
     Exists,
@@ -83,15 +83,15 @@ pub enum Stored {
     NoMemory,
 }
 
-impl Stored {
+impl StoreStatus {
     fn name(self) -> &'static str {
         match self {
-            Stored::NotStored => "not_stored",
-            Stored::Stored => "stored",
-            Stored::Exists => "exists",
-            Stored::NotFound => "not_found",
-            Stored::TooLarge => "too_large",
-            Stored::NoMemory => "no_memory",
+            StoreStatus::NotStored => "not_stored",
+            StoreStatus::Stored => "stored",
+            StoreStatus::Exists => "exists",
+            StoreStatus::NotFound => "not_found",
+            StoreStatus::TooLarge => "too_large",
+            StoreStatus::NoMemory => "no_memory",
         }
     }
 }
@@ -130,7 +130,7 @@ pub enum Peer {
 /// One `item_store` entry's fields.
 pub struct StoreEntry<'k> {
     pub key: &'k [u8],
-    pub status: Stored,
+    pub status: StoreStatus,
     /// memcached's command number: 1 add, 2 set, 3 replace, 4 append,
     /// 5 prepend, 6 cas, 0 when it is not known.
     pub cmd: u8,
@@ -313,7 +313,7 @@ impl Logger {
     }
 
     /// memcached's `do_item_get` entry.
-    pub fn item_get(&mut self, key: &[u8], found: Found, clsid: u8, cfd: i32, size: usize) {
+    pub fn item_get(&mut self, key: &[u8], found: FetchStatus, clsid: u8, cfd: i32, size: usize) {
         let l = self.start("item_get");
         l.push_str(" key=");
         uriencode(key, l);
@@ -515,10 +515,10 @@ mod tests {
         let mut l = Logger::new(64 * 1024);
         l.add_watcher(7, FETCHERS | MUTATIONS | EVICTIONS | CONNEVENTS)
             .unwrap();
-        l.item_get(b"k 1", Found::Found, 1, 9, 3);
+        l.item_get(b"k 1", FetchStatus::Found, 1, 9, 3);
         let store = StoreEntry {
             key: b"k",
-            status: Stored::Stored,
+            status: StoreStatus::Stored,
             cmd: 2,
             exptime: 110,
             clsid: 1,
@@ -569,7 +569,7 @@ mod tests {
     fn prefix_is_time_then_gid() {
         let mut l = Logger::new(4096);
         l.add_watcher(3, FETCHERS).unwrap();
-        l.item_get(b"a", Found::NotFound, 0, 4, 0);
+        l.item_get(b"a", FetchStatus::NotFound, 0, 4, 0);
         let text = String::from_utf8(l.pending(3).to_vec()).unwrap();
         let line = text.strip_prefix("OK\r\n").unwrap();
         let (ts, rest) = line.split_once(' ').unwrap();
@@ -586,7 +586,7 @@ mod tests {
         let mut l = Logger::new(4096);
         l.add_watcher(3, FETCHERS).unwrap();
         l.add_watcher(4, MUTATIONS).unwrap();
-        l.item_get(b"a", Found::NotFound, 0, 9, 0);
+        l.item_get(b"a", FetchStatus::NotFound, 0, 9, 0);
         assert_eq!(lines(&l, 3).len(), 1);
         assert!(lines(&l, 4).is_empty());
         assert_eq!(l.stats.watcher_sent, 1);
@@ -597,7 +597,7 @@ mod tests {
         let mut l = Logger::new(400);
         l.add_watcher(3, FETCHERS).unwrap();
         for _ in 0..10 {
-            l.item_get(b"key", Found::NotFound, 0, 9, 0);
+            l.item_get(b"key", FetchStatus::NotFound, 0, 9, 0);
         }
         let kept = lines(&l, 3).len();
         assert!(kept > 0 && kept < 10, "{kept}");
@@ -605,7 +605,7 @@ mod tests {
         // The watcher reads everything: the next line reports the skips.
         let n = l.pending(3).len();
         l.written(3, n);
-        l.item_get(b"key", Found::NotFound, 0, 9, 0);
+        l.item_get(b"key", FetchStatus::NotFound, 0, 9, 0);
         let text = String::from_utf8(l.pending(3).to_vec()).unwrap();
         assert!(
             text.starts_with(&format!("skipped={}\n", 10 - kept)),
@@ -619,7 +619,7 @@ mod tests {
         let mut l = Logger::new(8 * 1024);
         l.add_watcher(3, FETCHERS).unwrap();
         for _ in 0..20_000 {
-            l.item_get(b"key", Found::NotFound, 0, 9, 0);
+            l.item_get(b"key", FetchStatus::NotFound, 0, 9, 0);
             // Writes all but the last line each time.
             let n = l.pending(3).len();
             l.written(3, n.saturating_sub(80));
@@ -641,11 +641,11 @@ mod tests {
         l.set_sink(would_block);
         l.add_watcher(3, FETCHERS).unwrap();
         for _ in 0..100 {
-            l.item_get(b"key", Found::NotFound, 0, 9, 0);
+            l.item_get(b"key", FetchStatus::NotFound, 0, 9, 0);
         }
         assert_eq!(TRIES.load(Ordering::Relaxed), 1);
         l.new_turn();
-        l.item_get(b"key", Found::NotFound, 0, 9, 0);
+        l.item_get(b"key", FetchStatus::NotFound, 0, 9, 0);
         assert_eq!(TRIES.load(Ordering::Relaxed), 2);
         assert!(l.stats.watcher_skipped > 90);
     }
