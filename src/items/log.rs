@@ -1,4 +1,4 @@
-//! The cache's entries for `watch` (see `stats/logger.rs`): stores, as
+//! The cache's entries for `watch` (see `logger/`): stores, as
 //! memcached's `do_store_item` logs them, refused stores, and evictions.
 //! Fetches are logged by `Cache::find`, where memcached's `do_item_get`
 //! logs them.

@@ -238,7 +238,7 @@ pub struct Cache {
     replay_flush: Option<u64>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
-    /// The `watch` log streams (see `stats/logger.rs`); idle without
+    /// The `watch` log streams (see `logger/`); idle without
     /// watchers.
     pub logger: Logger,
     /// Why the last lookup found nothing, for the fetch log.

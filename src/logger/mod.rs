@@ -1,11 +1,16 @@
 //! memcached's log streams (`watch`): what happens inside the cache,
 //! formatted as memcached 1.6.18 formats it, for the connections that asked.
+//! This file keeps the watchers and their buffers; `entries.rs` formats
+//! the entries.
 //!
 //! memcached has each worker log binary entries into its own buffer and a
 //! logger thread format them into every interested watcher's buffer. Here
 //! there is one thread, so an entry is formatted once, when it happens, and
 //! appended to each interested watcher's buffer; the reactor writes those
 //! buffers to the watchers' sockets (`reactor/watch.rs`).
+//!
+//! The room sits below the ones that log: the cache (`items`), the
+//! reactor, and `stats`, which reports the logger's counters.
 //!
 //! Nothing is formatted, timed or counted while nobody watches: every hook
 //! first tests `wants`, one branch on a word that is 0 without watchers.
@@ -15,142 +20,28 @@
 //! watcher's buffer (`-o watcher_logbuf_size`); otherwise it is counted as
 //! skipped, and the next line that fits is preceded by `skipped=N`.
 
+mod entries;
+
+pub use entries::CloseReason;
+pub(crate) use entries::{EvictEntry, FetchStatus, Peer, StoreEntry, StoreStatus};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 /// What a watcher asks for: memcached's `LOG_*` flags, same bit values.
-pub const SYSEVENTS: u16 = 1 << 1;
-pub const FETCHERS: u16 = 1 << 2;
-pub const MUTATIONS: u16 = 1 << 3;
-pub const CONNEVENTS: u16 = 1 << 5;
-pub const EVICTIONS: u16 = 1 << 6;
-pub const RAWCMDS: u16 = 1 << 9;
-pub const PROXYREQS: u16 = 1 << 10;
-pub const PROXYEVENTS: u16 = 1 << 11;
-pub const PROXYUSER: u16 = 1 << 12;
+pub(crate) const SYSEVENTS: u16 = 1 << 1;
+pub(crate) const FETCHERS: u16 = 1 << 2;
+pub(crate) const MUTATIONS: u16 = 1 << 3;
+pub(crate) const CONNEVENTS: u16 = 1 << 5;
+pub(crate) const EVICTIONS: u16 = 1 << 6;
+pub(crate) const RAWCMDS: u16 = 1 << 9;
+pub(crate) const PROXYREQS: u16 = 1 << 10;
+pub(crate) const PROXYEVENTS: u16 = 1 << 11;
+pub(crate) const PROXYUSER: u16 = 1 << 12;
 
 /// memcached's limit on simultaneous watchers.
-pub const WATCHER_LIMIT: usize = 20;
+pub(crate) const WATCHER_LIMIT: usize = 20;
 /// Room a line must leave free in a watcher's buffer (memcached reserves
 /// it for the `skipped=` line that may precede it).
 const SKIP_RESERVE: usize = 128;
-
-/// The flag a `watch` argument names, as 1.6.18 (built without the proxy,
-/// whose arguments it still accepts) parses them; None for anything else.
-pub fn flag_for(arg: &[u8]) -> Option<u16> {
-    Some(match arg {
-        b"rawcmds" => RAWCMDS,
-        b"evictions" => EVICTIONS,
-        b"fetchers" => FETCHERS,
-        b"mutations" => MUTATIONS,
-        b"sysevents" => SYSEVENTS,
-        b"connevents" => CONNEVENTS,
-        b"proxyreqs" => PROXYREQS,
-        b"proxyevents" => PROXYEVENTS,
-        b"proxyuser" => PROXYUSER,
-        _ => return None,
-    })
-}
-
-/// How a fetch went, as `item_get` lines name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FetchStatus {
-    NotFound,
-    Found,
-    Flushed,
-    Expired,
-}
-
-impl FetchStatus {
-    fn name(self) -> &'static str {
-        match self {
-            FetchStatus::NotFound => "not_found",
-            FetchStatus::Found => "found",
-            FetchStatus::Flushed => "flushed",
-            FetchStatus::Expired => "expired",
-        }
-    }
-}
-
-/// A store's outcome, as `item_store` lines name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreStatus {
-    NotStored,
-    Stored,
-    Exists,
-    NotFound,
-    TooLarge,
-    NoMemory,
-}
-
-impl StoreStatus {
-    fn name(self) -> &'static str {
-        match self {
-            StoreStatus::NotStored => "not_stored",
-            StoreStatus::Stored => "stored",
-            StoreStatus::Exists => "exists",
-            StoreStatus::NotFound => "not_found",
-            StoreStatus::TooLarge => "too_large",
-            StoreStatus::NoMemory => "no_memory",
-        }
-    }
-}
-
-/// Why a connection closed, as `conn_close` lines name it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CloseReason {
-    /// memcached's default: anything not named below (read errors,
-    /// protocol violations, a watcher going away).
-    #[default]
-    Error,
-    Normal,
-    IdleTimeout,
-    Shutdown,
-}
-
-impl CloseReason {
-    fn name(self) -> &'static str {
-        match self {
-            CloseReason::Error => "error",
-            CloseReason::Normal => "normal",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// A client's remote end for `conn_*` lines.
-#[derive(Clone, Copy, Debug)]
-pub enum Peer {
-    Tcp(SocketAddr),
-    /// A unix socket: memcached prints `rip=unix rport=0 transport=local`.
-    Local,
-}
-
-/// One `item_store` entry's fields.
-pub struct StoreEntry<'k> {
-    pub key: &'k [u8],
-    pub status: StoreStatus,
-    /// memcached's command number: 1 add, 2 set, 3 replace, 4 append,
-    /// 5 prepend, 6 cas, 0 when it is not known.
-    pub cmd: u8,
-    /// Relative expiry time (0: none).
-    pub exptime: u32,
-    pub clsid: u8,
-    pub cfd: i32,
-    /// Value length without its CRLF.
-    pub size: usize,
-}
-
-/// One `eviction` entry's fields.
-pub struct EvictEntry<'k> {
-    pub key: &'k [u8],
-    pub fetched: bool,
-    pub exptime: u32,
-    pub time: u32,
-    pub clsid: u8,
-    pub size: usize,
-}
 
 struct Watcher {
     fd: i32,
@@ -173,16 +64,18 @@ impl Watcher {
 
 /// The counters `stats` shows for the logger.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct LoggerStats {
+pub(crate) struct LoggerStats {
     /// Entries that could not be logged (memcached: a worker's buffer was
     /// full; entries here never wait in between, so it stays 0).
-    pub worker_dropped: u64,
+    pub(crate) worker_dropped: u64,
     /// Entries logged (once each, however many watchers took them).
-    pub worker_written: u64,
-    pub watcher_skipped: u64,
-    pub watcher_sent: u64,
+    pub(crate) worker_written: u64,
+    pub(crate) watcher_skipped: u64,
+    pub(crate) watcher_sent: u64,
 }
 
+/// The log streams: who watches what, and what each watcher has not been
+/// sent yet. The cache owns it, so every room that logs reaches it there.
 #[derive(Default)]
 pub struct Logger {
     /// Union of every watcher's flags: what is worth logging at all.
@@ -192,10 +85,10 @@ pub struct Logger {
     watchers: Vec<Watcher>,
     /// Bytes a watcher's buffer may hold.
     capacity: usize,
-    pub stats: LoggerStats,
+    pub(crate) stats: LoggerStats,
     /// The connection whose request is running (the `cfd` of entries
     /// logged from inside the cache).
-    pub cfd: i32,
+    pub(crate) cfd: i32,
     /// The line being formatted (kept to avoid allocating per entry).
     line: String,
     /// Where a full watcher's buffer is written before a line is skipped.
@@ -204,16 +97,16 @@ pub struct Logger {
 
 /// A non-blocking write of a watcher's bytes to its socket, returning
 /// what `send` returns; the reactor provides it (syscalls stay there).
-pub type Sink = fn(i32, &[u8]) -> isize;
+pub(crate) type Sink = fn(i32, &[u8]) -> isize;
 
 /// Why `add_watcher` refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum AddError {
+pub(crate) enum AddError {
     TooMany,
 }
 
 impl Logger {
-    pub fn new(watcher_buf_size: usize) -> Logger {
+    pub(crate) fn new(watcher_buf_size: usize) -> Logger {
         Logger {
             capacity: watcher_buf_size,
             ..Logger::default()
@@ -223,23 +116,23 @@ impl Logger {
     /// Whether any watcher wants entries of `flag`: the one branch every
     /// hook pays.
     #[inline]
-    pub fn wants(&self, flag: u16) -> bool {
+    pub(crate) fn wants(&self, flag: u16) -> bool {
         self.flags & flag != 0
     }
 
     /// Lets a full buffer be written out before a line is given up, as
     /// memcached's logger thread tries to write before it skips.
-    pub fn set_sink(&mut self, sink: Sink) {
+    pub(crate) fn set_sink(&mut self, sink: Sink) {
         self.sink = Some(sink);
     }
 
-    pub fn watcher_count(&self) -> usize {
+    pub(crate) fn watcher_count(&self) -> usize {
         self.watchers.len()
     }
 
     /// Makes connection `fd` a watcher of `flags`; its stream starts with
     /// memcached's `OK`. Entries logged from now on reach it.
-    pub fn add_watcher(&mut self, fd: i32, flags: u16) -> Result<(), AddError> {
+    pub(crate) fn add_watcher(&mut self, fd: i32, flags: u16) -> Result<(), AddError> {
         if self.watchers.len() >= WATCHER_LIMIT {
             return Err(AddError::TooMany);
         }
@@ -257,17 +150,17 @@ impl Logger {
         Ok(())
     }
 
-    pub fn remove_watcher(&mut self, fd: i32) {
+    pub(crate) fn remove_watcher(&mut self, fd: i32) {
         self.watchers.retain(|w| w.fd != fd);
         self.flags = self.watchers.iter().fold(0, |f, w| f | w.flags);
     }
 
-    pub fn is_watcher(&self, fd: i32) -> bool {
+    pub(crate) fn is_watcher(&self, fd: i32) -> bool {
         self.watchers.iter().any(|w| w.fd == fd)
     }
 
     /// The bytes waiting for watcher `fd`.
-    pub fn pending(&self, fd: i32) -> &[u8] {
+    pub(crate) fn pending(&self, fd: i32) -> &[u8] {
         match self.watchers.iter().find(|w| w.fd == fd) {
             Some(w) => &w.buf[w.sent..],
             None => &[],
@@ -275,14 +168,14 @@ impl Logger {
     }
 
     /// A new loop turn: full watchers may be tried again.
-    pub fn new_turn(&mut self) {
+    pub(crate) fn new_turn(&mut self) {
         for w in &mut self.watchers {
             w.stalled = false;
         }
     }
 
     /// Watchers with bytes waiting.
-    pub fn backlogged(&self) -> impl Iterator<Item = i32> + '_ {
+    pub(crate) fn backlogged(&self) -> impl Iterator<Item = i32> + '_ {
         self.watchers
             .iter()
             .filter(|w| w.pending() > 0)
@@ -290,7 +183,7 @@ impl Logger {
     }
 
     /// Notes that `n` bytes of watcher `fd`'s stream were written.
-    pub fn written(&mut self, fd: i32, n: usize) {
+    pub(crate) fn written(&mut self, fd: i32, n: usize) {
         if let Some(w) = self.watchers.iter_mut().find(|w| w.fd == fd) {
             w.sent += n;
             if w.sent == w.buf.len() {
@@ -308,107 +201,8 @@ impl Logger {
         }
     }
 
-    pub fn reset_stats(&mut self) {
+    pub(crate) fn reset_stats(&mut self) {
         self.stats = LoggerStats::default();
-    }
-
-    /// memcached's `do_item_get` entry.
-    pub fn item_get(&mut self, key: &[u8], found: FetchStatus, clsid: u8, cfd: i32, size: usize) {
-        let l = self.start("item_get");
-        l.push_str(" key=");
-        uriencode(key, l);
-        let _ = writeln!(
-            l,
-            " status={} clsid={clsid} cfd={cfd} size={size}",
-            found.name()
-        );
-        self.publish(FETCHERS);
-    }
-
-    /// memcached's `do_store_item` entry (and its refused-store entries).
-    pub fn item_store(&mut self, e: &StoreEntry, now: u32) {
-        const CMDS: [&str; 7] = ["null", "add", "set", "replace", "append", "prepend", "cas"];
-        let cmd = CMDS.get(e.cmd as usize).copied().unwrap_or("na");
-        // memcached prints the remaining lifetime as unsigned: an expiry
-        // already past shows as a wrapped-around number.
-        let ttl = if e.exptime == 0 {
-            0
-        } else {
-            e.exptime.wrapping_sub(now)
-        };
-        let l = self.start("item_store");
-        l.push_str(" key=");
-        uriencode(e.key, l);
-        let _ = writeln!(
-            l,
-            " status={} cmd={cmd} ttl={ttl} clsid={} cfd={} size={}",
-            e.status.name(),
-            e.clsid,
-            e.cfd,
-            e.size
-        );
-        self.publish(MUTATIONS);
-    }
-
-    /// memcached's eviction entry: `ttl` is -1 for an item without expiry,
-    /// `la` the seconds since its last access.
-    pub fn eviction(&mut self, e: &EvictEntry, now: u32) {
-        // memcached subtracts unsigned: a past expiry wraps around.
-        let ttl = if e.exptime == 0 {
-            -1
-        } else {
-            e.exptime.wrapping_sub(now) as i64
-        };
-        let la = now.wrapping_sub(e.time) as i32;
-        let l = self.start("eviction");
-        l.push_str(" key=");
-        uriencode(e.key, l);
-        let fetch = if e.fetched { "yes" } else { "no" };
-        let _ = writeln!(
-            l,
-            " fetch={fetch} ttl={ttl} la={la} clsid={} size={}",
-            e.clsid, e.size
-        );
-        self.publish(EVICTIONS);
-    }
-
-    /// A page move `slabs automove 1` decided.
-    pub fn slab_move(&mut self, src: i32, dst: i32) {
-        let l = self.start("slab_move");
-        let _ = writeln!(l, " src={src} dst={dst}");
-        self.publish(SYSEVENTS);
-    }
-
-    pub fn conn_new(&mut self, peer: Peer, cfd: i32) {
-        let l = self.start("conn_new");
-        push_peer(l, peer);
-        let _ = writeln!(l, " cfd={cfd}");
-        self.publish(CONNEVENTS);
-    }
-
-    pub fn conn_close(&mut self, peer: Peer, reason: CloseReason, cfd: i32) {
-        let l = self.start("conn_close");
-        push_peer(l, peer);
-        let _ = writeln!(l, " reason={} cfd={cfd}", reason.name());
-        self.publish(CONNEVENTS);
-    }
-
-    /// Starts a line with memcached's prefix: wall-clock time (microseconds
-    /// not zero-padded, as memcached prints them), the entry's gid, type.
-    fn start(&mut self, kind: &str) -> &mut String {
-        self.gid += 1;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.line.clear();
-        let _ = write!(
-            self.line,
-            "ts={}.{} gid={} type={kind}",
-            now.as_secs(),
-            now.subsec_micros(),
-            self.gid
-        );
-        &mut self.line
     }
 
     /// Hands the formatted line to every watcher of `flag`.
@@ -454,34 +248,12 @@ impl std::fmt::Write for SliceSink<'_> {
     }
 }
 
-fn push_peer(l: &mut String, peer: Peer) {
-    let _ = match peer {
-        Peer::Tcp(a) => write!(l, " rip={} rport={} transport=tcp", a.ip(), a.port()),
-        Peer::Local => write!(l, " rip=unix rport=0 transport=local"),
-    };
-}
-
-/// memcached's key encoding: letters, digits and `-._~` as they are, every
-/// other byte as `%XX` (upper-case hex).
-pub fn uriencode(key: &[u8], out: &mut String) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[(b >> 4) as usize] as char);
-            out.push(HEX[(b & 15) as usize] as char);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The watcher's stream without the `OK` and with ts/gid stripped.
-    fn lines(l: &Logger, fd: i32) -> Vec<String> {
+    pub(super) fn lines(l: &Logger, fd: i32) -> Vec<String> {
         let text = String::from_utf8(l.pending(fd).to_vec()).unwrap();
         text.strip_prefix("OK\r\n")
             .unwrap()
@@ -494,13 +266,6 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_uri_encoded_as_memcached_does() {
-        let mut s = String::new();
-        uriencode(b"a-b._~Z9 %,\x01\xff", &mut s);
-        assert_eq!(s, "a-b._~Z9%20%25%2C%01%FF");
-    }
-
-    #[test]
     fn nothing_is_logged_without_watchers() {
         let mut l = Logger::new(1024);
         assert!(!l.wants(FETCHERS));
@@ -508,77 +273,6 @@ mod tests {
         assert!(!l.wants(FETCHERS) && l.wants(MUTATIONS));
         l.remove_watcher(5);
         assert!(!l.wants(MUTATIONS));
-    }
-
-    #[test]
-    fn lines_have_memcached_fields_in_its_order() {
-        let mut l = Logger::new(64 * 1024);
-        l.add_watcher(7, FETCHERS | MUTATIONS | EVICTIONS | CONNEVENTS)
-            .unwrap();
-        l.item_get(b"k 1", FetchStatus::Found, 1, 9, 3);
-        let store = StoreEntry {
-            key: b"k",
-            status: StoreStatus::Stored,
-            cmd: 2,
-            exptime: 110,
-            clsid: 1,
-            cfd: 9,
-            size: 5,
-        };
-        l.item_store(&store, 100);
-        l.item_store(
-            &StoreEntry {
-                exptime: 1,
-                ..store
-            },
-            100,
-        );
-        let evicted = EvictEntry {
-            key: b"e",
-            fetched: false,
-            exptime: 0,
-            time: 90,
-            clsid: 2,
-            size: 10,
-        };
-        l.eviction(&evicted, 100);
-        let peer = Peer::Tcp("127.0.0.1:4000".parse().unwrap());
-        l.conn_new(peer, 9);
-        l.conn_close(peer, CloseReason::Normal, 9);
-        l.conn_close(Peer::Local, CloseReason::IdleTimeout, 10);
-        l.add_watcher(8, SYSEVENTS).unwrap();
-        l.slab_move(3, 7);
-        assert_eq!(lines(&l, 8), ["type=slab_move src=3 dst=7"]);
-        assert_eq!(
-            lines(&l, 7),
-            [
-                "type=item_get key=k%201 status=found clsid=1 cfd=9 size=3",
-                "type=item_store key=k status=stored cmd=set ttl=10 clsid=1 cfd=9 size=5",
-                "type=item_store key=k status=stored cmd=set ttl=4294967197 clsid=1 cfd=9 size=5",
-                "type=eviction key=e fetch=no ttl=-1 la=10 clsid=2 size=10",
-                "type=conn_new rip=127.0.0.1 rport=4000 transport=tcp cfd=9",
-                "type=conn_close rip=127.0.0.1 rport=4000 transport=tcp reason=normal cfd=9",
-                "type=conn_close rip=unix rport=0 transport=local reason=idle_timeout cfd=10",
-            ]
-        );
-        assert_eq!(l.stats.worker_written, 8);
-        assert_eq!(l.stats.watcher_sent, 8);
-    }
-
-    #[test]
-    fn prefix_is_time_then_gid() {
-        let mut l = Logger::new(4096);
-        l.add_watcher(3, FETCHERS).unwrap();
-        l.item_get(b"a", FetchStatus::NotFound, 0, 4, 0);
-        let text = String::from_utf8(l.pending(3).to_vec()).unwrap();
-        let line = text.strip_prefix("OK\r\n").unwrap();
-        let (ts, rest) = line.split_once(' ').unwrap();
-        let (secs, usecs) = ts.strip_prefix("ts=").unwrap().split_once('.').unwrap();
-        assert!(secs.parse::<u64>().unwrap() > 1_600_000_000);
-        assert!(usecs.parse::<u32>().unwrap() < 1_000_000);
-        // The watcher took gid 1; its first entry is 2.
-        assert!(rest.starts_with("gid=2 type=item_get "), "{rest}");
-        assert!(line.ends_with("size=0\n"));
     }
 
     #[test]
