@@ -7,7 +7,7 @@
 //! logger thread format them into every interested watcher's buffer. Here
 //! there is one thread, so an entry is formatted once, when it happens, and
 //! appended to each interested watcher's buffer; the reactor writes those
-//! buffers to the watchers' sockets (`reactor/watch.rs`).
+//! buffers to the watchers' sockets (`reactor/log_streams.rs`).
 //!
 //! The room sits below the ones that log: the cache (`items`), the
 //! reactor, and `stats`, which reports the logger's counters.

@@ -40,7 +40,7 @@ pub enum State {
     Swallow(usize),
     /// Done; close without sending more.
     Closing,
-    /// A `watch` log stream: input is read and ignored (`reactor/watch.rs`).
+    /// A `watch` log stream: input is read and ignored (`reactor/log_streams.rs`).
     Watch,
 }
 

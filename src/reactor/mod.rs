@@ -13,13 +13,13 @@ pub mod conn;
 pub mod feed;
 mod idle;
 pub mod listen;
+mod log_streams;
 mod readbuf;
 pub mod repl;
 mod shutdown;
 mod stream;
 mod sys;
 mod udp;
-mod watch;
 
 use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
