@@ -6,6 +6,7 @@
 //! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
+//! - `logger`: the `watch` log streams, entries formatted as memcached's.
 //! - `settings`: the command-line options every room reads.
 //! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
