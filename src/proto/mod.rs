@@ -3,12 +3,12 @@
 //! `watch`), all built on `request`, which holds what they share with the
 //! connection that runs them.
 
-pub mod auth;
-pub mod base64;
-pub mod binary;
-pub mod meta;
-pub mod request;
-pub mod text;
-pub mod tokens;
-pub mod tuning;
-pub mod watch;
+pub(crate) mod auth;
+mod base64;
+pub(crate) mod binary;
+mod meta;
+pub(crate) mod request;
+pub(crate) mod text;
+mod tokens;
+mod tuning;
+mod watch;
