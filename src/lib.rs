@@ -12,6 +12,7 @@
 
 pub mod items;
 pub mod numbers;
+pub mod options;
 pub mod proto;
 pub mod reactor;
 pub mod settings;

@@ -4,12 +4,13 @@
 //! settings to the reactor.
 
 mod exposure;
-mod options;
 
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::Path;
 
+use memcached::numbers::safe_strtoul;
+use memcached::options::{self, EX_NOUSER, EX_OSERR, EX_USAGE, Exit};
 use memcached::proto::auth::{Credentials, LoadError};
 use memcached::settings::Settings;
 use nix::errno::Errno;
@@ -17,8 +18,6 @@ use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigHandler, Signal, kill, signal};
 use nix::unistd::{Pid, User, daemon, geteuid, getpid, getuid, setgid, setgroups, setuid};
-
-use options::{EX_NOUSER, EX_OSERR, EX_USAGE, Exit};
 
 /// File descriptors wanted beyond `-c`: memcached counts its listeners
 /// and internal descriptors inside maxconns, but this server keeps stdio,
@@ -308,7 +307,7 @@ fn remove_pid(path: &str) {
 fn running_pid(path: &str) -> Option<u32> {
     let text = std::fs::read(path).ok()?;
     let line = text.split_inclusive(|&b| b == b'\n').next()?;
-    let pid = options::safe_strtoul(line)?;
+    let pid = safe_strtoul(line)?;
     kill(Pid::from_raw(pid as i32), None).ok()?;
     Some(pid)
 }

@@ -412,8 +412,8 @@ mod tests {
         assert_eq!(safe_strtoul(b"12 -"), Some(12));
         assert_eq!(safe_strtoul(b"12\0x"), Some(12));
         assert_eq!(safe_strtol(b"12\0x"), Some(12));
-        assert_eq!(safe_strtoul(b"\012"), None);
-        assert_eq!(atoi(b"1\02"), 1);
+        assert_eq!(safe_strtoul(b"\x0012"), None);
+        assert_eq!(atoi(b"1\x002"), 1);
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::ffi::OsStr;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
 
-use memcached::numbers::{atof, c_fixed};
-use memcached::settings::{AofSettings, Protocol, Settings, VERSION};
+use crate::numbers::{atof, atoi, c_fixed, safe_strtol, safe_strtoul, strtol};
+use crate::settings::{AofSettings, Protocol, Settings, VERSION};
 
 /// `sysexits.h` codes, as memcached uses them.
 pub const EX_USAGE: i32 = 64;
@@ -73,7 +73,7 @@ pub struct Parsed {
     pub warnings: Vec<u8>,
 }
 
-pub use memcached::settings::{HashAlgorithm, Tuning as Extra};
+pub use crate::settings::{HashAlgorithm, Tuning as Extra};
 
 /// Parses `argv` (program name first) like memcached 1.6.18.
 pub fn parse_args<S: AsRef<OsStr>>(argv: &[S]) -> Result<Parsed, Exit> {
@@ -326,116 +326,6 @@ fn ambiguous(body: &[u8], candidates: &[&LongOpt]) -> Vec<u8> {
 
 fn getopt_message(before: &[u8], middle: &[u8], after: &[u8]) -> Vec<u8> {
     [before, middle, after].concat()
-}
-
-// ---------------------------------------------------------------------------
-// C number parsing, as memcached's libc does it (C locale)
-// ---------------------------------------------------------------------------
-
-fn is_c_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
-}
-
-/// What `strtol`/`strtoul` read from `s`: white space, a sign, digits.
-struct Scan {
-    negative: bool,
-    magnitude: u64,
-    overflow: bool,
-    /// Index after the last digit; 0 when there is none (`endptr == str`).
-    end: usize,
-}
-
-fn scan_integer(s: &[u8], radix: u32) -> Scan {
-    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
-    let negative = s.get(i) == Some(&b'-');
-    if matches!(s.get(i), Some(b'-' | b'+')) {
-        i += 1;
-    }
-    let digits_start = i;
-    let (mut magnitude, mut overflow) = (0u64, false);
-    while let Some(digit) = s.get(i).and_then(|&b| (b as char).to_digit(radix)) {
-        match magnitude
-            .checked_mul(u64::from(radix))
-            .and_then(|m| m.checked_add(u64::from(digit)))
-        {
-            Some(m) => magnitude = m,
-            None => overflow = true,
-        }
-        i += 1;
-    }
-    let end = if i == digits_start { 0 } else { i };
-    Scan {
-        negative,
-        magnitude,
-        overflow,
-        end,
-    }
-}
-
-/// `strtol`: the value (clamped to `long`), where it stopped, and ERANGE.
-fn strtol(s: &[u8], radix: u32) -> (i64, usize, bool) {
-    let scan = scan_integer(s, radix);
-    let limit = if scan.negative {
-        i64::MIN.unsigned_abs()
-    } else {
-        i64::MAX as u64
-    };
-    if scan.overflow || scan.magnitude > limit {
-        let clamped = if scan.negative { i64::MIN } else { i64::MAX };
-        return (clamped, scan.end, true);
-    }
-    let value = if scan.negative {
-        (scan.magnitude as i64).wrapping_neg()
-    } else {
-        scan.magnitude as i64
-    };
-    (value, scan.end, false)
-}
-
-/// `strtoul`: a minus sign negates modulo 2^64, as in C.
-fn strtoul(s: &[u8]) -> (u64, usize, bool) {
-    let scan = scan_integer(s, 10);
-    if scan.overflow {
-        return (u64::MAX, scan.end, true);
-    }
-    let value = if scan.negative {
-        scan.magnitude.wrapping_neg()
-    } else {
-        scan.magnitude
-    };
-    (value, scan.end, false)
-}
-
-/// glibc's `atoi`: `(int) strtol(s, NULL, 10)`, so garbage is 0 and big
-/// numbers wrap.
-fn atoi(s: &[u8]) -> i32 {
-    strtol(s, 10).0 as i32
-}
-
-/// memcached's `safe_strtoul`: digits, then only white space; the result is
-/// truncated to 32 bits like memcached's `uint32_t` out-parameter.
-pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
-    let (value, end, erange) = strtoul(s);
-    if erange || end == 0 || !ends_cleanly(s, end) {
-        return None;
-    }
-    if (value as i64) < 0 && s.contains(&b'-') {
-        return None;
-    }
-    Some(value as u32)
-}
-
-/// memcached's `safe_strtol`, truncated to its `int32_t` out-parameter.
-fn safe_strtol(s: &[u8]) -> Option<i32> {
-    let (value, end, erange) = strtol(s, 10);
-    if erange || end == 0 || !ends_cleanly(s, end) {
-        return None;
-    }
-    Some(value as i32)
-}
-
-fn ends_cleanly(s: &[u8], end: usize) -> bool {
-    s.get(end).is_none_or(|&b| is_c_space(b))
 }
 
 // ---------------------------------------------------------------------------
@@ -826,7 +716,7 @@ impl Parser {
     /// the server starts; only the shape is checked here.
     fn repl_peer(&mut self, arg: &[u8]) -> Outcome {
         let text = lossy(arg);
-        if memcached::reactor::repl::split_peer(&text).is_none() {
+        if crate::reactor::repl::split_peer(&text).is_none() {
             let message = format!("Invalid replication peer \"{text}\": want host[:port]\n");
             return self.fail(EX_USAGE, message);
         }
@@ -1706,20 +1596,6 @@ mod tests {
         assert_eq!(settings(&["-a", "9"]).access_mask, 0);
         // A UDP port wraps to 16 bits, as memcached's bind does.
         assert_eq!(settings(&["-p", "0", "-U", "70000"]).udp_port, 4464);
-    }
-
-    #[test]
-    fn c_number_helpers() {
-        assert_eq!(atoi(b"4294967297"), 1);
-        assert_eq!(atoi(b"99999999999999999999"), -1);
-        assert_eq!(atoi(b"-12"), -12);
-        assert_eq!(safe_strtoul(b"12"), Some(12));
-        assert_eq!(safe_strtoul(b"12 "), Some(12));
-        assert_eq!(safe_strtoul(b"12x"), None);
-        assert_eq!(safe_strtoul(b"-1"), None);
-        assert_eq!(safe_strtoul(b""), None);
-        assert_eq!(safe_strtoul(b"4294967296"), Some(0));
-        assert_eq!(safe_strtol(b"-2"), Some(-2));
     }
 
     #[test]
