@@ -6,6 +6,8 @@
 //! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
+//! - `options`: the command line, parsed exactly as memcached parses it.
+//! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
 //! - `settings`: the command-line options every room reads.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
 //!   calls them, for the protocol and the command line alike.
@@ -13,6 +15,7 @@
 pub mod items;
 pub mod numbers;
 pub mod options;
+pub mod process;
 pub mod proto;
 pub mod reactor;
 pub mod settings;

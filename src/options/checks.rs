@@ -4,8 +4,8 @@
 
 use super::Parsed;
 use super::state::{Outcome, ParseState, lossy};
-use super::{EX_USAGE, Exit};
 use crate::numbers::safe_strtoul;
+use crate::process::{EX_USAGE, Exit};
 use crate::settings::{Protocol, Settings};
 
 /// memcached's `ITEM_SIZE_MAX_LOWER_LIMIT` and `_UPPER_LIMIT`.

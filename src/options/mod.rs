@@ -19,7 +19,7 @@
 //! is reading the transparent-huge-pages switch for `-L`, as memcached
 //! does). What the process should print and its exit code come back as an
 //! [`Exit`]; the side effects (rlimits, user switch, daemon, mlock) are
-//! `main.rs`'s.
+//! the `process` room's.
 //!
 //! Deliberate differences from the Debian build of memcached 1.6.18: no TLS
 //! (`-Z`, `ssl_*`), no extstore (`ext_*`), and no help text for `-N`; and
@@ -39,34 +39,10 @@ mod tests;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
+use crate::process::Exit;
 use crate::settings::Settings;
 use getopt::{GetoptLong, Step};
 use state::ParseState;
-
-/// `sysexits.h` codes, as memcached uses them.
-pub const EX_USAGE: i32 = 64;
-pub const EX_NOUSER: i32 = 67;
-pub const EX_OSERR: i32 = 71;
-
-/// The process must end now: print `stderr`, then `stdout`, and exit with
-/// `code` (0 for `-h`, `-V`, `-i`).
-#[derive(Debug)]
-pub struct Exit {
-    pub code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-}
-
-impl Exit {
-    /// An error exit with one message (used by `main.rs`'s start-up steps).
-    pub fn error(code: i32, message: impl Into<Vec<u8>>) -> Exit {
-        Exit {
-            code,
-            stdout: Vec::new(),
-            stderr: message.into(),
-        }
-    }
-}
 
 /// A command line that should start the server.
 #[derive(Debug)]

@@ -3,11 +3,11 @@
 //! for each (`-c 0`: "Maximum connections must be greater than 0"), plus
 //! this server's `-x`, `--repl-port` and `--aof-file`.
 
-use super::EX_USAGE;
 use super::help::license;
 use super::state::{Outcome, ParseState, contains, lossy};
 use super::table::{AOF_FILE, REPL_PORT};
 use crate::numbers::{atof, atoi, safe_strtoul, strtol};
+use crate::process::EX_USAGE;
 use crate::reactor::repl::split_peer;
 use crate::settings::{Protocol, VERSION};
 

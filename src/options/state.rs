@@ -2,7 +2,7 @@
 //! so far, its C-typed integers, what it has printed, and the flags its
 //! later checks look at.
 
-use super::Exit;
+use crate::process::Exit;
 use crate::settings::{Settings, Tuning};
 
 /// memcached's `int`/`uint32_t` settings, kept in their C types while

@@ -3,9 +3,9 @@
 //! this server's own (`repl_*`, `aof*`). TLS and extstore keys are refused
 //! with a message saying this server is built without them.
 
-use super::EX_USAGE;
 use super::state::{Outcome, ParseState};
 use crate::numbers::{atof, atoi, safe_strtol, safe_strtoul};
+use crate::process::EX_USAGE;
 use crate::settings::{AofSettings, HashAlgorithm};
 
 impl ParseState {

@@ -2,6 +2,7 @@
 //! comparison with the real binary is tests/options.rs).
 
 use super::*;
+use crate::process::{EX_USAGE, Exit};
 use crate::settings::{HashAlgorithm, Protocol, Tuning, VERSION};
 
 fn parse(args: &[&str]) -> Result<Parsed, Exit> {
