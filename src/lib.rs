@@ -7,6 +7,8 @@
 //! - `proto`: request parsers and reply writers.
 //! - `stats`: counters and their reports.
 //! - `logger`: the `watch` log streams, entries formatted as memcached's.
+//! - `options`: the command line, parsed exactly as memcached parses it.
+//! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
 //! - `settings`: the command-line options every room reads.
 //! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
@@ -16,6 +18,8 @@ pub mod authfile;
 pub mod items;
 pub(crate) mod logger;
 pub mod numbers;
+pub mod options;
+pub mod process;
 pub(crate) mod proto;
 pub mod reactor;
 pub mod settings;
