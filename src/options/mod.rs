@@ -26,6 +26,7 @@
 //! where memcached crashes on a bad `-o` value (`slab_chunk_max`,
 //! `slab_sizes` without a value) we print its message and exit 1 instead.
 
+mod aof;
 mod checks;
 mod getopt;
 mod help;

@@ -3,10 +3,11 @@
 //! this server's own (`repl_*`, `aof*`). TLS and extstore keys are refused
 //! with a message saying this server is built without them.
 
+use super::aof::{is_aof_key, set_aof};
 use super::state::{Outcome, ParseState};
 use crate::numbers::{atof, atoi, safe_strtol, safe_strtoul};
 use crate::process::EX_USAGE;
-use crate::settings::{AofSettings, HashAlgorithm};
+use crate::settings::HashAlgorithm;
 
 impl ParseState {
     /// `-o a,b=c,...`, split the way glibc's `getsubopt` splits it.
@@ -84,8 +85,8 @@ impl ParseState {
             "sock_cookie_id" => {
                 self.tuning.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
             }
-            _ if AofSettings::is_key(key_text) => {
-                if let Err(why) = self.settings.aof.set(key_text, value) {
+            _ if is_aof_key(key_text) => {
+                if let Err(why) = set_aof(&mut self.settings.aof, key_text, value) {
                     return self.fail(1, format!("{why}\n"));
                 }
             }
