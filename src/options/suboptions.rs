@@ -67,6 +67,11 @@ impl ParseState {
             "inline_ascii_resp" | "no_inline_ascii_resp" | "modern" => {}
             "no_chunked_items" => self.c_ints.slab_chunk_max = self.c_ints.slab_page_size,
             "no_modern" => self.no_modern(),
+            // Only memcached's debug builds know it (it loosens their
+            // seccomp filter for the tests); its test suite, t/lib/
+            // MemcachedTest.pm, passes it to every server it starts. We
+            // have no filter to loosen: accepted so that suite runs.
+            "relaxed_privileges" => {}
             "drop_privileges" | "no_drop_privileges" => {
                 self.tuning.drop_privileges = key_text == "drop_privileges";
             }
