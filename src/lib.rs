@@ -12,6 +12,7 @@
 
 pub mod items;
 pub mod numbers;
+pub(crate) mod persist;
 pub mod proto;
 pub mod reactor;
 pub mod settings;

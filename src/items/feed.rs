@@ -33,7 +33,7 @@
 
 use super::Cache;
 use super::item::{self, KEY_BINARY, LINKED, STALE, TOKEN_SENT};
-use super::record::{self, MF_KEY_BINARY, MF_STALE, MF_TOKEN_SENT, Op, Put, Record};
+use crate::persist::record::{self, MF_KEY_BINARY, MF_STALE, MF_TOKEN_SENT, Op, Put, Record};
 use crate::slab::{ChunkRef, NIL};
 
 /// The outgoing buffer of encoded records.
@@ -367,7 +367,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::items::record::{End, Reader};
+    use crate::persist::record::{End, Reader};
     use crate::items::{CacheConfig, StoreMode, StoreResult};
 
     fn cache(mb: usize, evict: bool) -> Cache {

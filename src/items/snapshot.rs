@@ -121,7 +121,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::items::record::{self, End, Reader};
+    use crate::persist::record::{self, End, Reader};
     use crate::items::{CacheConfig, StoreMode};
 
     fn cache() -> Cache {

@@ -31,7 +31,7 @@
 
 use super::sys::{self, ChildEnd, Forked};
 use crate::items::Cache;
-use crate::items::record::MAGIC;
+use crate::persist::record::MAGIC;
 use crate::settings::{AofSettings, AofSync};
 use crate::stats::AofStats;
 use std::fs::{self, File, OpenOptions};

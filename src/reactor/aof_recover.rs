@@ -12,7 +12,7 @@
 
 use crate::items::Cache;
 use crate::items::feed::Applied;
-use crate::items::record::{self, Decoded, MAGIC};
+use crate::persist::record::{self, Decoded, MAGIC};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -231,7 +231,7 @@ fn report(path: &Path, cache: &Cache, counts: &Counts, evicted: u64) {
 mod tests {
     use super::*;
     use crate::items::CacheConfig;
-    use crate::items::record::{Put, encode_delete, encode_put};
+    use crate::persist::record::{Put, encode_delete, encode_put};
     use std::path::PathBuf;
 
     fn cache() -> Cache {

@@ -184,7 +184,7 @@ impl Feeder {
 /// through exactly the code the fuzzer ran.
 pub mod fuzz {
     use super::Feeder;
-    use crate::items::record::{self, End, Reader};
+    use crate::persist::record::{self, End, Reader};
     use crate::proto::auth::Credentials;
     use crate::settings::{Protocol, Settings};
     use crate::stats::logger;
@@ -330,7 +330,7 @@ pub mod fuzz {
         }
     }
 
-    /// Persistence and replication records (`items::record`), two ways.
+    /// Persistence and replication records (`persist::record`), two ways.
     /// First the raw bytes go to the decoder, and every record it accepts
     /// must re-encode to exactly the bytes it came from. Then the same bytes
     /// are cut into bodies and sealed with a good checksum, so the fuzzer

@@ -47,7 +47,7 @@
 //! does not keep up closes the link and rejoins.
 
 use super::{Reactor, Slot, sys};
-use crate::items::record::{self, Decoded, Encoder, FRAME, Op};
+use crate::persist::record::{self, Decoded, Encoder, FRAME, Op};
 use crate::items::snapshot::SnapshotCursor;
 use crate::stats::repl::ReplStats;
 use std::io::{self, Read, Write};
