@@ -22,7 +22,6 @@ mod log;
 mod lru;
 mod meta;
 pub mod rebalance;
-pub mod restart;
 pub mod snapshot;
 pub mod warm;
 

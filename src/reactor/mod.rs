@@ -6,8 +6,6 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
-pub mod aof;
-mod aof_recover;
 mod binary_conn;
 pub mod conn;
 pub mod feed;
@@ -17,12 +15,13 @@ mod readbuf;
 pub mod repl;
 mod shutdown;
 mod stream;
-mod sys;
+pub(crate) mod sys;
 mod udp;
 mod watch;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
+use crate::persist::aof;
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
 use crate::settings::{Protocol, Settings};
@@ -128,7 +127,7 @@ impl Reactor {
     pub fn new(mut settings: Settings) -> io::Result<Reactor> {
         let cfg = CacheConfig::from_settings(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
-            Some(path) => crate::items::restart::open(&path, &mut settings, cfg)?,
+            Some(path) => crate::persist::warm::open(&path, &mut settings, cfg)?,
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
@@ -142,7 +141,7 @@ impl Reactor {
             }
         }
         if settings.memory_file.is_some() {
-            crate::items::restart::resume(&mut cache, saved, settings.verbose)?;
+            crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
         }
         // AOF recovery comes before any listener is open.
         let aof = match &settings.aof.path {

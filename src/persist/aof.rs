@@ -29,7 +29,7 @@
 //! Every record reaches both files, so nothing written during the rewrite
 //! can be lost, and a crash at any point leaves one complete file.
 
-use super::sys::{self, ChildEnd, Forked};
+use crate::reactor::sys::{self, ChildEnd, Forked};
 use crate::items::Cache;
 use crate::persist::record::MAGIC;
 use crate::settings::{AofSettings, AofSync};
@@ -39,7 +39,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use super::aof_recover::recover;
+pub use super::recover::recover;
 
 /// The snapshot is written in pieces of this size.
 const SNAPSHOT_BATCH: usize = 1 << 20;
