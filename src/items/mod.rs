@@ -13,22 +13,25 @@
 //! again. Whatever may evict (an allocation) is done before an existing
 //! item is looked up, never between the lookup and its use.
 
+mod changes;
 pub mod clock;
 pub mod crawler;
-pub mod feed;
+mod given;
 pub mod hash;
 pub mod item;
 mod log;
 mod lru;
 mod meta;
+mod pair;
 pub mod rebalance;
-pub mod snapshot;
 pub mod warm;
 
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 use crate::stats::logger::{self, Found, Logger};
+pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
+pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
 use lru::Lru;
@@ -229,11 +232,9 @@ pub struct Cache {
     automove_seen: Vec<u64>,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
     pins: Vec<ChunkRef>,
-    /// The mutation feed, when persistence or replication is on (see
-    /// `feed.rs`).
-    feed: Option<Box<feed::Feed>>,
-    /// A replayed delayed flush whose time has passed (see `feed.rs`).
-    replay_flush: Option<u64>,
+    /// Where changes are reported, when persistence or replication is on
+    /// (see `changes.rs`).
+    changes: Option<Box<dyn ChangeSink>>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
     /// The `watch` log streams (see `stats/logger.rs`); idle without
@@ -285,8 +286,7 @@ impl Cache {
             rebalance: None,
             automove_seen: Vec::new(),
             pins: Vec::new(),
-            feed: None,
-            replay_flush: None,
+            changes: None,
             flush_at: None,
             logger: Logger::new(256 * 1024),
             last_miss: Found::NotFound,
@@ -339,7 +339,7 @@ impl Cache {
 
     fn next_cas(&mut self) -> u64 {
         self.cas_id += 1;
-        // A replicated pair keeps to odd or even values (see snapshot.rs).
+        // A replicated pair keeps to odd or even values (see pair.rs).
         if let Some(lane) = self.cas_lane
             && self.cas_id % 2 != lane
         {

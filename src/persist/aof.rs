@@ -29,9 +29,10 @@
 //! Every record reaches both files, so nothing written during the rewrite
 //! can be lost, and a crash at any point leaves one complete file.
 
-use crate::reactor::sys::{self, ChildEnd, Forked};
+use super::record::MAGIC;
+use super::{mutations, snapshot};
 use crate::items::Cache;
-use crate::persist::record::MAGIC;
+use crate::reactor::sys::{self, ChildEnd, Forked};
 use crate::settings::{AofSettings, AofSync};
 use crate::stats::AofStats;
 use std::fs::{self, File, OpenOptions};
@@ -77,7 +78,7 @@ impl Aof {
         // file itself is whole.
         let _ = fs::remove_file(rewrite_path(&path));
         let recovered = recover(&path, settings.fix, cache, verbose)?;
-        cache.enable_feed();
+        mutations::enable(cache);
         Ok(Aof {
             path,
             file: recovered.file,
@@ -138,7 +139,7 @@ impl Aof {
     /// Writes the feed to the file in one call; true if there was any. The
     /// feed is left for the reactor to clear, after every consumer.
     fn append(&mut self, cache: &Cache) -> io::Result<bool> {
-        let bytes = cache.feed_bytes();
+        let bytes = mutations::bytes(cache);
         if bytes.is_empty() {
             return Ok(false);
         }
@@ -269,7 +270,7 @@ fn write_snapshot(tmp: &Path, cache: &Cache) -> io::Result<()> {
     let mut file = File::create(tmp)?;
     file.write_all(MAGIC)?;
     let mut buf = Vec::with_capacity(SNAPSHOT_BATCH * 2);
-    cache.snapshot(&mut buf, SNAPSHOT_BATCH, |b| {
+    snapshot::rewrite(cache, &mut buf, SNAPSHOT_BATCH, |b| {
         file.write_all(b)?;
         b.clear();
         Ok(())

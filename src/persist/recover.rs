@@ -10,9 +10,9 @@
 //!   stored. Items that do not fit into `-m` are evicted as any store
 //!   would evict, or with `-M` counted and reported.
 
+use super::record::{self, Decoded, MAGIC};
+use super::replay::{Applied, Replay};
 use crate::items::Cache;
-use crate::items::feed::Applied;
-use crate::persist::record::{self, Decoded, MAGIC};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -68,8 +68,17 @@ fn recover_in_pieces(
     }
     let evictions_before = cache.stats.evictions;
     let mut counts = Counts::default();
-    let good_end = replay(path, fix, &mut file, cache, &mut counts, chunk)?;
-    cache.apply_finish();
+    let mut replayed = Replay::default();
+    let good_end = replay(
+        path,
+        fix,
+        &mut file,
+        cache,
+        &mut replayed,
+        &mut counts,
+        chunk,
+    )?;
+    replayed.finish(cache);
     if good_end < len {
         file.set_len(good_end)?;
         file.sync_data()?;
@@ -121,6 +130,7 @@ fn replay(
     fix: bool,
     file: &mut File,
     cache: &mut Cache,
+    replayed: &mut Replay,
     counts: &mut Counts,
     chunk: usize,
 ) -> io::Result<u64> {
@@ -132,7 +142,7 @@ fn replay(
     loop {
         match record::decode(&buf[pos..]) {
             Decoded::Complete(rec, used) => {
-                match cache.apply(&rec, false) {
+                match replayed.apply(cache, &rec, false) {
                     Applied::Done => {}
                     Applied::Expired => counts.expired += 1,
                     Applied::DidNotFit => counts.did_not_fit += 1,

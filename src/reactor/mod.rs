@@ -320,7 +320,7 @@ impl Reactor {
     /// which keeps its place in the feed, takes its records first.
     fn clear_feed(&mut self) {
         self.repl_collect_feed();
-        self.cache.feed_clear();
+        crate::persist::mutations::clear(&mut self.cache);
         if let Some(r) = &mut self.repl {
             r.feed_cleared();
         }
@@ -867,14 +867,15 @@ struct HoldMark {
 impl HoldMark {
     fn before(c: &Conn, cache: &Cache, active: bool) -> HoldMark {
         HoldMark {
-            feed_len: cache.feed_len(),
+            feed_len: crate::persist::mutations::len(cache),
             out_len: c.out.len(),
             active,
         }
     }
 
     fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
-        if self.active && cache.feed_len() != self.feed_len && c.hold.is_none() {
+        if self.active && crate::persist::mutations::len(cache) != self.feed_len && c.hold.is_none()
+        {
             c.hold = Some(self.out_len.max(c.out_pos));
             held.push(c.fd);
         }

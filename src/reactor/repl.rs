@@ -47,8 +47,10 @@
 //! does not keep up closes the link and rejoins.
 
 use super::{Reactor, Slot, sys};
+use crate::persist::mutations;
 use crate::persist::record::{self, Decoded, Encoder, FRAME, Op};
-use crate::items::snapshot::SnapshotCursor;
+use crate::persist::replay::Replay;
+use crate::persist::snapshot::SnapshotCursor;
 use crate::stats::repl::ReplStats;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -261,6 +263,8 @@ pub struct Repl {
     backoff: Duration,
     /// Bytes at the front of the cache's feed already handled this turn.
     feed_mark: usize,
+    /// Applies what the peer sends.
+    replay: Replay,
     resyncs: u64,
     verbose: u8,
     jitter: u64,
@@ -389,7 +393,7 @@ impl Reactor {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),
             None => None,
         };
-        self.cache.enable_feed();
+        mutations::enable(&mut self.cache);
         self.repl = Some(Repl {
             peer_text,
             peer,
@@ -402,6 +406,7 @@ impl Reactor {
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
             feed_mark: 0,
+            replay: Replay::default(),
             resyncs: 0,
             verbose: self.settings.verbose,
             jitter: seed,
@@ -588,7 +593,7 @@ impl Reactor {
         link.control(KIND_HELLO, r.node_id);
         r.link = Some(link);
         r.role = Role::Replica;
-        r.feed_mark = self.cache.feed_len();
+        r.feed_mark = mutations::len(&self.cache);
         r.log("replica");
         self.cache.set_cas_lane(false);
         self.repl_unlisten();
@@ -853,6 +858,7 @@ impl Reactor {
                 self.repl_collect_feed();
                 self.cache.wipe();
                 let r = self.repl.as_mut().expect("replication is on");
+                r.replay.reset();
                 r.resyncs += 1;
                 r.log("receiving a full copy");
                 if let Some(link) = &mut r.link {
@@ -893,9 +899,10 @@ impl Reactor {
             _ => false,
         };
         if !older {
-            self.cache.apply(rec, true);
+            let r = self.repl.as_mut().expect("replication is on");
+            r.replay.apply(&mut self.cache, rec, true);
         }
-        let feed_len = self.cache.feed_len();
+        let feed_len = mutations::len(&self.cache);
         let r = self.repl.as_mut().expect("replication is on");
         if let Some(link) = &mut r.link {
             link.applied += 1;
@@ -908,7 +915,7 @@ impl Reactor {
 
     /// Master: RESYNC, then the arena walk from the start.
     fn repl_start_copy(&mut self) {
-        let feed_len = self.cache.feed_len();
+        let feed_len = mutations::len(&self.cache);
         let r = self.repl.as_mut().expect("replication is on");
         // The copy covers everything changed before it starts.
         r.feed_mark = feed_len;
@@ -924,7 +931,7 @@ impl Reactor {
     /// peer is streaming).
     pub(super) fn repl_collect_feed(&mut self) {
         let Some(r) = &mut self.repl else { return };
-        let feed = self.cache.feed_bytes();
+        let feed = mutations::bytes(&self.cache);
         let new = feed.get(r.feed_mark..).unwrap_or_default();
         if let Some(link) = &mut r.link
             && link.streaming
@@ -1012,9 +1019,7 @@ impl Reactor {
             return;
         }
         let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
-        let (items, done) = self
-            .cache
-            .snapshot_step(&mut cursor, &mut link.out, COPY_STEP, room);
+        let (items, done) = cursor.step(&self.cache, &mut link.out, COPY_STEP, room);
         link.sent += items as u64;
         if done {
             link.control(KIND_SYNCED, 0);

@@ -256,7 +256,7 @@ impl super::Reactor {
             let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
             let unwritten = self.replies_unwritten(fd);
             // A datagram's replies cannot wait for the end of the turn.
-            if self.cache.feed_len() > 0 {
+            if crate::persist::mutations::len(&self.cache) > 0 {
                 self.aof_write();
             }
             self.transmit(request, &payload[pos..], paused);
