@@ -21,7 +21,7 @@ mod watch;
 
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
-use crate::persist::aof;
+use crate::persist::Durability;
 use crate::proto::text::Ctx;
 use crate::proto::text::OUTPUT_HIGH_WATER;
 use crate::settings::{Protocol, Settings};
@@ -106,12 +106,8 @@ pub struct Reactor {
     last_automove: u32,
     /// Replication, when `-x` is given.
     repl: Option<repl::Repl>,
-    /// The append-only file, when on.
-    aof: Option<aof::Aof>,
-    /// Connections whose replies wait for this turn's AOF sync.
-    held: Vec<RawFd>,
-    /// A write or sync failure with `aof_sync=always`: ends the server.
-    aof_failed: Option<io::Error>,
+    /// The append-only file, and the replies waiting for it.
+    durability: Durability,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -144,10 +140,7 @@ impl Reactor {
             crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
         }
         // AOF recovery comes before any listener is open.
-        let aof = match &settings.aof.path {
-            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
-            None => None,
-        };
+        let durability = Durability::open(&settings, &mut cache)?;
         if settings.track_sizes {
             cache.start_sizes();
         }
@@ -161,7 +154,7 @@ impl Reactor {
             cache,
             stats: Stats {
                 accepting_conns: true,
-                aof: aof.as_ref().map(|a| a.stats.clone()),
+                aof: durability.stats(),
                 ..Stats::default()
             },
             settings,
@@ -175,9 +168,7 @@ impl Reactor {
             next_auto_crawl: 0,
             last_automove: 0,
             repl: None,
-            aof,
-            held: Vec::new(),
-            aof_failed: None,
+            durability,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -273,7 +264,7 @@ impl Reactor {
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
                 || self.repl_busy();
-            let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
+            let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
                 None => 1000,
@@ -300,8 +291,7 @@ impl Reactor {
         }
         // The last turn's changes go to the peer as far as its socket takes.
         self.repl_turn();
-        if let Some(a) = &mut self.aof {
-            a.shutdown(&self.cache)?;
+        if self.durability.shutdown(&self.cache)? {
             self.clear_feed();
         }
         match self.stop {
@@ -333,10 +323,7 @@ impl Reactor {
     /// of the mutation feed reads it before this clears it.
     fn aof_end_turn(&mut self) -> io::Result<()> {
         self.aof_write();
-        if let Some(e) = self.aof_failed.take() {
-            return Err(e);
-        }
-        for fd in std::mem::take(&mut self.held) {
+        for fd in self.durability.release()? {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 c.hold = None;
                 if c.close_after_write {
@@ -355,19 +342,9 @@ impl Reactor {
     /// which cannot be held); a fatal failure is kept for the end of the
     /// turn to report.
     fn aof_write(&mut self) {
-        let Some(a) = &mut self.aof else {
-            return;
-        };
-        let result = a.end_turn(&self.cache);
-        let syncs_before_replies = a.syncs_before_replies();
-        self.stats.aof = Some(a.stats.clone());
-        self.clear_feed();
-        if let Err(e) = result {
-            if syncs_before_replies {
-                self.aof_failed = Some(io::Error::other(format!("AOF write failed: {e}")));
-            } else {
-                eprintln!("AOF write failed: {e}");
-            }
+        if self.durability.write(&self.cache) {
+            self.stats.aof = self.durability.stats();
+            self.clear_feed();
         }
     }
 
@@ -731,7 +708,7 @@ impl Reactor {
     }
 
     fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
-        let hold = self.aof.is_some();
+        let hold = self.durability.holds_replies();
         let Reactor {
             slots,
             cache,
@@ -739,7 +716,7 @@ impl Reactor {
             settings,
             scratch,
             stop,
-            held,
+            durability,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
@@ -777,7 +754,7 @@ impl Reactor {
             let input = std::mem::take(&mut c.input);
             let mark = HoldMark::before(c, ctx.cache, hold);
             let (used, why) = c.consume(&mut ctx, &input, budget);
-            mark.after(c, ctx.cache, held);
+            mark.after(c, ctx.cache, durability);
             c.input = input;
             c.input.drain(..used);
             if let Some(step) = after_consume(c, why, stop) {
@@ -846,7 +823,7 @@ impl Reactor {
             c.input.drain(..used);
             (used, why)
         };
-        mark.after(c, ctx.cache, held);
+        mark.after(c, ctx.cache, durability);
         let _ = used;
         if let Some(step) = after_consume(c, why, stop) {
             return step;
@@ -873,11 +850,11 @@ impl HoldMark {
         }
     }
 
-    fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
+    fn after(self, c: &mut Conn, cache: &Cache, durability: &mut Durability) {
         if self.active && crate::persist::mutations::len(cache) != self.feed_len && c.hold.is_none()
         {
             c.hold = Some(self.out_len.max(c.out_pos));
-            held.push(c.fd);
+            durability.hold(c.fd);
         }
     }
 }
