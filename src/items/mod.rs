@@ -24,7 +24,7 @@ mod lru;
 mod meta;
 mod pair;
 pub mod rebalance;
-pub mod warm;
+pub(crate) mod warm;
 
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};

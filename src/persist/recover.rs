@@ -24,9 +24,9 @@ const READ_CHUNK: usize = 8 << 20;
 const REHASH_STEP: usize = 64;
 
 /// The file, open for appending after the last good record.
-pub struct Recovered {
-    pub file: File,
-    pub bytes: u64,
+pub(crate) struct Recovered {
+    pub(crate) file: File,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Default)]
@@ -36,7 +36,12 @@ struct Counts {
     did_not_fit: u64,
 }
 
-pub fn recover(path: &Path, fix: bool, cache: &mut Cache, verbose: u8) -> io::Result<Recovered> {
+pub(crate) fn recover(
+    path: &Path,
+    fix: bool,
+    cache: &mut Cache,
+    verbose: u8,
+) -> io::Result<Recovered> {
     recover_in_pieces(path, fix, cache, verbose, READ_CHUNK)
 }
 

@@ -14,7 +14,7 @@
 
 pub mod arena;
 pub mod classes;
-pub mod persist;
+pub(crate) mod warm;
 
 use arena::Arena;
 use classes::{ClassSize, class_sizes};
