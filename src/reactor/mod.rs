@@ -13,6 +13,7 @@ mod idle;
 pub mod listen;
 mod readbuf;
 pub mod repl;
+mod repl_io;
 mod shutdown;
 mod stream;
 pub(crate) mod sys;
@@ -66,10 +67,8 @@ enum Slot {
     Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
-    /// The replication listener (see `repl.rs`).
-    ReplListener(std::net::TcpListener),
-    /// The replication link or a connection attempt; the socket itself is
-    /// held by `Reactor::repl`.
+    /// A replication socket: its listener, the link, a connection attempt
+    /// or a candidate; the socket itself is held by `Reactor::repl`.
     Repl,
     /// A UDP socket and the connection its datagrams run on.
     Udp(Box<Conn>),
@@ -263,7 +262,7 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
-                || self.repl_busy();
+                || self.repl.as_ref().is_some_and(repl::Repl::busy);
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
@@ -284,13 +283,13 @@ impl Reactor {
             self.auto_crawl();
             self.crawl_step();
             self.rebalance();
-            self.repl_turn();
+            self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn()?;
             self.clear_feed();
             self.flush_watchers();
         }
         // The last turn's changes go to the peer as far as its socket takes.
-        self.repl_turn();
+        self.with_repl(|r, ctx| r.turn(ctx));
         if self.durability.shutdown(&self.cache)? {
             self.clear_feed();
         }
@@ -309,7 +308,9 @@ impl Reactor {
     /// turn, the AOF write before a UDP reply) comes here, so replication,
     /// which keeps its place in the feed, takes its records first.
     fn clear_feed(&mut self) {
-        self.repl_collect_feed();
+        if let Some(r) = &mut self.repl {
+            r.collect_feed(&self.cache);
+        }
         crate::persist::mutations::clear(&mut self.cache);
         if let Some(r) = &mut self.repl {
             r.feed_cleared();
@@ -353,8 +354,7 @@ impl Reactor {
             Some(Slot::Listener(..)) => self.accept_all(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
-            Some(Slot::ReplListener(_)) => self.repl_accept(fd),
-            Some(Slot::Repl) => self.repl_event(fd, bits),
+            Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
                     c.readable = true;

@@ -46,14 +46,16 @@
 //! start a fresh full copy on the same connection; a replica whose master
 //! does not keep up closes the link and rejoins.
 
-use super::{Reactor, Slot, sys};
+use super::sys;
+use crate::items::Cache;
 use crate::persist::mutations;
 use crate::persist::record::{self, Decoded, Encoder, FRAME, Op};
 use crate::persist::replay::Replay;
 use crate::persist::snapshot::SnapshotCursor;
+use crate::settings::Settings;
 use crate::stats::repl::ReplStats;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -68,7 +70,7 @@ const KIND_AUTH: u8 = 0x85;
 /// The most that may wait for a peer before it is resynced (or, for a
 /// replica, before the link is dropped); at least four of the largest
 /// items.
-pub const MAX_BUFFER: usize = 64 << 20;
+const MAX_BUFFER: usize = 64 << 20;
 /// The full copy is produced only while less than this waits to be sent.
 const COPY_LOW_WATER: usize = 1 << 20;
 /// Arena chunks the full copy looks at per loop turn.
@@ -248,15 +250,15 @@ fn count_records(mut buf: &[u8]) -> u64 {
 }
 
 /// Replication state, owned by the reactor.
-pub struct Repl {
+pub(crate) struct Repl {
     peer_text: String,
     peer: SocketAddr,
     port: u16,
     role: Role,
-    listener: Option<RawFd>,
+    listener: Option<TcpListener>,
     link: Option<Link>,
     /// Master with a live link: newer connections to the listener, heard
-    /// only until their first frame (see `repl_candidate_read`).
+    /// only until their first frame (see `candidate_read`).
     candidates: Vec<Link>,
     connecting: Option<(TcpStream, Instant)>,
     next_attempt: Instant,
@@ -273,9 +275,11 @@ pub struct Repl {
     node_id: u64,
     /// Where the replication listener binds: the first `-l` interface, or
     /// all of them.
-    listen_ip: std::net::IpAddr,
+    listen_ip: IpAddr,
     /// Under `-Y`: what both nodes must show before anything else counts.
     secret: Option<u64>,
+    /// The most that may wait for the peer (see `MAX_BUFFER`).
+    buffer_limit: usize,
 }
 
 /// Under `-Y`, what a replication peer must send first: a 64-bit digest of
@@ -331,19 +335,9 @@ fn resolve_peer(text: &str, default_port: u16) -> io::Result<SocketAddr> {
         .ok_or_else(bad)
 }
 
-/// The interface of the first `-l` entry, where the replication listener
-/// binds; every interface when there is none (or it is `*`).
-fn first_listen_ip(listen: &[String]) -> std::net::IpAddr {
-    listen
-        .first()
-        .and_then(|entry| super::listen::parse_entry(entry).ok()?.host)
-        .and_then(|host| (host.as_str(), 0).to_socket_addrs().ok()?.next())
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |addr| addr.ip())
-}
-
 impl Repl {
     /// The reactor emptied the feed (every consumer has its records).
-    pub(super) fn feed_cleared(&mut self) {
+    pub(crate) fn feed_cleared(&mut self) {
         self.feed_mark = 0;
     }
 
@@ -378,23 +372,45 @@ impl Repl {
     }
 }
 
-impl Reactor {
+/// What replication needs of the event loop: its sockets watched, and
+/// forgotten when it closes them.
+pub(crate) trait Sockets {
+    /// Adds a replication socket to the epoll set: the listener (`listener`)
+    /// for incoming peers, else a link or an attempt, both ways.
+    fn watch(&mut self, fd: RawFd, listener: bool) -> io::Result<()>;
+    /// `fd` is being closed by replication: the loop forgets it.
+    fn forget(&mut self, fd: RawFd);
+}
+
+/// What a replication call works on, lent by the event loop.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cache: &'a mut Cache,
+    pub(crate) sockets: &'a mut dyn Sockets,
+    /// The `repl_*` lines of `stats`, kept up to date here.
+    pub(crate) stats: &'a mut Option<ReplStats>,
+}
+
+impl Repl {
     /// Sets replication up when `-x` is given: resolves the peer, turns the
-    /// mutation feed on and starts the attempt that decides the role.
-    pub(super) fn repl_start(&mut self) -> io::Result<()> {
-        let Some(peer_text) = self.settings.repl.peer.clone() else {
-            return Ok(());
+    /// mutation feed on and starts the attempt that decides the role. The
+    /// listener, when this node becomes master, binds `listen_ip`.
+    pub(crate) fn start(
+        settings: &Settings,
+        listen_ip: IpAddr,
+        ctx: &mut Ctx,
+    ) -> io::Result<Option<Repl>> {
+        let Some(peer_text) = settings.repl.peer.clone() else {
+            return Ok(None);
         };
-        let port = self.settings.repl.port;
+        let port = settings.repl.port;
         let peer = resolve_peer(&peer_text, port)?;
-        let listen_ip = first_listen_ip(&self.settings.listen);
         let seed = crate::items::random_seed();
-        let secret = match &self.settings.auth_file {
+        let secret = match &settings.auth_file {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),
             None => None,
         };
-        mutations::enable(&mut self.cache);
-        self.repl = Some(Repl {
+        mutations::enable(ctx.cache);
+        let mut r = Repl {
             peer_text,
             peer,
             port,
@@ -408,120 +424,110 @@ impl Reactor {
             feed_mark: 0,
             replay: Replay::default(),
             resyncs: 0,
-            verbose: self.settings.verbose,
+            verbose: settings.verbose,
             jitter: seed,
             node_id: seed | 1,
             listen_ip,
             secret,
-        });
-        self.repl_connect();
-        self.repl_publish();
-        Ok(())
+            // One record may be as large as the largest item.
+            buffer_limit: MAX_BUFFER.max(4 * settings.item_size_max),
+        };
+        r.connect(ctx);
+        r.publish(ctx);
+        Ok(Some(r))
     }
 
     /// Whether replication has work for the next loop turn right away.
-    pub(super) fn repl_busy(&self) -> bool {
-        self.repl
+    pub(crate) fn busy(&self) -> bool {
+        self.link
             .as_ref()
-            .and_then(|r| r.link.as_ref())
             .is_some_and(|l| l.readable || (l.copy.is_some() && l.unsent() < COPY_LOW_WATER))
     }
 
-    fn repl_publish(&mut self) {
-        self.stats.repl = self.repl.as_ref().map(Repl::stats);
+    fn publish(&self, ctx: &mut Ctx) {
+        *ctx.stats = Some(self.stats());
     }
 
     /// Starts a non-blocking connection to the peer.
-    fn repl_connect(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        if r.connecting.is_some() || r.link.is_some() {
+    fn connect(&mut self, ctx: &mut Ctx) {
+        if self.connecting.is_some() || self.link.is_some() {
             return;
         }
-        match sys::connect_nonblocking(r.peer) {
+        match sys::connect_nonblocking(self.peer) {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
-                r.connecting = Some((stream, Instant::now()));
-                if self
-                    .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
-                    .is_err()
-                {
-                    self.repl_connect_failed();
+                self.connecting = Some((stream, Instant::now()));
+                if ctx.sockets.watch(fd, false).is_err() {
+                    self.connect_failed(ctx);
                 }
             }
-            Err(_) => self.repl_connect_failed(),
+            Err(_) => self.connect_failed(ctx),
         }
     }
 
-    fn repl_forget_fd(&mut self, fd: RawFd) {
-        if let Some(slot) = self.slots.get_mut(fd as usize) {
-            *slot = Slot::Empty;
-        }
-    }
-
-    fn repl_connect_failed(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        if let Some((stream, _)) = r.connecting.take() {
+    fn connect_failed(&mut self, ctx: &mut Ctx) {
+        if let Some((stream, _)) = self.connecting.take() {
             let fd = stream.as_raw_fd();
             drop(stream);
-            self.repl_forget_fd(fd);
+            ctx.sockets.forget(fd);
         }
-        let r = self.repl.as_mut().expect("replication is on");
-        r.schedule_retry();
-        if r.role != Role::Master {
-            self.repl_become_master();
+        self.schedule_retry();
+        if self.role != Role::Master {
+            self.become_master(ctx);
         }
     }
 
-    fn repl_become_master(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        r.role = Role::Master;
-        r.log("master");
-        self.cache.set_cas_lane(true);
-        self.repl_listen();
-        self.repl_publish();
+    fn become_master(&mut self, ctx: &mut Ctx) {
+        self.role = Role::Master;
+        self.log("master");
+        ctx.cache.set_cas_lane(true);
+        self.listen(ctx);
+        self.publish(ctx);
     }
 
     /// Opens the replication listener if it is not open (a failure, such
     /// as the port still being in use, is retried on later turns).
-    fn repl_listen(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        if r.listener.is_some() {
+    fn listen(&mut self, ctx: &mut Ctx) {
+        if self.listener.is_some() {
             return;
         }
-        let addr = SocketAddr::new(r.listen_ip, r.port);
+        let addr = SocketAddr::new(self.listen_ip, self.port);
         let listener = match TcpListener::bind(addr).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok(l)
         }) {
             Ok(l) => l,
             Err(e) => {
-                r.log(&format!("cannot listen on port {}: {e}", r.port));
+                self.log(&format!("cannot listen on port {}: {e}", self.port));
                 return;
             }
         };
         let fd = listener.as_raw_fd();
-        if self
-            .register(fd, Slot::ReplListener(listener), sys::READ | sys::EDGE)
-            .is_ok()
-        {
-            self.repl.as_mut().expect("replication is on").listener = Some(fd);
+        if ctx.sockets.watch(fd, true).is_ok() {
+            self.listener = Some(listener);
         } else {
-            self.repl_forget_fd(fd);
+            drop(listener);
+            ctx.sockets.forget(fd);
         }
     }
 
-    fn repl_unlisten(&mut self) {
-        let Some(fd) = self.repl.as_mut().and_then(|r| r.listener.take()) else {
+    fn unlisten(&mut self, ctx: &mut Ctx) {
+        let Some(listener) = self.listener.take() else {
             return;
         };
         // Dropping the listener closes it (and takes it out of epoll).
-        self.repl_forget_fd(fd);
+        let fd = listener.as_raw_fd();
+        drop(listener);
+        ctx.sockets.forget(fd);
     }
 
-    /// Epoll reported something on the connecting socket or the link.
-    pub(super) fn repl_event(&mut self, fd: RawFd, bits: u32) {
-        let Some(r) = &mut self.repl else { return };
-        if let Some((stream, _)) = &r.connecting
+    /// Epoll reported something on one of replication's sockets: the
+    /// listener, the connecting socket, a candidate or the link.
+    pub(crate) fn event(&mut self, fd: RawFd, bits: u32, ctx: &mut Ctx) {
+        if self.listener.as_ref().is_some_and(|l| l.as_raw_fd() == fd) {
+            return self.accept(ctx);
+        }
+        if let Some((stream, _)) = &self.connecting
             && stream.as_raw_fd() == fd
         {
             // A connection attempt is decided when the socket becomes
@@ -533,18 +539,18 @@ impl Reactor {
                 || !matches!(stream.take_error(), Ok(None))
                 || stream.peer_addr().is_err();
             return if failed {
-                self.repl_connect_failed()
+                self.connect_failed(ctx)
             } else {
-                self.repl_connected()
+                self.connected(ctx)
             };
         }
-        if let Some(i) = r.candidates.iter().position(|c| c.fd == fd) {
-            let c = &mut r.candidates[i];
+        if let Some(i) = self.candidates.iter().position(|c| c.fd == fd) {
+            let c = &mut self.candidates[i];
             c.writable |= bits & sys::WRITE != 0;
             c.readable |= bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0;
-            return self.repl_candidate_read(i);
+            return self.candidate_read(i, ctx);
         }
-        let Some(link) = &mut r.link else { return };
+        let Some(link) = &mut self.link else { return };
         if link.fd != fd {
             return;
         }
@@ -554,57 +560,55 @@ impl Reactor {
         if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
             link.readable = true;
         }
-        if let Err(e) = self.repl_read() {
-            return self.repl_read_failed(e);
+        if let Err(e) = self.read(ctx) {
+            return self.read_failed(e, ctx);
         }
-        self.repl_flush();
+        self.flush(ctx);
     }
 
     /// A read error ends the link. A peer that failed `-Y` authentication
     /// is not our pair at all: rather than rejoin it at once as its
     /// replica, serve alone as master and try it again only after backoff.
-    fn repl_read_failed(&mut self, e: io::Error) {
+    fn read_failed(&mut self, e: io::Error, ctx: &mut Ctx) {
         if e.kind() != io::ErrorKind::PermissionDenied {
-            return self.repl_link_lost("the peer went away");
+            return self.link_lost("the peer went away", ctx);
         }
-        if !self.repl_drop_link(&e.to_string()) {
+        if !self.drop_link(&e.to_string(), ctx) {
             return;
         }
-        let r = self.repl.as_mut().expect("replication is on");
-        r.schedule_retry();
-        if r.role != Role::Master {
-            self.repl_become_master();
+        self.schedule_retry();
+        if self.role != Role::Master {
+            self.become_master(ctx);
         }
-        self.repl_publish();
+        self.publish(ctx);
     }
 
     /// Our connection to the peer is up: we are its replica.
-    fn repl_connected(&mut self) {
-        let r = self.repl.as_mut().expect("replication is on");
-        let (stream, _) = r.connecting.take().expect("a connection was pending");
-        if r.link.is_some() {
+    fn connected(&mut self, ctx: &mut Ctx) {
+        let (stream, _) = self.connecting.take().expect("a connection was pending");
+        if self.link.is_some() {
             // The peer connected to us first: keep that link.
             let fd = stream.as_raw_fd();
             drop(stream);
-            return self.repl_forget_fd(fd);
+            return ctx.sockets.forget(fd);
         }
         let _ = stream.set_nodelay(true);
-        let mut link = Link::new(stream, true, r.secret);
-        link.control(KIND_HELLO, r.node_id);
-        r.link = Some(link);
-        r.role = Role::Replica;
-        r.feed_mark = mutations::len(&self.cache);
-        r.log("replica");
-        self.cache.set_cas_lane(false);
-        self.repl_unlisten();
-        self.repl_flush();
-        self.repl_publish();
+        let mut link = Link::new(stream, true, self.secret);
+        link.control(KIND_HELLO, self.node_id);
+        self.link = Some(link);
+        self.role = Role::Replica;
+        self.feed_mark = mutations::len(ctx.cache);
+        self.log("replica");
+        ctx.cache.set_cas_lane(false);
+        self.unlisten(ctx);
+        self.flush(ctx);
+        self.publish(ctx);
     }
 
     /// The peer connects to our replication listener.
-    pub(super) fn repl_accept(&mut self, lfd: RawFd) {
+    fn accept(&mut self, ctx: &mut Ctx) {
         loop {
-            let Some(Slot::ReplListener(l)) = self.slots.get(lfd as usize) else {
+            let Some(l) = &self.listener else {
                 return;
             };
             let stream = match l.accept() {
@@ -612,45 +616,40 @@ impl Reactor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             };
-            let r = self.repl.as_mut().expect("replication is on");
-            if r.role == Role::Replica || stream.set_nonblocking(true).is_err() {
+            if self.role == Role::Replica || stream.set_nonblocking(true).is_err() {
                 // Dropping the stream closes it.
                 continue;
             }
-            if r.link
+            if self
+                .link
                 .as_ref()
                 .is_some_and(|l| l.last_heard.elapsed() < LIVE_WINDOW)
             {
-                self.repl_add_candidate(stream);
+                self.add_candidate(stream, ctx);
                 continue;
             }
-            if r.link.is_some() {
+            if self.link.is_some() {
                 // The peer connecting again means the link we hold is dead
                 // (its host went away without a word): the new one wins.
-                self.repl_drop_link("the peer connected again");
+                self.drop_link("the peer connected again", ctx);
             }
-            let r = self.repl.as_mut().expect("replication is on");
-            if let Some((pending, _)) = r.connecting.take() {
+            if let Some((pending, _)) = self.connecting.take() {
                 let fd = pending.as_raw_fd();
                 drop(pending);
-                self.repl_forget_fd(fd);
+                ctx.sockets.forget(fd);
             }
             let _ = stream.set_nodelay(true);
             let fd = stream.as_raw_fd();
-            let r = self.repl.as_mut().expect("replication is on");
-            r.link = Some(Link::new(stream, false, r.secret));
-            r.log("replica connected");
-            if self
-                .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
-                .is_err()
-            {
-                self.repl_link_lost("cannot watch the replica's socket");
+            self.link = Some(Link::new(stream, false, self.secret));
+            self.log("replica connected");
+            if ctx.sockets.watch(fd, false).is_err() {
+                self.link_lost("cannot watch the replica's socket", ctx);
             }
             // Under -Y our proof goes out before we read the peer's, so a
             // peer we refuse learns why (its own check of ours fails)
             // rather than seeing only a closed socket.
-            self.repl_flush();
-            self.repl_publish();
+            self.flush(ctx);
+            self.publish(ctx);
         }
     }
 
@@ -661,58 +660,51 @@ impl Reactor {
     /// old link times out. So the newcomer is heard until its first frame,
     /// which must be what a joining peer sends first (our authfile's
     /// digest under `-Y`, else HELLO), and only then replaces the link.
-    fn repl_add_candidate(&mut self, stream: TcpStream) {
-        let r = self.repl.as_mut().expect("replication is on");
-        if r.candidates.len() >= MAX_CANDIDATES {
-            return r.log("refused a connection: too many waiting to prove themselves");
+    fn add_candidate(&mut self, stream: TcpStream, ctx: &mut Ctx) {
+        if self.candidates.len() >= MAX_CANDIDATES {
+            return self.log("refused a connection: too many waiting to prove themselves");
         }
         let _ = stream.set_nodelay(true);
         let fd = stream.as_raw_fd();
         // Our own proof goes out at once, as on any link: the peer checks
         // it before it trusts what we send.
-        r.candidates.push(Link::new(stream, false, r.secret));
-        if self
-            .register(fd, Slot::Repl, sys::READ | sys::WRITE | sys::EDGE)
-            .is_err()
-        {
-            return self.repl_drop_candidate(fd, "cannot watch its socket");
+        self.candidates.push(Link::new(stream, false, self.secret));
+        if ctx.sockets.watch(fd, false).is_err() {
+            return self.drop_candidate(fd, "cannot watch its socket", ctx);
         }
-        let r = self.repl.as_mut().expect("replication is on");
-        if let Some(c) = r.candidates.last_mut()
+        if let Some(c) = self.candidates.last_mut()
             && c.flush().is_err()
         {
-            self.repl_drop_candidate(fd, "it went away");
+            self.drop_candidate(fd, "it went away", ctx);
         }
     }
 
-    fn repl_drop_candidate(&mut self, fd: RawFd, why: &str) {
-        let r = self.repl.as_mut().expect("replication is on");
-        r.candidates.retain(|c| c.fd != fd);
-        r.log(&format!("refused a connection: {why}"));
-        self.repl_forget_fd(fd);
+    fn drop_candidate(&mut self, fd: RawFd, why: &str, ctx: &mut Ctx) {
+        self.candidates.retain(|c| c.fd != fd);
+        self.log(&format!("refused a connection: {why}"));
+        ctx.sockets.forget(fd);
     }
 
     /// Reads a candidate's first frame; promotes it to the link if it is
     /// the peer's.
-    fn repl_candidate_read(&mut self, i: usize) {
-        let r = self.repl.as_mut().expect("replication is on");
-        let secret = r.secret;
-        let c = &mut r.candidates[i];
+    fn candidate_read(&mut self, i: usize, ctx: &mut Ctx) {
+        let secret = self.secret;
+        let c = &mut self.candidates[i];
         let fd = c.fd;
         let mut chunk = [0u8; 512];
         while c.readable && c.input.len() < CANDIDATE_INPUT_MAX {
             match c.stream.read(&mut chunk) {
-                Ok(0) => return self.repl_drop_candidate(fd, "it closed"),
+                Ok(0) => return self.drop_candidate(fd, "it closed", ctx),
                 Ok(n) => c.input.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.repl_drop_candidate(fd, "it went away"),
+                Err(_) => return self.drop_candidate(fd, "it went away", ctx),
             }
         }
         let first = c.input.get(..FRAME).map(|h| FRAME + frame_len(h));
         let Some(end) = first.filter(|&end| end <= c.input.len()) else {
             if c.input.len() >= CANDIDATE_INPUT_MAX {
-                self.repl_drop_candidate(fd, "its first frame is too long");
+                self.drop_candidate(fd, "its first frame is too long", ctx);
             }
             return;
         };
@@ -722,30 +714,29 @@ impl Reactor {
             _ => false,
         };
         if !proved {
-            return self.repl_drop_candidate(fd, "it is not the peer");
+            return self.drop_candidate(fd, "it is not the peer", ctx);
         }
-        let c = r.candidates.remove(i);
-        self.repl_drop_link("the peer connected again");
-        let r = self.repl.as_mut().expect("replication is on");
-        r.link = Some(c);
-        r.log("replica connected");
+        let c = self.candidates.remove(i);
+        self.drop_link("the peer connected again", ctx);
+        self.link = Some(c);
+        self.log("replica connected");
         // The frames already read (the proof, HELLO) go the usual way.
-        if let Err(e) = self.repl_apply_input() {
-            return self.repl_read_failed(e);
+        if let Err(e) = self.apply_input(ctx) {
+            return self.read_failed(e, ctx);
         }
-        if let Err(e) = self.repl_read() {
-            return self.repl_read_failed(e);
+        if let Err(e) = self.read(ctx) {
+            return self.read_failed(e, ctx);
         }
-        self.repl_flush();
-        self.repl_publish();
+        self.flush(ctx);
+        self.publish(ctx);
     }
 
     /// Reads and applies everything the peer has sent.
-    fn repl_read(&mut self) -> io::Result<()> {
+    fn read(&mut self, ctx: &mut Ctx) -> io::Result<()> {
         let mut chunk = [0u8; READ_CHUNK];
         let mut budget = READ_PER_TURN;
         loop {
-            let Some(link) = self.repl_link_mut() else {
+            let Some(link) = self.link.as_mut() else {
                 return Ok(());
             };
             if !link.readable || budget == 0 {
@@ -757,7 +748,7 @@ impl Reactor {
                     budget = budget.saturating_sub(n);
                     link.input.extend_from_slice(&chunk[..n]);
                     link.last_heard = Instant::now();
-                    self.repl_apply_input()?;
+                    self.apply_input(ctx)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     link.readable = false;
@@ -769,13 +760,9 @@ impl Reactor {
         }
     }
 
-    fn repl_link_mut(&mut self) -> Option<&mut Link> {
-        self.repl.as_mut()?.link.as_mut()
-    }
-
     /// Applies every whole frame in the link's input.
-    fn repl_apply_input(&mut self) -> io::Result<()> {
-        let mut input = std::mem::take(&mut self.repl_link_mut().expect("link").input);
+    fn apply_input(&mut self, ctx: &mut Ctx) -> io::Result<()> {
+        let mut input = std::mem::take(&mut self.link.as_mut().expect("link").input);
         let mut at = 0;
         let result = loop {
             let rest = &input[at..];
@@ -783,7 +770,7 @@ impl Reactor {
                 break Ok(());
             }
             let total = FRAME + frame_len(rest);
-            let trusted = self.repl_link_mut().is_some_and(|l| l.trusted);
+            let trusted = self.link.as_ref().is_some_and(|l| l.trusted);
             if !trusted && rest[FRAME] != KIND_AUTH {
                 break Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
@@ -794,7 +781,7 @@ impl Reactor {
                 if rest.len() < total {
                     break Ok(());
                 }
-                if let Err(e) = self.repl_control(&rest[..total]) {
+                if let Err(e) = self.control(&rest[..total], ctx) {
                     break Err(e);
                 }
                 at += total;
@@ -802,7 +789,7 @@ impl Reactor {
             }
             match record::decode(rest) {
                 Decoded::Complete(rec, used) => {
-                    self.repl_apply(&rec);
+                    self.apply(&rec, ctx);
                     at += used;
                 }
                 Decoded::Torn(_) => break Ok(()),
@@ -812,25 +799,24 @@ impl Reactor {
             }
         };
         input.drain(..at);
-        if let Some(link) = self.repl_link_mut() {
+        if let Some(link) = self.link.as_mut() {
             link.input = input;
         }
         result
     }
 
     /// A link-control frame (HELLO, RESYNC, SYNCED, ACK).
-    fn repl_control(&mut self, frame: &[u8]) -> io::Result<()> {
+    fn control(&mut self, frame: &[u8], ctx: &mut Ctx) -> io::Result<()> {
         let Some((kind, value)) = control_frame(frame) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "bad control frame",
             ));
         };
-        let r = self.repl.as_mut().expect("replication is on");
-        let role = r.role;
-        let own_id = r.node_id;
-        let secret = r.secret;
-        let link = r.link.as_mut().expect("a link is up");
+        let role = self.role;
+        let own_id = self.node_id;
+        let secret = self.secret;
+        let link = self.link.as_mut().expect("a link is up");
         match (kind, role) {
             (KIND_AUTH, _) if !link.trusted && Some(value) == secret => {
                 link.trusted = true;
@@ -850,25 +836,24 @@ impl Reactor {
             }
             (KIND_HELLO, Role::Master) if !link.streaming => {
                 link.streaming = true;
-                self.repl_start_copy();
+                self.start_copy(ctx.cache);
             }
             (KIND_RESYNC, Role::Replica) => {
                 // Our own writes not yet sent go first: the master will
                 // apply them and send them back after the copy.
-                self.repl_collect_feed();
-                self.cache.wipe();
-                let r = self.repl.as_mut().expect("replication is on");
-                r.replay.reset();
-                r.resyncs += 1;
-                r.log("receiving a full copy");
-                if let Some(link) = &mut r.link {
+                self.collect_feed(ctx.cache);
+                ctx.cache.wipe();
+                self.replay.reset();
+                self.resyncs += 1;
+                self.log("receiving a full copy");
+                if let Some(link) = &mut self.link {
                     link.synced = false;
                 }
             }
             (KIND_SYNCED, Role::Replica) => {
                 link.synced = true;
-                r.backoff = BACKOFF_MIN;
-                r.log("in sync");
+                self.backoff = BACKOFF_MIN;
+                self.log("in sync");
             }
             (KIND_ACK, _) => {
                 // The lag it changes is published every turn.
@@ -882,135 +867,124 @@ impl Reactor {
                 ));
             }
         }
-        self.repl_publish();
+        self.publish(ctx);
         Ok(())
     }
 
     /// One record from the peer, under the conflict rule.
-    fn repl_apply(&mut self, rec: &record::Record<'_>) {
+    fn apply(&mut self, rec: &record::Record<'_>, ctx: &mut Ctx) {
         // The replica's own writes so far go to the master before this
         // record's effects enter the feed.
-        let replica = self.repl.as_ref().is_some_and(|r| r.role == Role::Replica);
+        let replica = self.role == Role::Replica;
         if replica {
-            self.repl_collect_feed();
+            self.collect_feed(ctx.cache);
         }
         let older = match rec.op {
-            Op::Put(p) if p.cas != 0 => self.cache.cas_of(p.key).is_some_and(|c| c >= p.cas),
+            Op::Put(p) if p.cas != 0 => ctx.cache.cas_of(p.key).is_some_and(|c| c >= p.cas),
             _ => false,
         };
         if !older {
-            let r = self.repl.as_mut().expect("replication is on");
-            r.replay.apply(&mut self.cache, rec, true);
+            self.replay.apply(ctx.cache, rec, true);
         }
-        let feed_len = mutations::len(&self.cache);
-        let r = self.repl.as_mut().expect("replication is on");
-        if let Some(link) = &mut r.link {
+        let feed_len = mutations::len(ctx.cache);
+        if let Some(link) = &mut self.link {
             link.applied += 1;
         }
         if replica {
             // What the master sent is not sent back to it.
-            r.feed_mark = feed_len;
+            self.feed_mark = feed_len;
         }
     }
 
     /// Master: RESYNC, then the arena walk from the start.
-    fn repl_start_copy(&mut self) {
-        let feed_len = mutations::len(&self.cache);
-        let r = self.repl.as_mut().expect("replication is on");
+    fn start_copy(&mut self, cache: &Cache) {
         // The copy covers everything changed before it starts.
-        r.feed_mark = feed_len;
-        r.resyncs += 1;
-        r.log("sending a full copy");
-        let link = r.link.as_mut().expect("a link is up");
+        self.feed_mark = mutations::len(cache);
+        self.resyncs += 1;
+        self.log("sending a full copy");
+        let link = self.link.as_mut().expect("a link is up");
         link.control(KIND_RESYNC, 0);
         link.copy = Some(SnapshotCursor::default());
         link.synced = false;
     }
 
     /// Moves the feed's new records into the link (or past them when no
-    /// peer is streaming).
-    pub(super) fn repl_collect_feed(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        let feed = mutations::bytes(&self.cache);
-        let new = feed.get(r.feed_mark..).unwrap_or_default();
-        if let Some(link) = &mut r.link
+    /// peer is streaming). The event loop calls it before it empties the
+    /// feed, so the records reach the peer whoever else reads them.
+    pub(crate) fn collect_feed(&mut self, cache: &Cache) {
+        let feed = mutations::bytes(cache);
+        let new = feed.get(self.feed_mark..).unwrap_or_default();
+        if let Some(link) = &mut self.link
             && link.streaming
         {
             link.out.extend_from_slice(new);
             link.sent += count_records(new);
         }
-        r.feed_mark = feed.len();
+        self.feed_mark = feed.len();
     }
 
-    fn repl_flush(&mut self) {
-        let Some(link) = self.repl_link_mut() else {
+    fn flush(&mut self, ctx: &mut Ctx) {
+        let Some(link) = self.link.as_mut() else {
             return;
         };
         if link.flush().is_err() {
-            self.repl_link_lost("cannot write to the peer");
+            self.link_lost("cannot write to the peer", ctx);
         }
     }
 
     /// Closes the link; false if there was none.
-    fn repl_drop_link(&mut self, why: &str) -> bool {
-        let Some(r) = &mut self.repl else {
+    fn drop_link(&mut self, why: &str, ctx: &mut Ctx) -> bool {
+        let Some(link) = self.link.take() else {
             return false;
         };
-        let Some(link) = r.link.take() else {
-            return false;
-        };
-        r.log(&format!("link lost: {why}"));
+        self.log(&format!("link lost: {why}"));
         let fd = link.fd;
         drop(link);
-        self.repl_forget_fd(fd);
+        ctx.sockets.forget(fd);
         true
     }
 
-    fn repl_link_lost(&mut self, why: &str) {
-        if !self.repl_drop_link(why) {
+    fn link_lost(&mut self, why: &str, ctx: &mut Ctx) {
+        if !self.drop_link(why, ctx) {
             return;
         }
-        let r = self.repl.as_mut().expect("replication is on");
         // A link that never got in sync does not earn a quick retry.
-        let healthy = r.backoff == BACKOFF_MIN;
-        r.schedule_retry();
-        if r.role == Role::Replica {
+        let healthy = self.backoff == BACKOFF_MIN;
+        self.schedule_retry();
+        if self.role == Role::Replica {
             // Try the master once more (at once if the link was healthy);
             // if that fails, take over.
-            r.role = Role::Connecting;
+            self.role = Role::Connecting;
             if healthy {
-                self.repl_connect();
+                self.connect(ctx);
             }
         }
-        self.repl_publish();
+        self.publish(ctx);
     }
 
     /// Once per loop turn: forward the feed, advance a full copy, enforce
     /// the buffer bound, heartbeats, timeouts and retries.
-    pub(super) fn repl_turn(&mut self) {
-        if self.repl.is_none() {
-            return;
+    pub(crate) fn turn(&mut self, ctx: &mut Ctx) {
+        if let Err(e) = self.read(ctx) {
+            self.read_failed(e, ctx);
         }
-        if let Err(e) = self.repl_read() {
-            self.repl_read_failed(e);
-        }
-        self.repl_collect_feed();
-        self.repl_copy_step();
-        self.repl_bound();
-        self.repl_heartbeat();
-        self.repl_flush();
-        self.repl_timers();
+        self.collect_feed(ctx.cache);
+        self.copy_step(ctx);
+        self.bound(ctx);
+        self.heartbeat();
+        self.flush(ctx);
+        self.timers(ctx);
         let lag = self
-            .repl_link_mut()
+            .link
+            .as_ref()
             .map_or(0, |l| l.sent.saturating_sub(l.acked));
-        if let Some(s) = &mut self.stats.repl {
+        if let Some(s) = ctx.stats {
             s.lag_records = lag;
         }
     }
 
-    fn repl_copy_step(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        let Some(link) = &mut r.link else { return };
+    fn copy_step(&mut self, ctx: &mut Ctx) {
+        let Some(link) = &mut self.link else { return };
         let Some(mut cursor) = link.copy.take() else {
             return;
         };
@@ -1019,14 +993,14 @@ impl Reactor {
             return;
         }
         let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
-        let (items, done) = cursor.step(&self.cache, &mut link.out, COPY_STEP, room);
+        let (items, done) = cursor.step(ctx.cache, &mut link.out, COPY_STEP, room);
         link.sent += items as u64;
         if done {
             link.control(KIND_SYNCED, 0);
             link.synced = true;
-            r.backoff = BACKOFF_MIN;
-            r.log("full copy sent");
-            self.repl_publish();
+            self.backoff = BACKOFF_MIN;
+            self.log("full copy sent");
+            self.publish(ctx);
         } else {
             link.copy = Some(cursor);
         }
@@ -1034,26 +1008,23 @@ impl Reactor {
 
     /// A peer too far behind: the master restarts the copy, a replica
     /// drops the link.
-    fn repl_bound(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        let Some(link) = &mut r.link else { return };
-        // One record may be as large as the largest item.
-        let limit = MAX_BUFFER.max(4 * self.settings.item_size_max);
-        if link.unsent() <= limit {
+    fn bound(&mut self, ctx: &mut Ctx) {
+        let Some(link) = &mut self.link else { return };
+        if link.unsent() <= self.buffer_limit {
             return;
         }
-        if r.role != Role::Master {
-            return self.repl_link_lost("the master is too far behind");
+        if self.role != Role::Master {
+            return self.link_lost("the master is too far behind", ctx);
         }
         let dropped = link.cut_after_current();
         link.sent -= dropped;
         link.acked = link.acked.min(link.sent);
-        self.repl_start_copy();
-        self.repl_publish();
+        self.start_copy(ctx.cache);
+        self.publish(ctx);
     }
 
-    fn repl_heartbeat(&mut self) {
-        let Some(link) = self.repl_link_mut() else {
+    fn heartbeat(&mut self) {
+        let Some(link) = self.link.as_mut() else {
             return;
         };
         let due = link.last_told.elapsed() >= HEARTBEAT;
@@ -1065,38 +1036,35 @@ impl Reactor {
         }
     }
 
-    fn repl_timers(&mut self) {
-        let Some(r) = &mut self.repl else { return };
-        let slow = r
+    fn timers(&mut self, ctx: &mut Ctx) {
+        let slow = self
             .candidates
             .iter()
             .find(|c| c.last_heard.elapsed() > CONNECT_TIMEOUT)
             .map(|c| c.fd);
         if let Some(fd) = slow {
-            self.repl_drop_candidate(fd, "it did not prove itself in time");
+            self.drop_candidate(fd, "it did not prove itself in time", ctx);
         }
-        let r = self.repl.as_mut().expect("replication is on");
-        if let Some(link) = &r.link
+        if let Some(link) = &self.link
             && link.last_heard.elapsed() > PEER_TIMEOUT
         {
-            return self.repl_link_lost("the peer stopped answering");
+            return self.link_lost("the peer stopped answering", ctx);
         }
-        if let Some((_, started)) = &r.connecting
+        if let Some((_, started)) = &self.connecting
             && started.elapsed() > CONNECT_TIMEOUT
         {
-            return self.repl_connect_failed();
+            return self.connect_failed(ctx);
         }
-        if r.role == Role::Master && r.listener.is_none() {
-            self.repl_listen();
+        if self.role == Role::Master && self.listener.is_none() {
+            self.listen(ctx);
         }
         // A master alone retries its peer; so does a replica that lost it.
-        let r = self.repl.as_mut().expect("replication is on");
-        if r.role != Role::Replica
-            && r.link.is_none()
-            && r.connecting.is_none()
-            && Instant::now() >= r.next_attempt
+        if self.role != Role::Replica
+            && self.link.is_none()
+            && self.connecting.is_none()
+            && Instant::now() >= self.next_attempt
         {
-            self.repl_connect();
+            self.connect(ctx);
         }
     }
 }
@@ -1137,19 +1105,6 @@ mod tests {
             .unwrap();
         let refused = sys::connect_nonblocking(closed);
         assert!(refused.is_err() || refused.unwrap().peer_addr().is_err());
-    }
-
-    #[test]
-    fn the_listener_binds_the_first_listen_interface() {
-        let ip = |entries: &[&str]| {
-            let v: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
-            first_listen_ip(&v).to_string()
-        };
-        assert_eq!(ip(&[]), "0.0.0.0");
-        assert_eq!(ip(&["*"]), "0.0.0.0");
-        assert_eq!(ip(&["127.0.0.1:11211", "10.0.0.1"]), "127.0.0.1");
-        assert_eq!(ip(&["[::1]:5"]), "::1");
-        assert_eq!(ip(&["proto[ascii]:127.0.0.2"]), "127.0.0.2");
     }
 
     #[test]
