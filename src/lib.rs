@@ -5,6 +5,9 @@
 //! - `slab`: the preallocated `-m` arena, its pages and size classes.
 //! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
 //! - `proto`: request parsers and reply writers.
+//! - `persist`: the append-only file, warm restart's metadata, and the
+//!   record format every change is written in.
+//! - `repl`: replication between a pair of servers.
 //! - `stats`: counters and their reports.
 //! - `settings`: the command-line options every room reads.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
@@ -15,6 +18,7 @@ pub mod numbers;
 pub(crate) mod persist;
 pub mod proto;
 pub mod reactor;
+pub mod repl;
 pub mod settings;
 pub mod slab;
 pub mod stats;

@@ -826,7 +826,7 @@ impl Parser {
     /// the server starts; only the shape is checked here.
     fn repl_peer(&mut self, arg: &[u8]) -> Outcome {
         let text = lossy(arg);
-        if memcached::reactor::repl::split_peer(&text).is_none() {
+        if memcached::repl::split_peer(&text).is_none() {
             let message = format!("Invalid replication peer \"{text}\": want host[:port]\n");
             return self.fail(EX_USAGE, message);
         }

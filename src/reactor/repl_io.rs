@@ -1,9 +1,9 @@
-//! The event loop's side of replication (`repl.rs`): the sockets it asks
+//! The event loop's side of replication (`crate::repl`): the sockets it asks
 //! the loop to watch and forget, what it borrows for each call, and the
 //! interface its listener binds.
 
-use super::repl::{self, Repl};
 use super::{Reactor, Slot, sys};
+use crate::repl::{self, Repl};
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::fd::RawFd;

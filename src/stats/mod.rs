@@ -7,7 +7,6 @@
 
 pub mod logger;
 pub mod prefix;
-pub mod repl;
 
 use crate::items::Cache;
 use crate::numbers::c_fixed;
@@ -48,7 +47,7 @@ pub struct Stats {
     /// Present while the append-only file is on.
     pub aof: Option<AofStats>,
     /// Present when replication is configured.
-    pub repl: Option<repl::ReplStats>,
+    pub repl: Option<crate::repl::stats::ReplStats>,
 }
 
 /// The append-only file's figures, printed after memcached's own.
@@ -252,7 +251,7 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         stat(&mut o, "aof_recovered_items", a.recovered_items);
     }
     if let Some(r) = &stats.repl {
-        repl::lines(&mut o, r);
+        crate::repl::stats::lines(&mut o, r);
     }
     o.push_str("END\r\n");
     o

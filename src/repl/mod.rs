@@ -46,14 +46,16 @@
 //! start a fresh full copy on the same connection; a replica whose master
 //! does not keep up closes the link and rejoins.
 
-use super::sys;
+use crate::reactor::sys;
+pub(crate) mod stats;
+
 use crate::items::Cache;
 use crate::persist::mutations;
 use crate::persist::record::{self, Decoded, Encoder, FRAME, Op};
 use crate::persist::replay::Replay;
 use crate::persist::snapshot::SnapshotCursor;
 use crate::settings::Settings;
-use crate::stats::repl::ReplStats;
+use stats::ReplStats;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
