@@ -317,11 +317,10 @@ impl Reactor {
         }
     }
 
-    /// Writes the turn's records to the AOF and, once they are on disk,
-    /// lets the replies that waited for them go. A write error is fatal
-    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
-    /// is reported and those records are lost to the file. Every consumer
-    /// of the mutation feed reads it before this clears it.
+    /// Writes the turn's records to the AOF and lets the replies that
+    /// waited for them go -- or ends the server, when `Durability` says a
+    /// failed write makes acknowledging a lie. Every consumer of the
+    /// mutation feed reads it before this clears it.
     fn aof_end_turn(&mut self) -> io::Result<()> {
         self.aof_write();
         for fd in self.durability.release()? {
@@ -341,7 +340,7 @@ impl Reactor {
 
     /// The AOF's part of the end of a turn (also run before a UDP reply,
     /// which cannot be held); a fatal failure is kept for the end of the
-    /// turn to report.
+    /// turn to report. The feed is emptied once the file has it.
     fn aof_write(&mut self) {
         if self.durability.write(&self.cache) {
             self.stats.aof = self.durability.stats();

@@ -15,7 +15,7 @@
 //! start a fresh full copy on the same connection; a replica whose master
 //! does not keep up closes the link and rejoins.
 
-use super::link::{KIND_RESYNC, KIND_SYNCED};
+use super::link::{COPY_LOW_WATER, KIND_RESYNC, KIND_SYNCED};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
 use crate::items::Cache;
 use crate::persist::mutations;
@@ -25,8 +25,6 @@ use crate::persist::snapshot::SnapshotCursor;
 /// replica, before the link is dropped); at least four of the largest
 /// items.
 pub(super) const MAX_BUFFER: usize = 64 << 20;
-/// The full copy is produced only while less than this waits to be sent.
-pub(super) const COPY_LOW_WATER: usize = 1 << 20;
 /// Arena chunks the full copy looks at per loop turn.
 const COPY_STEP: usize = 4096;
 

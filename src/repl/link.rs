@@ -8,7 +8,6 @@
 //! replica wipes its cache), SYNCED (the copy is complete) and ACK (records
 //! applied so far; also the heartbeat, once a second).
 
-use super::copy::COPY_LOW_WATER;
 use crate::persist::record::{self, Encoder, FRAME};
 use crate::persist::snapshot::SnapshotCursor;
 use std::io::{self, Write};
@@ -23,6 +22,9 @@ pub(super) const KIND_ACK: u8 = 0x84;
 /// Under `-Y`, the first frame each side sends: proof that it read the
 /// same authfile (see `peer::link_secret`).
 pub(super) const KIND_AUTH: u8 = 0x85;
+/// The full copy is produced only while less than this waits to be sent;
+/// a buffer grown past four times this is let go once it is sent.
+pub(super) const COPY_LOW_WATER: usize = 1 << 20;
 /// Bytes already written that are dropped from the front of the buffer.
 const COMPACT_AT: usize = 1 << 20;
 const HEARTBEAT: Duration = Duration::from_secs(1);
