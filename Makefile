@@ -52,7 +52,7 @@ deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
 	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
-	    && $(PYTHON) -c "import pytest, pymemcache, memcache" 2>/dev/null; then :; \
+	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
 	    apt-get update -q && apt-get install -y -q $(DEB_DEPS) && \

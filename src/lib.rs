@@ -9,16 +9,24 @@
 //!   record format every change is written in.
 //! - `repl`: replication between a pair of servers.
 //! - `stats`: counters and their reports.
+//! - `logger`: the `watch` log streams, entries formatted as memcached's.
+//! - `options`: the command line, parsed exactly as memcached parses it.
+//! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
 //! - `settings`: the command-line options every room reads.
+//! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
 //!   calls them, for the protocol and the command line alike.
 
+pub mod authfile;
 pub mod items;
+pub(crate) mod logger;
 pub mod numbers;
+pub mod options;
 pub(crate) mod persist;
-pub mod proto;
+pub mod process;
+pub(crate) mod proto;
 pub mod reactor;
-pub mod repl;
+pub(crate) mod repl;
 pub mod settings;
 pub mod slab;
 pub mod stats;

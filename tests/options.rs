@@ -229,6 +229,9 @@ const BAD_OPTIONS: &[&str] = &[
     "-o lru_crawler_tocrawl=abc",
     "-o lru_crawler_tocrawl=-1",
     "-o lru_crawler_tocrawl=99999999999",
+    // memcached's safe_strtoul looks for a minus sign in the whole value
+    "-o lru_crawler_tocrawl=18446744073709551615\t-",
+    "-o read_buf_mem_limit=18446744073709551615\t-",
     "-o hot_lru_pct",
     "-o hot_lru_pct=0",
     "-o hot_lru_pct=80",

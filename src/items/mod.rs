@@ -26,9 +26,9 @@ mod pair;
 pub mod rebalance;
 pub(crate) mod warm;
 
+use crate::logger::{self, FetchStatus, Logger};
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
-use crate::stats::logger::{self, Found, Logger};
 pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
 pub(crate) use given::GivenItem;
@@ -237,11 +237,11 @@ pub struct Cache {
     changes: Option<Box<dyn ChangeSink>>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
-    /// The `watch` log streams (see `stats/logger.rs`); idle without
+    /// The `watch` log streams (see `logger/`); idle without
     /// watchers.
     pub logger: Logger,
     /// Why the last lookup found nothing, for the fetch log.
-    last_miss: Found,
+    last_miss: FetchStatus,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
 }
@@ -289,7 +289,7 @@ impl Cache {
             changes: None,
             flush_at: None,
             logger: Logger::new(256 * 1024),
-            last_miss: Found::NotFound,
+            last_miss: FetchStatus::NotFound,
             cas_lane: None,
         }
     }
@@ -416,7 +416,7 @@ impl Cache {
         let cfd = self.logger.cfd;
         let (found, clsid, size) = match live {
             Some(it) => (
-                Found::Found,
+                FetchStatus::Found,
                 self.memcached_class(it),
                 self.view(it).nbytes() as usize,
             ),
@@ -428,20 +428,20 @@ impl Cache {
     fn lookup(&mut self, key: &[u8], bump: bool, trace: bool) -> Option<ChunkRef> {
         let hv = self.hv(key);
         let found = self.hash.find(&self.slabs.arena, key, hv);
-        self.last_miss = Found::NotFound;
+        self.last_miss = FetchStatus::NotFound;
         let mut note = "";
         let live = match found {
             Some(it) if self.is_flushed(it) => {
                 self.unlink(it);
                 self.stats.get_flushed += 1;
-                self.last_miss = Found::Flushed;
+                self.last_miss = FetchStatus::Flushed;
                 note = " -nuked by flush";
                 None
             }
             Some(it) if self.is_expired(it) => {
                 self.unlink(it);
                 self.stats.get_expired += 1;
-                self.last_miss = Found::Expired;
+                self.last_miss = FetchStatus::Expired;
                 note = " -nuked by expire";
                 None
             }

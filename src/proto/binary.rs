@@ -12,7 +12,7 @@
 //! `MEMCACHED_SASL_PWDB` (`user:password` lines), as memcached does when
 //! built with `--enable-sasl-pwdb`.
 
-use super::text::{Ctx, KEY_MAX_LENGTH, Next, Pending};
+use super::request::{Ctx, KEY_MAX_LENGTH, Next, Pending};
 use crate::items::item::CHUNKED;
 use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult};
 use crate::settings::VERSION;

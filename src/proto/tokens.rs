@@ -53,10 +53,6 @@ impl<'a> Tokens<'a> {
         self.n
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Word `i`, or empty past the end (memcached's terminal token).
     pub fn get(&self, i: usize) -> &'a [u8] {
         if i < self.n { self.words[i] } else { &[] }

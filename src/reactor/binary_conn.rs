@@ -4,7 +4,7 @@
 
 use super::conn::{Conn, Phase, READ_SIZE, State, Stop};
 use crate::proto::binary::{self, HEADER_LEN, REQUEST_MAGIC};
-use crate::proto::text::{Ctx, Next};
+use crate::proto::request::{Ctx, Next};
 
 impl Conn {
     /// `consume` for a binary connection.
@@ -125,7 +125,7 @@ impl Conn {
             }
             Next::CloseAfterWrite => {
                 if self.bin.closing == binary::Closing::Quit {
-                    self.close_reason = crate::stats::logger::CloseReason::Normal;
+                    self.close_reason = crate::logger::CloseReason::Normal;
                     self.go(Phase::NewCmd, v);
                 }
                 self.go(Phase::Mwrite, v);

@@ -9,11 +9,12 @@
 //! bounds what a client that never reads can make the server hold.
 
 use super::stream::Stream;
+use crate::logger::CloseReason;
 use crate::proto::auth::{Gate, GateStep};
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
-use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::text;
 use crate::settings::Protocol;
-use crate::stats::logger::CloseReason;
 
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
@@ -39,7 +40,7 @@ pub enum State {
     Swallow(usize),
     /// Done; close without sending more.
     Closing,
-    /// A `watch` log stream: input is read and ignored (`reactor/watch.rs`).
+    /// A `watch` log stream: input is read and ignored (`reactor/log_streams.rs`).
     Watch,
 }
 

@@ -16,7 +16,7 @@ use super::stream::Stream;
 use super::{CRAWL_STEP, REHASH_STEP};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
-use crate::proto::text::Ctx;
+use crate::proto::request::Ctx;
 use crate::settings::Settings;
 use crate::stats::Stats;
 use std::io;
@@ -184,11 +184,11 @@ impl Feeder {
 /// through exactly the code the fuzzer ran.
 pub mod fuzz {
     use super::Feeder;
+    use crate::authfile::Credentials;
+    use crate::logger;
     use crate::persist::record::{self, End, Reader};
     use crate::persist::{mutations, replay::Replay, snapshot};
-    use crate::proto::auth::Credentials;
     use crate::settings::{Protocol, Settings};
-    use crate::stats::logger;
 
     /// The first byte of a fuzz input picks the server's switches and how
     /// the rest is cut into reads; the rest is what the client sends.

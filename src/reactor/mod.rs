@@ -11,19 +11,19 @@ pub mod conn;
 pub mod feed;
 mod idle;
 pub mod listen;
+mod log_streams;
 mod readbuf;
 mod repl_io;
 mod shutdown;
 mod stream;
 pub(crate) mod sys;
 mod udp;
-mod watch;
 
+use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::persist::Durability;
-use crate::proto::text::Ctx;
-use crate::proto::text::OUTPUT_HIGH_WATER;
+use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
 use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
@@ -143,8 +143,7 @@ impl Reactor {
         if settings.track_sizes {
             cache.start_sizes();
         }
-        cache.logger =
-            crate::stats::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
+        cache.logger = crate::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
         cache.logger.set_sink(sys::send_nosignal);
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -466,7 +465,7 @@ impl Reactor {
             } else if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
                 self.stop = StopReason::Normal;
             } else if sig == libc::SIGHUP as u32 {
-                self.settings.reload_authfile();
+                Credentials::reload(self.settings.auth_file.as_deref(), &mut self.settings.auth);
             }
         }
     }
@@ -895,7 +894,7 @@ fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step>
 
 /// The client closed its end: memcached's "normal" close.
 fn closed_by_peer(c: &mut Conn) -> Step {
-    c.close_reason = crate::stats::logger::CloseReason::Normal;
+    c.close_reason = crate::logger::CloseReason::Normal;
     Step::Close
 }
 

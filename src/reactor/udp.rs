@@ -13,7 +13,7 @@
 use super::conn::{Conn, Mark, Phase, Stop};
 use super::{Slot, StopReason, sys};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
-use crate::proto::text::Ctx;
+use crate::proto::request::Ctx;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;

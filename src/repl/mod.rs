@@ -26,7 +26,7 @@ mod receive;
 mod roles;
 pub(crate) mod stats;
 
-pub use peer::split_peer;
+pub(crate) use peer::split_peer;
 
 use crate::items::Cache;
 use crate::persist::mutations;

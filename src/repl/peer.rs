@@ -17,7 +17,7 @@ pub(super) fn link_secret(authfile: &[u8]) -> u64 {
 
 /// Splits `-x host[:port]` (or `[v6]:port`) into host and optional port;
 /// None when the shape is wrong (empty host, bad port).
-pub fn split_peer(peer: &str) -> Option<(&str, Option<u16>)> {
+pub(crate) fn split_peer(peer: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = peer.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {

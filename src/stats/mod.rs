@@ -5,7 +5,6 @@
 //! live here. The reports print memcached 1.6's field names in its order,
 //! leaving out what only exists with its worker threads or extstore.
 
-pub mod logger;
 pub mod prefix;
 
 use crate::items::Cache;
