@@ -30,3 +30,4 @@ pub(crate) mod repl;
 pub mod settings;
 pub mod slab;
 pub mod stats;
+pub(crate) mod sys;

@@ -15,7 +15,7 @@
 use super::record::MAGIC;
 use super::snapshot;
 use crate::items::Cache;
-use crate::reactor::sys::{self, ChildEnd, Forked};
+use crate::sys::{self, ChildEnd, Forked};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

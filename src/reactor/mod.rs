@@ -16,7 +16,7 @@ mod readbuf;
 mod repl_io;
 mod shutdown;
 mod stream;
-pub(crate) mod sys;
+
 mod udp;
 
 use crate::authfile::Credentials;
@@ -27,12 +27,12 @@ use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
 use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
+use crate::sys::{self, Epoll};
 use conn::{Conn, READ_SIZE, State, Stop};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use stream::Stream;
-use sys::Epoll;
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
 /// before its first client it holds 7 descriptors plus 4 per worker thread

@@ -2,8 +2,9 @@
 //! the loop to watch and forget, what it borrows for each call, and the
 //! interface its listener binds.
 
-use super::{Reactor, Slot, sys};
+use super::{Reactor, Slot};
 use crate::repl::{self, Repl};
+use crate::sys;
 use std::io;
 use std::net::ToSocketAddrs;
 use std::os::fd::RawFd;

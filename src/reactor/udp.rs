@@ -11,9 +11,10 @@
 //! rides on the last key's response if that key was found).
 
 use super::conn::{Conn, Mark, Phase, Stop};
-use super::{Slot, StopReason, sys};
+use super::{Slot, StopReason};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
 use crate::proto::request::Ctx;
+use crate::sys;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;

@@ -24,19 +24,18 @@ mod link;
 mod peer;
 mod receive;
 mod roles;
-pub(crate) mod stats;
 
 pub(crate) use peer::split_peer;
 
 use crate::items::Cache;
 use crate::persist::mutations;
 use crate::persist::replay::Replay;
-use crate::reactor::sys;
 use crate::settings::Settings;
+use crate::stats::repl::ReplStats;
+use crate::sys;
 use copy::MAX_BUFFER;
 use link::{COPY_LOW_WATER, Link, count_records};
 use peer::{link_secret, resolve_peer};
-use stats::ReplStats;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};

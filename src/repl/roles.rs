@@ -13,7 +13,7 @@
 use super::link::{KIND_HELLO, Link};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
 use crate::persist::mutations;
-use crate::reactor::sys;
+use crate::sys;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -252,7 +252,7 @@ impl Repl {
 
 #[cfg(test)]
 mod tests {
-    use crate::reactor::sys;
+    use crate::sys;
     use std::net::TcpListener;
 
     #[test]

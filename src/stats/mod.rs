@@ -6,6 +6,7 @@
 //! leaving out what only exists with its worker threads or extstore.
 
 pub mod prefix;
+pub(crate) mod repl;
 
 use crate::items::Cache;
 use crate::numbers::c_fixed;
@@ -46,7 +47,7 @@ pub struct Stats {
     /// Present while the append-only file is on.
     pub aof: Option<AofStats>,
     /// Present when replication is configured.
-    pub repl: Option<crate::repl::stats::ReplStats>,
+    pub repl: Option<repl::ReplStats>,
 }
 
 /// The append-only file's figures, printed after memcached's own.
@@ -250,7 +251,7 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
         stat(&mut o, "aof_recovered_items", a.recovered_items);
     }
     if let Some(r) = &stats.repl {
-        crate::repl::stats::lines(&mut o, r);
+        repl::lines(&mut o, r);
     }
     o.push_str("END\r\n");
     o

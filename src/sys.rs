@@ -1,7 +1,9 @@
-//! The thin, unsafe layer between the reactor and the kernel: epoll,
-//! signalfd, and the few socket calls std does not expose. Each wrapper
-//! checks the return value and turns it into `io::Result`; nothing above
-//! this file touches raw syscalls.
+//! The thin, unsafe layer between the server and the kernel: epoll,
+//! signalfd, the few socket calls std does not expose, fork and waitpid.
+//! Each wrapper checks the return value and turns it into `io::Result`;
+//! nothing above this file touches raw syscalls. A leaf room of its own
+//! because the reactor, the AOF rewrite (`persist`) and the replication
+//! link (`repl`) all call it, and the reactor calls those two.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -423,4 +425,12 @@ pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::T
         }
     }
     Ok(stream)
+}
+
+/// Ignores SIGHUP for the rest of the process's life (`-d`).
+pub(crate) fn ignore_sighup() -> nix::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+    // signal context.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }.map(drop)
 }

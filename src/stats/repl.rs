@@ -1,9 +1,12 @@
 //! The replication lines of `stats`, present only when replication is
-//! configured so that a default `stats` stays memcached's.
+//! configured so that a default `stats` stays memcached's. The counters
+//! are plain data here, below `repl`, which keeps them up to date (as
+//! `persist` keeps `AofStats`): `stats` reports every room's counters and
+//! depends on none of the rooms that count.
 
 use std::fmt::Write as _;
 
-/// What the replication link reports; kept up to date by [`super::Repl`].
+/// What the replication link reports; kept up to date by `crate::repl::Repl`.
 /// Public because `Stats`, which is public, holds one.
 #[derive(Clone, Debug, Default)]
 pub struct ReplStats {
