@@ -18,16 +18,16 @@
 //!   calls them, for the protocol and the command line alike.
 
 pub mod authfile;
-pub mod items;
-pub(crate) mod logger;
-pub mod numbers;
+mod items;
+mod logger;
+mod numbers;
 pub mod options;
-pub(crate) mod persist;
+mod persist;
 pub mod process;
-pub(crate) mod proto;
+mod proto;
 pub mod reactor;
-pub(crate) mod repl;
+mod repl;
 pub mod settings;
-pub mod slab;
-pub mod stats;
-pub(crate) mod sys;
+mod slab;
+mod stats;
+mod sys;

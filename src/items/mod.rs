@@ -14,16 +14,16 @@
 //! item is looked up, never between the lookup and its use.
 
 mod changes;
-pub mod clock;
-pub mod crawler;
+pub(crate) mod clock;
+pub(crate) mod crawler;
 mod given;
-pub mod hash;
-pub mod item;
+pub(crate) mod hash;
+pub(crate) mod item;
 mod log;
 mod lru;
 mod meta;
 mod pair;
-pub mod rebalance;
+pub(crate) mod rebalance;
 pub(crate) mod warm;
 
 use crate::logger::{self, FetchStatus, Logger};
@@ -35,7 +35,7 @@ pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
 use lru::Lru;
-pub use meta::{MetaDelete, MetaDelta};
+pub(crate) use meta::{MetaDelete, MetaDelta};
 use std::io::{self, Write as _};
 
 pub struct CacheConfig {
@@ -1039,7 +1039,7 @@ impl Cache {
 }
 
 /// Decimal text of `v` in `buf`, without allocating.
-pub fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;

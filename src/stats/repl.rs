@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 /// What the replication link reports; kept up to date by `crate::repl::Repl`.
 /// Public because `Stats`, which is public, holds one.
 #[derive(Clone, Debug, Default)]
-pub struct ReplStats {
+pub(crate) struct ReplStats {
     /// `master`, `replica`, or `connecting` (trying the peer: at start, or
     /// after losing the master).
     pub(crate) role: &'static str,
