@@ -5,6 +5,9 @@
 //! - `slab`: the preallocated `-m` arena, its pages and size classes.
 //! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
 //! - `proto`: request parsers and reply writers.
+//! - `persist`: the append-only file, warm restart's metadata, and the
+//!   record format every change is written in.
+//! - `repl`: replication between a pair of servers.
 //! - `stats`: counters and their reports.
 //! - `logger`: the `watch` log streams, entries formatted as memcached's.
 //! - `options`: the command line, parsed exactly as memcached parses it.
@@ -15,13 +18,16 @@
 //!   calls them, for the protocol and the command line alike.
 
 pub mod authfile;
-pub mod items;
-pub(crate) mod logger;
-pub mod numbers;
+mod items;
+mod logger;
+mod numbers;
 pub mod options;
+mod persist;
 pub mod process;
-pub(crate) mod proto;
+mod proto;
 pub mod reactor;
+mod repl;
 pub mod settings;
-pub mod slab;
-pub mod stats;
+mod slab;
+mod stats;
+mod sys;

@@ -68,7 +68,7 @@ fn strtoull(s: &[u8]) -> (u64, usize, bool) {
 /// C `strtol` (64-bit `long`): the value, clamped to `long` on overflow,
 /// the bytes consumed (0 when no digits were found), and ERANGE. memcached
 /// calls it with base 8 for `-a`.
-pub fn strtol(s: &[u8], radix: u32) -> (i64, usize, bool) {
+pub(crate) fn strtol(s: &[u8], radix: u32) -> (i64, usize, bool) {
     let scan = scan_integer(s, radix);
     let limit = if scan.negative {
         i64::MIN.unsigned_abs()
@@ -89,7 +89,7 @@ pub fn strtol(s: &[u8], radix: u32) -> (i64, usize, bool) {
 
 /// glibc's `atoi`: `(int) strtol(s, NULL, 10)`, so garbage is 0 and big
 /// numbers wrap (memcached's option parser reads most numbers with it).
-pub fn atoi(s: &[u8]) -> i32 {
+pub(crate) fn atoi(s: &[u8]) -> i32 {
     strtol(s, 10).0 as i32
 }
 
@@ -106,7 +106,7 @@ fn has_minus(s: &[u8]) -> bool {
 }
 
 /// memcached's `safe_strtoull`.
-pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
+pub(crate) fn safe_strtoull(s: &[u8]) -> Option<u64> {
     let (v, end, overflow) = strtoull(s);
     if overflow || end == 0 || !ends_cleanly(s, end) {
         return None;
@@ -119,14 +119,14 @@ pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` on a 64-bit build, truncated to 32 bits the
 /// way its callers store the result.
-pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
+pub(crate) fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
 /// memcached's `safe_strtol`: a 64-bit `long`, refused only when it
 /// overflows, then narrowed to `int32_t` by truncation (so 2147483648 reads
 /// as a negative number, as it does in memcached).
-pub fn safe_strtol(s: &[u8]) -> Option<i32> {
+pub(crate) fn safe_strtol(s: &[u8]) -> Option<i32> {
     let (l, end, erange) = strtol(s, 10);
     if erange || end == 0 || !ends_cleanly(s, end) {
         return None;
@@ -139,7 +139,7 @@ pub fn safe_strtol(s: &[u8]) -> Option<i32> {
 /// (`0x1.8p3`) or a decimal one with an optional exponent. Consumed is 0
 /// when no number was found. ERANGE is set, as glibc sets it, when a finite
 /// number overflows to infinity or underflows to zero or a subnormal.
-pub fn strtod(s: &[u8]) -> (f64, usize, bool) {
+pub(crate) fn strtod(s: &[u8]) -> (f64, usize, bool) {
     let start = s.iter().take_while(|&&b| is_c_space(b)).count();
     let (negative, sign) = match s.get(start) {
         Some(b'-') => (true, 1),
@@ -185,19 +185,19 @@ fn mantissa_is_zero(text: &[u8]) -> bool {
 }
 
 /// glibc's `atof`: `strtod` without an end pointer (0 when nothing reads).
-pub fn atof(s: &[u8]) -> f64 {
+pub(crate) fn atof(s: &[u8]) -> f64 {
     strtod(s).0
 }
 
 /// memcached's `safe_strtod`: a number that ends the token (or is followed
 /// by white space) and neither overflows nor underflows.
-pub fn safe_strtod(s: &[u8]) -> Option<f64> {
+pub(crate) fn safe_strtod(s: &[u8]) -> Option<f64> {
     let (value, end, erange) = strtod(s);
     (end > 0 && !erange && ends_cleanly(s, end)).then_some(value)
 }
 
 /// printf's `%.Nf`, including its spelling of infinities and NaNs.
-pub fn c_fixed(value: f64, precision: usize) -> String {
+pub(crate) fn c_fixed(value: f64, precision: usize) -> String {
     let sign = if value.is_sign_negative() { "-" } else { "" };
     if value.is_nan() {
         format!("{sign}nan")

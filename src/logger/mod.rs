@@ -22,7 +22,7 @@
 
 mod entries;
 
-pub use entries::CloseReason;
+pub(crate) use entries::CloseReason;
 pub(crate) use entries::{EvictEntry, FetchStatus, Peer, StoreEntry, StoreStatus};
 use std::fmt::Write as _;
 

@@ -6,7 +6,7 @@
 //! for byte this module therefore brings its own GNU `getopt_long` (the
 //! `getopts` crate parses everything before reporting, does not accept
 //! abbreviated long options, and words its errors differently) and applies
-//! options one at a time to a [`ParseState`] holding memcached's C-typed
+//! options one at a time to a `ParseState` holding memcached's C-typed
 //! values. Numbers go through `crate::numbers`' `atoi`/`atof`/`strtol`
 //! look-alikes because memcached is lenient there: `-p abc` means port 0.
 //!

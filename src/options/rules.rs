@@ -8,7 +8,7 @@ use super::state::{Outcome, ParseState, contains, lossy};
 use super::table::{AOF_FILE, REPL_PORT};
 use crate::numbers::{atof, atoi, safe_strtoul, strtol};
 use crate::process::EX_USAGE;
-use crate::reactor::repl::split_peer;
+use crate::repl::split_peer;
 use crate::settings::{Protocol, VERSION};
 
 impl ParseState {

@@ -1,7 +1,6 @@
-//! `-d`: detaching from the terminal. The process room's only `unsafe`
-//! (ignoring SIGHUP) lives here.
+//! `-d`: detaching from the terminal.
 
-use nix::sys::signal::{SigHandler, Signal, signal};
+use crate::sys;
 use nix::unistd::daemon;
 
 use super::errno::strerror;
@@ -10,10 +9,9 @@ use super::exit::Exit;
 /// Detach like memcached's `daemonize(maxcore, verbose)`: with `-r` the
 /// working directory stays (for the core file), with `-v` stdio stays.
 pub(super) fn daemonize(keep_directory: bool, keep_stdio: bool) -> Result<(), Exit> {
-    // SAFETY: SIG_IGN installs no handler code, so nothing can run in
-    // signal context; memcached ignores SIGHUP here so losing the
-    // controlling terminal while detaching cannot kill it.
-    if let Err(errno) = unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) } {
+    // memcached ignores SIGHUP here so losing the controlling terminal
+    // while detaching cannot kill it.
+    if let Err(errno) = sys::ignore_sighup() {
         eprintln!("Failed to ignore SIGHUP: {}", strerror(errno));
     }
     daemon(keep_directory, keep_stdio)

@@ -63,7 +63,7 @@ pub(crate) struct SetEcho {
 /// returns one, and the connection's state machine (`reactor/conn.rs`)
 /// acts on it. Only the parsers decide; the connection only carries out.
 #[derive(Clone, Copy, Debug)]
-pub enum Next {
+pub(crate) enum Next {
     Continue,
     /// Done, and memcached would write its replies out at this point
     /// (after a retrieval or `mn`); matters when the connection closes

@@ -23,7 +23,7 @@ pub(crate) const GET_KEY_TOO_LONG: &[u8] = b"CLIENT_ERROR bad command line forma
 /// Handles one request line (without its line ending). `out[..written]`
 /// holds replies memcached would already have sent; the rest are still
 /// queued (see `process_get` for why that matters).
-pub fn process_line(
+pub(crate) fn process_line(
     ctx: &mut Ctx,
     line: &[u8],
     out: &mut Vec<u8>,
@@ -297,7 +297,7 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
 
 /// Finishes a storage command once its data block (and the two bytes after
 /// it) have arrived.
-pub fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
+pub(crate) fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
     let written = out.len();
     let mut r = Reply {
         out,

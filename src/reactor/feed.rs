@@ -185,8 +185,9 @@ impl Feeder {
 pub mod fuzz {
     use super::Feeder;
     use crate::authfile::Credentials;
-    use crate::items::record::{self, End, Reader};
     use crate::logger;
+    use crate::persist::record::{self, End, Reader};
+    use crate::persist::{mutations, replay::Replay, snapshot};
     use crate::settings::{Protocol, Settings};
 
     /// The first byte of a fuzz input picks the server's switches and how
@@ -330,7 +331,7 @@ pub mod fuzz {
         }
     }
 
-    /// Persistence and replication records (`items::record`), two ways.
+    /// Persistence and replication records (`persist::record`), two ways.
     /// First the raw bytes go to the decoder, and every record it accepts
     /// must re-encode to exactly the bytes it came from. Then the same bytes
     /// are cut into bodies and sealed with a good checksum, so the fuzzer
@@ -346,22 +347,21 @@ pub mod fuzz {
         let sealed = seal_bodies(body);
         let mut feeder = Feeder::new(settings_for(selector)).expect("loopback pair");
         if selector & 32 != 0 {
-            feeder.cache.enable_feed();
+            mutations::enable(&mut feeder.cache);
         }
+        let mut replay = Replay::default();
         let mut reader = Reader::new(&sealed, 0);
         while let Ok(rec) = reader.next_record() {
-            let _ = feeder.cache.apply(&rec, selector & 64 != 0);
+            let _ = replay.apply(&mut feeder.cache, &rec, selector & 64 != 0);
         }
-        feeder.cache.apply_finish();
-        let mut snapshot = Vec::new();
-        feeder
-            .cache
-            .snapshot(&mut Vec::new(), 64, |batch| {
-                snapshot.append(batch);
-                Ok(())
-            })
-            .expect("a snapshot into memory cannot fail");
-        let mut reader = Reader::new(&snapshot, 0);
+        replay.finish(&mut feeder.cache);
+        let mut rewritten = Vec::new();
+        snapshot::rewrite(&feeder.cache, &mut Vec::new(), 64, |batch| {
+            rewritten.append(batch);
+            Ok(())
+        })
+        .expect("a snapshot into memory cannot fail");
+        let mut reader = Reader::new(&rewritten, 0);
         let end = loop {
             if let Err(end) = reader.next_record() {
                 break end;

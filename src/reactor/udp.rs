@@ -11,9 +11,10 @@
 //! rides on the last key's response if that key was found).
 
 use super::conn::{Conn, Mark, Phase, Stop};
-use super::{Slot, StopReason, sys};
+use super::{Slot, StopReason};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
 use crate::proto::request::Ctx;
+use crate::sys;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -256,7 +257,7 @@ impl super::Reactor {
             let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
             let unwritten = self.replies_unwritten(fd);
             // A datagram's replies cannot wait for the end of the turn.
-            if self.cache.feed_len() > 0 {
+            if crate::persist::mutations::len(&self.cache) > 0 {
                 self.aof_write();
             }
             self.transmit(request, &payload[pos..], paused);
