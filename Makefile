@@ -2,8 +2,9 @@
 #
 #   make run    build (release) and start the server on 127.0.0.1:11211
 #   make test   every test: unit, differential against Debian's memcached,
-#               client scenarios; first installs what they need if it is
-#               missing (`make deps`: Debian packages and Python clients)
+#               client scenarios, then memcached's own test suite
+#               (`make test-upstream`); first installs what they need if it
+#               is missing (`make deps`: Debian packages and Python clients)
 #   make install    install the release binary, the man page, the start
 #               script, the config file (kept if present) and the systemd unit
 #               under $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local;
@@ -32,7 +33,7 @@ SUBST   := sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|
 RUN_AS  := $(if $(filter 0,$(shell id -u)),-u nobody,)
 RUN_ARGS ?= -l 127.0.0.1 -p 11211 -vv
 
-.PHONY: all build run test test-rust test-python deps lint fmt clean install install-files uninstall deb
+.PHONY: all build run test test-rust test-python test-upstream deps lint fmt clean install install-files uninstall deb
 
 all: build
 
@@ -42,17 +43,23 @@ build:
 run: build
 	$(BIN) $(RUN_AS) $(RUN_ARGS)
 
-test: deps test-rust test-python
+test: deps test-rust test-python test-upstream
 
 # The oracle and the clients the tests drive. Installed only when missing,
 # so a prepared machine (or CI, which installs them itself) skips it.
 # libsasl2-modules: the PLAIN plugin SASL clients (pylibmc) need.
-DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules
+# memcached's own suite (tests/upstream): dpkg-dev to unpack its source
+# package, perl for prove and the t/ files, gcc for its timedrun, iproute2
+# to bring loopback up in each file's network namespace.
+DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules \
+	dpkg-dev perl gcc libc6-dev iproute2
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
+	    && command -v dpkg-source >/dev/null && command -v prove >/dev/null \
+	    && command -v gcc >/dev/null && command -v ip >/dev/null \
 	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
-	    && $(PYTHON) -c "import pytest, pymemcache, memcache" 2>/dev/null; then :; \
+	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
 	    apt-get update -q && apt-get install -y -q $(DEB_DEPS) && \
@@ -66,6 +73,18 @@ test-rust:
 test-python:
 	$(CARGO) build
 	$(PYTHON) -m pytest -q tests/python
+
+# memcached 1.6.18's own t/*.t, unmodified, against target/debug/memcached
+# (tests/upstream/run.py): the source comes from Debian's source package,
+# fetched once into target/upstream/ (tests/upstream/fetch.sh); each file
+# runs in its own network namespace, two at a time, bounded per file and
+# as a whole. Fails on any file that does not pass and is not in
+# tests/upstream/known-failures.txt. UPSTREAM_ARGS=--oracle runs Debian's
+# memcached instead; file names select some files.
+UPSTREAM_ARGS ?=
+test-upstream: deps
+	$(CARGO) build
+	$(PYTHON) tests/upstream/run.py $(UPSTREAM_ARGS)
 
 lint:
 	$(CARGO) fmt --check

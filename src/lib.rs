@@ -5,15 +5,29 @@
 //! - `slab`: the preallocated `-m` arena, its pages and size classes.
 //! - `items`: item layout inside slab chunks, the hash table, LRU, expiry.
 //! - `proto`: request parsers and reply writers.
+//! - `persist`: the append-only file, warm restart's metadata, and the
+//!   record format every change is written in.
+//! - `repl`: replication between a pair of servers.
 //! - `stats`: counters and their reports.
+//! - `logger`: the `watch` log streams, entries formatted as memcached's.
+//! - `options`: the command line, parsed exactly as memcached parses it.
+//! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
 //! - `settings`: the command-line options every room reads.
+//! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
 //!   calls them, for the protocol and the command line alike.
 
-pub mod items;
-pub mod numbers;
-pub mod proto;
+pub mod authfile;
+mod items;
+mod logger;
+mod numbers;
+pub mod options;
+mod persist;
+pub mod process;
+mod proto;
 pub mod reactor;
+mod repl;
 pub mod settings;
-pub mod slab;
-pub mod stats;
+mod slab;
+mod stats;
+mod sys;

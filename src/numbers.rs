@@ -1,65 +1,117 @@
-//! Number parsing with the exact leniency of memcached's `safe_strto*`
-//! helpers, which wrap C's `strtoul`/`strtol`: leading white space and a
-//! sign are accepted, the digits must be followed by white space or the end,
-//! and a minus sign on a number that wraps into the top half is refused.
-//! Clients depend on these corners (e.g. `incr` on "12 abc" yields 13).
+//! Number parsing with the exact leniency of C's number parsers as
+//! memcached calls them, for the protocol and the command line alike:
+//! memcached's `safe_strto*` helpers, which wrap `strtoul`/`strtol` (leading
+//! white space and a sign are accepted, the digits must be followed by white
+//! space or the end, and a minus sign on a number that wraps into the top
+//! half is refused), and the bare `atoi`/`strtol`/`atof` its option parser
+//! uses (garbage reads as 0: `-p abc` means port 0). Clients depend on these
+//! corners (e.g. `incr` on "12 abc" yields 13).
+//!
+//! Every function reads its bytes as C reads a string: a NUL byte ends it.
 
 fn is_c_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
 }
 
-/// C `strtoull` in base 10: (value, bytes consumed, overflowed). Consumed is
-/// 0 when no digits were found.
-fn strtoull(s: &[u8]) -> (u64, usize, bool) {
-    let mut i = 0;
-    while i < s.len() && is_c_space(s[i]) {
-        i += 1;
-    }
-    let mut negative = false;
-    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
-        negative = s[i] == b'-';
+/// What C's `strtol`/`strtoul` read from `s`: white space, a sign, then
+/// digits in `radix` (at most 10; nothing here reads hex integers).
+struct Scan {
+    negative: bool,
+    magnitude: u64,
+    overflow: bool,
+    /// Index after the last digit; 0 when there is none (`endptr == str`).
+    end: usize,
+}
+
+fn scan_integer(s: &[u8], radix: u32) -> Scan {
+    let mut i = s.iter().take_while(|&&b| is_c_space(b)).count();
+    let negative = s.get(i) == Some(&b'-');
+    if matches!(s.get(i), Some(b'-' | b'+')) {
         i += 1;
     }
     let digits_start = i;
-    let mut value: u64 = 0;
-    let mut overflow = false;
-    while i < s.len() && s[i].is_ascii_digit() {
-        let d = (s[i] - b'0') as u64;
-        match value.checked_mul(10).and_then(|v| v.checked_add(d)) {
-            Some(v) => value = v,
+    let (mut magnitude, mut overflow) = (0u64, false);
+    while let Some(digit) = s.get(i).and_then(|&b| (b as char).to_digit(radix)) {
+        match magnitude
+            .checked_mul(u64::from(radix))
+            .and_then(|m| m.checked_add(u64::from(digit)))
+        {
+            Some(m) => magnitude = m,
             None => overflow = true,
         }
         i += 1;
     }
-    if i == digits_start {
-        return (0, 0, false);
+    let end = if i == digits_start { 0 } else { i };
+    Scan {
+        negative,
+        magnitude,
+        overflow,
+        end,
     }
-    if overflow {
-        return (u64::MAX, i, true);
-    }
-    (
-        if negative {
-            value.wrapping_neg()
-        } else {
-            value
-        },
-        i,
-        false,
-    )
 }
 
-/// The digits must end the token or be followed by white space.
+/// C `strtoull` in base 10: (value, bytes consumed, ERANGE). A minus sign
+/// negates modulo 2^64, as in C. Consumed is 0 when no digits were found.
+fn strtoull(s: &[u8]) -> (u64, usize, bool) {
+    let scan = scan_integer(s, 10);
+    if scan.overflow {
+        return (u64::MAX, scan.end, true);
+    }
+    let value = if scan.negative {
+        scan.magnitude.wrapping_neg()
+    } else {
+        scan.magnitude
+    };
+    (value, scan.end, false)
+}
+
+/// C `strtol` (64-bit `long`): the value, clamped to `long` on overflow,
+/// the bytes consumed (0 when no digits were found), and ERANGE. memcached
+/// calls it with base 8 for `-a`.
+pub(crate) fn strtol(s: &[u8], radix: u32) -> (i64, usize, bool) {
+    let scan = scan_integer(s, radix);
+    let limit = if scan.negative {
+        i64::MIN.unsigned_abs()
+    } else {
+        i64::MAX as u64
+    };
+    if scan.overflow || scan.magnitude > limit {
+        let clamped = if scan.negative { i64::MIN } else { i64::MAX };
+        return (clamped, scan.end, true);
+    }
+    let value = if scan.negative {
+        (scan.magnitude as i64).wrapping_neg()
+    } else {
+        scan.magnitude as i64
+    };
+    (value, scan.end, false)
+}
+
+/// glibc's `atoi`: `(int) strtol(s, NULL, 10)`, so garbage is 0 and big
+/// numbers wrap (memcached's option parser reads most numbers with it).
+pub(crate) fn atoi(s: &[u8]) -> i32 {
+    strtol(s, 10).0 as i32
+}
+
+/// The digits must end the string or be followed by white space (a NUL
+/// ends a C string).
 fn ends_cleanly(s: &[u8], end: usize) -> bool {
     end == s.len() || is_c_space(s[end]) || s[end] == 0
 }
 
+/// memcached's `strchr(str, '-')`: a minus sign anywhere in the C string,
+/// not only before the digits ("18446744073709551615 -" is refused).
+fn has_minus(s: &[u8]) -> bool {
+    s.iter().take_while(|&&b| b != 0).any(|&b| b == b'-')
+}
+
 /// memcached's `safe_strtoull`.
-pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
+pub(crate) fn safe_strtoull(s: &[u8]) -> Option<u64> {
     let (v, end, overflow) = strtoull(s);
     if overflow || end == 0 || !ends_cleanly(s, end) {
         return None;
     }
-    if (v as i64) < 0 && s[..end].contains(&b'-') {
+    if (v as i64) < 0 && has_minus(s) {
         return None;
     }
     Some(v)
@@ -67,29 +119,18 @@ pub fn safe_strtoull(s: &[u8]) -> Option<u64> {
 
 /// memcached's `safe_strtoul` on a 64-bit build, truncated to 32 bits the
 /// way its callers store the result.
-pub fn safe_strtoul(s: &[u8]) -> Option<u32> {
+pub(crate) fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
 /// memcached's `safe_strtol`: a 64-bit `long`, refused only when it
 /// overflows, then narrowed to `int32_t` by truncation (so 2147483648 reads
 /// as a negative number, as it does in memcached).
-pub fn safe_strtol(s: &[u8]) -> Option<i32> {
-    let (v, end, overflow) = strtoull(s);
-    if end == 0 || !ends_cleanly(s, end) {
+pub(crate) fn safe_strtol(s: &[u8]) -> Option<i32> {
+    let (l, end, erange) = strtol(s, 10);
+    if erange || end == 0 || !ends_cleanly(s, end) {
         return None;
     }
-    // strtol saturates instead of wrapping: overflow is ERANGE.
-    let negative = s[..end].contains(&b'-');
-    let magnitude = if negative { v.wrapping_neg() } else { v };
-    if overflow || magnitude > i64::MAX as u64 + negative as u64 {
-        return None;
-    }
-    let l = if negative {
-        (magnitude as i64).wrapping_neg()
-    } else {
-        magnitude as i64
-    };
     Some(l as i32)
 }
 
@@ -98,7 +139,7 @@ pub fn safe_strtol(s: &[u8]) -> Option<i32> {
 /// (`0x1.8p3`) or a decimal one with an optional exponent. Consumed is 0
 /// when no number was found. ERANGE is set, as glibc sets it, when a finite
 /// number overflows to infinity or underflows to zero or a subnormal.
-pub fn strtod(s: &[u8]) -> (f64, usize, bool) {
+pub(crate) fn strtod(s: &[u8]) -> (f64, usize, bool) {
     let start = s.iter().take_while(|&&b| is_c_space(b)).count();
     let (negative, sign) = match s.get(start) {
         Some(b'-') => (true, 1),
@@ -144,19 +185,19 @@ fn mantissa_is_zero(text: &[u8]) -> bool {
 }
 
 /// glibc's `atof`: `strtod` without an end pointer (0 when nothing reads).
-pub fn atof(s: &[u8]) -> f64 {
+pub(crate) fn atof(s: &[u8]) -> f64 {
     strtod(s).0
 }
 
 /// memcached's `safe_strtod`: a number that ends the token (or is followed
 /// by white space) and neither overflows nor underflows.
-pub fn safe_strtod(s: &[u8]) -> Option<f64> {
+pub(crate) fn safe_strtod(s: &[u8]) -> Option<f64> {
     let (value, end, erange) = strtod(s);
     (end > 0 && !erange && ends_cleanly(s, end)).then_some(value)
 }
 
 /// printf's `%.Nf`, including its spelling of infinities and NaNs.
-pub fn c_fixed(value: f64, precision: usize) -> String {
+pub(crate) fn c_fixed(value: f64, precision: usize) -> String {
     let sign = if value.is_sign_negative() { "-" } else { "" };
     if value.is_nan() {
         format!("{sign}nan")
@@ -329,6 +370,50 @@ mod tests {
         assert_eq!(safe_strtoull(b"-0"), Some(0));
         assert_eq!(safe_strtoull(b"18446744073709551615"), Some(u64::MAX));
         assert_eq!(safe_strtoull(b"18446744073709551616"), None);
+    }
+
+    /// The command line's helpers (moved from the option parser's tests).
+    #[test]
+    fn c_number_helpers() {
+        assert_eq!(atoi(b"4294967297"), 1);
+        assert_eq!(atoi(b"99999999999999999999"), -1);
+        assert_eq!(atoi(b"-12"), -12);
+        assert_eq!(safe_strtoul(b"12"), Some(12));
+        assert_eq!(safe_strtoul(b"12 "), Some(12));
+        assert_eq!(safe_strtoul(b"12x"), None);
+        assert_eq!(safe_strtoul(b"-1"), None);
+        assert_eq!(safe_strtoul(b""), None);
+        assert_eq!(safe_strtoul(b"4294967296"), Some(0));
+        assert_eq!(safe_strtol(b"-2"), Some(-2));
+    }
+
+    #[test]
+    fn atoi_and_strtol_are_lenient() {
+        assert_eq!(atoi(b"abc"), 0);
+        assert_eq!(atoi(b" 12x"), 12);
+        assert_eq!(atoi(b"+7"), 7);
+        assert_eq!(atoi(b""), 0);
+        assert_eq!(atoi(b"-99999999999999999999"), 0);
+        assert_eq!(strtol(b"644", 8), (0o644, 3, false));
+        assert_eq!(strtol(b"9", 8), (0, 0, false));
+        assert_eq!(strtol(b"-17x", 8), (-0o17, 3, false));
+        assert_eq!(strtol(b"99999999999999999999", 10), (i64::MAX, 20, true));
+        assert_eq!(strtol(b"-9223372036854775808", 10), (i64::MIN, 20, false));
+    }
+
+    /// memcached looks for a minus sign with `strchr` over the whole C
+    /// string, so one after the number counts too, and a NUL ends the
+    /// string (both for a value `incr` reads and for a `-o` argument).
+    #[test]
+    fn minus_signs_and_nul_bytes_are_c_strings() {
+        assert_eq!(safe_strtoull(b"18446744073709551615 -"), None);
+        assert_eq!(safe_strtoull(b"18446744073709551615\0-"), Some(u64::MAX));
+        assert_eq!(safe_strtoul(b"18446744073709551615\t-"), None);
+        assert_eq!(safe_strtoul(b"12 -"), Some(12));
+        assert_eq!(safe_strtoul(b"12\0x"), Some(12));
+        assert_eq!(safe_strtol(b"12\0x"), Some(12));
+        assert_eq!(safe_strtoul(b"\x0012"), None);
+        assert_eq!(atoi(b"1\x002"), 1);
     }
 
     #[test]

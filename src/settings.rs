@@ -1,6 +1,6 @@
 //! Run-time settings: the values of memcached's command-line options.
 //!
-//! One plain struct, filled by `main.rs` from the command line and then
+//! One plain struct, filled by `options` from the command line and then
 //! handed (by reference) to every room. The defaults are memcached 1.6's,
 //! so `Settings::default()` is what a bare `memcached` would run with.
 
@@ -167,7 +167,7 @@ pub struct Settings {
     /// `-Y`
     pub auth_file: Option<String>,
     /// The pairs read from `auth_file` at start (`main.rs` loads them).
-    pub auth: Option<crate::proto::auth::Credentials>,
+    pub auth: Option<crate::authfile::Credentials>,
     /// `-e`
     pub memory_file: Option<String>,
     /// The `-f` or `-o slab_sizes` text as given (default "1.25"): a warm
@@ -310,18 +310,6 @@ impl Settings {
 /// version treat us like it.
 pub const VERSION: &str = "1.6.18";
 
-impl Settings {
-    /// SIGHUP: reads the `-Y` file again. As in memcached, a file that
-    /// cannot be read or is malformed leaves the loaded credentials as
-    /// they were.
-    pub fn reload_authfile(&mut self) {
-        if let Some(path) = &self.auth_file
-            && let Ok(credentials) = crate::proto::auth::Credentials::load(path)
-        {
-            self.auth = Some(credentials);
-        }
-    }
-}
 /// `-o aof_sync`: when appended records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AofSync {
@@ -369,89 +357,5 @@ impl Default for AofSettings {
             rewrite_min: 64 << 20,
             fix: false,
         }
-    }
-}
-
-impl AofSettings {
-    /// The `-o` keys this server adds to memcached's.
-    pub fn is_key(key: &str) -> bool {
-        matches!(
-            key,
-            "aof" | "aof_sync" | "aof_rewrite_pct" | "aof_rewrite_min" | "aof_fix"
-        )
-    }
-
-    /// Applies `-o key[=value]` for one of [`AofSettings::is_key`]; the
-    /// error is the line to print before exiting with status 1.
-    pub fn set(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
-        let text = value.map(|v| String::from_utf8_lossy(v).into_owned());
-        let need = |what: &str| text.clone().ok_or(format!("Missing {what} argument"));
-        match key {
-            "aof" => {
-                let path = need("aof")?;
-                if path.is_empty() {
-                    return Err("Missing aof argument".into());
-                }
-                self.path = Some(path);
-            }
-            "aof_sync" => {
-                self.sync = match need("aof_sync")?.as_str() {
-                    "always" => AofSync::Always,
-                    "everysec" => AofSync::EverySec,
-                    "no" => AofSync::No,
-                    _ => return Err("aof_sync must be always, everysec or no".into()),
-                }
-            }
-            "aof_rewrite_pct" => {
-                self.rewrite_pct = need("aof_rewrite_pct")?
-                    .parse()
-                    .map_err(|_| "aof_rewrite_pct must be a whole number of percent")?;
-            }
-            "aof_rewrite_min" => {
-                self.rewrite_min = parse_size(&need("aof_rewrite_min")?)
-                    .ok_or("aof_rewrite_min must be a size in bytes (suffix k, m or g allowed)")?;
-            }
-            "aof_fix" => self.fix = true,
-            _ => return Err(format!("Illegal suboption \"{key}\"")),
-        }
-        Ok(())
-    }
-}
-
-/// `123`, `64k`, `64m`, `1g` (binary multiples).
-fn parse_size(text: &str) -> Option<u64> {
-    let (digits, shift) = match text.as_bytes().last()?.to_ascii_lowercase() {
-        b'k' => (&text[..text.len() - 1], 10),
-        b'm' => (&text[..text.len() - 1], 20),
-        b'g' => (&text[..text.len() - 1], 30),
-        _ => (text, 0),
-    };
-    let n: u64 = digits.parse().ok()?;
-    n.checked_mul(1 << shift)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aof_options_parse_and_refuse() {
-        let mut a = AofSettings::default();
-        a.set("aof", Some(b"/tmp/x.aof")).unwrap();
-        a.set("aof_sync", Some(b"always")).unwrap();
-        a.set("aof_rewrite_pct", Some(b"50")).unwrap();
-        a.set("aof_rewrite_min", Some(b"2m")).unwrap();
-        a.set("aof_fix", None).unwrap();
-        assert_eq!(a.path.as_deref(), Some("/tmp/x.aof"));
-        assert_eq!(a.sync, AofSync::Always);
-        assert_eq!((a.rewrite_pct, a.rewrite_min, a.fix), (50, 2 << 20, true));
-        assert!(a.set("aof_sync", Some(b"sometimes")).is_err());
-        assert!(a.set("aof_sync", None).is_err());
-        assert!(a.set("aof_rewrite_pct", Some(b"-1")).is_err());
-        assert!(a.set("aof_rewrite_min", Some(b"12q")).is_err());
-        assert!(a.set("aof", Some(b"")).is_err());
-        assert_eq!(parse_size("123"), Some(123));
-        assert_eq!(parse_size("1G"), Some(1 << 30));
-        assert_eq!(parse_size(""), None);
     }
 }

@@ -3,10 +3,6 @@
 //! same entry points the fuzzer calls, so `cargo test` on the stable
 //! toolchain keeps them fixed. See fuzz/README.md.
 
-#[allow(dead_code)]
-#[path = "../src/options.rs"]
-mod options;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -77,7 +73,7 @@ fn options_seeds_and_regressions() {
     replay("options", |data| {
         let mut argv: Vec<&OsStr> = vec![OsStr::new("memcached")];
         argv.extend(data.split(|&b| b == 0).map(OsStr::from_bytes));
-        let _ = options::parse_args(&argv);
+        let _ = memcached::options::parse_args(&argv);
     });
 }
 
@@ -100,7 +96,7 @@ fn feeder_replies_like_a_connection() {
 /// With an authfile, the harness's connections must authenticate first.
 #[test]
 fn feeder_authenticates_like_a_connection() {
-    use memcached::proto::auth::Credentials;
+    use memcached::authfile::Credentials;
     use memcached::reactor::harness::Feeder;
     use memcached::settings::Settings;
     let settings = Settings {

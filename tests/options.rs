@@ -204,7 +204,6 @@ const BAD_OPTIONS: &[&str] = &[
     "-o ,",
     "-o MAXCONNS_FAST",
     "-o proxy_config=x",
-    "-o relaxed_privileges",
     "-o resp_obj_mem_limit,bogus",
     "-o hashpower",
     "-o hashpower=",
@@ -229,6 +228,9 @@ const BAD_OPTIONS: &[&str] = &[
     "-o lru_crawler_tocrawl=abc",
     "-o lru_crawler_tocrawl=-1",
     "-o lru_crawler_tocrawl=99999999999",
+    // memcached's safe_strtoul looks for a minus sign in the whole value
+    "-o lru_crawler_tocrawl=18446744073709551615\t-",
+    "-o read_buf_mem_limit=18446744073709551615\t-",
     "-o hot_lru_pct",
     "-o hot_lru_pct=0",
     "-o hot_lru_pct=80",
@@ -465,4 +467,17 @@ fn unbuilt_features_and_memcached_crashes_are_refused_clearly() {
             "memcached {spec}"
         );
     }
+}
+
+/// memcached's test suite (t/lib/MemcachedTest.pm) starts every server with
+/// `-o relaxed_privileges`, which only memcached's debug builds accept (the
+/// release build, the oracle, refuses it as an illegal suboption). Ours
+/// accepts it as a no-op, so the suite runs unmodified.
+#[test]
+fn relaxed_privileges_is_accepted_for_memcached_test_suite() {
+    let run = run(OURS.as_ref(), &argv("-o relaxed_privileges,bogus"));
+    assert_eq!(
+        (run.code, String::from_utf8_lossy(&run.stderr).as_ref()),
+        (1, "Illegal suboption \"bogus\"\n"),
+    );
 }

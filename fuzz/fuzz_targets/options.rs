@@ -1,14 +1,12 @@
-//! Arbitrary command lines through the option parser (`src/options.rs`,
-//! which is part of the binary, not the library, hence the path include).
-//! Arguments are separated by NUL bytes, as they are in `/proc/*/cmdline`.
+//! Arbitrary command lines through the library's option parser
+//! (`src/options/`). Arguments are separated by NUL bytes, as they are in
+//! `/proc/*/cmdline`.
 #![no_main]
-
-#[allow(dead_code)]
-#[path = "../../src/options.rs"]
-mod options;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+
+use memcached::options;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut argv: Vec<&OsStr> = vec![OsStr::new("memcached")];

@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 /// Relative expiry times above this are absolute unix times (30 days).
-pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
+pub(crate) const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 /// An item is moved to the LRU head at most this often (seconds).
-pub const ITEM_UPDATE_INTERVAL: u32 = 60;
+pub(crate) const ITEM_UPDATE_INTERVAL: u32 = 60;
 
 pub struct Clock {
     /// Seconds since the relative epoch.

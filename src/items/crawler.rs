@@ -43,7 +43,7 @@ pub enum CrawlStart {
 
 /// Which classes a `lru_crawler crawl|metadump` argument names: `all`,
 /// `hash` (treated as all), or a comma list of ids.
-pub fn parse_classes(arg: &[u8], largest: u8) -> Option<Vec<u8>> {
+pub(crate) fn parse_classes(arg: &[u8], largest: u8) -> Option<Vec<u8>> {
     if arg == b"all" || arg == b"hash" {
         return Some((1..=largest).collect());
     }

@@ -13,7 +13,7 @@ use crate::slab::{ChunkRef, NIL, arena::Arena};
 
 /// A keyed multiply-fold hash; the seed is random per process, so clients
 /// cannot aim keys at one bucket.
-pub fn hash(key: &[u8], seed: u64) -> u64 {
+pub(crate) fn hash(key: &[u8], seed: u64) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
     let mut words = key.chunks_exact(8);

@@ -23,28 +23,28 @@
 
 use crate::slab::{ChunkRef, Slabs, arena::Arena};
 
-pub const HEADER: usize = 40;
+pub(crate) const HEADER: usize = 40;
 
-pub const LINKED: u8 = 1;
-pub const FETCHED: u8 = 2;
-pub const CHUNKED: u8 = 4;
+pub(crate) const LINKED: u8 = 1;
+pub(crate) const FETCHED: u8 = 2;
+pub(crate) const CHUNKED: u8 = 4;
 /// Marked stale by `md <key> I` (memcached's ITEM_STALE): `mg` answers X.
-pub const STALE: u8 = 8;
+pub(crate) const STALE: u8 = 8;
 /// A client was handed the recache win (W) for this item (ITEM_TOKEN_SENT):
 /// later `mg`s answer Z.
-pub const TOKEN_SENT: u8 = 16;
+pub(crate) const TOKEN_SENT: u8 = 16;
 /// Stored by `ms` with a base64 (`b`) key (ITEM_KEY_BINARY): `k` returns
 /// the key base64 encoded.
-pub const KEY_BINARY: u8 = 32;
+pub(crate) const KEY_BINARY: u8 = 32;
 /// Referenced by an `mg` reply not yet written (see `items/meta.rs`).
-pub const PINNED: u8 = 64;
+pub(crate) const PINNED: u8 = 64;
 /// Set on every item header from allocation until the chunk is freed, so a
 /// page being emptied can tell items (even unlinked, in-flight ones) from
 /// free chunks.
-pub const ALLOCATED: u8 = 0x80;
+pub(crate) const ALLOCATED: u8 = 0x80;
 /// Where `iflags` lies in a chunk, for clearing it on chunks that held raw
 /// value bytes.
-pub const IFLAGS_OFFSET: usize = IFLAGS;
+pub(crate) const IFLAGS_OFFSET: usize = IFLAGS;
 
 const H_NEXT: usize = 0;
 const PREV: usize = 4;
@@ -64,77 +64,96 @@ pub struct View<'a> {
     base: usize,
 }
 
-pub struct ViewMut<'a> {
+pub(crate) struct ViewMut<'a> {
     arena: &'a mut Arena,
     base: usize,
 }
 
-pub fn view(arena: &Arena, it: ChunkRef) -> View<'_> {
+pub(crate) fn view(arena: &Arena, it: ChunkRef) -> View<'_> {
     View {
         arena,
         base: Slabs::offset(it),
     }
 }
 
-pub fn view_mut(arena: &mut Arena, it: ChunkRef) -> ViewMut<'_> {
+pub(crate) fn view_mut(arena: &mut Arena, it: ChunkRef) -> ViewMut<'_> {
     ViewMut {
         arena,
         base: Slabs::offset(it),
     }
 }
 
-macro_rules! u32_field {
-    ($get:ident, $set:ident, $off:expr) => {
+/// A header field: a getter on `View`, a setter on `ViewMut`, and with
+/// `also_read_mut` a getter on `ViewMut` too (for the fields that are read
+/// while the item is being changed).
+macro_rules! field {
+    ($ty:ty, $read:ident, $write:ident, $get:ident, $set:ident, $off:expr) => {
         impl View<'_> {
             #[inline]
-            pub fn $get(&self) -> u32 {
-                self.arena.read_u32(self.base + $off)
+            pub(crate) fn $get(&self) -> $ty {
+                $read(self.arena, self.base + $off)
             }
         }
         impl ViewMut<'_> {
             #[inline]
-            pub fn $get(&self) -> u32 {
-                self.arena.read_u32(self.base + $off)
+            pub(crate) fn $set(&mut self, v: $ty) {
+                $write(self.arena, self.base + $off, v)
             }
+        }
+    };
+    ($ty:ty, $read:ident, $write:ident, $get:ident, $set:ident, $off:expr, also_read_mut) => {
+        field!($ty, $read, $write, $get, $set, $off);
+        impl ViewMut<'_> {
             #[inline]
-            pub fn $set(&mut self, v: u32) {
-                self.arena.write_u32(self.base + $off, v)
+            pub(crate) fn $get(&self) -> $ty {
+                $read(self.arena, self.base + $off)
             }
         }
     };
 }
 
-macro_rules! u8_field {
-    ($get:ident, $set:ident, $off:expr) => {
-        impl View<'_> {
-            #[inline]
-            pub fn $get(&self) -> u8 {
-                self.arena.bytes(self.base + $off, 1)[0]
-            }
-        }
-        impl ViewMut<'_> {
-            #[inline]
-            pub fn $get(&self) -> u8 {
-                self.arena.bytes(self.base + $off, 1)[0]
-            }
-            #[inline]
-            pub fn $set(&mut self, v: u8) {
-                self.arena.bytes_mut(self.base + $off, 1)[0] = v
-            }
-        }
-    };
+fn read_u32(arena: &Arena, at: usize) -> u32 {
+    arena.read_u32(at)
 }
 
-u32_field!(h_next, set_h_next, H_NEXT);
-u32_field!(prev, set_prev, PREV);
-u32_field!(next, set_next, NEXT);
-u32_field!(time, set_time, TIME);
-u32_field!(exptime, set_exptime, EXPTIME);
-u32_field!(nbytes, set_nbytes, NBYTES);
-u32_field!(flags, set_flags, FLAGS);
-u8_field!(nkey, set_nkey, NKEY);
-u8_field!(iflags, set_iflags, IFLAGS);
-u8_field!(lru, set_lru, LRU);
+fn write_u32(arena: &mut Arena, at: usize, v: u32) {
+    arena.write_u32(at, v)
+}
+
+fn read_u8(arena: &Arena, at: usize) -> u8 {
+    arena.bytes(at, 1)[0]
+}
+
+fn write_u8(arena: &mut Arena, at: usize, v: u8) {
+    arena.bytes_mut(at, 1)[0] = v
+}
+
+field!(u32, read_u32, write_u32, h_next, set_h_next, H_NEXT);
+field!(u32, read_u32, write_u32, prev, set_prev, PREV);
+field!(u32, read_u32, write_u32, next, set_next, NEXT);
+field!(
+    u32,
+    read_u32,
+    write_u32,
+    time,
+    set_time,
+    TIME,
+    also_read_mut
+);
+field!(u32, read_u32, write_u32, exptime, set_exptime, EXPTIME);
+field!(u32, read_u32, write_u32, nbytes, set_nbytes, NBYTES);
+field!(u32, read_u32, write_u32, flags, set_flags, FLAGS);
+field!(u8, read_u8, write_u8, nkey, set_nkey, NKEY);
+field!(
+    u8,
+    read_u8,
+    write_u8,
+    iflags,
+    set_iflags,
+    IFLAGS,
+    also_read_mut
+);
+field!(u8, read_u8, write_u8, lru, set_lru, LRU, also_read_mut);
 
 impl<'a> View<'a> {
     pub fn cas(&self) -> u64 {
@@ -157,27 +176,23 @@ impl<'a> View<'a> {
 }
 
 impl ViewMut<'_> {
-    pub fn set_cas(&mut self, v: u64) {
+    pub(crate) fn set_cas(&mut self, v: u64) {
         self.arena.write_u64(self.base + CAS, v)
     }
 
-    pub fn cas(&self) -> u64 {
-        self.arena.read_u64(self.base + CAS)
-    }
-
-    pub fn set_key(&mut self, key: &[u8]) {
+    pub(crate) fn set_key(&mut self, key: &[u8]) {
         self.set_nkey(key.len() as u8);
         self.arena
             .bytes_mut(self.base + HEADER, key.len())
             .copy_from_slice(key);
     }
 
-    pub fn add_flag(&mut self, flag: u8) {
+    pub(crate) fn add_flag(&mut self, flag: u8) {
         let f = self.iflags();
         self.set_iflags(f | flag);
     }
 
-    pub fn clear_flag(&mut self, flag: u8) {
+    pub(crate) fn clear_flag(&mut self, flag: u8) {
         let f = self.iflags();
         self.set_iflags(f & !flag);
     }
@@ -185,18 +200,18 @@ impl ViewMut<'_> {
 
 /// Bytes an item of this shape needs in its own chunk: the whole item when
 /// it fits one chunk, otherwise header, key and the chunk list.
-pub fn inline_size(nkey: usize, nbytes: usize) -> usize {
+pub(crate) fn inline_size(nkey: usize, nbytes: usize) -> usize {
     HEADER + nkey + nbytes
 }
 
-pub fn chunked_header_size(nkey: usize, nbytes: usize, chunk_max: usize) -> usize {
+pub(crate) fn chunked_header_size(nkey: usize, nbytes: usize, chunk_max: usize) -> usize {
     HEADER + nkey + 4 * nbytes.div_ceil(chunk_max)
 }
 
 /// What memcached 1.6 would count as this item's size (`ITEM_ntotal`): used
 /// where its behaviour depends on that number (the `-I` limit and the
 /// `bytes` statistic), so those match it byte for byte.
-pub fn memcached_ntotal(nkey: usize, nbytes: usize, flags: u32, use_cas: bool) -> usize {
+pub(crate) fn memcached_ntotal(nkey: usize, nbytes: usize, flags: u32, use_cas: bool) -> usize {
     crate::slab::classes::MEMCACHED_ITEM_HEADER
         + nkey
         + 1

@@ -1,11 +1,11 @@
-//! The cache's entries for `watch` (see `stats/logger.rs`): stores, as
+//! The cache's entries for `watch` (see `logger/`): stores, as
 //! memcached's `do_store_item` logs them, refused stores, and evictions.
 //! Fetches are logged by `Cache::find`, where memcached's `do_item_get`
 //! logs them.
 
 use super::{Cache, StoreMode, StoreResult};
+use crate::logger::{EvictEntry, MUTATIONS, StoreEntry, StoreStatus};
 use crate::slab::ChunkRef;
-use crate::stats::logger::{EvictEntry, MUTATIONS, StoreEntry, Stored};
 
 /// memcached's command number for a store mode (its `NREAD_*`).
 fn cmd_number(mode: StoreMode) -> u8 {
@@ -19,12 +19,12 @@ fn cmd_number(mode: StoreMode) -> u8 {
     }
 }
 
-fn stored_as(r: StoreResult) -> Stored {
+fn stored_as(r: StoreResult) -> StoreStatus {
     match r {
-        StoreResult::Stored => Stored::Stored,
-        StoreResult::NotStored => Stored::NotStored,
-        StoreResult::Exists => Stored::Exists,
-        StoreResult::NotFound => Stored::NotFound,
+        StoreResult::Stored => StoreStatus::Stored,
+        StoreResult::NotStored => StoreStatus::NotStored,
+        StoreResult::Exists => StoreStatus::Exists,
+        StoreResult::NotFound => StoreStatus::NotFound,
     }
 }
 
@@ -120,9 +120,9 @@ impl Cache {
         let entry = StoreEntry {
             key,
             status: if too_large {
-                Stored::TooLarge
+                StoreStatus::TooLarge
             } else {
-                Stored::NoMemory
+                StoreStatus::NoMemory
             },
             cmd: mode.map_or(0, cmd_number),
             exptime: 0,

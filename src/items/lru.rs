@@ -5,14 +5,14 @@ use super::item;
 use crate::slab::{ChunkRef, NIL, arena::Arena};
 
 #[derive(Debug, Default)]
-pub struct Lru {
+pub(super) struct Lru {
     pub head: ChunkRef,
     pub tail: ChunkRef,
     pub len: usize,
 }
 
 impl Lru {
-    pub fn push_head(&mut self, arena: &mut Arena, it: ChunkRef) {
+    pub(super) fn push_head(&mut self, arena: &mut Arena, it: ChunkRef) {
         let mut v = item::view_mut(arena, it);
         v.set_prev(NIL);
         v.set_next(self.head);
@@ -26,7 +26,7 @@ impl Lru {
         self.len += 1;
     }
 
-    pub fn unlink(&mut self, arena: &mut Arena, it: ChunkRef) {
+    pub(super) fn unlink(&mut self, arena: &mut Arena, it: ChunkRef) {
         let v = item::view(arena, it);
         let (prev, next) = (v.prev(), v.next());
         if prev != NIL {

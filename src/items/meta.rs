@@ -328,7 +328,7 @@ impl Cache {
 
     /// The live item under `key`, without any side effect (no unlinking of
     /// an expired item, no trace).
-    pub(super) fn peek(&self, key: &[u8]) -> Option<ChunkRef> {
+    pub(crate) fn peek(&self, key: &[u8]) -> Option<ChunkRef> {
         let hv = self.hv(key);
         self.hash
             .find(&self.slabs.arena, key, hv)

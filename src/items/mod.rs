@@ -13,28 +13,29 @@
 //! again. Whatever may evict (an allocation) is done before an existing
 //! item is looked up, never between the lookup and its use.
 
-pub mod clock;
-pub mod crawler;
-pub mod feed;
-pub mod hash;
-pub mod item;
+mod changes;
+pub(crate) mod clock;
+pub(crate) mod crawler;
+mod given;
+pub(crate) mod hash;
+pub(crate) mod item;
 mod log;
 mod lru;
 mod meta;
-pub mod rebalance;
-pub mod record;
-pub mod restart;
-pub mod snapshot;
-pub mod warm;
+mod pair;
+pub(crate) mod rebalance;
+pub(crate) mod warm;
 
+use crate::logger::{self, FetchStatus, Logger};
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
-use crate::stats::logger::{self, Found, Logger};
+pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
+pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
 use lru::Lru;
-pub use meta::{MetaDelete, MetaDelta};
+pub(crate) use meta::{MetaDelete, MetaDelta};
 use std::io::{self, Write as _};
 
 pub struct CacheConfig {
@@ -231,18 +232,16 @@ pub struct Cache {
     automove_seen: Vec<u64>,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
     pins: Vec<ChunkRef>,
-    /// The mutation feed, when persistence or replication is on (see
-    /// `feed.rs`).
-    feed: Option<Box<feed::Feed>>,
-    /// A replayed delayed flush whose time has passed (see `feed.rs`).
-    replay_flush: Option<u64>,
+    /// Where changes are reported, when persistence or replication is on
+    /// (see `changes.rs`).
+    changes: Option<Box<dyn ChangeSink>>,
     /// The relative time a delayed `flush_all` takes effect.
     flush_at: Option<u32>,
-    /// The `watch` log streams (see `stats/logger.rs`); idle without
+    /// The `watch` log streams (see `logger/`); idle without
     /// watchers.
     pub logger: Logger,
     /// Why the last lookup found nothing, for the fetch log.
-    last_miss: Found,
+    last_miss: FetchStatus,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
 }
@@ -287,11 +286,10 @@ impl Cache {
             rebalance: None,
             automove_seen: Vec::new(),
             pins: Vec::new(),
-            feed: None,
-            replay_flush: None,
+            changes: None,
             flush_at: None,
             logger: Logger::new(256 * 1024),
-            last_miss: Found::NotFound,
+            last_miss: FetchStatus::NotFound,
             cas_lane: None,
         }
     }
@@ -341,7 +339,7 @@ impl Cache {
 
     fn next_cas(&mut self) -> u64 {
         self.cas_id += 1;
-        // A replicated pair keeps to odd or even values (see snapshot.rs).
+        // A replicated pair keeps to odd or even values (see pair.rs).
         if let Some(lane) = self.cas_lane
             && self.cas_id % 2 != lane
         {
@@ -418,7 +416,7 @@ impl Cache {
         let cfd = self.logger.cfd;
         let (found, clsid, size) = match live {
             Some(it) => (
-                Found::Found,
+                FetchStatus::Found,
                 self.memcached_class(it),
                 self.view(it).nbytes() as usize,
             ),
@@ -430,20 +428,20 @@ impl Cache {
     fn lookup(&mut self, key: &[u8], bump: bool, trace: bool) -> Option<ChunkRef> {
         let hv = self.hv(key);
         let found = self.hash.find(&self.slabs.arena, key, hv);
-        self.last_miss = Found::NotFound;
+        self.last_miss = FetchStatus::NotFound;
         let mut note = "";
         let live = match found {
             Some(it) if self.is_flushed(it) => {
                 self.unlink(it);
                 self.stats.get_flushed += 1;
-                self.last_miss = Found::Flushed;
+                self.last_miss = FetchStatus::Flushed;
                 note = " -nuked by flush";
                 None
             }
             Some(it) if self.is_expired(it) => {
                 self.unlink(it);
                 self.stats.get_expired += 1;
-                self.last_miss = Found::Expired;
+                self.last_miss = FetchStatus::Expired;
                 note = " -nuked by expire";
                 None
             }
@@ -1041,7 +1039,7 @@ impl Cache {
 }
 
 /// Decimal text of `v` in `buf`, without allocating.
-pub fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;

@@ -193,7 +193,7 @@ impl Cache {
         }
         let moved = self.reassign(src, dst as i32) == Reassign::Ok;
         // memcached logs the moves automove 1 decides (not 2's).
-        if moved && mode == 1 && self.logger.wants(crate::stats::logger::SYSEVENTS) {
+        if moved && mode == 1 && self.logger.wants(crate::logger::SYSEVENTS) {
             self.logger.slab_move(src, dst as i32);
         }
         moved

@@ -10,46 +10,52 @@
 //! is rebuilt by scanning every carved chunk for linked items; chunks a
 //! connection was still filling when the server stopped are freed; items
 //! that expired (or were flushed) meanwhile are unlinked, never served.
+//!
+//! Both halves need the cache's private tables (LRU ends, the chunk lists'
+//! owners, the CAS counter) and the rebuild scan its hash table and
+//! counters, so they stay here, behind two calls (`save_state`, `restore`);
+//! the metadata file, its checks and when to save are
+//! `crate::persist::warm`'s.
 
 use super::{Cache, item};
-use crate::slab::persist::SlabState;
+use crate::slab::warm::SlabState;
 use crate::slab::{ChunkRef, NIL, Slabs};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LruEnds {
-    pub head: ChunkRef,
-    pub tail: ChunkRef,
-    pub len: usize,
+pub(crate) struct LruEnds {
+    pub(crate) head: ChunkRef,
+    pub(crate) tail: ChunkRef,
+    pub(crate) len: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CacheState {
-    pub slabs: SlabState,
+pub(crate) struct CacheState {
+    pub(crate) slabs: SlabState,
     /// Indexed by class id.
-    pub lrus: Vec<LruEnds>,
+    pub(crate) lrus: Vec<LruEnds>,
     /// (full-size chunk position, header of the large item it belongs to).
-    pub body_owners: Vec<(usize, ChunkRef)>,
+    pub(crate) body_owners: Vec<(usize, ChunkRef)>,
     /// The next CAS value would be this plus one.
-    pub cas_id: u64,
-    pub oldest_live: u32,
-    pub oldest_cas: u64,
-    pub hashpower: u32,
+    pub(crate) cas_id: u64,
+    pub(crate) oldest_live: u32,
+    pub(crate) oldest_cas: u64,
+    pub(crate) hashpower: u32,
 }
 
 /// What a restore found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Recovered {
-    pub items: u64,
+pub(crate) struct Recovered {
+    pub(crate) items: u64,
     /// Linked when the server stopped, but expired or flushed since.
-    pub expired: u64,
+    pub(crate) expired: u64,
     /// Allocated but never stored (a value still arriving at the stop).
-    pub orphans: u64,
+    pub(crate) orphans: u64,
 }
 
 impl Cache {
     /// Everything `restore` needs besides the arena. Takes a CAS value, as
     /// memcached's metadata save does, so the next process never reuses one.
-    pub fn save_state(&mut self) -> CacheState {
+    pub(crate) fn save_state(&mut self) -> CacheState {
         let cas_id = if self.cfg.use_cas { self.next_cas() } else { 0 };
         CacheState {
             slabs: self.slabs.state(),
@@ -79,7 +85,7 @@ impl Cache {
     /// Rebuilds an empty cache over an arena holding the items `state`
     /// describes. The clock must already be resumed, so expiry is judged
     /// against the real time.
-    pub fn restore(&mut self, state: &CacheState) -> Result<Recovered, &'static str> {
+    pub(crate) fn restore(&mut self, state: &CacheState) -> Result<Recovered, &'static str> {
         if state.lrus.len() != self.lrus.len() {
             return Err("LRU count differs");
         }

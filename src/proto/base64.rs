@@ -22,7 +22,7 @@ fn value(b: u8) -> Option<u8> {
 
 /// Decodes `src` into `out` (which must hold `src.len()` bytes); returns
 /// the decoded length, 0 meaning failure, as memcached's `base64_decode`.
-pub fn decode(src: &[u8], out: &mut [u8]) -> usize {
+pub(super) fn decode(src: &[u8], out: &mut [u8]) -> usize {
     let count = src.iter().filter(|&&b| value(b).is_some()).count();
     if count == 0 || count % 4 != 0 || count / 4 * 3 > out.len() {
         return 0;
@@ -58,7 +58,7 @@ pub fn decode(src: &[u8], out: &mut [u8]) -> usize {
 }
 
 /// Appends the base64 encoding of `src` (with `=` padding) to `out`.
-pub fn encode_into(src: &[u8], out: &mut Vec<u8>) {
+pub(super) fn encode_into(src: &[u8], out: &mut Vec<u8>) {
     let mut chunks = src.chunks_exact(3);
     for c in &mut chunks {
         out.extend_from_slice(&[

@@ -12,16 +12,16 @@
 //! `MEMCACHED_SASL_PWDB` (`user:password` lines), as memcached does when
 //! built with `--enable-sasl-pwdb`.
 
-use super::text::{Ctx, KEY_MAX_LENGTH, Next, Pending};
+use super::request::{Ctx, KEY_MAX_LENGTH, Next, Pending};
 use crate::items::item::CHUNKED;
 use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult};
 use crate::settings::VERSION;
 use crate::stats;
 use std::io::Write as _;
 
-pub const REQUEST_MAGIC: u8 = 0x80;
+pub(crate) const REQUEST_MAGIC: u8 = 0x80;
 const RESPONSE_MAGIC: u8 = 0x81;
-pub const HEADER_LEN: usize = 24;
+pub(crate) const HEADER_LEN: usize = 24;
 /// memcached's `MAX_SASL_MECH_LEN`.
 const MAX_SASL_MECH_LEN: usize = 32;
 /// The mechanisms offered; memcached lists what its SASL library is
@@ -29,41 +29,41 @@ const MAX_SASL_MECH_LEN: usize = 32;
 const SASL_MECHANISMS: &[u8] = b"PLAIN";
 
 mod op {
-    pub const GET: u8 = 0x00;
-    pub const SET: u8 = 0x01;
-    pub const ADD: u8 = 0x02;
-    pub const REPLACE: u8 = 0x03;
-    pub const DELETE: u8 = 0x04;
-    pub const INCREMENT: u8 = 0x05;
-    pub const DECREMENT: u8 = 0x06;
-    pub const QUIT: u8 = 0x07;
-    pub const FLUSH: u8 = 0x08;
-    pub const GETQ: u8 = 0x09;
-    pub const NOOP: u8 = 0x0a;
-    pub const VERSION: u8 = 0x0b;
-    pub const GETK: u8 = 0x0c;
-    pub const GETKQ: u8 = 0x0d;
-    pub const APPEND: u8 = 0x0e;
-    pub const PREPEND: u8 = 0x0f;
-    pub const STAT: u8 = 0x10;
-    pub const SETQ: u8 = 0x11;
-    pub const ADDQ: u8 = 0x12;
-    pub const REPLACEQ: u8 = 0x13;
-    pub const DELETEQ: u8 = 0x14;
-    pub const INCREMENTQ: u8 = 0x15;
-    pub const DECREMENTQ: u8 = 0x16;
-    pub const QUITQ: u8 = 0x17;
-    pub const FLUSHQ: u8 = 0x18;
-    pub const APPENDQ: u8 = 0x19;
-    pub const PREPENDQ: u8 = 0x1a;
-    pub const TOUCH: u8 = 0x1c;
-    pub const GAT: u8 = 0x1d;
-    pub const GATQ: u8 = 0x1e;
-    pub const SASL_LIST_MECHS: u8 = 0x20;
-    pub const SASL_AUTH: u8 = 0x21;
-    pub const SASL_STEP: u8 = 0x22;
-    pub const GATK: u8 = 0x23;
-    pub const GATKQ: u8 = 0x24;
+    pub(super) const GET: u8 = 0x00;
+    pub(super) const SET: u8 = 0x01;
+    pub(super) const ADD: u8 = 0x02;
+    pub(super) const REPLACE: u8 = 0x03;
+    pub(super) const DELETE: u8 = 0x04;
+    pub(super) const INCREMENT: u8 = 0x05;
+    pub(super) const DECREMENT: u8 = 0x06;
+    pub(super) const QUIT: u8 = 0x07;
+    pub(super) const FLUSH: u8 = 0x08;
+    pub(super) const GETQ: u8 = 0x09;
+    pub(super) const NOOP: u8 = 0x0a;
+    pub(super) const VERSION: u8 = 0x0b;
+    pub(super) const GETK: u8 = 0x0c;
+    pub(super) const GETKQ: u8 = 0x0d;
+    pub(super) const APPEND: u8 = 0x0e;
+    pub(super) const PREPEND: u8 = 0x0f;
+    pub(super) const STAT: u8 = 0x10;
+    pub(super) const SETQ: u8 = 0x11;
+    pub(super) const ADDQ: u8 = 0x12;
+    pub(super) const REPLACEQ: u8 = 0x13;
+    pub(super) const DELETEQ: u8 = 0x14;
+    pub(super) const INCREMENTQ: u8 = 0x15;
+    pub(super) const DECREMENTQ: u8 = 0x16;
+    pub(super) const QUITQ: u8 = 0x17;
+    pub(super) const FLUSHQ: u8 = 0x18;
+    pub(super) const APPENDQ: u8 = 0x19;
+    pub(super) const PREPENDQ: u8 = 0x1a;
+    pub(super) const TOUCH: u8 = 0x1c;
+    pub(super) const GAT: u8 = 0x1d;
+    pub(super) const GATQ: u8 = 0x1e;
+    pub(super) const SASL_LIST_MECHS: u8 = 0x20;
+    pub(super) const SASL_AUTH: u8 = 0x21;
+    pub(super) const SASL_STEP: u8 = 0x22;
+    pub(super) const GATK: u8 = 0x23;
+    pub(super) const GATKQ: u8 = 0x24;
 }
 
 /// Response status codes.
@@ -103,7 +103,7 @@ impl Status {
 /// A request header, in host order except `opaque`, which is echoed back
 /// exactly as it came.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Header {
+pub(crate) struct Header {
     pub magic: u8,
     pub opcode: u8,
     pub keylen: u16,
@@ -114,7 +114,7 @@ pub struct Header {
 }
 
 impl Header {
-    pub fn parse(b: &[u8]) -> Header {
+    pub(crate) fn parse(b: &[u8]) -> Header {
         Header {
             magic: b[0],
             opcode: b[1],
@@ -127,7 +127,7 @@ impl Header {
     }
 
     /// Header, extras and key: what must be buffered before dispatch.
-    pub fn frame_len(&self) -> usize {
+    pub(crate) fn frame_len(&self) -> usize {
         HEADER_LEN + self.extlen as usize + self.keylen as usize
     }
 }
@@ -188,7 +188,7 @@ impl Session {
 }
 
 /// memcached's `-vv` dump of a header as it arrives.
-pub fn trace_request_header(fd: i32, bytes: &[u8]) {
+pub(crate) fn trace_request_header(fd: i32, bytes: &[u8]) {
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "<{fd} Read binary protocol data:");
     for (i, b) in bytes[..HEADER_LEN].iter().enumerate() {
@@ -322,7 +322,7 @@ fn trace_key(fd: i32, what: &str, key: &[u8], tail: &str) {
 }
 
 /// Serves one request whose header, extras and key are in `frame`.
-pub fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) -> Next {
+pub(crate) fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Vec<u8>) -> Next {
     let h = Header::parse(frame);
     s.req = Request {
         opcode: h.opcode,
@@ -548,7 +548,12 @@ fn append_prepend(
 }
 
 /// Finishes a request whose value has been read into `p.item`.
-pub fn complete_nread(ctx: &mut Ctx, s: &mut Session, p: Pending, out: &mut Vec<u8>) -> Next {
+pub(crate) fn complete_nread(
+    ctx: &mut Ctx,
+    s: &mut Session,
+    p: Pending,
+    out: &mut Vec<u8>,
+) -> Next {
     let mut r = Reply {
         out,
         fd: ctx.fd,

@@ -16,7 +16,9 @@
 //! an `mg` hit is still answered). Errors always reach the client.
 
 use super::base64;
-use super::text::{Ctx, KEY_MAX_LENGTH, Next, Pending, Reply, positive_exptime};
+use super::request::{
+    Ctx, KEY_MAX_LENGTH, MAX_OPAQUE, Next, Pending, Reply, SetEcho, positive_exptime,
+};
 use super::tokens::Tokens;
 use crate::items::clock::Clock;
 use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult, format_u64};
@@ -25,8 +27,6 @@ use std::io::Write as _;
 
 /// memcached's `MFLAG_MAX_OPT_LENGTH`: more tokens than this is refused.
 const MAX_OPT_TOKENS: usize = 20;
-/// memcached's `MFLAG_MAX_OPAQUE_LENGTH`, counting the `O`.
-const MAX_OPAQUE: usize = 32;
 
 const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
 
@@ -385,18 +385,6 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
 // ---------------------------------------------------------------------------
 // ms
 // ---------------------------------------------------------------------------
-
-/// What an `ms` reply echoes, kept while its data block is read: the
-/// `O`, `k` and `c` flags in request order, and the opaque token.
-#[derive(Clone, Copy, Debug)]
-pub struct SetEcho {
-    quiet: bool,
-    /// `I` on a CAS store: an older CAS stores a stale value.
-    stale: bool,
-    order: [u8; 3],
-    opaque: [u8; MAX_OPAQUE],
-    opaque_len: u8,
-}
 
 pub(super) fn process_mset(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     let n = t.ntokens();

@@ -1,10 +1,14 @@
-//! Protocol parsers and reply writers.
+//! Protocol parsers and reply writers: one file per protocol (`text`,
+//! `meta`, `binary`, the `-Y` gate in `auth`) or command family (`tuning`,
+//! `watch`), all built on `request`, which holds what they share with the
+//! connection that runs them.
 
-pub mod auth;
-pub mod base64;
-pub mod binary;
-pub mod meta;
-pub mod text;
-pub mod tokens;
-pub mod tuning;
-pub mod watch;
+pub(crate) mod auth;
+mod base64;
+pub(crate) mod binary;
+mod meta;
+pub(crate) mod request;
+pub(crate) mod text;
+mod tokens;
+mod tuning;
+mod watch;

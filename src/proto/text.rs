@@ -4,124 +4,26 @@
 //! (first letter, then exact name, then token counts) so that malformed
 //! lines fail the same way.
 
-use super::meta;
+use super::request::{
+    Ctx, KEY_MAX_LENGTH, Next, OUTPUT_HIGH_WATER, Pending, Reply, positive_exptime,
+    set_noreply_maybe,
+};
 use super::tokens::Tokens;
-use super::tuning;
-use crate::items::clock::REALTIME_MAXDELTA;
-use crate::items::{AllocError, Cache, Delta, StoreMode, StoreResult, format_u64};
+use super::{meta, tuning, watch};
+use crate::items::{AllocError, Delta, StoreMode, StoreResult, format_u64};
 use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
-use crate::settings::{Settings, VERSION};
-use crate::slab::ChunkRef;
-use crate::stats::{self, Stats};
+use crate::settings::VERSION;
+use crate::stats;
 use std::io::Write as _;
 
-pub const KEY_MAX_LENGTH: usize = 250;
 /// A get naming a too-long key discards every reply not yet sent, then
 /// sends only this.
-pub const GET_KEY_TOO_LONG: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
-/// Output above this pauses a multi-key get until the client reads, so a
-/// client that never reads cannot make the server buffer without bound.
-pub const OUTPUT_HIGH_WATER: usize = 256 * 1024;
-
-/// What one request needs from the rest of the server.
-pub struct Ctx<'a> {
-    pub cache: &'a mut Cache,
-    pub stats: &'a mut Stats,
-    pub settings: &'a mut Settings,
-    /// The connection's descriptor, for `-vv` traces.
-    pub fd: i32,
-}
-
-/// A storage command waiting for its data block.
-#[derive(Clone, Copy, Debug)]
-pub struct Pending {
-    pub item: ChunkRef,
-    pub mode: StoreMode,
-    pub cas: u64,
-    pub noreply: bool,
-    pub nbytes: usize,
-    /// For `ms`: what its reply echoes back.
-    pub meta: Option<meta::SetEcho>,
-}
-
-/// What the connection does after a request line.
-#[derive(Clone, Copy, Debug)]
-pub enum Next {
-    Continue,
-    /// Done, and memcached would write its replies out at this point
-    /// (after a retrieval or `mn`); matters when the connection closes
-    /// before the next write point.
-    Flush,
-    /// `mn`: like `Flush`, but memcached first passes through its
-    /// new-command state (its reply went through `out_string`), which the
-    /// `-vvv` trace shows.
-    FlushAfterLine,
-    /// Read the data block into `Pending::item`, then its CRLF.
-    ReadValue(Pending),
-    /// Discard this many bytes of input (a refused data block).
-    Swallow(usize),
-    /// Close now, sending nothing more.
-    Close,
-    /// Close once pending replies are written (`quit`).
-    CloseAfterWrite,
-    /// Stop the server (`shutdown` with `-A`); true for `shutdown graceful`.
-    Shutdown(bool),
-    /// `lru_crawler metadump` started: the connection takes no requests
-    /// until the crawler has written the dump.
-    Dump,
-    /// `stats conns`: the reactor appends the report, which needs every
-    /// connection.
-    StatsConns,
-    /// `watch` was accepted: the connection is a log stream from now on
-    /// (the reactor writes it; input is ignored).
-    Watch,
-    /// A get paused after this many keys; run the same line again with
-    /// `resume` set once output has drained.
-    Suspend(usize),
-}
-
-pub(super) struct Reply<'o> {
-    pub(super) out: &'o mut Vec<u8>,
-    /// Length of `out` at memcached's last write point.
-    pub(super) written: usize,
-    pub(super) noreply: bool,
-    pub(super) trace: bool,
-    pub(super) fd: i32,
-}
-
-impl Reply<'_> {
-    /// memcached's `out_string`: a line, unless the command said noreply.
-    pub(super) fn line(&mut self, s: &str) -> Next {
-        if self.noreply {
-            if self.trace {
-                eprintln!(">{} NOREPLY {}", self.fd, s);
-            }
-            self.noreply = false;
-            return Next::Continue;
-        }
-        if self.trace {
-            eprintln!(">{} {}", self.fd, s);
-        }
-        self.out.extend_from_slice(s.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        Next::Continue
-    }
-}
-
-/// memcached's `EXPTIME_TO_POSITIVE_TIME`: negative means "already expired",
-/// expressed as an absolute time in the past.
-pub(super) fn positive_exptime(e: i32) -> i64 {
-    if e < 0 {
-        REALTIME_MAXDELTA + 1
-    } else {
-        e as i64
-    }
-}
+pub(crate) const GET_KEY_TOO_LONG: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
 
 /// Handles one request line (without its line ending). `out[..written]`
 /// holds replies memcached would already have sent; the rest are still
 /// queued (see `process_get` for why that matters).
-pub fn process_line(
+pub(crate) fn process_line(
     ctx: &mut Ctx,
     line: &[u8],
     out: &mut Vec<u8>,
@@ -219,20 +121,13 @@ pub fn process_line(
             b"version" => r.line(&format!("VERSION {VERSION}")),
             b"quit" => Next::CloseAfterWrite,
             b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
-            b"watch" => super::watch::process_watch(ctx, &t, &mut r),
+            b"watch" => watch::process_watch(ctx, &t, &mut r),
             b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
             b"lru" if n >= 3 => tuning::process_lru(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
         },
     }
-}
-
-pub(super) fn set_noreply_maybe(t: &Tokens, r: &mut Reply) -> bool {
-    if t.last() == b"noreply" {
-        r.noreply = true;
-    }
-    r.noreply
 }
 
 fn process_get(
@@ -402,7 +297,7 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
 
 /// Finishes a storage command once its data block (and the two bytes after
 /// it) have arrived.
-pub fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
+pub(crate) fn complete_store(ctx: &mut Ctx, p: Pending, crlf_ok: bool, out: &mut Vec<u8>) {
     let written = out.len();
     let mut r = Reply {
         out,

@@ -4,9 +4,9 @@
 //! token, so `ntokens()` compares directly with the numbers in its source
 //! (`set k 0 0 1` is 6 tokens).
 
-pub const MAX_TOKENS: usize = 24;
+pub(super) const MAX_TOKENS: usize = 24;
 
-pub struct Tokens<'a> {
+pub(super) struct Tokens<'a> {
     words: [&'a [u8]; MAX_TOKENS],
     n: usize,
     /// Unsplit text after the last word when the line had too many.
@@ -14,7 +14,7 @@ pub struct Tokens<'a> {
 }
 
 impl<'a> Tokens<'a> {
-    pub fn new(line: &'a [u8]) -> Tokens<'a> {
+    pub(super) fn new(line: &'a [u8]) -> Tokens<'a> {
         let mut t = Tokens {
             words: [&[]; MAX_TOKENS],
             n: 0,
@@ -45,25 +45,21 @@ impl<'a> Tokens<'a> {
     }
 
     /// memcached's `ntokens`: words plus the terminal token.
-    pub fn ntokens(&self) -> usize {
+    pub(super) fn ntokens(&self) -> usize {
         self.n + 1
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.n
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Word `i`, or empty past the end (memcached's terminal token).
-    pub fn get(&self, i: usize) -> &'a [u8] {
+    pub(super) fn get(&self, i: usize) -> &'a [u8] {
         if i < self.n { self.words[i] } else { &[] }
     }
 
     /// The last word, where memcached looks for `noreply`.
-    pub fn last(&self) -> &'a [u8] {
+    pub(super) fn last(&self) -> &'a [u8] {
         if self.n == 0 {
             &[]
         } else {

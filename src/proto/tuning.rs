@@ -7,7 +7,7 @@
 //! `cache_memlimit` really moves the page budget, within the arena reserved
 //! at start.
 
-use super::text::{Ctx, Next, Reply, set_noreply_maybe};
+use super::request::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
 use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul};
 

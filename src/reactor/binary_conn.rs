@@ -4,7 +4,7 @@
 
 use super::conn::{BatchEnd, Conn, Event, READ_SIZE, writes_now};
 use crate::proto::binary::{self, HEADER_LEN, REQUEST_MAGIC};
-use crate::proto::text::{Ctx, Next};
+use crate::proto::request::{Ctx, Next};
 
 impl Conn {
     /// One binary request from `data[at..]`. Returns the bytes it took

@@ -43,12 +43,13 @@
 //! ```
 
 use super::stream::Stream;
+use crate::logger::CloseReason;
 use crate::proto::auth::{Gate, GateStep};
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
-use crate::proto::text::{self, Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::text;
 use crate::settings::Protocol;
 use crate::slab::ChunkRef;
-use crate::stats::logger::CloseReason;
 
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
@@ -94,7 +95,7 @@ pub(crate) enum State {
     /// conn_closed: gone.
     Closed,
     /// conn_watch: a `watch` log stream; input is read and ignored
-    /// (`reactor/watch.rs`).
+    /// (`reactor/log_streams.rs`).
     Watch,
 }
 

@@ -17,7 +17,7 @@ use super::stream::Stream;
 use super::turn::{self, Action, Wire};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
-use crate::proto::text::Ctx;
+use crate::proto::request::Ctx;
 use crate::settings::Settings;
 use crate::stats::Stats;
 use std::io;
@@ -200,10 +200,11 @@ impl Feeder {
 /// through exactly the code the fuzzer ran.
 pub mod fuzz {
     use super::Feeder;
-    use crate::items::record::{self, End, Reader};
-    use crate::proto::auth::Credentials;
+    use crate::authfile::Credentials;
+    use crate::logger;
+    use crate::persist::record::{self, End, Reader};
+    use crate::persist::{mutations, replay::Replay, snapshot};
     use crate::settings::{Protocol, Settings};
-    use crate::stats::logger;
 
     /// The first byte of a fuzz input picks the server's switches and how
     /// the rest is cut into reads; the rest is what the client sends.
@@ -346,7 +347,7 @@ pub mod fuzz {
         }
     }
 
-    /// Persistence and replication records (`items::record`), two ways.
+    /// Persistence and replication records (`persist::record`), two ways.
     /// First the raw bytes go to the decoder, and every record it accepts
     /// must re-encode to exactly the bytes it came from. Then the same bytes
     /// are cut into bodies and sealed with a good checksum, so the fuzzer
@@ -362,22 +363,21 @@ pub mod fuzz {
         let sealed = seal_bodies(body);
         let mut feeder = Feeder::new(settings_for(selector)).expect("loopback pair");
         if selector & 32 != 0 {
-            feeder.cache.enable_feed();
+            mutations::enable(&mut feeder.cache);
         }
+        let mut replay = Replay::default();
         let mut reader = Reader::new(&sealed, 0);
         while let Ok(rec) = reader.next_record() {
-            let _ = feeder.cache.apply(&rec, selector & 64 != 0);
+            let _ = replay.apply(&mut feeder.cache, &rec, selector & 64 != 0);
         }
-        feeder.cache.apply_finish();
-        let mut snapshot = Vec::new();
-        feeder
-            .cache
-            .snapshot(&mut Vec::new(), 64, |batch| {
-                snapshot.append(batch);
-                Ok(())
-            })
-            .expect("a snapshot into memory cannot fail");
-        let mut reader = Reader::new(&snapshot, 0);
+        replay.finish(&mut feeder.cache);
+        let mut rewritten = Vec::new();
+        snapshot::rewrite(&feeder.cache, &mut Vec::new(), 64, |batch| {
+            rewritten.append(batch);
+            Ok(())
+        })
+        .expect("a snapshot into memory cannot fail");
+        let mut reader = Reader::new(&rewritten, 0);
         let end = loop {
             if let Err(end) = reader.next_record() {
                 break end;

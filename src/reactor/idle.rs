@@ -36,7 +36,7 @@ impl Reactor {
             }
             self.stats.idle_kicks += 1;
             if let Some(super::Slot::Client(c)) = self.slots.get_mut(fd as usize) {
-                c.close_reason = crate::stats::logger::CloseReason::IdleTimeout;
+                c.close_reason = crate::logger::CloseReason::IdleTimeout;
             }
             self.close(fd);
         }

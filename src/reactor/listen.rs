@@ -3,8 +3,8 @@
 //! `-U`, on every `-l` entry (or on every address when there is none).
 
 use super::stream::{self, Stream};
-use super::sys;
 use crate::settings::{Protocol, Settings};
+use crate::sys;
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -6,34 +6,33 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
-pub mod aof;
-mod aof_recover;
 mod binary_conn;
 mod conn;
 pub mod harness;
 mod idle;
 pub mod listen;
+mod log_streams;
 mod readbuf;
-pub mod repl;
+mod repl_io;
 mod shutdown;
 mod stream;
-mod sys;
 mod turn;
 mod udp;
-mod watch;
 
+use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
-use crate::proto::text::Ctx;
-use crate::proto::text::OUTPUT_HIGH_WATER;
+use crate::persist::Durability;
+use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
+use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
+use crate::sys::{self, Epoll};
 use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use stream::Stream;
-use sys::Epoll;
 use turn::{Action, Socket};
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
@@ -65,10 +64,8 @@ enum Slot {
     Listener(listen::Listener, Protocol),
     Signals,
     Client(Box<Conn>),
-    /// The replication listener (see `repl.rs`).
-    ReplListener(std::net::TcpListener),
-    /// The replication link or a connection attempt; the socket itself is
-    /// held by `Reactor::repl`.
+    /// A replication socket: its listener, the link, a connection attempt
+    /// or a candidate; the socket itself is held by `Reactor::repl`.
     Repl,
     /// A UDP socket and the connection its datagrams run on.
     Udp(Box<Conn>),
@@ -105,12 +102,8 @@ pub struct Reactor {
     last_automove: u32,
     /// Replication, when `-x` is given.
     repl: Option<repl::Repl>,
-    /// The append-only file, when on.
-    aof: Option<aof::Aof>,
-    /// Connections whose replies wait for this turn's AOF sync.
-    held: Vec<RawFd>,
-    /// A write or sync failure with `aof_sync=always`: ends the server.
-    aof_failed: Option<io::Error>,
+    /// The append-only file, and the replies waiting for it.
+    durability: Durability,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -126,7 +119,7 @@ impl Reactor {
     pub fn new(mut settings: Settings) -> io::Result<Reactor> {
         let cfg = CacheConfig::from_settings(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
-            Some(path) => crate::items::restart::open(&path, &mut settings, cfg)?,
+            Some(path) => crate::persist::warm::open(&path, &mut settings, cfg)?,
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
@@ -140,18 +133,14 @@ impl Reactor {
             }
         }
         if settings.memory_file.is_some() {
-            crate::items::restart::resume(&mut cache, saved, settings.verbose)?;
+            crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
         }
         // AOF recovery comes before any listener is open.
-        let aof = match &settings.aof.path {
-            Some(_) => Some(aof::Aof::open(&settings.aof, &mut cache, settings.verbose)?),
-            None => None,
-        };
+        let durability = Durability::open(&settings, &mut cache)?;
         if settings.track_sizes {
             cache.start_sizes();
         }
-        cache.logger =
-            crate::stats::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
+        cache.logger = crate::logger::Logger::new(settings.tuning.watcher_logbuf_size as usize);
         cache.logger.set_sink(sys::send_nosignal);
         let mut r = Reactor {
             epoll: Epoll::new()?,
@@ -160,7 +149,7 @@ impl Reactor {
             cache,
             stats: Stats {
                 accepting_conns: true,
-                aof: aof.as_ref().map(|a| a.stats.clone()),
+                aof: durability.stats(),
                 ..Stats::default()
             },
             settings,
@@ -174,9 +163,7 @@ impl Reactor {
             next_auto_crawl: 0,
             last_automove: 0,
             repl: None,
-            aof,
-            held: Vec::new(),
-            aof_failed: None,
+            durability,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -268,8 +255,8 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
-                || self.repl_busy();
-            let timeout = match self.aof.as_ref().and_then(|a| a.timeout()) {
+                || self.repl.as_ref().is_some_and(repl::Repl::busy);
+            let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
                 None => 1000,
@@ -286,15 +273,14 @@ impl Reactor {
             self.auto_crawl();
             self.between_turns();
             self.rebalance();
-            self.repl_turn();
+            self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn()?;
             self.clear_feed();
             self.flush_watchers();
         }
         // The last turn's changes go to the peer as far as its socket takes.
-        self.repl_turn();
-        if let Some(a) = &mut self.aof {
-            a.shutdown(&self.cache)?;
+        self.with_repl(|r, ctx| r.turn(ctx));
+        if self.durability.shutdown(&self.cache)? {
             self.clear_feed();
         }
         match self.stop {
@@ -312,24 +298,22 @@ impl Reactor {
     /// turn, the AOF write before a UDP reply) comes here, so replication,
     /// which keeps its place in the feed, takes its records first.
     fn clear_feed(&mut self) {
-        self.repl_collect_feed();
-        self.cache.feed_clear();
+        if let Some(r) = &mut self.repl {
+            r.collect_feed(&self.cache);
+        }
+        crate::persist::mutations::clear(&mut self.cache);
         if let Some(r) = &mut self.repl {
             r.feed_cleared();
         }
     }
 
-    /// Writes the turn's records to the AOF and, once they are on disk,
-    /// lets the replies that waited for them go. A write error is fatal
-    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
-    /// is reported and those records are lost to the file. Every consumer
-    /// of the mutation feed reads it before this clears it.
+    /// Writes the turn's records to the AOF and lets the replies that
+    /// waited for them go -- or ends the server, when `Durability` says a
+    /// failed write makes acknowledging a lie. Every consumer of the
+    /// mutation feed reads it before this clears it.
     fn aof_end_turn(&mut self) -> io::Result<()> {
         self.aof_write();
-        if let Some(e) = self.aof_failed.take() {
-            return Err(e);
-        }
-        for fd in std::mem::take(&mut self.held) {
+        for fd in self.durability.release()? {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 c.hold = None;
                 if c.close_after_write {
@@ -346,21 +330,11 @@ impl Reactor {
 
     /// The AOF's part of the end of a turn (also run before a UDP reply,
     /// which cannot be held); a fatal failure is kept for the end of the
-    /// turn to report.
+    /// turn to report. The feed is emptied once the file has it.
     fn aof_write(&mut self) {
-        let Some(a) = &mut self.aof else {
-            return;
-        };
-        let result = a.end_turn(&self.cache);
-        let syncs_before_replies = a.syncs_before_replies();
-        self.stats.aof = Some(a.stats.clone());
-        self.clear_feed();
-        if let Err(e) = result {
-            if syncs_before_replies {
-                self.aof_failed = Some(io::Error::other(format!("AOF write failed: {e}")));
-            } else {
-                eprintln!("AOF write failed: {e}");
-            }
+        if self.durability.write(&self.cache) {
+            self.stats.aof = self.durability.stats();
+            self.clear_feed();
         }
     }
 
@@ -369,8 +343,7 @@ impl Reactor {
             Some(Slot::Listener(..)) => self.accept_all(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
-            Some(Slot::ReplListener(_)) => self.repl_accept(fd),
-            Some(Slot::Repl) => self.repl_event(fd, bits),
+            Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
                     c.readable = true;
@@ -476,7 +449,7 @@ impl Reactor {
             } else if sig == libc::SIGTERM as u32 || sig == libc::SIGINT as u32 {
                 self.stop = StopReason::Normal;
             } else if sig == libc::SIGHUP as u32 {
-                self.settings.reload_authfile();
+                Credentials::reload(self.settings.auth_file.as_deref(), &mut self.settings.auth);
             }
         }
     }
@@ -725,8 +698,7 @@ impl Reactor {
             stats,
             settings,
             scratch,
-            held,
-            aof,
+            durability,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
@@ -738,7 +710,7 @@ impl Reactor {
             settings,
             fd,
         };
-        let held = aof.is_some().then_some(held);
+        let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }
 }

@@ -32,7 +32,7 @@ impl Reactor {
         say("reaping worker threads");
         say("all background threads stopped");
         match self.settings.memory_file.clone() {
-            Some(path) => crate::items::restart::save(&path, &mut self.cache, &self.settings)
+            Some(path) => crate::persist::warm::save(&path, &mut self.cache, &self.settings)
                 .map_err(|e| io::Error::other(format!("[restart] failed to save metadata: {e}"))),
             None => Ok(()),
         }

@@ -12,11 +12,11 @@ use super::conn::{BatchEnd, Conn, Event};
 use super::stream::Stream;
 use crate::items::Cache;
 use crate::items::crawler::{CrawlJob, CrawlKind};
-use crate::proto::text::Ctx;
+use crate::logger::CloseReason;
+use crate::persist::{Durability, mutations};
+use crate::proto::request::Ctx;
 use crate::stats::Stats;
-use crate::stats::logger::CloseReason;
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
 
 /// Hash buckets moved per loop turn while the table is growing.
 pub(crate) const REHASH_STEP: usize = 1024;
@@ -58,16 +58,15 @@ pub(crate) enum Action {
     Shutdown(bool),
 }
 
-/// One step of connection `c`'s turn. `held` is the AOF's list of
-/// connections whose replies wait for its end-of-turn write (`None`
-/// without the AOF).
+/// One step of connection `c`'s turn. `durability` keeps the replies
+/// that must wait for the AOF's end-of-turn write (`None` when none do).
 pub(crate) fn step(
     wire: &mut impl Wire,
     c: &mut Conn,
     ctx: &mut Ctx,
     scratch: &mut [u8],
     budget: &mut usize,
-    mut held: Option<&mut Vec<RawFd>>,
+    mut durability: Option<&mut Durability>,
 ) -> Action {
     // 1. Output first: it may unblock input.
     if c.unsent() > 0 && c.writable && flush(wire, c, ctx.stats).is_err() {
@@ -89,7 +88,7 @@ pub(crate) fn step(
     // 2. Requests already buffered (or a paused multi-get).
     if (!c.input.is_empty() && !c.input_seen) || c.is_paused() {
         let input = std::mem::take(&mut c.input);
-        let (used, end) = consume(c, ctx, &input, budget, held.as_deref_mut());
+        let (used, end) = consume(c, ctx, &input, budget, durability.as_deref_mut());
         c.input = input;
         c.input.drain(..used);
         if let Some(action) = after_batch(c, end) {
@@ -136,13 +135,13 @@ pub(crate) fn step(
     let end = if c.input.is_empty() {
         // The usual case: parsed where it was read, only a partial
         // request left over is kept.
-        let (used, end) = consume(c, ctx, &scratch[..n], budget, held);
+        let (used, end) = consume(c, ctx, &scratch[..n], budget, durability);
         c.input.extend_from_slice(&scratch[used..n]);
         end
     } else {
         c.input.extend_from_slice(&scratch[..n]);
         let input = std::mem::take(&mut c.input);
-        let (used, end) = consume(c, ctx, &input, budget, held);
+        let (used, end) = consume(c, ctx, &input, budget, durability);
         c.input = input;
         c.input.drain(..used);
         end
@@ -157,12 +156,12 @@ fn consume(
     ctx: &mut Ctx,
     data: &[u8],
     budget: &mut usize,
-    held: Option<&mut Vec<RawFd>>,
+    durability: Option<&mut Durability>,
 ) -> (usize, BatchEnd) {
     let mark = HoldMark::before(c, ctx.cache);
     let (used, end) = c.consume(ctx, data, budget);
-    if let Some(held) = held {
-        mark.after(c, ctx.cache, held);
+    if let Some(durability) = durability {
+        mark.after(c, ctx.cache, durability);
     }
     (used, end)
 }
@@ -178,15 +177,15 @@ struct HoldMark {
 impl HoldMark {
     fn before(c: &Conn, cache: &Cache) -> HoldMark {
         HoldMark {
-            feed_len: cache.feed_len(),
+            feed_len: mutations::len(cache),
             out_len: c.out.len(),
         }
     }
 
-    fn after(self, c: &mut Conn, cache: &Cache, held: &mut Vec<RawFd>) {
-        if cache.feed_len() != self.feed_len && c.hold.is_none() {
+    fn after(self, c: &mut Conn, cache: &Cache, durability: &mut Durability) {
+        if mutations::len(cache) != self.feed_len && c.hold.is_none() {
             c.hold = Some(self.out_len.max(c.out_pos));
-            held.push(c.fd);
+            durability.hold(c.fd);
         }
     }
 }

@@ -11,9 +11,10 @@
 //! rides on the last key's response if that key was found).
 
 use super::conn::{BatchEnd, Conn, Mark};
-use super::{Slot, StopReason, sys};
+use super::{Slot, StopReason};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
-use crate::proto::text::Ctx;
+use crate::proto::request::Ctx;
+use crate::sys;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -257,7 +258,7 @@ impl super::Reactor {
                 why == BatchEnd::Blocked && self.udp_conn(fd).is_some_and(|c| c.is_paused());
             let unwritten = self.replies_unwritten(fd);
             // A datagram's replies cannot wait for the end of the turn.
-            if self.cache.feed_len() > 0 {
+            if crate::persist::mutations::len(&self.cache) > 0 {
                 self.aof_write();
             }
             self.transmit(request, &payload[pos..], paused);

@@ -1,7 +1,7 @@
 //! The one memory reservation behind every item: an anonymous mapping of
 //! `-m` megabytes (plus a little headroom) made once at start -- or, with
 //! `-e PATH`, a shared mapping of that file, so the items outlive the
-//! process (see `crate::items::restart`).
+//! process (see `crate::persist::warm`).
 //!
 //! Reserving address space costs nothing until a page is written, so an idle
 //! server stays small however large `-m` is. Everything above this file

@@ -7,19 +7,19 @@
 //! chunk; the last class is exactly `slab_chunk_max`.
 
 /// memcached's `sizeof(item)` on 64-bit builds; part of the size formula.
-pub const MEMCACHED_ITEM_HEADER: usize = 48;
+pub(crate) const MEMCACHED_ITEM_HEADER: usize = 48;
 /// Class ids are kept in one byte; memcached uses the same limit.
-pub const MAX_CLASSES: usize = 64;
+pub(crate) const MAX_CLASSES: usize = 64;
 const CHUNK_ALIGN: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClassSize {
+pub(crate) struct ClassSize {
     pub size: usize,
     pub perslab: usize,
 }
 
 /// Sizes for classes `1..=largest`; index 0 is unused (class 0 means "none").
-pub fn class_sizes(
+pub(crate) fn class_sizes(
     min_space: usize,
     factor: f64,
     page_size: usize,

@@ -12,9 +12,9 @@
 //! bytes per reference keeps item headers and the hash table small; it caps
 //! the arena at 32 GiB.
 
-pub mod arena;
-pub mod classes;
-pub mod persist;
+pub(crate) mod arena;
+pub(crate) mod classes;
+pub(crate) mod warm;
 
 use arena::Arena;
 use classes::{ClassSize, class_sizes};
@@ -22,11 +22,11 @@ use std::io;
 
 /// Arena offset / 8 of a chunk; `NIL` (0) names no chunk, which is why page
 /// 0 of the arena is never used.
-pub type ChunkRef = u32;
-pub const NIL: ChunkRef = 0;
+pub(crate) type ChunkRef = u32;
+pub(crate) const NIL: ChunkRef = 0;
 const UNIT: usize = 8;
 /// The most an arena can address with 32-bit chunk references.
-pub const MAX_ARENA_BYTES: usize = (u32::MAX as usize) * UNIT;
+pub(crate) const MAX_ARENA_BYTES: usize = (u32::MAX as usize) * UNIT;
 
 #[derive(Debug, Default)]
 pub struct SlabClass {

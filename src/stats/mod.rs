@@ -5,9 +5,8 @@
 //! live here. The reports print memcached 1.6's field names in its order,
 //! leaving out what only exists with its worker threads or extstore.
 
-pub mod logger;
-pub mod prefix;
-pub mod repl;
+pub(crate) mod prefix;
+pub(crate) mod repl;
 
 use crate::items::Cache;
 use crate::numbers::c_fixed;
@@ -15,7 +14,7 @@ use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
 
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Open connections including listening sockets, as memcached counts.
     pub curr_conns: u64,
     pub total_conns: u64,
@@ -53,7 +52,7 @@ pub struct Stats {
 
 /// The append-only file's figures, printed after memcached's own.
 #[derive(Debug, Default, Clone)]
-pub struct AofStats {
+pub(crate) struct AofStats {
     /// Current size of the file.
     pub bytes: u64,
     pub rewrites: u64,
@@ -67,7 +66,7 @@ pub struct AofStats {
 impl Stats {
     /// `stats reset`: zero what memcached zeroes (not gauges like
     /// curr_connections).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
         let (aof, repl) = (self.aof.take(), self.repl.take());
         *self = Stats {
@@ -99,7 +98,7 @@ fn rusage() -> (String, String) {
 /// `libevent` is left out (there is none); fields for machinery this
 /// server does not have (worker-thread response objects, logger threads,
 /// NAPI) are reported as 0.
-pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
+pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
     let mut o = String::with_capacity(4096);
     let now = cache.now();
     let is = &cache.stats;
@@ -259,7 +258,7 @@ pub fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> String {
 }
 
 /// `stats slabs`: per-class chunk geometry and counters.
-pub fn slabs(cache: &Cache) -> String {
+pub(crate) fn slabs(cache: &Cache) -> String {
     let mut o = String::new();
     let mut active = 0;
     for id in 1..=cache.slabs.largest() {
@@ -300,7 +299,7 @@ pub fn slabs(cache: &Cache) -> String {
 ///
 /// As in memcached, the segment lines (and `number_temp` with a temporary
 /// LRU) appear only while the LRU maintainer is on.
-pub fn items(cache: &Cache, settings: &Settings) -> String {
+pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
     let maintainer = settings.tuning.lru_maintainer;
     let segmented = settings.tuning.lru_segmented;
     let mut o = String::new();
@@ -362,7 +361,7 @@ pub fn items(cache: &Cache, settings: &Settings) -> String {
 }
 
 /// `stats sizes` (and `sizes_enable`/`sizes_disable`).
-pub fn sizes(cache: &Cache) -> String {
+pub(crate) fn sizes(cache: &Cache) -> String {
     let mut o = String::new();
     match &cache.sizes {
         Some(h) => {
@@ -380,7 +379,7 @@ pub fn sizes(cache: &Cache) -> String {
 
 /// `stats settings`: memcached 1.6.18's fields in its order, including
 /// the knobs of machinery done differently here (reported as set).
-pub fn settings(s: &Settings) -> String {
+pub(crate) fn settings(s: &Settings) -> String {
     let mut o = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
     let t = &s.tuning;
@@ -480,7 +479,7 @@ pub fn settings(s: &Settings) -> String {
 
 /// `stats cachedump <class> <limit>`: keys from the head of a class's LRU,
 /// with value size and absolute expiry, at most 2 MB of report.
-pub fn cachedump(cache: &Cache, id: u32, limit: u32) -> Vec<u8> {
+pub(crate) fn cachedump(cache: &Cache, id: u32, limit: u32) -> Vec<u8> {
     const MEMLIMIT: usize = 2 * 1024 * 1024;
     let mut out = Vec::new();
     if id > 0 && id <= cache.slabs.largest() as u32 {

@@ -18,7 +18,7 @@ struct Entry {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct PrefixStats {
+pub(crate) struct PrefixStats {
     buckets: Vec<Vec<Entry>>,
 }
 
@@ -50,27 +50,27 @@ impl PrefixStats {
         Some(&mut bucket[i])
     }
 
-    pub fn record_get(&mut self, key: &[u8], delimiter: u8, hit: bool) {
+    pub(crate) fn record_get(&mut self, key: &[u8], delimiter: u8, hit: bool) {
         if let Some(e) = self.entry(key, delimiter) {
             e.gets += 1;
             e.hits += hit as u64;
         }
     }
 
-    pub fn record_set(&mut self, key: &[u8], delimiter: u8) {
+    pub(crate) fn record_set(&mut self, key: &[u8], delimiter: u8) {
         if let Some(e) = self.entry(key, delimiter) {
             e.sets += 1;
         }
     }
 
-    pub fn record_delete(&mut self, key: &[u8], delimiter: u8) {
+    pub(crate) fn record_delete(&mut self, key: &[u8], delimiter: u8) {
         if let Some(e) = self.entry(key, delimiter) {
             e.deletes += 1;
         }
     }
 
     /// The `stats detail dump` report.
-    pub fn dump(&self) -> Vec<u8> {
+    pub(crate) fn dump(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for e in self.buckets.iter().flatten() {
             out.extend_from_slice(b"PREFIX ");
@@ -87,7 +87,7 @@ impl PrefixStats {
 }
 
 /// MurmurHash3, x86 32-bit variant, seed 0 (memcached's default hash).
-pub fn murmur3_32(data: &[u8]) -> u32 {
+pub(crate) fn murmur3_32(data: &[u8]) -> u32 {
     const C1: u32 = 0xcc9e_2d51;
     const C2: u32 = 0x1b87_3593;
     let mix = |k: u32| k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);

@@ -1,25 +1,29 @@
 //! The replication lines of `stats`, present only when replication is
-//! configured so that a default `stats` stays memcached's.
+//! configured so that a default `stats` stays memcached's. The counters
+//! are plain data here, below `repl`, which keeps them up to date (as
+//! `persist` keeps `AofStats`): `stats` reports every room's counters and
+//! depends on none of the rooms that count.
 
 use std::fmt::Write as _;
 
-/// What the replication link reports; kept up to date by the reactor.
+/// What the replication link reports; kept up to date by `crate::repl::Repl`.
+/// Public because `Stats`, which is public, holds one.
 #[derive(Clone, Debug, Default)]
-pub struct ReplStats {
+pub(crate) struct ReplStats {
     /// `master`, `replica`, or `connecting` (trying the peer: at start, or
     /// after losing the master).
-    pub role: &'static str,
+    pub(crate) role: &'static str,
     /// The configured peer, as given.
-    pub peer: String,
-    pub connected: bool,
+    pub(crate) peer: String,
+    pub(crate) connected: bool,
     /// Records sent to the peer that it has not yet said it applied.
-    pub lag_records: u64,
+    pub(crate) lag_records: u64,
     /// Full copies sent or received.
-    pub resyncs: u64,
+    pub(crate) resyncs: u64,
 }
 
 /// Appends the `STAT repl_*` lines.
-pub fn lines(out: &mut String, r: &ReplStats) {
+pub(crate) fn lines(out: &mut String, r: &ReplStats) {
     let _ = write!(
         out,
         "STAT repl_role {}\r\nSTAT repl_peer {}\r\nSTAT repl_connected {}\r\n\

@@ -149,6 +149,28 @@ def test_unpacked_contents(unpacked):
     assert out.stdout == b"memcached 1.6.18\n"
 
 
+def test_copyright_is_machine_readable_bsd_3_clause(unpacked):
+    """The copyright file parses as DEP-5 (python-debian's parser, as
+    Debian's tools read it), covers every file under BSD-3-Clause, and
+    carries the licence text of the source's LICENSE, word for word."""
+    copyright_mod = pytest.importorskip("debian.copyright")
+    text = (unpacked / "usr/share/doc/memcached-rs/copyright").read_text()
+    parsed = copyright_mod.Copyright(text.splitlines(keepends=True), strict=True)
+    assert parsed.header.upstream_name == "memcached-rs"
+    stanza = parsed.find_files_paragraph("usr/bin/memcached")
+    assert stanza is not None and stanza.files == ("*",)
+    assert stanza.license.synopsis == "BSD-3-Clause"
+    assert "2026 The memcached-rs authors" in stanza.copyright
+    standalone = [p for p in parsed.all_license_paragraphs() if p.license.synopsis == "BSD-3-Clause"]
+    assert len(standalone) == 1
+    licence = (REPO_ROOT / "LICENSE").read_text()
+    assert "Copyright (c) 2026, The memcached-rs authors" in licence
+    body = licence[licence.index("Redistribution") :]
+    assert standalone[0].license.text.split() == body.split()
+    cargo = (REPO_ROOT / "Cargo.toml").read_text()
+    assert re.search(r'^license = "BSD-3-Clause"$', cargo, re.M)
+
+
 def test_packaged_man_page_renders_without_warnings(unpacked):
     need("groff")
     page = gzip.decompress((unpacked / "usr/share/man/man1/memcached.1.gz").read_bytes())

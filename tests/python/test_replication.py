@@ -573,7 +573,7 @@ def _crc32c(data):
 
 
 def _put_record(key, value):
-    """A well-formed PUT record (items/record.rs): len, crc, body."""
+    """A well-formed PUT record (persist/record.rs): len, crc, body."""
     import struct
     body = (bytes([1]) + struct.pack("<Q", int(time.time()))
             + struct.pack("<IQQB", 0, 0, 1, 0) + bytes([len(key)]) + key + value)
@@ -656,7 +656,7 @@ def test_under_Y_a_node_with_another_authfile_does_not_pair(pair, tmp_path):
 
 
 def _control_frame(kind, value):
-    """A well-formed link-control frame (reactor/repl.rs): kind, a zero
+    """A well-formed link-control frame (repl/link.rs): kind, a zero
     timestamp, a 64-bit value."""
     import struct
     body = bytes([kind]) + struct.pack("<QQ", 0, value)

@@ -14,12 +14,17 @@
 //! key/value lines, the same keys checked in the same order, so a mismatch
 //! is reported in the same words), then this server's own "arena" section,
 //! then a checksum line over everything before it.
+//!
+//! What the arena section holds is the cache's and the allocator's own
+//! tables (`items/warm.rs`, `slab/warm.rs`), which also rebuild the cache
+//! over the kept arena; this file is the metadata's format, its checks, and
+//! the order of open, resume and save.
 
 use crate::items::warm::{CacheState, LruEnds, Recovered};
 use crate::items::{Cache, CacheConfig};
 use crate::settings::Settings;
 use crate::slab::arena::Arena;
-use crate::slab::persist::{ClassState, SlabState};
+use crate::slab::warm::{ClassState, SlabState};
 use crate::slab::{ChunkRef, Slabs};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -39,7 +44,7 @@ struct Shape {
 
 /// What a valid `PATH.meta` carries besides the cache's own state.
 #[derive(Debug)]
-pub struct Saved {
+pub(crate) struct Saved {
     state: CacheState,
     current_time: u32,
     process_started: i64,
@@ -54,7 +59,7 @@ fn meta_path(path: &str) -> String {
 /// Opens the memory file and maps the arena over it, reading `PATH.meta`
 /// first. Returns the cache (empty) and, when the file's contents may be
 /// reused, what `resume` needs to bring them back.
-pub fn open(
+pub(crate) fn open(
     path: &str,
     settings: &mut Settings,
     mut cfg: CacheConfig,
@@ -104,7 +109,7 @@ fn prepare_file(file: &File, len: usize, reuse: bool) -> io::Result<()> {
 
 /// Brings the saved items back (or, with nothing saved, gives every class
 /// its first page, as memcached preallocates a memory file).
-pub fn resume(cache: &mut Cache, saved: Option<Saved>, verbose: u8) -> io::Result<()> {
+pub(crate) fn resume(cache: &mut Cache, saved: Option<Saved>, verbose: u8) -> io::Result<()> {
     let Some(saved) = saved else {
         if !cache.slabs.preallocate() {
             return Err(io::Error::new(
@@ -148,7 +153,7 @@ fn unix_micros() -> String {
 
 /// Writes the arena to its file and `PATH.meta` beside it, after a
 /// graceful stop.
-pub fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()> {
+pub(crate) fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()> {
     cache.slabs.arena.sync()?;
     let text = render(settings, cache);
     let meta = meta_path(path);

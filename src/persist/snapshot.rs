@@ -1,8 +1,13 @@
-//! A full copy of the live items, taken a bounded batch at a time from
-//! inside the event loop (replication's initial sync).
+//! Snapshots: the live items as PUT records, for the AOF rewrite (all at
+//! once, in a forked child) and for replication's full copy (a bounded
+//! batch at a time, from inside the event loop).
 //!
-//! The walk goes through the arena in address order -- page by page, chunk
-//! by chunk -- rather than through the hash table or the LRUs: chunks never
+//! **The rewrite** walks each class's LRU from its oldest item, so a replay
+//! links the items in their LRU order, and ends with the delayed
+//! `flush_all` still to come, if any.
+//!
+//! **The full copy** walks the arena in address order -- page by page,
+//! chunk by chunk -- rather than the hash table or the LRUs: chunks never
 //! move, so a cursor of (page, chunk) stays valid whatever happens between
 //! two batches (hash expansion, LRU bumps, evictions, page moves). An item
 //! changed after the cursor passed it is not sent again by the walk: the
@@ -10,119 +15,91 @@
 //! change. Each item is encoded as it is at the moment it is visited, so
 //! everything sent is current when it is sent.
 
-use super::Cache;
-use super::hash;
-use super::item::{self, LINKED};
-use crate::slab::ChunkRef;
+use super::mutations::encode_item;
+use super::record;
+use crate::items::Cache;
 
-/// Where a walk is: the next chunk to look at.
+/// The snapshot of a rewrite: a PUT per live item, then the delayed
+/// `flush_all` still to come, if any. Calls `sink` whenever `out` holds
+/// more than `batch` bytes (and once at the end), so memory stays bounded.
+pub(crate) fn rewrite(
+    cache: &Cache,
+    out: &mut Vec<u8>,
+    batch: usize,
+    mut sink: impl FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
+    let ts = cache.unix_now();
+    let mut items = 0;
+    for it in cache.live_items_oldest_first() {
+        encode_item(out, ts, cache.item_state(it));
+        items += 1;
+        if out.len() >= batch {
+            sink(out)?;
+        }
+    }
+    if let Some(at) = cache.pending_flush_at()
+        && at > ts
+    {
+        record::encode_flush(out, ts, at);
+    }
+    sink(out)?;
+    Ok(items)
+}
+
+/// Where a full copy's walk is: the next chunk to look at.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SnapshotCursor {
+pub(crate) struct SnapshotCursor {
     page: usize,
     chunk: usize,
 }
 
-impl Cache {
-    /// The linked item whose header is `chunk`, if any: a chunk holding
-    /// part of a large value is raw data whatever its flag byte says.
-    fn item_at(&self, chunk: ChunkRef) -> Option<ChunkRef> {
-        let linked = item::view(&self.slabs.arena, chunk).is(LINKED);
-        (linked && self.body_owner(chunk).is_none()).then_some(chunk)
-    }
-
-    /// Encodes live items from `cursor` on into `out`, looking at no more
-    /// than `max_chunks` chunks and stopping once `out` holds `max_out`
-    /// bytes. Returns the number of items encoded and whether the walk has
-    /// reached the end of the arena.
-    pub fn snapshot_step(
+impl SnapshotCursor {
+    /// Encodes live items from here on into `out`, looking at no more than
+    /// `max_chunks` chunks and stopping once `out` holds `max_out` bytes.
+    /// Returns the number of items encoded and whether the walk has reached
+    /// the end of the arena.
+    pub(crate) fn step(
         &mut self,
-        cursor: &mut SnapshotCursor,
+        cache: &Cache,
         out: &mut Vec<u8>,
         max_chunks: usize,
         max_out: usize,
     ) -> (usize, bool) {
-        let ts = self.unix_now();
+        let ts = cache.unix_now();
+        let slabs = &cache.slabs;
         let mut encoded = 0;
         let mut looked = 0;
-        while cursor.page < self.slabs.page_count() {
-            let id = self.slabs.page_owner(cursor.page);
-            let perslab = if id == 0 {
-                0
-            } else {
-                self.slabs.class(id).perslab
-            };
-            if cursor.chunk >= perslab {
-                cursor.page += 1;
-                cursor.chunk = 0;
+        while self.page < slabs.page_count() {
+            let id = slabs.page_owner(self.page);
+            let perslab = if id == 0 { 0 } else { slabs.class(id).perslab };
+            if self.chunk >= perslab {
+                self.page += 1;
+                self.chunk = 0;
                 continue;
             }
             if looked >= max_chunks || out.len() >= max_out {
                 return (encoded, false);
             }
-            let chunk = self.slabs.page_chunk(cursor.page, id, cursor.chunk);
-            cursor.chunk += 1;
+            let chunk = slabs.page_chunk(self.page, id, self.chunk);
+            self.chunk += 1;
             looked += 1;
-            let Some(it) = self.item_at(chunk) else {
-                continue;
-            };
             // Reading through the usual lookup rules would bump the item;
             // the walk only skips what a lookup would no longer find.
-            if self.is_expired(it) || self.is_flushed(it) {
+            let Some(it) = cache.live_item_at(chunk) else {
                 continue;
-            }
-            self.encode_item(out, ts, it);
+            };
+            encode_item(out, ts, cache.item_state(it));
             encoded += 1;
         }
         (encoded, true)
-    }
-
-    /// Removes every item at once (a replica about to receive a full copy
-    /// starts from nothing), and forgets any pending `flush_all`.
-    pub fn wipe(&mut self) {
-        for page in 0..self.slabs.page_count() {
-            let id = self.slabs.page_owner(page);
-            if id == 0 {
-                continue;
-            }
-            for chunk in self.slabs.page_chunks(page, id) {
-                if let Some(it) = self.item_at(chunk) {
-                    self.unlink(it);
-                }
-            }
-        }
-        self.oldest_live = 0;
-        self.oldest_cas = 0;
-        self.flush_at = None;
-        self.replay_flush = None;
-    }
-
-    /// Under replication the master hands out odd CAS values and the
-    /// replica even ones, so two writes made at once on the two nodes can
-    /// never carry the same CAS (which the conflict rule compares).
-    pub fn set_cas_lane(&mut self, odd: bool) {
-        self.cas_lane = Some(u64::from(odd));
-    }
-
-    /// The CAS of the live item under `key`, without touching it.
-    pub fn cas_of(&self, key: &[u8]) -> Option<u64> {
-        let hv = hash::hash(key, self.hash.seed);
-        let it = self.hash.find(&self.slabs.arena, key, hv)?;
-        let gone = self.is_expired(it) || self.is_flushed(it);
-        (!gone).then(|| self.view(it).cas())
-    }
-
-    /// Keeps the CAS counter ahead of a CAS value taken from the peer, so
-    /// values this node hands out later never repeat one it has stored.
-    pub fn observe_cas(&mut self, cas: u64) {
-        self.cas_id = self.cas_id.max(cas);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::items::record::{self, End, Reader};
     use crate::items::{CacheConfig, StoreMode};
+    use crate::persist::record::{End, Reader};
 
     fn cache() -> Cache {
         Cache::new(CacheConfig::for_tests(16)).unwrap()
@@ -158,7 +135,7 @@ mod tests {
 
     fn walk(c: &mut Cache, cursor: &mut SnapshotCursor, max_chunks: usize) -> (Vec<u8>, bool) {
         let mut out = Vec::new();
-        let (_, done) = c.snapshot_step(cursor, &mut out, max_chunks, usize::MAX);
+        let (_, done) = cursor.step(c, &mut out, max_chunks, usize::MAX);
         (out, done)
     }
 
@@ -218,37 +195,5 @@ mod tests {
         assert!(!later.contains(&behind.into_bytes()));
         let old = seen.len() + later.iter().filter(|k| k.starts_with(b"k")).count();
         assert_eq!(old, 199);
-    }
-
-    #[test]
-    fn wipe_empties_the_cache_and_cas_lanes_keep_parity() {
-        let mut c = cache();
-        c.set_cas_lane(true);
-        for i in 0..50 {
-            set(&mut c, &format!("k{i}"), b"v", 0);
-            assert_eq!(c.cas_of(format!("k{i}").as_bytes()).unwrap() % 2, 1);
-        }
-        c.observe_cas(1000);
-        c.set_cas_lane(false);
-        set(&mut c, "even", b"v", 0);
-        assert_eq!(c.cas_of(b"even"), Some(1002));
-        c.wipe();
-        assert_eq!(c.stats.curr_items, 0);
-        assert_eq!(c.cas_of(b"k1"), None);
-        set(&mut c, "after", b"v", 0);
-        assert!(c.cas_of(b"after").is_some());
-    }
-
-    #[test]
-    fn an_immediate_flush_under_replication_removes_items_at_once() {
-        let mut c = cache();
-        c.set_cas_lane(true);
-        set(&mut c, "a", b"v", 0);
-        c.flush_all(0);
-        assert_eq!(c.stats.curr_items, 0);
-        // An item with a low CAS from the peer is not taken for flushed.
-        c.observe_cas(1);
-        set(&mut c, "b", b"v", 0);
-        assert!(c.cas_of(b"b").is_some());
     }
 }

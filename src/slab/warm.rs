@@ -5,32 +5,36 @@
 //! already in the arena; what lives only in this process is which class
 //! owns each page, each class's counters and carving position, and the
 //! global page pool. That is all `SlabState` holds.
+//!
+//! The tables are the allocator's own (taking them and putting them back
+//! needs every private field), so they are made here; the file they are
+//! saved in is `crate::persist::warm`'s business.
 
 use super::{ChunkRef, Slabs, UNIT};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClassState {
-    pub pages: usize,
-    pub used_chunks: usize,
-    pub free_head: ChunkRef,
-    pub free_count: usize,
-    pub carve_off: usize,
-    pub carve_left: usize,
+pub(crate) struct ClassState {
+    pub(crate) pages: usize,
+    pub(crate) used_chunks: usize,
+    pub(crate) free_head: ChunkRef,
+    pub(crate) free_count: usize,
+    pub(crate) carve_off: usize,
+    pub(crate) carve_left: usize,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SlabState {
-    pub next_page: usize,
-    pub malloced: usize,
-    pub free_pages: Vec<usize>,
+pub(crate) struct SlabState {
+    pub(crate) next_page: usize,
+    pub(crate) malloced: usize,
+    pub(crate) free_pages: Vec<usize>,
     /// Owning class of each page, 0 for none.
-    pub page_class: Vec<u8>,
+    pub(crate) page_class: Vec<u8>,
     /// Indexed by class id (entry 0 unused).
-    pub classes: Vec<ClassState>,
+    pub(crate) classes: Vec<ClassState>,
 }
 
 impl Slabs {
-    pub fn state(&self) -> SlabState {
+    pub(crate) fn state(&self) -> SlabState {
         SlabState {
             next_page: self.next_page,
             malloced: self.mem_malloced,
@@ -53,7 +57,7 @@ impl Slabs {
 
     /// Puts back a state saved by a process with the same configuration;
     /// refuses one that cannot belong to this arena (then nothing changed).
-    pub fn restore(&mut self, state: &SlabState) -> Result<(), &'static str> {
+    pub(crate) fn restore(&mut self, state: &SlabState) -> Result<(), &'static str> {
         let pages = self.page_class.len();
         let fits = state.page_class.len() == pages
             && state.classes.len() == self.classes.len()
@@ -85,7 +89,7 @@ impl Slabs {
     }
 
     /// Every page handed to a class, with its class.
-    pub fn owned_pages(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
+    pub(crate) fn owned_pages(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
         self.page_class
             .iter()
             .enumerate()
@@ -95,7 +99,11 @@ impl Slabs {
 
     /// The chunks of `page` (owned by class `id`) that were ever carved:
     /// all of them, except in the page the class is still carving.
-    pub fn carved_chunks(&self, page: usize, id: u8) -> impl Iterator<Item = ChunkRef> + use<> {
+    pub(crate) fn carved_chunks(
+        &self,
+        page: usize,
+        id: u8,
+    ) -> impl Iterator<Item = ChunkRef> + use<> {
         let class = &self.classes[id as usize];
         let base = page * self.page_size;
         let carving = class.carve_left > 0 && class.carve_off / self.page_size == page;
@@ -111,7 +119,7 @@ impl Slabs {
     /// Gives every class its first page now and the rest of `-m` to the
     /// global pool, as memcached does when its memory is a file (`-e`):
     /// false when `-m` is too small for a page per class.
-    pub fn preallocate(&mut self) -> bool {
+    pub(crate) fn preallocate(&mut self) -> bool {
         for id in 1..self.classes.len() {
             if self.classes[id].pages > 0 {
                 continue;
@@ -135,7 +143,7 @@ impl Slabs {
 
     /// Whether `chunk` is on its class's free list (a slow walk, for tests).
     #[cfg(test)]
-    pub fn is_free(&self, chunk: ChunkRef) -> bool {
+    pub(crate) fn is_free(&self, chunk: ChunkRef) -> bool {
         use super::NIL;
         let mut c = self.classes[self.class_of(chunk) as usize].free_head;
         while c != NIL {

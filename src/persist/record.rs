@@ -42,40 +42,40 @@
 //! one loop turn to the next, so steady-state logging does not allocate.
 //! Decoding borrows from the input slice.
 
-pub const MAGIC: &[u8; 8] = b"MCAOF01\n";
+pub(crate) const MAGIC: &[u8; 8] = b"MCAOF01\n";
 
 /// Bytes before the body: `len` and `crc`.
-pub const FRAME: usize = 8;
+pub(crate) const FRAME: usize = 8;
 /// `kind` and `ts`.
 const BODY_HEAD: usize = 1 + 8;
 /// The largest body accepted: a 1 GiB value (memcached's `-I` ceiling) plus
 /// room for the fields. A larger `len` can only be corruption.
-pub const MAX_BODY: usize = (1 << 30) + 512;
+pub(crate) const MAX_BODY: usize = (1 << 30) + 512;
 
-pub const KIND_PUT: u8 = 1;
-pub const KIND_DELETE: u8 = 2;
-pub const KIND_TOUCH: u8 = 3;
-pub const KIND_FLUSH: u8 = 4;
+pub(crate) const KIND_PUT: u8 = 1;
+pub(crate) const KIND_DELETE: u8 = 2;
+pub(crate) const KIND_TOUCH: u8 = 3;
+pub(crate) const KIND_FLUSH: u8 = 4;
 
 /// `mflags` bits of a PUT.
-pub const MF_STALE: u8 = 1;
-pub const MF_TOKEN_SENT: u8 = 2;
-pub const MF_KEY_BINARY: u8 = 4;
+pub(crate) const MF_STALE: u8 = 1;
+pub(crate) const MF_TOKEN_SENT: u8 = 2;
+pub(crate) const MF_KEY_BINARY: u8 = 4;
 
 /// A PUT: an item as it is after a mutation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Put<'a> {
-    pub flags: u32,
+pub(crate) struct Put<'a> {
+    pub(crate) flags: u32,
     /// Unix time, 0 for never.
-    pub exptime: u64,
-    pub cas: u64,
-    pub mflags: u8,
-    pub key: &'a [u8],
-    pub value: &'a [u8],
+    pub(crate) exptime: u64,
+    pub(crate) cas: u64,
+    pub(crate) mflags: u8,
+    pub(crate) key: &'a [u8],
+    pub(crate) value: &'a [u8],
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op<'a> {
+pub(crate) enum Op<'a> {
     Put(Put<'a>),
     Delete { key: &'a [u8] },
     Touch { key: &'a [u8], exptime: u64 },
@@ -84,15 +84,15 @@ pub enum Op<'a> {
 
 /// One decoded record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// Unix seconds when the mutation happened.
-    pub ts: u64,
-    pub op: Op<'a>,
+    pub(crate) ts: u64,
+    pub(crate) op: Op<'a>,
 }
 
 /// What [`decode`] found at the start of a slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decoded<'a> {
+pub(crate) enum Decoded<'a> {
     /// A whole, valid record and the bytes it took.
     Complete(Record<'a>, usize),
     /// The data ends inside a record: this many bytes in all are needed.
@@ -129,7 +129,7 @@ const fn crc_table() -> [u32; 256] {
 static CRC_TABLE: [u32; 256] = crc_table();
 
 /// Continues a CRC32C over `bytes` (start with 0).
-pub fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
+pub(crate) fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
     let mut c = !crc;
     for &b in bytes {
         c = CRC_TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
@@ -137,7 +137,7 @@ pub fn crc32c_update(crc: u32, bytes: &[u8]) -> u32 {
     !c
 }
 
-pub fn crc32c(bytes: &[u8]) -> u32 {
+pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
     crc32c_update(0, bytes)
 }
 
@@ -145,13 +145,13 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 
 /// Builds one record at the end of `out`: `begin` leaves room for the
 /// frame, the caller pushes the body's fields, `finish` fills in the frame.
-pub struct Encoder<'v> {
+pub(crate) struct Encoder<'v> {
     out: &'v mut Vec<u8>,
     start: usize,
 }
 
 impl<'v> Encoder<'v> {
-    pub fn begin(out: &'v mut Vec<u8>, kind: u8, ts: u64) -> Encoder<'v> {
+    pub(crate) fn begin(out: &'v mut Vec<u8>, kind: u8, ts: u64) -> Encoder<'v> {
         let start = out.len();
         out.extend_from_slice(&[0; FRAME]);
         out.push(kind);
@@ -159,36 +159,36 @@ impl<'v> Encoder<'v> {
         Encoder { out, start }
     }
 
-    pub fn u8(&mut self, v: u8) -> &mut Self {
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
         self.out.push(v);
         self
     }
 
-    pub fn u32(&mut self, v: u32) -> &mut Self {
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.out.extend_from_slice(&v.to_le_bytes());
         self
     }
 
-    pub fn u64(&mut self, v: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
         self.out.extend_from_slice(&v.to_le_bytes());
         self
     }
 
     /// A key, with its one-byte length (keys are at most 250 bytes).
-    pub fn key(&mut self, key: &[u8]) -> &mut Self {
+    pub(crate) fn key(&mut self, key: &[u8]) -> &mut Self {
         debug_assert!(key.len() <= u8::MAX as usize);
         self.out.push(key.len() as u8);
         self.out.extend_from_slice(key);
         self
     }
 
-    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.out.extend_from_slice(b);
         self
     }
 
     /// Fills in the frame; returns the record's total length.
-    pub fn finish(&mut self) -> usize {
+    pub(crate) fn finish(&mut self) -> usize {
         let body = &self.out[self.start + FRAME..];
         let len = body.len() as u32;
         let crc = crc32c(body);
@@ -200,7 +200,7 @@ impl<'v> Encoder<'v> {
 }
 
 /// A PUT whose value is given in pieces (a chunked item's segments).
-pub fn encode_put<'s>(
+pub(crate) fn encode_put<'s>(
     out: &mut Vec<u8>,
     ts: u64,
     put: &Put<'_>,
@@ -218,23 +218,23 @@ pub fn encode_put<'s>(
     e.finish()
 }
 
-pub fn encode_delete(out: &mut Vec<u8>, ts: u64, key: &[u8]) -> usize {
+pub(crate) fn encode_delete(out: &mut Vec<u8>, ts: u64, key: &[u8]) -> usize {
     Encoder::begin(out, KIND_DELETE, ts).key(key).finish()
 }
 
-pub fn encode_touch(out: &mut Vec<u8>, ts: u64, key: &[u8], exptime: u64) -> usize {
+pub(crate) fn encode_touch(out: &mut Vec<u8>, ts: u64, key: &[u8], exptime: u64) -> usize {
     Encoder::begin(out, KIND_TOUCH, ts)
         .u64(exptime)
         .key(key)
         .finish()
 }
 
-pub fn encode_flush(out: &mut Vec<u8>, ts: u64, at: u64) -> usize {
+pub(crate) fn encode_flush(out: &mut Vec<u8>, ts: u64, at: u64) -> usize {
     Encoder::begin(out, KIND_FLUSH, ts).u64(at).finish()
 }
 
 /// Any record, re-encoded (a replica forwarding to its AOF, tests).
-pub fn encode(out: &mut Vec<u8>, rec: &Record<'_>) -> usize {
+pub(crate) fn encode(out: &mut Vec<u8>, rec: &Record<'_>) -> usize {
     match rec.op {
         Op::Put(p) => encode_put(out, rec.ts, &p, std::iter::once(p.value)),
         Op::Delete { key } => encode_delete(out, rec.ts, key),
@@ -256,7 +256,7 @@ fn le_u64(b: &[u8]) -> u64 {
 }
 
 /// Decodes the record at the start of `buf`.
-pub fn decode(buf: &[u8]) -> Decoded<'_> {
+pub(crate) fn decode(buf: &[u8]) -> Decoded<'_> {
     if buf.len() < FRAME {
         return Decoded::Torn(FRAME);
     }
@@ -339,7 +339,7 @@ fn take_key(b: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Walks the records of a byte slice (a whole file after its magic, or a
 /// replication buffer), tracking absolute offsets for error messages.
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     /// Offset of `buf[0]` in the file or stream.
@@ -348,7 +348,7 @@ pub struct Reader<'a> {
 
 /// Where a [`Reader`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// Every byte was a whole record.
     Clean,
     /// The last record is incomplete; it starts at this offset.
@@ -358,17 +358,17 @@ pub enum End {
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8], base: u64) -> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], base: u64) -> Reader<'a> {
         Reader { buf, pos: 0, base }
     }
 
     /// Offset just after the last whole record returned.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.base + self.pos as u64
     }
 
     /// The next record, or why there is none.
-    pub fn next_record(&mut self) -> Result<Record<'a>, End> {
+    pub(crate) fn next_record(&mut self) -> Result<Record<'a>, End> {
         let rest = &self.buf[self.pos..];
         if rest.is_empty() {
             return Err(End::Clean);

@@ -1,7 +1,9 @@
-//! The thin, unsafe layer between the reactor and the kernel: epoll,
-//! signalfd, and the few socket calls std does not expose. Each wrapper
-//! checks the return value and turns it into `io::Result`; nothing above
-//! this file touches raw syscalls.
+//! The thin, unsafe layer between the server and the kernel: epoll,
+//! signalfd, the few socket calls std does not expose, fork and waitpid.
+//! Each wrapper checks the return value and turns it into `io::Result`;
+//! nothing above this file touches raw syscalls. A leaf room of its own
+//! because the reactor, the AOF rewrite (`persist`) and the replication
+//! link (`repl`) all call it, and the reactor calls those two.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,23 +16,23 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub struct Epoll {
+pub(crate) struct Epoll {
     fd: RawFd,
 }
 
-pub const READ: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
-pub const WRITE: u32 = libc::EPOLLOUT as u32;
-pub const EDGE: u32 = libc::EPOLLET as u32;
-pub const HANGUP: u32 = (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
+pub(crate) const READ: u32 = libc::EPOLLIN as u32 | libc::EPOLLRDHUP as u32;
+pub(crate) const WRITE: u32 = libc::EPOLLOUT as u32;
+pub(crate) const EDGE: u32 = libc::EPOLLET as u32;
+pub(crate) const HANGUP: u32 = (libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLRDHUP) as u32;
 
-pub type Event = libc::epoll_event;
+pub(crate) type Event = libc::epoll_event;
 
-pub fn empty_event() -> Event {
+pub(crate) fn empty_event() -> Event {
     libc::epoll_event { events: 0, u64: 0 }
 }
 
 impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
+    pub(crate) fn new() -> io::Result<Epoll> {
         // SAFETY: epoll_create1 takes no pointers; the fd is owned by Epoll.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         Ok(Epoll { fd })
@@ -43,13 +45,13 @@ impl Epoll {
         Ok(())
     }
 
-    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
     }
 
     /// Waits up to `timeout_ms` (-1 forever); returns how many events were
     /// written to the front of `events`. EINTR counts as zero events.
-    pub fn wait(&self, events: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
+    pub(crate) fn wait(&self, events: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
         // SAFETY: the kernel writes at most `events.len()` entries into the
         // slice we own.
         let rc = unsafe {
@@ -76,7 +78,7 @@ impl Drop for Epoll {
 }
 
 /// Changes a listening socket's backlog (`-b`); std always uses 128.
-pub fn relisten(fd: RawFd, backlog: i32) -> io::Result<()> {
+pub(crate) fn relisten(fd: RawFd, backlog: i32) -> io::Result<()> {
     // SAFETY: listen takes no pointers; on a bound socket it only resizes
     // the accept queue.
     check(unsafe { libc::listen(fd, backlog) })?;
@@ -85,7 +87,7 @@ pub fn relisten(fd: RawFd, backlog: i32) -> io::Result<()> {
 
 /// Writes without raising SIGPIPE if the peer has gone; used for the
 /// one-line refusal sent to connections over `-c`.
-pub fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
+pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
     // SAFETY: the pointer and length describe `buf`, which outlives the call.
     unsafe {
         libc::send(
@@ -102,7 +104,7 @@ pub fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
 /// SIGPIPE so a vanished client can never kill the server. SIGHUP is
 /// reported too when `hangup` (memcached reloads its authfile on it),
 /// ignored otherwise.
-pub fn termination_signals(hangup: bool) -> io::Result<RawFd> {
+pub(crate) fn termination_signals(hangup: bool) -> io::Result<RawFd> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // signal/sigprocmask/signalfd only read the set we pass.
     unsafe {
@@ -133,7 +135,7 @@ pub fn termination_signals(hangup: bool) -> io::Result<RawFd> {
 }
 
 /// Reads one pending signal number from a signalfd, if any.
-pub fn read_signal(fd: RawFd) -> Option<u32> {
+pub(crate) fn read_signal(fd: RawFd) -> Option<u32> {
     // SAFETY: signalfd_siginfo is plain data; read writes at most its size.
     unsafe {
         let mut info: libc::signalfd_siginfo = std::mem::zeroed();
@@ -146,7 +148,7 @@ pub fn read_signal(fd: RawFd) -> Option<u32> {
 /// An IPv6 socket (stream or datagram) bound to `addr` that does not also
 /// take IPv4 (IPV6_V6ONLY), with SO_REUSEADDR, as memcached makes them.
 /// A stream socket still has to `listen`.
-pub fn bind_v6only(addr: std::net::SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+pub(crate) fn bind_v6only(addr: std::net::SocketAddr, stream: bool) -> io::Result<OwnedFd> {
     if !addr.is_ipv6() {
         return Err(io::ErrorKind::InvalidInput.into());
     }
@@ -192,7 +194,7 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) 
 }
 
 /// The socket's send buffer size (SO_SNDBUF), as getsockopt reports it.
-pub fn send_buffer(fd: RawFd) -> io::Result<i32> {
+pub(crate) fn send_buffer(fd: RawFd) -> io::Result<i32> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `value`.
@@ -209,13 +211,13 @@ pub fn send_buffer(fd: RawFd) -> io::Result<i32> {
 }
 
 /// Asks for a send buffer of `size` bytes; false if the kernel refuses.
-pub fn set_send_buffer(fd: RawFd, size: i32) -> bool {
+pub(crate) fn set_send_buffer(fd: RawFd, size: i32) -> bool {
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size).is_ok()
 }
 
 /// A second descriptor for the same socket (memcached gives each worker
 /// thread its own descriptor for a UDP port; they show in `stats conns`).
-pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC takes no pointers; the new descriptor is ours
     // and moves into the OwnedFd exactly once.
     unsafe {
@@ -225,7 +227,7 @@ pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
 }
 
 /// Which side of a [`fork`] this is.
-pub enum Forked {
+pub(crate) enum Forked {
     Child,
     Parent(libc::pid_t),
 }
@@ -233,7 +235,7 @@ pub enum Forked {
 /// `fork()`: the child gets a copy-on-write image of the whole process
 /// (the arena included), which the AOF rewrite snapshots while the parent
 /// goes on serving.
-pub fn fork() -> io::Result<Forked> {
+pub(crate) fn fork() -> io::Result<Forked> {
     // SAFETY: the server is single-threaded, so the child cannot inherit a
     // lock held by another thread (allocator included); the child only
     // reads memory, writes one file and leaves through `exit_child`.
@@ -248,7 +250,7 @@ pub fn fork() -> io::Result<Forked> {
 /// In a forked child: closes every descriptor from 3 up (listeners,
 /// clients, epoll), so that connections the parent closes really close and
 /// a restarted server can bind its port while the child still runs.
-pub fn close_inherited_fds() {
+pub(crate) fn close_inherited_fds() {
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -266,20 +268,20 @@ pub fn close_inherited_fds() {
 
 /// Ends a forked child at once: no destructors, no atexit handlers, no
 /// flushing of stdio buffers it shares with the parent.
-pub fn exit_child(code: i32) -> ! {
+pub(crate) fn exit_child(code: i32) -> ! {
     // SAFETY: _exit takes no pointers and never returns.
     unsafe { libc::_exit(code) }
 }
 
 /// How a child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChildEnd {
+pub(crate) enum ChildEnd {
     Exited(i32),
     Signaled(i32),
 }
 
 /// Reaps child `pid` if it has ended, without waiting.
-pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<ChildEnd>> {
+pub(crate) fn try_wait(pid: libc::pid_t) -> io::Result<Option<ChildEnd>> {
     let mut status: libc::c_int = 0;
     // SAFETY: `status` is a local the kernel writes one int into.
     let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -292,7 +294,7 @@ pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<ChildEnd>> {
 }
 
 /// Kills and reaps child `pid` (a rewrite abandoned at shutdown).
-pub fn kill_child(pid: libc::pid_t) {
+pub(crate) fn kill_child(pid: libc::pid_t) {
     // SAFETY: signals only our own child, then waits for it; `status` is a
     // local.
     unsafe {
@@ -304,7 +306,7 @@ pub fn kill_child(pid: libc::pid_t) {
 
 /// Runs `f` with the process umask set to `mask`, then restores it (the
 /// unix socket's file mode comes from the umask at bind time).
-pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     // SAFETY: umask takes no pointers and cannot fail; the reactor is the
     // only thread, so nothing else creates files meanwhile.
     let old = unsafe { libc::umask(mask as libc::mode_t) };
@@ -316,7 +318,7 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
 
 /// One datagram to `to`, gathered from `head` and `body` (sendmsg, so the
 /// reply body is not copied behind its frame header). Returns bytes sent.
-pub fn send_datagram(
+pub(crate) fn send_datagram(
     fd: RawFd,
     head: &[u8],
     body: &[u8],
@@ -381,7 +383,7 @@ fn sockaddr_of(addr: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::so
 
 /// Whether stderr is open for reading and writing (a terminal usually is;
 /// a pipe or a redirected file is not).
-pub fn stderr_is_read_write() -> bool {
+pub(crate) fn stderr_is_read_write() -> bool {
     // SAFETY: F_GETFL takes no pointers and only reads descriptor flags.
     let flags = unsafe { libc::fcntl(libc::STDERR_FILENO, libc::F_GETFL) };
     flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR
@@ -390,7 +392,7 @@ pub fn stderr_is_read_write() -> bool {
 /// Starts a TCP connection without waiting for it: the stream is
 /// non-blocking and the handshake completes (or fails) later, reported by
 /// epoll as writability; `TcpStream::take_error` then tells which.
-pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
+pub(crate) fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::TcpStream> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -423,4 +425,12 @@ pub fn connect_nonblocking(addr: std::net::SocketAddr) -> io::Result<std::net::T
         }
     }
     Ok(stream)
+}
+
+/// Ignores SIGHUP for the rest of the process's life (`-d`).
+pub(crate) fn ignore_sighup() -> nix::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_IGN installs no handler code, so nothing can run in
+    // signal context.
+    unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }.map(drop)
 }

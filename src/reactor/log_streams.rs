@@ -1,14 +1,16 @@
-//! The reactor's side of `watch`: a watcher is a client connection in the
-//! `Watch` state whose output is its log stream, kept by the cache's
-//! logger (`stats/logger.rs`). Each loop turn writes what the streams hold
-//! as far as the sockets take; what a watcher sends is read and dropped,
-//! and when it goes away it is closed, as memcached's logger thread does.
-//! Connection opens and closes are logged here.
+//! The reactor's side of the logger (`logger/`): it writes the log
+//! streams to the watchers' sockets and logs connection opens and closes.
+//!
+//! A watcher is a client connection in the `Watch` state whose output is
+//! its log stream, kept by the cache's logger. Each loop turn writes what
+//! the streams hold as far as the sockets take; what a watcher sends is
+//! read and dropped, and when it goes away it is closed, as memcached's
+//! logger thread does.
 
 use super::conn::{Conn, Event};
 use super::stream::Stream;
 use super::{Reactor, Slot};
-use crate::stats::logger::{CONNEVENTS, CloseReason, Peer};
+use crate::logger::{CONNEVENTS, CloseReason, Peer};
 use std::io::{self, Write};
 use std::os::fd::RawFd;
 

@@ -4,10 +4,10 @@
 //! once to stderr at start, only when that is the case, so the usual
 //! `-l 127.0.0.1` setups (and every trace comparison) see nothing new.
 
-use memcached::settings::Settings;
+use crate::settings::Settings;
 
 /// The warning for `settings`, if the server would be exposed.
-pub fn warning(settings: &Settings) -> Option<String> {
+pub(super) fn warning(settings: &Settings) -> Option<String> {
     let authenticated = settings.auth_file.is_some() || settings.sasl;
     let listening =
         settings.socket_path.is_none() && (settings.port != 0 || settings.udp_port != 0);

@@ -10,9 +10,9 @@
 //!   stored. Items that do not fit into `-m` are evicted as any store
 //!   would evict, or with `-M` counted and reported.
 
+use super::record::{self, Decoded, MAGIC};
+use super::replay::{Applied, Replay};
 use crate::items::Cache;
-use crate::items::feed::Applied;
-use crate::items::record::{self, Decoded, MAGIC};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -24,9 +24,9 @@ const READ_CHUNK: usize = 8 << 20;
 const REHASH_STEP: usize = 64;
 
 /// The file, open for appending after the last good record.
-pub struct Recovered {
-    pub file: File,
-    pub bytes: u64,
+pub(crate) struct Recovered {
+    pub(crate) file: File,
+    pub(crate) bytes: u64,
 }
 
 #[derive(Default)]
@@ -36,7 +36,12 @@ struct Counts {
     did_not_fit: u64,
 }
 
-pub fn recover(path: &Path, fix: bool, cache: &mut Cache, verbose: u8) -> io::Result<Recovered> {
+pub(crate) fn recover(
+    path: &Path,
+    fix: bool,
+    cache: &mut Cache,
+    verbose: u8,
+) -> io::Result<Recovered> {
     recover_in_pieces(path, fix, cache, verbose, READ_CHUNK)
 }
 
@@ -68,8 +73,17 @@ fn recover_in_pieces(
     }
     let evictions_before = cache.stats.evictions;
     let mut counts = Counts::default();
-    let good_end = replay(path, fix, &mut file, cache, &mut counts, chunk)?;
-    cache.apply_finish();
+    let mut replayed = Replay::default();
+    let good_end = replay(
+        path,
+        fix,
+        &mut file,
+        cache,
+        &mut replayed,
+        &mut counts,
+        chunk,
+    )?;
+    replayed.finish(cache);
     if good_end < len {
         file.set_len(good_end)?;
         file.sync_data()?;
@@ -121,6 +135,7 @@ fn replay(
     fix: bool,
     file: &mut File,
     cache: &mut Cache,
+    replayed: &mut Replay,
     counts: &mut Counts,
     chunk: usize,
 ) -> io::Result<u64> {
@@ -132,7 +147,7 @@ fn replay(
     loop {
         match record::decode(&buf[pos..]) {
             Decoded::Complete(rec, used) => {
-                match cache.apply(&rec, false) {
+                match replayed.apply(cache, &rec, false) {
                     Applied::Done => {}
                     Applied::Expired => counts.expired += 1,
                     Applied::DidNotFit => counts.did_not_fit += 1,
@@ -231,7 +246,7 @@ fn report(path: &Path, cache: &Cache, counts: &Counts, evicted: u64) {
 mod tests {
     use super::*;
     use crate::items::CacheConfig;
-    use crate::items::record::{Put, encode_delete, encode_put};
+    use crate::persist::record::{Put, encode_delete, encode_put};
     use std::path::PathBuf;
 
     fn cache() -> Cache {

@@ -1,0 +1,146 @@
+//! What every protocol shares with the connection that runs it: the
+//! request context (`Ctx`), the storage command left waiting for its data
+//! block (`Pending`), what the connection does next (`Next`), the ascii
+//! reply writer (`Reply`) and the small rules every parser applies the
+//! same way (key length, negative expiry, `noreply`, the output bound).
+//!
+//! The parsers (`text.rs`, `meta.rs`, `binary.rs`, `auth.rs`, `tuning.rs`,
+//! `watch.rs`) import this file and nothing imports them back, so a
+//! protocol can be read, or changed, without the others.
+
+use super::tokens::Tokens;
+use crate::items::clock::REALTIME_MAXDELTA;
+use crate::items::{Cache, StoreMode};
+use crate::settings::Settings;
+use crate::slab::ChunkRef;
+use crate::stats::Stats;
+
+/// memcached's `KEY_MAX_LENGTH`: a longer key is a bad command.
+pub(crate) const KEY_MAX_LENGTH: usize = 250;
+/// Output above this pauses a multi-key get until the client reads, so a
+/// client that never reads cannot make the server buffer without bound.
+pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
+/// memcached's `MFLAG_MAX_OPAQUE_LENGTH`, counting the `O`: the longest
+/// opaque token an `ms` echoes.
+pub(super) const MAX_OPAQUE: usize = 32;
+
+/// What one request needs from the rest of the server.
+pub struct Ctx<'a> {
+    pub(crate) cache: &'a mut Cache,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) settings: &'a mut Settings,
+    /// The connection's descriptor, for `-vv` traces.
+    pub(crate) fd: i32,
+}
+
+/// A storage command waiting for its data block.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub(crate) item: ChunkRef,
+    pub(crate) mode: StoreMode,
+    pub(crate) cas: u64,
+    pub(crate) noreply: bool,
+    pub(crate) nbytes: usize,
+    /// For `ms`: what its reply echoes back.
+    pub(crate) meta: Option<SetEcho>,
+}
+
+/// What an `ms` reply echoes, kept while its data block is read: the
+/// `O`, `k` and `c` flags in request order, and the opaque token. It rides
+/// in `Pending` so the connection can hold it without knowing the meta
+/// protocol; only `meta.rs` fills and reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SetEcho {
+    pub(super) quiet: bool,
+    /// `I` on a CAS store: an older CAS stores a stale value.
+    pub(super) stale: bool,
+    pub(super) order: [u8; 3],
+    pub(super) opaque: [u8; MAX_OPAQUE],
+    pub(super) opaque_len: u8,
+}
+
+/// What the connection does after a request: every protocol's parser
+/// returns one, and the connection's state machine (`reactor/conn.rs`)
+/// acts on it. Only the parsers decide; the connection only carries out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Next {
+    Continue,
+    /// Done, and memcached would write its replies out at this point
+    /// (after a retrieval or `mn`); matters when the connection closes
+    /// before the next write point.
+    Flush,
+    /// `mn`: like `Flush`, but memcached first passes through its
+    /// new-command state (its reply went through `out_string`), which the
+    /// `-vvv` trace shows.
+    FlushAfterLine,
+    /// Read the data block into `Pending::item`, then its CRLF.
+    ReadValue(Pending),
+    /// Discard this many bytes of input (a refused data block).
+    Swallow(usize),
+    /// Close now, sending nothing more.
+    Close,
+    /// Close once pending replies are written (`quit`).
+    CloseAfterWrite,
+    /// Stop the server (`shutdown` with `-A`); true for `shutdown graceful`.
+    Shutdown(bool),
+    /// `lru_crawler metadump` started: the connection takes no requests
+    /// until the crawler has written the dump.
+    Dump,
+    /// `stats conns`: the reactor appends the report, which needs every
+    /// connection.
+    StatsConns,
+    /// `watch` was accepted: the connection is a log stream from now on
+    /// (the reactor writes it; input is ignored).
+    Watch,
+    /// A get paused after this many keys; run the same line again with
+    /// `resume` set once output has drained.
+    Suspend(usize),
+}
+
+/// Where an ascii reply goes, and how memcached would have sent it.
+pub(super) struct Reply<'o> {
+    pub(super) out: &'o mut Vec<u8>,
+    /// Length of `out` at memcached's last write point.
+    pub(super) written: usize,
+    pub(super) noreply: bool,
+    pub(super) trace: bool,
+    pub(super) fd: i32,
+}
+
+impl Reply<'_> {
+    /// memcached's `out_string`: a line, unless the command said noreply.
+    pub(super) fn line(&mut self, s: &str) -> Next {
+        if self.noreply {
+            if self.trace {
+                eprintln!(">{} NOREPLY {}", self.fd, s);
+            }
+            self.noreply = false;
+            return Next::Continue;
+        }
+        if self.trace {
+            eprintln!(">{} {}", self.fd, s);
+        }
+        self.out.extend_from_slice(s.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        Next::Continue
+    }
+}
+
+/// memcached's `set_noreply_maybe`: a last token `noreply` silences the
+/// command's reply line.
+pub(super) fn set_noreply_maybe(t: &Tokens, r: &mut Reply) -> bool {
+    if t.last() == b"noreply" {
+        r.noreply = true;
+    }
+    r.noreply
+}
+
+/// memcached's `EXPTIME_TO_POSITIVE_TIME`: negative means "already expired",
+/// expressed as an absolute time in the past.
+pub(super) fn positive_exptime(e: i32) -> i64 {
+    if e < 0 {
+        REALTIME_MAXDELTA + 1
+    } else {
+        e as i64
+    }
+}
