@@ -7,6 +7,8 @@
 //! written once per batch of requests. When `out` grows past the high-water
 //! mark the connection stops taking requests until the client reads, which
 //! bounds what a client that never reads can make the server hold.
+//! Finding whole requests in the input is `text_conn.rs`'s and
+//! `binary_conn.rs`'s; running a turn on the socket is `turn.rs`'s.
 //!
 //! # The state machine
 //!
@@ -44,7 +46,7 @@
 
 use super::stream::Stream;
 use crate::logger::CloseReason;
-use crate::proto::auth::{Gate, GateStep};
+use crate::proto::auth::Gate;
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
 use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
 use crate::proto::text;
@@ -54,11 +56,6 @@ use crate::slab::ChunkRef;
 /// memcached's read buffer size: how much one read takes while parsing
 /// lines, which decides when an over-long line is refused.
 pub(crate) const READ_SIZE: usize = 16 * 1024;
-/// A line longer than this without a newline closes the connection,
-/// unless it is a multi-key get.
-const LINE_LIMIT: usize = 2048;
-/// The longest multi-key get line accepted, to keep memory bounded.
-const GET_LINE_LIMIT: usize = 8 * 1024 * 1024;
 
 /// What a connection is doing: memcached's connection states (see the
 /// module doc), with what each needs.
@@ -220,7 +217,7 @@ pub(crate) struct Conn {
     pub(crate) input_seen: bool,
     /// Leading bytes of `input` known to hold no newline, so a long line
     /// arriving in many reads is scanned once, not once per read.
-    line_scanned: usize,
+    pub(super) line_scanned: usize,
     pub(crate) out: Vec<u8>,
     /// How much of `out` has been written.
     pub(crate) out_pos: usize,
@@ -247,7 +244,7 @@ pub(crate) struct Conn {
     /// `-Y`: the gate a client passes by sending valid credentials; `None`
     /// without an authfile and once passed. Boxed because it is rarely
     /// there, and idle connections should stay small.
-    auth: Option<Box<Gate>>,
+    pub(super) auth: Option<Box<Gate>>,
     /// With the AOF on: output from this offset on answers mutations not yet
     /// written to it, and waits for the end of the turn.
     pub(crate) hold: Option<usize>,
@@ -500,6 +497,14 @@ impl Conn {
         matches!(self.state, State::Paused { .. })
     }
 
+    /// The keys a paused multi-key get has answered (0: none is paused).
+    pub(super) fn keys_done(&self) -> usize {
+        match self.state {
+            State::Paused { keys_done } => keys_done,
+            _ => 0,
+        }
+    }
+
     /// Whether a turn now would start by reading, not with buffered input
     /// or a paused get: memcached runs one request of such a turn before it
     /// starts counting `-R`, so it gets one extra.
@@ -617,73 +622,6 @@ impl Conn {
         self.bin.binary = binary;
     }
 
-    /// One ascii request from `data[at..]`: the authentication gate's, or a
-    /// request line. Returns the bytes it took and, if the batch ends
-    /// here, why.
-    fn text_request(
-        &mut self,
-        ctx: &mut Ctx,
-        data: &[u8],
-        at: usize,
-        budget: &mut usize,
-    ) -> (usize, Option<BatchEnd>) {
-        let v = ctx.settings.verbose;
-        let rest = &data[at..];
-        if let Some(gate) = self.auth.as_mut() {
-            return match gate.consume(ctx, rest, &mut self.out, self.out_pos) {
-                (used, GateStep::Answered) => {
-                    *budget -= 1;
-                    if gate.open {
-                        self.auth = None;
-                    }
-                    (used, None)
-                }
-                (used, GateStep::NeedInput) => {
-                    self.wait_for_input(ctx, used < rest.len(), *budget);
-                    (used, Some(BatchEnd::NeedInput))
-                }
-                (_, GateStep::Close) => {
-                    self.on(Event::Junk, v);
-                    (0, Some(BatchEnd::Close))
-                }
-            };
-        }
-        let scanned = self.line_scanned.min(rest.len());
-        let Some(nl) = memchr(b'\n', &rest[scanned..]).map(|i| i + scanned) else {
-            self.line_scanned = rest.len();
-            if rest.len() > LINE_LIMIT && !may_grow_line(rest) {
-                self.on(Event::Parsing, v);
-                self.on(Event::Junk, v);
-                return (0, Some(BatchEnd::Close));
-            }
-            self.wait_for_input(ctx, !rest.is_empty(), *budget);
-            return (0, Some(BatchEnd::NeedInput));
-        };
-        let resume = match self.state {
-            State::Paused { keys_done } => keys_done,
-            _ => 0,
-        };
-        self.on(Event::Parsing, v);
-        self.line_scanned = 0;
-        // memcached's last_cmd_time, which `-o idle_timeout` and `stats
-        // conns` measure from.
-        self.last_active = ctx.cache.now();
-        let mut line = &rest[..nl];
-        if line.len() > 1 && line[line.len() - 1] == b'\r' {
-            line = &line[..line.len() - 1];
-        }
-        *budget -= 1;
-        let before = self.out.len();
-        let next = text::process_line(ctx, line, &mut self.out, self.flush_mark, resume);
-        if let Next::Suspend(_) = next {
-            // The line stays, to run again.
-            self.on(Event::Handled(next), ctx.settings.verbose);
-            return (0, Some(BatchEnd::Blocked));
-        }
-        self.mark(at, before, writes_now(next));
-        (nl + 1, self.handled(ctx, next))
-    }
-
     /// Out of complete requests (`partial`: part of one is there).
     pub(super) fn wait_for_input(&mut self, ctx: &mut Ctx, partial: bool, budget: usize) {
         self.on(Event::OutOfInput { partial, budget }, ctx.settings.verbose);
@@ -787,17 +725,4 @@ impl Conn {
 /// retrieval, `mn`, a binary error).
 pub(super) fn writes_now(next: Next) -> bool {
     matches!(next, Next::Flush | Next::FlushAfterLine)
-}
-
-/// memcached keeps reading a long line only if it is a multi-key get.
-fn may_grow_line(rest: &[u8]) -> bool {
-    let spaces = rest.iter().take_while(|&&b| b == b' ').count();
-    let body = &rest[spaces..];
-    spaces <= 100
-        && (body.starts_with(b"get ") || body.starts_with(b"gets "))
-        && rest.len() <= GET_LINE_LIMIT
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }

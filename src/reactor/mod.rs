@@ -16,6 +16,7 @@ mod readbuf;
 mod repl_io;
 mod shutdown;
 mod stream;
+mod text_conn;
 mod turn;
 mod udp;
 
