@@ -23,7 +23,7 @@ use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::persist::Durability;
-use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
+use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER, WRITES_REFUSED};
 use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
@@ -317,12 +317,19 @@ impl Reactor {
     }
 
     /// Writes the turn's records to the AOF and lets the replies that
-    /// waited for them go -- or ends the server, when `Durability` says a
-    /// failed write makes acknowledging a lie. Every consumer of the
-    /// mutation feed reads it before this clears it.
+    /// waited for them go -- or, for changes the file did not take
+    /// (`aof_sync=always` on a failing file), turns them into an error.
+    /// Every consumer of the mutation feed reads it before this clears it.
     fn aof_end_turn(&mut self) -> io::Result<()> {
         self.aof_write();
-        for fd in self.durability.release()? {
+        let released = self.durability.release();
+        for fd in released.refused {
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                refuse_held(c);
+                self.drive(fd, 0);
+            }
+        }
+        for fd in released.written {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 c.hold = None;
                 if c.close_after_write {
@@ -338,13 +345,16 @@ impl Reactor {
     }
 
     /// The AOF's part of the end of a turn (also run before a UDP reply,
-    /// which cannot be held); a fatal failure is kept for the end of the
-    /// turn to report. The feed is emptied once the file has it.
-    fn aof_write(&mut self) {
-        if self.durability.write(&self.cache) {
-            self.stats.aof = self.durability.stats();
-            self.clear_feed();
-        }
+    /// which cannot be held). The feed is emptied once the file has had
+    /// it. False when the file did not take the changes.
+    fn aof_write(&mut self) -> bool {
+        let Some(written) = self.durability.write(&self.cache) else {
+            return true;
+        };
+        self.stats.aof = self.durability.stats();
+        self.cache.writes_refused = self.durability.refusing();
+        self.clear_feed();
+        written
     }
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
@@ -940,6 +950,22 @@ fn read_into(
             Err(_) => return ReadOutcome::Closed,
         }
     }
+}
+
+/// The replies held for changes the append-only file did not take must
+/// not claim success: they are dropped, an ascii or meta client gets
+/// [`WRITES_REFUSED`] in their place, and the connection closes, since
+/// what followed them in the pipeline can no longer be answered in order.
+/// (A binary reply needs the request's opaque and opcode, gone by now: a
+/// binary client sees the connection close.)
+fn refuse_held(c: &mut Conn) {
+    let from = c.hold.take().unwrap_or(0).max(c.out_pos).min(c.out.len());
+    c.out.truncate(from);
+    if !c.bin.binary {
+        c.out.extend_from_slice(WRITES_REFUSED.as_bytes());
+        c.out.extend_from_slice(b"\r\n");
+    }
+    c.close_after_write = true;
 }
 
 /// Writes as much pending output as the socket takes.

@@ -61,6 +61,17 @@ pub(crate) struct AofStats {
     /// Live items after the replay at start.
     pub recovered_items: u64,
     pub rewrite_in_progress: bool,
+    /// Rewrites that failed (the child failed or was killed, or the new
+    /// file could not be completed); the old file was kept.
+    pub rewrite_failures: u64,
+    /// Writes, syncs and retries of the file that failed.
+    pub write_errors: u64,
+    /// The errno of the last failure (0: none, or a short write).
+    pub last_write_errno: i32,
+    /// The last write or sync failed, and none has succeeded since.
+    pub last_write_failed: bool,
+    /// Mutations are refused until the file takes writes again.
+    pub refusing_writes: bool,
 }
 
 impl Stats {
@@ -249,6 +260,12 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         );
         stat(&mut o, "aof_last_fsync_ms", a.last_fsync_ms);
         stat(&mut o, "aof_recovered_items", a.recovered_items);
+        stat(&mut o, "aof_rewrite_failures", a.rewrite_failures);
+        let status = if a.last_write_failed { "err" } else { "ok" };
+        stat(&mut o, "aof_last_write_status", status);
+        stat(&mut o, "aof_write_errors", a.write_errors);
+        stat(&mut o, "aof_last_write_errno", a.last_write_errno);
+        stat(&mut o, "aof_refusing_writes", u8::from(a.refusing_writes));
     }
     if let Some(r) = &stats.repl {
         repl::lines(&mut o, r);
