@@ -101,7 +101,9 @@ pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
 
 /// Blocks the termination signals and returns a signalfd that reports them,
 /// so they arrive as ordinary epoll events in the one thread; ignores
-/// SIGPIPE so a vanished client can never kill the server. SIGHUP is
+/// SIGPIPE so a vanished client can never kill the server, and SIGXFSZ so
+/// that a file grown to RLIMIT_FSIZE fails its write with EFBIG (which the
+/// append-only file survives) instead of killing the process. SIGHUP is
 /// reported too when `hangup` (memcached reloads its authfile on it),
 /// ignored otherwise.
 pub(crate) fn termination_signals(hangup: bool) -> io::Result<RawFd> {
@@ -109,6 +111,7 @@ pub(crate) fn termination_signals(hangup: bool) -> io::Result<RawFd> {
     // signal/sigprocmask/signalfd only read the set we pass.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);

@@ -43,6 +43,9 @@ pub(crate) struct Durability {
     aof: Option<Aof>,
     /// Connections whose replies wait for this turn's write.
     held: Vec<RawFd>,
+    /// Connections whose changes a write earlier in the turn (before a UDP
+    /// reply) took.
+    written: Vec<RawFd>,
     /// Connections whose held replies answer changes the file did not
     /// take: they must not go out.
     refused: Vec<RawFd>,
@@ -67,6 +70,7 @@ impl Durability {
         Ok(Durability {
             aof,
             held: Vec::new(),
+            written: Vec::new(),
             refused: Vec::new(),
         })
     }
@@ -76,7 +80,9 @@ impl Durability {
         self.aof.is_some()
     }
 
-    /// `fd`'s replies wait for the end of this turn's write.
+    /// `fd`'s replies wait for the end of this turn's write. Called each
+    /// time its requests log changes, so that a write that fails refuses
+    /// it even if an earlier write in the same turn took its first ones.
     pub(crate) fn hold(&mut self, fd: RawFd) {
         self.held.push(fd);
     }
@@ -105,7 +111,10 @@ impl Durability {
     pub(crate) fn write(&mut self, cache: &Cache) -> Option<bool> {
         let a = self.aof.as_mut()?;
         match a.end_turn(cache) {
-            Turn::Acknowledge => Some(true),
+            Turn::Acknowledge => {
+                self.written.append(&mut self.held);
+                Some(true)
+            }
             Turn::Refuse => {
                 self.refused.append(&mut self.held);
                 Some(false)
@@ -116,8 +125,9 @@ impl Durability {
     /// After the end-of-turn write: the connections whose replies may go
     /// now, and those whose replies must become an error.
     pub(crate) fn release(&mut self) -> Released {
+        self.written.append(&mut self.held);
         Released {
-            written: std::mem::take(&mut self.held),
+            written: std::mem::take(&mut self.written),
             refused: std::mem::take(&mut self.refused),
         }
     }

@@ -323,6 +323,9 @@ impl Reactor {
     fn aof_end_turn(&mut self) -> io::Result<()> {
         self.aof_write();
         let released = self.durability.release();
+        // A connection may be in both lists (a write before a UDP reply
+        // took its first changes): refused wins, its hold point being the
+        // earlier one.
         for fd in released.refused {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 refuse_held(c);
@@ -859,9 +862,10 @@ impl HoldMark {
     }
 
     fn after(self, c: &mut Conn, cache: &Cache, durability: &mut Durability) {
-        if self.active && crate::persist::mutations::len(cache) != self.feed_len && c.hold.is_none()
-        {
-            c.hold = Some(self.out_len.max(c.out_pos));
+        if self.active && crate::persist::mutations::len(cache) != self.feed_len {
+            if c.hold.is_none() {
+                c.hold = Some(self.out_len.max(c.out_pos));
+            }
             durability.hold(c.fd);
         }
     }

@@ -20,6 +20,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
@@ -73,6 +74,38 @@ def fill(mnt):
         except OSError as e:
             assert e.errno == errno.ENOSPC
     return path
+
+
+class Reader(threading.Thread):
+    """Reads one key over and over on its own connection, counting the
+    answers and anything that was not the right value."""
+
+    def __init__(self, srv, key, value):
+        super().__init__(daemon=True)
+        self.sock = srv.connect()
+        self.key, self.value = key, value
+        self.answered = 0
+        self.wrong = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                got = get(self.sock, self.key)
+            except Exception as e:  # noqa: BLE001 -- any failure counts
+                self.wrong.append(repr(e))
+                return
+            if got.get(self.key, (0, None))[1] == self.value:
+                self.answered += 1
+            else:
+                self.wrong.append(got)
+            self.stop.wait(0.005)
+
+    def finish(self):
+        self.stop.set()
+        self.join(10)
+        self.sock.close()
+        return self.answered, self.wrong
 
 
 class Model:
@@ -154,6 +187,8 @@ def test_a_full_disk_refuses_writes_serves_reads_and_loses_nothing(
     m = Model(srv)
     for _ in range(20):
         assert m.set() == "stored"
+    reader = Reader(srv, b"k:3", value_of(3))
+    reader.start()
     filler = fill(small_fs)
 
     # The disk is full: writes are refused, at once (always) or after the
@@ -214,6 +249,9 @@ def test_a_full_disk_refuses_writes_serves_reads_and_loses_nothing(
     st = srv.stats()
     assert st["aof_last_write_status"] == "ok"
     assert st["aof_refusing_writes"] == "0"
+    # Reads were answered, right, all the way through.
+    answered, wrong = reader.finish()
+    assert wrong == [] and answered > 50, (answered, wrong)
     text = srv.stderr.text()
     assert len(failure_lines(srv)) == 1, text
     assert "succeed again" in text
@@ -225,6 +263,34 @@ def test_a_full_disk_refuses_writes_serves_reads_and_loses_nothing(
     again = start_server("ours", *opts)
     assert m.missing_from(again) == []
     assert len(m.acked) >= 30
+
+
+def test_a_file_size_limit_is_survived_like_a_full_disk(start_server, tmp_path):
+    """RLIMIT_FSIZE, set on the running server: the write that crosses it
+    is short, then EFBIG (not SIGXFSZ, which would kill the server)."""
+    import resource
+
+    path = tmp_path / "f.aof"
+    opts = ("-o", f"aof={path},aof_sync=always,aof_rewrite_pct=0")
+    srv = start_server("ours", *opts)
+    m = Model(srv)
+    for _ in range(10):
+        assert m.set() == "stored"
+    limit = path.stat().st_size + 3 * VALUE
+    # The soft limit only: raising a hard one back needs CAP_SYS_RESOURCE.
+    soft, hard = resource.prlimit(srv.pid, resource.RLIMIT_FSIZE)
+    resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, (limit, hard))
+    m.set_until("refused", timeout=5)
+    assert srv.alive()
+    assert path.stat().st_size < limit, "the torn record was cut off"
+    st = srv.stats()
+    assert int(st["aof_last_write_errno"]) == errno.EFBIG
+    assert st["aof_refusing_writes"] == "1"
+    resource.prlimit(srv.pid, resource.RLIMIT_FSIZE, (soft, hard))
+    m.set_until("stored", timeout=3)
+    srv.kill()
+    again = start_server("ours", *opts)
+    assert m.missing_from(again) == []
 
 
 def test_a_rewrite_on_a_full_disk_fails_keeps_the_old_file_and_serving(
