@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from mc_helpers import Closed, get, request, stats_over
+from mc_helpers import Closed, get, recv_all_until_close, request, stats_over
 
 REFUSED = b"SERVER_ERROR aof write failed; writes refused\r\n"
 VALUE = 4096  # each set needs pages of its own on the full tmpfs
@@ -263,6 +263,29 @@ def test_a_full_disk_refuses_writes_serves_reads_and_loses_nothing(
     again = start_server("ours", *opts)
     assert m.missing_from(again) == []
     assert len(m.acked) >= 30
+
+
+def test_always_refuses_a_whole_pipeline_whose_write_failed(start_server, small_fs):
+    """The turn whose write fails: none of its sets is acknowledged, the
+    client gets the error and the connection closes; a reader on another
+    connection is not disturbed."""
+    path = small_fs / "p.aof"
+    opts = ("-o", f"aof={path},aof_sync=always,aof_rewrite_pct=0")
+    srv = start_server("ours", *opts)
+    m = Model(srv)
+    assert m.set() == "stored"
+    fill(small_fs)
+    with srv.connect() as s, srv.connect() as other:
+        batch = [(b"p:%d" % i, value_of(i)) for i in range(5)]
+        s.sendall(b"".join(set_cmd(k, v) for k, v in batch) + b"get k:0\r\n")
+        assert recv_all_until_close(s) == (REFUSED, "eof")
+        assert get(other, b"k:0")[b"k:0"][1] == value_of(0)
+        assert request(other, set_cmd(b"q", b"v")) == REFUSED
+    srv.kill()
+    again = start_server("ours", *opts)
+    assert m.missing_from(again) == []
+    with again.connect() as s:
+        assert get(s, *[b"p:%d" % i for i in range(5)]) == {}
 
 
 def test_a_file_size_limit_is_survived_like_a_full_disk(start_server, tmp_path):
