@@ -283,7 +283,7 @@ impl Reactor {
             self.crawl_step();
             self.rebalance();
             self.with_repl(|r, ctx| r.turn(ctx));
-            self.aof_end_turn()?;
+            self.aof_end_turn();
             self.clear_feed();
             self.flush_watchers();
         }
@@ -320,7 +320,7 @@ impl Reactor {
     /// waited for them go -- or, for changes the file did not take
     /// (`aof_sync=always` on a failing file), turns them into an error.
     /// Every consumer of the mutation feed reads it before this clears it.
-    fn aof_end_turn(&mut self) -> io::Result<()> {
+    fn aof_end_turn(&mut self) {
         self.aof_write();
         let released = self.durability.release();
         // A connection may be in both lists (a write before a UDP reply
@@ -344,7 +344,6 @@ impl Reactor {
                 }
             }
         }
-        Ok(())
     }
 
     /// The AOF's part of the end of a turn (also run before a UDP reply,
