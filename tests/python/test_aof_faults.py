@@ -288,6 +288,39 @@ def test_always_refuses_a_whole_pipeline_whose_write_failed(start_server, small_
         assert get(s, *[b"p:%d" % i for i in range(5)]) == {}
 
 
+def test_udp_gets_no_reply_for_a_failed_write_then_the_error(start_server, small_fs):
+    from test_udp import UDP_OPTS, UdpClient, frame
+
+    path = small_fs / "u.aof"
+    opts = ("-o", f"aof={path},aof_sync=always,aof_rewrite_pct=0", *UDP_OPTS)
+    srv = start_server("ours", *opts)
+    udp = UdpClient(srv.port)
+    try:
+        fill(small_fs)
+        acked, silent = {}, 0
+        for n in range(200):
+            key, value = b"u:%d" % n, b"%04d" % n * 300
+            got = udp.exchange(frame(n, set_cmd(key, value)))
+            replies = [d[8:] for d in got]
+            if replies == [b"STORED\r\n"]:
+                assert silent == 0, "stored after a failed write"
+                acked[key] = value
+            elif replies == []:
+                silent += 1  # the write that failed: no reply at all
+            else:
+                assert replies == [REFUSED]
+                break
+        assert silent == 1
+        assert [d[8:] for d in udp.exchange(frame(1, b"get u:0\r\n"))][-1].endswith(b"END\r\n")
+    finally:
+        udp.close()
+    srv.kill()
+    again = start_server("ours", *opts[:2])
+    with again.connect() as s:
+        got = get(s, *acked) if acked else {}
+        assert {k: v[1] for k, v in got.items()} == acked
+
+
 def test_a_file_size_limit_is_survived_like_a_full_disk(start_server, tmp_path):
     """RLIMIT_FSIZE, set on the running server: the write that crosses it
     is short, then EFBIG (not SIGXFSZ, which would kill the server)."""
