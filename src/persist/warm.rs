@@ -80,7 +80,12 @@ pub(crate) fn open(
         .truncate(false)
         .mode(0o700)
         .open(path)
-        .map_err(|e| io::Error::other(format!("failed to open file for mmap: {}", strerror(&e))))?;
+        .map_err(|e| {
+            io::Error::other(format!(
+                "failed to open file for mmap: {}",
+                crate::sys::strerror(&e)
+            ))
+        })?;
     let mut saved = check(path, settings, &shape);
     if saved.is_some() && file.metadata()?.len() != len as u64 {
         eprintln!(
@@ -89,9 +94,13 @@ pub(crate) fn open(
         saved = None;
     }
     prepare_file(&file, len, saved.is_some())
-        .map_err(|e| io::Error::other(format!("ftruncate failed: {}", strerror(&e))))?;
-    let arena = Arena::map_file(file, len)
-        .map_err(|e| io::Error::other(format!("failed to mmap, aborting: {}", strerror(&e))))?;
+        .map_err(|e| io::Error::other(format!("ftruncate failed: {}", crate::sys::strerror(&e))))?;
+    let arena = Arena::map_file(file, len).map_err(|e| {
+        io::Error::other(format!(
+            "failed to mmap, aborting: {}",
+            crate::sys::strerror(&e)
+        ))
+    })?;
     if let Some(saved) = &saved {
         // memcached sizes the new hash table as the old one had grown.
         settings.hashpower_init = saved.state.hashpower;
@@ -594,15 +603,6 @@ fn parse_hex_bytes(v: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(v.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// The C library's text for an I/O error, without std's " (os error N)".
-fn strerror(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
 }
 
 #[cfg(test)]
