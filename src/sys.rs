@@ -85,6 +85,29 @@ pub(crate) fn relisten(fd: RawFd, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` has input (for a listener: a connection waiting) at this
+/// moment, for a descriptor registered edge-triggered.
+pub(crate) fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, counted as one; a zero timeout never blocks.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The C library's text for an I/O error (as `perror` prints it), without
+/// std's " (os error N)".
+pub(crate) fn strerror(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 /// Writes without raising SIGPIPE if the peer has gone; used for the
 /// one-line refusal sent to connections over `-c`.
 pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {

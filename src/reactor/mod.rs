@@ -6,6 +6,7 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+mod accept;
 mod binary_conn;
 pub mod conn;
 pub mod feed;
@@ -107,6 +108,8 @@ pub struct Reactor {
     repl: Option<repl::Repl>,
     /// The append-only file, and the replies waiting for it.
     durability: Durability,
+    /// Set while accepting is paused (memcached's "listen disabled").
+    paused: Option<accept::Pause>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -167,6 +170,7 @@ impl Reactor {
             last_automove: 0,
             repl: None,
             durability,
+            paused: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -267,6 +271,7 @@ impl Reactor {
                 Some(t) => t.as_millis().min(1000) as i32,
                 None => 1000,
             };
+            let timeout = self.accept_timeout(timeout);
             let n = self.epoll.wait(&mut events, timeout)?;
             if self.cache.clock.tick() {
                 self.kick_idle();
@@ -276,6 +281,7 @@ impl Reactor {
                 self.dispatch(fd, bits);
             }
             self.run_ready();
+            self.retry_accepting();
             if self.cache.hash.is_expanding() {
                 self.cache.rehash_step(REHASH_STEP);
             }
@@ -361,7 +367,7 @@ impl Reactor {
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
-            Some(Slot::Listener(..)) => self.accept_all(fd),
+            Some(Slot::Listener(..)) => self.on_listener(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
@@ -494,66 +500,6 @@ impl Reactor {
         }
     }
 
-    fn accept_all(&mut self, lfd: RawFd) {
-        loop {
-            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
-                return;
-            };
-            let stream = match l.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if self.settings.verbose > 0 {
-                        eprintln!("Failed to accept new connection: {e}");
-                    }
-                    return;
-                }
-            };
-            self.admit(stream, protocol);
-        }
-    }
-
-    fn admit(&mut self, stream: Stream, protocol: Protocol) {
-        let fd = stream.as_raw_fd();
-        if self.settings.maxconns_fast && self.clients >= self.max_clients {
-            sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
-            self.stats.rejected_conns += 1;
-            return;
-        }
-        if stream.set_nonblocking().is_err() {
-            return;
-        }
-        stream.set_nodelay();
-        let authenticating = self.settings.auth_file.is_some();
-        let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
-        conn.choose_protocol(protocol);
-        if self
-            .register(
-                fd,
-                Slot::Client(Box::new(conn)),
-                sys::READ | sys::WRITE | sys::EDGE,
-            )
-            .is_err()
-        {
-            self.slots[fd as usize] = Slot::Empty;
-            return;
-        }
-        if self.settings.verbose > 1 {
-            let what = match protocol {
-                Protocol::Negotiating => "auto-negotiating client connection",
-                Protocol::Ascii => "ascii client connection.",
-                Protocol::Binary => "binary client connection.",
-            };
-            eprintln!("<{fd} new {what}");
-        }
-        self.clients += 1;
-        self.stats.curr_conns += 1;
-        self.stats.total_conns += 1;
-        self.stats.conn_structures = self.stats.conn_structures.max(self.stats.curr_conns);
-        self.log_conn_new(fd);
-    }
-
     fn close(&mut self, fd: RawFd) {
         // Replies held for the AOF sync (`... quit` in one read) go out
         // first: the close waits for the end of the turn.
@@ -591,6 +537,7 @@ impl Reactor {
             c.go(conn::Phase::Closed, v);
             self.stats.curr_conns -= 1;
             self.clients -= 1;
+            self.descriptor_freed();
             // Dropping the stream closes the descriptor, which also removes
             // it from the epoll set.
         }

@@ -42,6 +42,8 @@ pub(crate) struct Stats {
     /// Connections closed because `-o read_buf_mem_limit` was reached.
     pub read_buf_oom: u64,
     pub listen_disabled_num: u64,
+    /// Time accepting was paused, counted when it resumes (memcached's).
+    pub time_in_listen_disabled_us: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
     /// Present while the append-only file is on.
@@ -131,7 +133,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         stats.curr_conns.saturating_sub(1),
     );
     stat(&mut o, "total_connections", stats.total_conns);
-    stat(&mut o, "rejected_connections", stats.rejected_conns);
+    if settings.maxconns_fast {
+        stat(&mut o, "rejected_connections", stats.rejected_conns);
+    }
     stat(&mut o, "connection_structures", stats.conn_structures);
     for name in [
         "response_obj_oom",
@@ -177,7 +181,11 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "limit_maxbytes", settings.max_bytes);
     stat(&mut o, "accepting_conns", stats.accepting_conns as u8);
     stat(&mut o, "listen_disabled_num", stats.listen_disabled_num);
-    stat(&mut o, "time_in_listen_disabled_us", 0);
+    stat(
+        &mut o,
+        "time_in_listen_disabled_us",
+        stats.time_in_listen_disabled_us,
+    );
     // One thread serves every connection, whatever -t said.
     stat(&mut o, "threads", 1);
     stat(&mut o, "conn_yields", stats.conn_yields);
