@@ -66,7 +66,9 @@ impl Role {
 /// Replication state, owned by the reactor.
 pub(crate) struct Repl {
     peer_text: String,
-    peer: SocketAddr,
+    /// None for a node given only a replication port (`-X <port>`): it
+    /// never connects, it listens and is master.
+    peer: Option<SocketAddr>,
     port: u16,
     role: Role,
     listener: Option<TcpListener>,
@@ -115,19 +117,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Repl {
-    /// Sets replication up when `-x` is given: resolves the peer, turns the
-    /// mutation feed on and starts the attempt that decides the role. The
+    /// Sets replication up when `-x` or a replication port is given:
+    /// resolves the peer, turns the mutation feed on and starts the attempt
+    /// that decides the role (without a peer: master at once). The
     /// listener, when this node becomes master, binds `listen_ip`.
     pub(crate) fn start(
         settings: &Settings,
         listen_ip: IpAddr,
         ctx: &mut Ctx,
     ) -> io::Result<Option<Repl>> {
-        let Some(peer_text) = settings.repl.peer.clone() else {
+        if !settings.repl.enabled() {
             return Ok(None);
-        };
+        }
         let port = settings.repl.port;
-        let peer = resolve_peer(&peer_text, port)?;
+        let peer_text = settings.repl.peer.clone();
+        let peer = match &peer_text {
+            Some(text) => Some(resolve_peer(text, port)?),
+            None => None,
+        };
+        let peer_text = peer_text.unwrap_or_else(|| "(none)".to_string());
         let seed = crate::items::random_seed();
         let secret = match &settings.auth_file {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),

@@ -32,7 +32,14 @@ impl Repl {
         if self.connecting.is_some() || self.link.is_some() {
             return;
         }
-        match sys::connect_nonblocking(self.peer) {
+        let Some(peer) = self.peer else {
+            // Only a port was given: wait for the peer as master.
+            if self.role != Role::Master {
+                self.become_master(ctx);
+            }
+            return;
+        };
+        match sys::connect_nonblocking(peer) {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
                 self.connecting = Some((stream, Instant::now()));
