@@ -15,7 +15,7 @@
 //! start a fresh full copy on the same connection; a replica whose master
 //! does not keep up closes the link and rejoins.
 
-use super::link::{COPY_LOW_WATER, KIND_RESYNC, KIND_SYNCED};
+use super::link::{COPY_LOW_WATER, KIND_RESYNC, KIND_SYNCED, KIND_UPLOADED};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
 use crate::items::Cache;
 use crate::persist::mutations;
@@ -41,6 +41,21 @@ impl Repl {
         link.synced = false;
     }
 
+    /// Replica, on joining: its tombstones for keys it holds no item for,
+    /// then the walk of its arena (`copy_step`), then UPLOADED. The master
+    /// applies all of it under the conflict rule before its own full copy.
+    pub(super) fn start_upload(&mut self, cache: &Cache) {
+        self.note_own_deletes(cache);
+        let link = self.link.as_mut().expect("a link is up");
+        for (key, cas) in self.tombs.iter() {
+            if cache.cas_of(key).is_none() {
+                link.tomb(key, cas);
+            }
+        }
+        link.copy = Some(SnapshotCursor::default());
+        self.log("sending what this node holds");
+    }
+
     pub(super) fn copy_step(&mut self, ctx: &mut Ctx) {
         let Some(link) = &mut self.link else { return };
         let Some(mut cursor) = link.copy.take() else {
@@ -53,7 +68,10 @@ impl Repl {
         let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
         let (items, done) = cursor.step(ctx.cache, &mut link.out, COPY_STEP, room);
         link.sent += items as u64;
-        if done {
+        if done && self.role == Role::Replica {
+            link.control(KIND_UPLOADED, 0);
+            self.log("sent what this node holds");
+        } else if done {
             link.control(KIND_SYNCED, 0);
             link.synced = true;
             self.backoff = BACKOFF_MIN;

@@ -15,6 +15,7 @@
 //! - `link.rs`: the connection and the frames it carries.
 //! - `receive.rs`: what the peer sends, and the conflict rule.
 //! - `copy.rs`: the full copy a replica starts from; the buffer bound.
+//! - `tombs.rs`: the recent deletes a heal after a cut must not undo.
 //! - `peer.rs`: the peer's address, and the `-Y` digest.
 //! - `stats.rs`: the `repl_*` lines of `stats`.
 
@@ -24,6 +25,7 @@ mod link;
 mod peer;
 mod receive;
 mod roles;
+mod tombs;
 
 pub(crate) use peer::split_peer;
 
@@ -40,6 +42,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+use tombs::Tombs;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -81,6 +84,10 @@ pub(crate) struct Repl {
     backoff: Duration,
     /// Bytes at the front of the cache's feed already handled this turn.
     feed_mark: usize,
+    /// Bytes at the front of the feed already read for tombstones.
+    tomb_mark: usize,
+    /// This node's recent deletes (see `tombs.rs`).
+    tombs: Tombs,
     /// Applies what the peer sends.
     replay: Replay,
     resyncs: u64,
@@ -154,6 +161,8 @@ impl Repl {
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
             feed_mark: 0,
+            tomb_mark: 0,
+            tombs: Tombs::new(),
             replay: Replay::default(),
             resyncs: 0,
             verbose: settings.verbose,
@@ -248,6 +257,7 @@ impl Repl {
     /// peer is streaming). The event loop calls it before it empties the
     /// feed, so the records reach the peer whoever else reads them.
     pub(crate) fn collect_feed(&mut self, cache: &Cache) {
+        self.note_own_deletes(cache);
         let feed = mutations::bytes(cache);
         let new = feed.get(self.feed_mark..).unwrap_or_default();
         if let Some(link) = &mut self.link
@@ -259,9 +269,20 @@ impl Repl {
         self.feed_mark = feed.len();
     }
 
+    /// Remembers the deletes this node's clients made since the last look
+    /// (see `tombs.rs`).
+    pub(super) fn note_own_deletes(&mut self, cache: &Cache) {
+        let feed = mutations::bytes(cache);
+        let new = feed.get(self.tomb_mark..).unwrap_or_default();
+        self.tombs.note_feed(new, true);
+        self.tombs.caught_up(cache.cas_counter());
+        self.tomb_mark = feed.len();
+    }
+
     /// The reactor emptied the feed (every consumer has its records).
     pub(crate) fn feed_cleared(&mut self) {
         self.feed_mark = 0;
+        self.tomb_mark = 0;
     }
 
     pub(super) fn flush(&mut self, ctx: &mut Ctx) {

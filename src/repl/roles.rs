@@ -141,6 +141,7 @@ impl Repl {
         self.feed_mark = mutations::len(ctx.cache);
         self.log("replica");
         ctx.cache.set_cas_lane(false);
+        self.start_upload(ctx.cache);
         self.unlisten(ctx);
         self.flush(ctx);
         self.publish(ctx);
