@@ -99,6 +99,8 @@ pub(crate) struct Repl {
     /// Where the replication listener binds: the first `-l` interface, or
     /// all of them.
     listen_ip: IpAddr,
+    /// This node has taken a CAS lane (see `become_master`).
+    lane_chosen: bool,
     /// Under `-Y`: what both nodes must show before anything else counts.
     secret: Option<u64>,
     /// The most that may wait for the peer (see `MAX_BUFFER`).
@@ -169,6 +171,7 @@ impl Repl {
             jitter: seed,
             node_id: seed | 1,
             listen_ip,
+            lane_chosen: false,
             secret,
             // One record may be as large as the largest item.
             buffer_limit: MAX_BUFFER.max(4 * settings.item_size_max),

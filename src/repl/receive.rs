@@ -140,6 +140,7 @@ impl Repl {
             (KIND_HELLO, Role::Master) if !link.joined => {
                 // What the replica holds comes first (see `copy.rs`).
                 link.joined = true;
+                ctx.cache.set_cas_lane(true);
                 self.log("receiving what the replica holds");
             }
             (KIND_UPLOADED, Role::Master) if link.joined && !link.streaming => {

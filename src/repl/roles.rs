@@ -66,7 +66,15 @@ impl Repl {
     pub(super) fn become_master(&mut self, ctx: &mut Ctx) {
         self.role = Role::Master;
         self.log("master");
-        ctx.cache.set_cas_lane(true);
+        // A node that was a replica keeps its even CAS values while it is
+        // master alone: if its old master is alive on the other side of a
+        // cut, the two keep handing out different values, so two writes
+        // of one key made while apart never tie. A master takes the odd
+        // lane when a replica joins (`receive.rs`, HELLO).
+        if !self.lane_chosen {
+            self.lane_chosen = true;
+            ctx.cache.set_cas_lane(true);
+        }
         self.listen(ctx);
         self.publish(ctx);
     }
@@ -140,6 +148,7 @@ impl Repl {
         self.role = Role::Replica;
         self.feed_mark = mutations::len(ctx.cache);
         self.log("replica");
+        self.lane_chosen = true;
         ctx.cache.set_cas_lane(false);
         self.start_upload(ctx.cache);
         self.unlisten(ctx);
@@ -208,6 +217,7 @@ impl Repl {
     }
 
     pub(super) fn link_lost(&mut self, why: &str, ctx: &mut Ctx) {
+        let synced = self.link.as_ref().is_some_and(|l| l.synced);
         if !self.drop_link(why, ctx) {
             return;
         }
@@ -215,11 +225,17 @@ impl Repl {
         let healthy = self.backoff == BACKOFF_MIN;
         self.schedule_retry();
         if self.role == Role::Replica {
-            // Try the master once more (at once if the link was healthy);
-            // if that fails, take over.
-            self.role = Role::Connecting;
-            if healthy {
+            if healthy && synced {
+                // Try the master once more at once; if that fails, take
+                // over.
+                self.role = Role::Connecting;
                 self.connect(ctx);
+            } else {
+                // A link that closed before it was in sync counts as a
+                // failed attempt (something in between -- a proxy, a NAT
+                // -- may accept for a peer that is not there): serve as
+                // master and retry with backoff.
+                self.become_master(ctx);
             }
         }
         self.publish(ctx);
