@@ -1,7 +1,16 @@
-//! The full copy a replica starts from, and the bound on what may wait
-//! for the peer.
+//! The replica's upload, the full copy a replica starts from, and the
+//! bound on what may wait for the peer.
 //!
-//! **Full copy.** On HELLO, and whenever the replica falls too far behind,
+//! **Upload, so a heal loses nothing.** A node joining as replica may hold
+//! writes the master never saw (both took writes while apart). Before the
+//! master's copy replaces its data, it sends its tombstones for keys it no
+//! longer holds (`tombs.rs`), then walks its own arena exactly as the
+//! master's copy does, then UPLOADED. The master applies all of it under
+//! the conflict rule (`receive.rs`) and answers UPLOADED with RESYNC: the
+//! wipe that follows loses nothing the master does not now hold or
+//! supersede.
+//!
+//! **Full copy.** On UPLOADED, and whenever the replica falls too far behind,
 //! the master sends RESYNC and walks its arena a bounded batch per loop
 //! turn (`crate::persist::snapshot`), only while less than a megabyte is
 //! waiting for the socket, so clients are never stalled and memory stays

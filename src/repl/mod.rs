@@ -1,6 +1,7 @@
 //! Replication: repcached-style pairs, inside the one reactor.
 //!
-//! Two nodes name each other with `-x`; each serves clients, and every
+//! Two nodes name each other with `-x` (or one is given only `-X <port>`
+//! and waits for the other); each serves clients, and every
 //! change made on either reaches the other over one TCP link, in the
 //! master's order, as records of the mutation feed
 //! (`crate::persist::mutations`). The event loop owns a `Repl` and calls
@@ -14,7 +15,8 @@
 //!   alive.
 //! - `link.rs`: the connection and the frames it carries.
 //! - `receive.rs`: what the peer sends, and the conflict rule.
-//! - `copy.rs`: the full copy a replica starts from; the buffer bound.
+//! - `copy.rs`: the replica's upload, the full copy a replica starts from;
+//!   the buffer bound.
 //! - `tombs.rs`: the recent deletes a heal after a cut must not undo.
 //! - `peer.rs`: the peer's address, and the `-Y` digest.
 //! - `stats.rs`: the `repl_*` lines of `stats`.

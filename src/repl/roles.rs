@@ -9,6 +9,13 @@
 //! fault heals that way); a replica that loses its master tries it once
 //! more and then becomes master itself, so the survivor of a pair always
 //! listens and the other node, restarted with the same options, rejoins.
+//! A node given only a port (`-X <port>`) has no peer to try: it is master
+//! from the start.
+//!
+//! **CAS lanes.** A master hands out odd CAS values and its replica even
+//! ones. A replica that takes over keeps its lane while it is alone, so
+//! the two sides of a cut never hand out the same value; a master takes
+//! the odd lane when a replica joins.
 
 use super::link::{KIND_HELLO, Link};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
