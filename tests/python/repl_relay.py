@@ -9,10 +9,16 @@ control it:
 - SIGUSR1 cuts the link: every relayed connection is closed (both sides)
   and the listeners are closed too, so a node trying its peer is refused,
   as it would be by a host it cannot reach.
-- SIGUSR2 restores it: the listeners are opened again on the same ports.
+- SIGHUP cuts it silently: relayed connections stay open but nothing is
+  forwarded any more (what the nodes send piles up unread, as on a path
+  that drops packets), and the listeners are closed. Only the nodes'
+  timeouts can tell.
+- SIGUSR2 restores it: connections left from before are closed, and the
+  listeners are opened again on the same ports.
 
 It writes one line to stdout when it is ready ("ready"), after each cut
-("cut N": N connections closed) and each restore ("restored"), so a test
+("cut N": N connections closed or frozen) and each restore ("restored"),
+so a test
 waits on those lines instead of sleeping. One thread, one selector.
 """
 
@@ -42,6 +48,7 @@ class Relay:
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGUSR1, lambda *_: self.pending.append("cut"))
         signal.signal(signal.SIGUSR2, lambda *_: self.pending.append("restore"))
+        signal.signal(signal.SIGHUP, lambda *_: self.pending.append("freeze"))
         signal.signal(signal.SIGTERM, lambda *_: self.pending.append("stop"))
 
     def listen(self):
@@ -68,16 +75,31 @@ class Relay:
             self.peers.pop(other, None)
             self.close(other)
 
-    def cut(self):
+    def unlisten(self):
         for s in list(self.listeners):
             self.close(s)
         self.listeners.clear()
+
+    def drop_all(self):
         n = 0
         while self.peers:
             s = next(iter(self.peers))
             self.drop_pair(s)
             n += 1
-        say(f"cut {n}")
+        return n
+
+    def cut(self):
+        self.unlisten()
+        say(f"cut {self.drop_all()}")
+
+    def freeze(self):
+        self.unlisten()
+        for s in self.peers:
+            try:
+                self.sel.unregister(s)
+            except (KeyError, ValueError):
+                pass
+        say(f"cut {len(self.peers) // 2}")
 
     def accept(self, listener):
         target = self.listeners[listener]
@@ -142,7 +164,10 @@ class Relay:
                 act = self.pending.pop(0)
                 if act == "cut":
                     self.cut()
+                elif act == "freeze":
+                    self.freeze()
                 elif act == "restore":
+                    self.drop_all()
                     if not self.listeners:
                         self.listen()
                     say("restored")
