@@ -494,8 +494,12 @@ pub(crate) fn settings(s: &Settings) -> String {
         stat(&mut o, "aof_rewrite_min", s.aof.rewrite_min);
         stat(&mut o, "aof_fix", yes(s.aof.fix));
     }
-    if let Some(peer) = &s.repl.peer {
-        stat(&mut o, "repl_peer", peer);
+    if s.repl.enabled() {
+        stat(
+            &mut o,
+            "repl_peer",
+            s.repl.peer.as_deref().unwrap_or("(none)"),
+        );
         stat(&mut o, "repl_port", s.repl.port);
     }
     o.push_str("END\r\n");
