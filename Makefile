@@ -47,17 +47,18 @@ test: deps test-rust test-python test-upstream
 
 # The oracle and the clients the tests drive. Installed only when missing,
 # so a prepared machine (or CI, which installs them itself) skips it.
-# libsasl2-modules: the PLAIN plugin SASL clients (pylibmc) need.
+# libsasl2-modules: the PLAIN plugin SASL clients (pylibmc) need; strace
+# holds a warm-restart save at one system call for the kill -9 tests.
 # memcached's own suite (tests/upstream): dpkg-dev to unpack its source
 # package, perl for prove and the t/ files, gcc for its timedrun, iproute2
 # to bring loopback up in each file's network namespace.
-DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules \
+DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules strace \
 	dpkg-dev perl gcc libc6-dev iproute2
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
 	    && command -v dpkg-source >/dev/null && command -v prove >/dev/null \
-	    && command -v gcc >/dev/null && command -v ip >/dev/null \
+	    && command -v gcc >/dev/null && command -v ip >/dev/null && command -v strace >/dev/null \
 	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
 	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright" 2>/dev/null; then :; \
 	else \

@@ -204,7 +204,8 @@ pub struct Settings {
     pub tuning: Tuning,
     /// The append-only file (this server's addition).
     pub aof: AofSettings,
-    /// Replication (`-x`, `--repl-peer`, `--repl-port`); off by default.
+    /// Replication (`-x`, `--repl-peer`, `--repl-port`, `-X <port>`); off by
+    /// default.
     pub repl: ReplSettings,
 }
 
@@ -212,13 +213,17 @@ pub struct Settings {
 /// binds when none is given (repcached's `-X` default).
 pub const REPL_DEFAULT_PORT: u16 = 11212;
 
-/// repcached-style pair replication. `peer` set means replication is on.
+/// repcached-style pair replication: on when a peer or a port is given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplSettings {
     /// `-x host[:port]`: the other node of the pair.
     pub peer: Option<String>,
-    /// `--repl-port`: where this node listens for its peer.
+    /// `--repl-port` or repcached's `-X <port>`: where this node listens
+    /// for its peer.
     pub port: u16,
+    /// The port was given: replication is on even without `-x` (the node
+    /// listens and is master, as repcached's master started with `-X`).
+    pub listen: bool,
 }
 
 impl Default for ReplSettings {
@@ -226,13 +231,14 @@ impl Default for ReplSettings {
         ReplSettings {
             peer: None,
             port: REPL_DEFAULT_PORT,
+            listen: false,
         }
     }
 }
 
 impl ReplSettings {
     pub fn enabled(&self) -> bool {
-        self.peer.is_some()
+        self.peer.is_some() || self.listen
     }
 }
 

@@ -85,6 +85,29 @@ pub(crate) fn relisten(fd: RawFd, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` has input (for a listener: a connection waiting) at this
+/// moment, for a descriptor registered edge-triggered.
+pub(crate) fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, counted as one; a zero timeout never blocks.
+    let rc = unsafe { libc::poll(&mut p, 1, 0) };
+    rc > 0 && p.revents & libc::POLLIN != 0
+}
+
+/// The C library's text for an I/O error (as `perror` prints it), without
+/// std's " (os error N)".
+pub(crate) fn strerror(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
 /// Writes without raising SIGPIPE if the peer has gone; used for the
 /// one-line refusal sent to connections over `-c`.
 pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
@@ -101,7 +124,9 @@ pub(crate) fn send_nosignal(fd: RawFd, buf: &[u8]) -> isize {
 
 /// Blocks the termination signals and returns a signalfd that reports them,
 /// so they arrive as ordinary epoll events in the one thread; ignores
-/// SIGPIPE so a vanished client can never kill the server. SIGHUP is
+/// SIGPIPE so a vanished client can never kill the server, and SIGXFSZ so
+/// that a file grown to RLIMIT_FSIZE fails its write with EFBIG (which the
+/// append-only file survives) instead of killing the process. SIGHUP is
 /// reported too when `hangup` (memcached reloads its authfile on it),
 /// ignored otherwise.
 pub(crate) fn termination_signals(hangup: bool) -> io::Result<RawFd> {
@@ -109,6 +134,7 @@ pub(crate) fn termination_signals(hangup: bool) -> io::Result<RawFd> {
     // signal/sigprocmask/signalfd only read the set we pass.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);

@@ -244,6 +244,9 @@ pub struct Cache {
     last_miss: FetchStatus,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
+    /// The append-only file is failing: the protocols answer mutations with
+    /// an error before they change anything (set by the event loop).
+    pub writes_refused: bool,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -291,6 +294,7 @@ impl Cache {
             logger: Logger::new(256 * 1024),
             last_miss: FetchStatus::NotFound,
             cas_lane: None,
+            writes_refused: false,
         }
     }
 

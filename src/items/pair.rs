@@ -37,10 +37,17 @@ impl Cache {
         self.peek(key).map(|it| self.view(it).cas())
     }
 
+    /// The CAS counter: the highest CAS handed out or taken from the peer.
+    /// A delete is stamped with it (replication's tombstones), so it sorts
+    /// after every write this node knew of when it deleted.
+    pub(crate) fn cas_counter(&self) -> u64 {
+        self.cas_id
+    }
+
     /// Keeps the CAS counter ahead of a CAS value taken from the peer, so
     /// values this node hands out later never repeat one it has stored
-    /// (`put_given` does this for every item it stores).
-    #[cfg(test)]
+    /// (`put_given` does this for every item it stores; replication for a
+    /// peer's tombstone).
     pub(crate) fn observe_cas(&mut self, cas: u64) {
         self.cas_id = self.cas_id.max(cas);
     }

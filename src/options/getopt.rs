@@ -106,6 +106,9 @@ pub(super) struct GetoptLong<'a, 'b> {
     optind: usize,
     /// Inside a cluster of short options: the element and the byte offset.
     cluster: Option<(usize, usize)>,
+    /// The last step was a short option without an argument that ended
+    /// its element (`-X`, or the `X` of `-vX`): see `number_after_flag`.
+    flag_ended_element: bool,
 }
 
 impl<'a, 'b> GetoptLong<'a, 'b> {
@@ -116,11 +119,33 @@ impl<'a, 'b> GetoptLong<'a, 'b> {
             argv,
             optind: 1,
             cluster: None,
+            flag_ended_element: false,
         }
+    }
+
+    /// Not glibc's: when the option just returned was a short flag (no
+    /// argument) at the end of its element and the next element is a
+    /// number (ASCII digits only), consumes that element and returns it.
+    /// getopt itself would skip such an element as a non-option, which
+    /// memcached ignores, so taking it changes nothing for any command line
+    /// without a number there. This is how repcached's `-X <port>` is told
+    /// from memcached's bare `-X` (see `parse_args`).
+    pub(super) fn number_after_flag(&mut self) -> Option<&'a [u8]> {
+        if !self.flag_ended_element {
+            return None;
+        }
+        let next = *self.argv.get(self.optind)?;
+        if next.is_empty() || !next.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        self.optind += 1;
+        self.flag_ended_element = false;
+        Some(next)
     }
 
     /// The next option, or `None` when there are no more.
     pub(super) fn next_step(&mut self) -> Option<Step<'a>> {
+        self.flag_ended_element = false;
         if self.cluster.is_some() {
             return Some(self.short_step());
         }
@@ -170,7 +195,10 @@ impl<'a, 'b> GetoptLong<'a, 'b> {
                     b"'\n",
                 )),
             },
-            Some(_) => Step::Opt(c, None),
+            Some(_) => {
+                self.flag_ended_element = rest.is_empty();
+                Step::Opt(c, None)
+            }
         }
     }
 
@@ -253,6 +281,33 @@ mod tests {
         );
         assert_eq!(steps(&["-:"]), [": invalid option -- ':'\n"]);
         assert_eq!(steps(&["-b"]), [": option requires an argument -- 'b'\n"]);
+    }
+
+    #[test]
+    fn a_number_after_a_flag_is_taken_only_when_asked_and_only_after_a_flag() {
+        let argv: Vec<&[u8]> = vec![b"prog", b"-a", b"12", b"-aa", b"7", b"--alpha", b"8", b"-a"];
+        let mut g = GetoptLong::new(&TABLE, &argv);
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), Some(&b"12"[..]));
+        assert_eq!(g.number_after_flag(), None);
+        // Inside a cluster, only its last flag ends the element.
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), None);
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), Some(&b"7"[..]));
+        // A long option never takes one.
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), None);
+        // Not asked: getopt skips the non-option as glibc does.
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), None);
+        assert_eq!(g.next_step(), None);
+        let argv: Vec<&[u8]> = vec![b"prog", b"-a", b"12x", b"-a", b"-b", b"1"];
+        let mut g = GetoptLong::new(&TABLE, &argv);
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), None);
+        assert_eq!(g.next_step(), Some(Step::Opt(b'a', None)));
+        assert_eq!(g.number_after_flag(), None);
     }
 
     #[test]

@@ -201,7 +201,11 @@ impl ParseState {
             "Replication (not in memcached):\n\
              -x, --repl-peer=<host[:port]> replicate with the peer node (repcached's -x);\n                          \
              <port> defaults to the replication port\n    \
-             --repl-port=<num>     replication port to listen on (default: {})\n   \
+             --repl-port=<num>     replication port to listen on (default: {})\n\
+             -X <num>                  the same as --repl-port (repcached's -X): -X followed\n                          \
+             by a number; a bare -X is --disable-dumping. A port\n                          \
+             without -x: listen for the peer as its master. The\n                          \
+             port is bound on the first -l address\n   \
              - repl_peer:           the same as -x\n   \
              - repl_port:           the same as --repl-port\n",
             self.settings.repl.port,

@@ -62,6 +62,16 @@ pub fn parse_args<S: AsRef<OsStr>>(argv: &[S]) -> Result<Parsed, Exit> {
     let mut getopt = GetoptLong::new(&table::OPTIONS, &argv);
     while let Some(step) = getopt.next_step() {
         match step {
+            // repcached's `-X <port>`: memcached's `-X` takes no argument
+            // (disable dumping), and getopt would skip a number after it
+            // as a non-option, which memcached ignores. So a number right
+            // after a short `-X` is taken as the replication port (as in
+            // repcached); a bare `-X` -- the next element an option, a
+            // non-number, or nothing -- keeps memcached's meaning.
+            Step::Opt(b'X', None) => match getopt.number_after_flag() {
+                Some(port) => state.repl_port(port)?,
+                None => state.option(b'X', None)?,
+            },
             Step::Opt(c, arg) => state.option(c, arg)?,
             Step::Bad(message) => {
                 state.stderr.extend_from_slice(prog);

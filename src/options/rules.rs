@@ -193,11 +193,15 @@ impl ParseState {
         Ok(())
     }
 
-    /// `--repl-port`: 1 to 65535.
+    /// `--repl-port`, `-o repl_port` and repcached's `-X <port>` (see
+    /// `parse_args`; that `-X` leaves dumping enabled): 1 to 65535. Giving
+    /// the port turns replication on: without `-x` this node listens for
+    /// its peer and is master, as repcached's master started with `-X`.
     pub(super) fn repl_port(&mut self, arg: &[u8]) -> Outcome {
         match safe_strtoul(arg) {
             Some(port @ 1..=65535) => {
                 self.settings.repl.port = port as u16;
+                self.settings.repl.listen = true;
                 Ok(())
             }
             _ => {

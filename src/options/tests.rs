@@ -475,8 +475,35 @@ fn replication_options() {
     );
     let s = settings(&["-o", "repl_peer=[::1]:9,repl_port=10", "-X"]);
     assert_eq!((s.repl.peer.as_deref(), s.repl.port), (Some("[::1]:9"), 10));
-    // -X is still memcached's.
+    // A bare -X is still memcached's.
     assert!(!s.dump_enabled);
+    // repcached's command line: a number after -X is the replication port,
+    // and dumping stays on.
+    let s = settings(&["-d", "-x", "10.0.0.2", "-X", "12345", "-m", "64"]);
+    assert_eq!(
+        (s.repl.peer.as_deref(), s.repl.port),
+        (Some("10.0.0.2"), 12345)
+    );
+    assert!(s.dump_enabled && s.daemonize && s.repl.enabled());
+    // -X <port> alone turns replication on (the master of repcached).
+    let s = settings(&["-X", "7000"]);
+    assert!(s.repl.enabled() && s.repl.peer.is_none() && s.dump_enabled);
+    assert_eq!(s.repl.port, 7000);
+    // No number after -X: memcached's meaning, whatever follows.
+    for line in [
+        &["-X"][..],
+        &["-X", "-p", "5"],
+        &["-vX", "-m", "64"],
+        &["-X", "x12"],
+        &["--disable-dumping", "12"],
+        &["-Xv", "12"],
+    ] {
+        let s = settings(line);
+        assert!(!s.dump_enabled && !s.repl.enabled(), "{line:?}");
+    }
+    // -vX 9 ends its element with X: repcached's port too.
+    assert_eq!(settings(&["-vX", "9"]).repl.port, 9);
+    assert!(parse(&["-X", "0"]).is_err() && parse(&["-X", "70000"]).is_err());
     assert_eq!(
         settings(&["--repl-peer=peer"]).repl.peer.as_deref(),
         Some("peer")

@@ -8,25 +8,29 @@
 //! - `snapshot.rs`: the live items as records (the AOF rewrite, the full
 //!   copy a replica starts from).
 //! - `aof.rs`, `rewrite.rs`, `recover.rs`: the append-only file (`-o aof`):
-//!   writing and syncing, rewriting, replaying at start.
+//!   writing and syncing, rewriting, replaying at start; `tail.rs` keeps
+//!   a failed write from leaving a torn record behind, `health.rs` decides
+//!   when a failing file means refusing writes.
 //! - `warm.rs`: warm restart (`-e`), the metadata saved beside the arena.
 //!
 //! The event loop reaches the append-only file through [`Durability`]
 //! only; it knows neither the record format nor the sync policy.
 
 mod aof;
+mod health;
 pub(crate) mod mutations;
 pub(crate) mod record;
 mod recover;
 pub(crate) mod replay;
 mod rewrite;
 pub(crate) mod snapshot;
+mod tail;
 pub(crate) mod warm;
 
 use crate::items::Cache;
 use crate::settings::Settings;
 use crate::stats::AofStats;
-use aof::Aof;
+use aof::{Aof, Turn};
 use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -39,8 +43,20 @@ pub(crate) struct Durability {
     aof: Option<Aof>,
     /// Connections whose replies wait for this turn's write.
     held: Vec<RawFd>,
-    /// A write or sync failure with `aof_sync=always`: ends the server.
-    failed: Option<io::Error>,
+    /// Connections whose changes a write earlier in the turn (before a UDP
+    /// reply) took.
+    written: Vec<RawFd>,
+    /// Connections whose held replies answer changes the file did not
+    /// take: they must not go out.
+    refused: Vec<RawFd>,
+}
+
+/// The connections whose held replies [`Durability::release`] lets go.
+pub(crate) struct Released {
+    /// Their changes are in the file: the replies go out.
+    pub(crate) written: Vec<RawFd>,
+    /// Their changes are not: the replies must become an error.
+    pub(crate) refused: Vec<RawFd>,
 }
 
 impl Durability {
@@ -54,7 +70,8 @@ impl Durability {
         Ok(Durability {
             aof,
             held: Vec::new(),
-            failed: None,
+            written: Vec::new(),
+            refused: Vec::new(),
         })
     }
 
@@ -63,7 +80,9 @@ impl Durability {
         self.aof.is_some()
     }
 
-    /// `fd`'s replies wait for the end of this turn's write.
+    /// `fd`'s replies wait for the end of this turn's write. Called each
+    /// time its requests log changes, so that a write that fails refuses
+    /// it even if an earlier write in the same turn took its first ones.
     pub(crate) fn hold(&mut self, fd: RawFd) {
         self.held.push(fd);
     }
@@ -78,32 +97,39 @@ impl Durability {
         self.aof.as_ref().map(|a| a.stats.clone())
     }
 
+    /// Whether mutations are to be refused before they change anything:
+    /// the file has been failing for longer than its sync policy allows.
+    pub(crate) fn refusing(&self) -> bool {
+        self.aof.as_ref().is_some_and(Aof::refusing)
+    }
+
     /// Writes the changes so far (the end of a turn, or before a UDP reply,
-    /// which cannot be held). False when there is no file: then nothing was
-    /// read from the feed. A write error is kept for [`Durability::release`]
-    /// with `aof_sync=always` (acknowledging would be a lie); otherwise it
-    /// is reported and those records are lost to the file.
-    pub(crate) fn write(&mut self, cache: &Cache) -> bool {
-        let Some(a) = &mut self.aof else {
-            return false;
-        };
-        if let Err(e) = a.end_turn(cache) {
-            if a.syncs_before_replies() {
-                self.failed = Some(io::Error::other(format!("AOF write failed: {e}")));
-            } else {
-                eprintln!("AOF write failed: {e}");
+    /// which cannot be held). None when there is no file: then nothing was
+    /// read from the feed. Some(false) when the changes were not written
+    /// (`aof_sync=always` and a failing file): the replies held so far are
+    /// then refused, and a UDP reply must not go out.
+    pub(crate) fn write(&mut self, cache: &Cache) -> Option<bool> {
+        let a = self.aof.as_mut()?;
+        match a.end_turn(cache) {
+            Turn::Acknowledge => {
+                self.written.append(&mut self.held);
+                Some(true)
+            }
+            Turn::Refuse => {
+                self.refused.append(&mut self.held);
+                Some(false)
             }
         }
-        true
     }
 
     /// After the end-of-turn write: the connections whose replies may go
-    /// now, or the failure that ends the server.
-    pub(crate) fn release(&mut self) -> io::Result<Vec<RawFd>> {
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+    /// now, and those whose replies must become an error.
+    pub(crate) fn release(&mut self) -> Released {
+        self.written.append(&mut self.held);
+        Released {
+            written: std::mem::take(&mut self.written),
+            refused: std::mem::take(&mut self.refused),
         }
-        Ok(std::mem::take(&mut self.held))
     }
 
     /// Before the process exits: everything written and synced. False when

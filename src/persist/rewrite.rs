@@ -11,6 +11,12 @@
 //!
 //! When to rewrite, and what to do with the result, is the writer's
 //! business (`aof.rs`).
+//!
+//! **Test hook.** With `MEMCACHED_TEST_REWRITE_STALL` set to `child`,
+//! `install` or `renamed`, the rewrite stops for a minute at that phase
+//! (the child after its first piece of snapshot; the parent with the new
+//! file complete but not yet renamed; the parent right after the rename),
+//! after saying so on stderr, so that a test can kill the process there.
 
 use super::record::MAGIC;
 use super::snapshot;
@@ -77,7 +83,9 @@ impl Rewrite {
         let mut file = OpenOptions::new().read(true).append(true).open(&self.tmp)?;
         file.write_all(&self.since_fork)?;
         file.sync_data()?;
+        test_stall("install");
         fs::rename(&self.tmp, path)?;
+        test_stall("renamed");
         sync_parent_dir(path);
         let len = file.metadata()?.len();
         Ok((file, len))
@@ -107,12 +115,25 @@ fn write_snapshot(tmp: &Path, cache: &Cache) -> io::Result<()> {
     let mut file = File::create(tmp)?;
     file.write_all(MAGIC)?;
     let mut buf = Vec::with_capacity(SNAPSHOT_BATCH * 2);
+    let mut first = true;
     snapshot::rewrite(cache, &mut buf, SNAPSHOT_BATCH, |b| {
         file.write_all(b)?;
         b.clear();
+        if std::mem::take(&mut first) {
+            test_stall("child");
+        }
         Ok(())
     })?;
     file.sync_data()
+}
+
+/// The test hook (see the top of this file): read only when a rewrite
+/// reaches one of its phases, which is rare.
+fn test_stall(phase: &str) {
+    if std::env::var("MEMCACHED_TEST_REWRITE_STALL").is_ok_and(|p| p == phase) {
+        eprintln!("AOF rewrite test stall: {phase}");
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
 }
 
 /// Makes a rename durable. Best effort: some file systems refuse to sync a

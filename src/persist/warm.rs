@@ -8,7 +8,10 @@
 //! clock resumes from the stopped one plus the downtime, so TTLs stay
 //! honest). Otherwise the file is emptied and the cache starts clean, with
 //! memcached's message saying why. A crash leaves no `PATH.meta` (it was
-//! deleted at start), so a crashed cache is never trusted.
+//! deleted at start), so a crashed cache is never trusted; nor does a
+//! crash during the save leave a partial one (see `save`). As in
+//! memcached, a `PATH.meta` that does not begin with a section tag (an
+//! empty file above all) stops the start.
 //!
 //! `PATH.meta` is text: memcached's "main" section (`T` tag lines, `K`
 //! key/value lines, the same keys checked in the same order, so a mismatch
@@ -77,7 +80,12 @@ pub(crate) fn open(
         .truncate(false)
         .mode(0o700)
         .open(path)
-        .map_err(|e| io::Error::other(format!("failed to open file for mmap: {}", strerror(&e))))?;
+        .map_err(|e| {
+            io::Error::other(format!(
+                "failed to open file for mmap: {}",
+                crate::sys::strerror(&e)
+            ))
+        })?;
     let mut saved = check(path, settings, &shape);
     if saved.is_some() && file.metadata()?.len() != len as u64 {
         eprintln!(
@@ -86,9 +94,13 @@ pub(crate) fn open(
         saved = None;
     }
     prepare_file(&file, len, saved.is_some())
-        .map_err(|e| io::Error::other(format!("ftruncate failed: {}", strerror(&e))))?;
-    let arena = Arena::map_file(file, len)
-        .map_err(|e| io::Error::other(format!("failed to mmap, aborting: {}", strerror(&e))))?;
+        .map_err(|e| io::Error::other(format!("ftruncate failed: {}", crate::sys::strerror(&e))))?;
+    let arena = Arena::map_file(file, len).map_err(|e| {
+        io::Error::other(format!(
+            "failed to mmap, aborting: {}",
+            crate::sys::strerror(&e)
+        ))
+    })?;
     if let Some(saved) = &saved {
         // memcached sizes the new hash table as the old one had grown.
         settings.hashpower_init = saved.state.hashpower;
@@ -153,22 +165,61 @@ fn unix_micros() -> String {
 
 /// Writes the arena to its file and `PATH.meta` beside it, after a
 /// graceful stop.
+///
+/// The order makes a kill or a power cut at any step harmless: the arena's
+/// pages are on disk before any metadata names them; the metadata is
+/// written whole under a temporary name and synced, and only then renamed
+/// over `PATH.meta`, whose directory is synced so that the rename itself
+/// lasts. The start deleted the previous `PATH.meta`, so a save cut short
+/// leaves none (the next start is clean) and a finished one leaves a
+/// complete file -- never the truncated file that an in-place write leaves
+/// (memcached's, which the next start then refuses, again and again).
 pub(crate) fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()> {
     cache.slabs.arena.sync()?;
     let text = render(settings, cache);
     let meta = meta_path(path);
-    let tmp = format!("{meta}.tmp");
-    // Written aside, synced and renamed, so a crash mid-write leaves no
-    // half file; readable by its owner only, as memcached's is.
+    let tmp = tmp_path(path);
+    if let Err(e) = write_synced(&tmp, text.as_bytes()) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &meta)?;
+    sync_parent(&meta)
+}
+
+/// Where the metadata is written before it is renamed into place: beside
+/// it, so the rename stays within one filesystem.
+fn tmp_path(path: &str) -> String {
+    format!("{path}.meta.tmp")
+}
+
+/// Creates `tmp` afresh and writes `bytes` to it, synced. A leftover of
+/// an earlier save is removed first; the new file is created exclusively,
+/// so a symlink planted under its name (the memory file often lives in a
+/// shared directory such as `/dev/shm` or `/tmp`) is never followed. It is
+/// readable by its owner only, as memcached's is.
+fn write_synced(tmp: &str, bytes: &[u8]) -> io::Result<()> {
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &meta)
+        .open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Syncs the directory holding `file`, so that a rename into it survives
+/// a crash of the machine.
+fn sync_parent(file: &str) -> io::Result<()> {
+    let dir = match std::path::Path::new(file).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    File::open(dir)?.sync_all()
 }
 
 // ----- the metadata text ---------------------------------------------------
@@ -275,16 +326,61 @@ fn checksum(bytes: &[u8]) -> u64 {
 /// why the cache cannot be reused when it cannot.
 fn check(path: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
     let meta = meta_path(path);
+    // What a save cut short left behind is never read.
+    let _ = std::fs::remove_file(tmp_path(path));
     let Ok(text) = std::fs::read(&meta) else {
         eprintln!("[restart] no metadata save file, starting with a clean cache");
         return None;
     };
     let _ = std::fs::remove_file(&meta);
+    if let Err(why) = first_tag(&text) {
+        refuse(&why);
+    }
     let saved = verify(&text).and_then(|body| parse(body, settings, shape));
     if saved.is_none() {
         eprintln!("[restart] failed to validate metadata, starting with a clean cache");
     }
     saved
+}
+
+/// memcached reads the first line before anything else and aborts unless
+/// it is a section tag it knows: an empty file (which its in-place save
+/// leaves when killed) stops the start. These are its messages.
+fn first_tag(text: &[u8]) -> Result<(), Vec<String>> {
+    let corrupt = "[restart] corrupt metadata file".to_string();
+    if text.is_empty() {
+        return Err(vec![
+            "[restart] Failed to read a tag from metadata file".to_string(),
+        ]);
+    }
+    let end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    let line = String::from_utf8_lossy(&text[..end]);
+    match line.as_bytes().first() {
+        Some(b'T') if matches!(&line[1..], "main" | "arena") => Ok(()),
+        Some(b'T') => Err(vec![
+            format!(
+                "[restart] internal handler for metadata tag not found: {}:",
+                &line[1..]
+            ),
+            corrupt,
+        ]),
+        Some(b'K') => Err(vec![corrupt]),
+        _ => Err(vec![
+            format!("[restart] invalid metadata line:\n\n{line}"),
+            corrupt,
+        ]),
+    }
+}
+
+/// Stops the start as memcached does (its `abort()`), after its words.
+/// Unlike memcached, the file was already deleted: it held nothing to
+/// keep, and a supervisor's next start begins clean instead of refusing
+/// again in a loop.
+fn refuse(why: &[String]) -> ! {
+    for line in why {
+        eprintln!("{line}");
+    }
+    std::process::abort()
 }
 
 /// The text before a correct checksum line.
@@ -509,15 +605,6 @@ fn parse_hex_bytes(v: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The C library's text for an I/O error, without std's " (os error N)".
-fn strerror(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +660,48 @@ mod tests {
         assert!(parse(body, &other, &shape).is_none());
         let torn = &body[..body.len() - 40];
         assert!(parse(torn, &settings, &shape).is_none());
+    }
+
+    #[test]
+    fn a_file_must_begin_with_a_known_tag() {
+        assert_eq!(first_tag(b"Tmain\nKmaxbytes 1\n"), Ok(()));
+        assert_eq!(first_tag(b"Tarena"), Ok(()));
+        let empty = first_tag(b"").unwrap_err();
+        assert_eq!(empty, ["[restart] Failed to read a tag from metadata file"]);
+        let key_first = first_tag(b"Kmaxbytes 1\n").unwrap_err();
+        assert_eq!(key_first, ["[restart] corrupt metadata file"]);
+        let unknown = first_tag(b"Textstore\n").unwrap_err();
+        assert_eq!(
+            unknown[0],
+            "[restart] internal handler for metadata tag not found: extstore:"
+        );
+        let junk = first_tag(b"\nTmain\n").unwrap_err();
+        assert_eq!(
+            junk,
+            [
+                "[restart] invalid metadata line:\n\n",
+                "[restart] corrupt metadata file"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_save_replaces_a_leftover_and_never_follows_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("warm-save-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join("m.meta.tmp");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_synced(tmp.to_str().unwrap(), b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"new");
+        assert!(!std::fs::symlink_metadata(&tmp).unwrap().is_symlink());
+        write_synced(tmp.to_str().unwrap(), b"again").unwrap();
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"again");
+        sync_parent(tmp.to_str().unwrap()).unwrap();
+        sync_parent("relative-file").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

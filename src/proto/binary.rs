@@ -12,7 +12,7 @@
 //! `MEMCACHED_SASL_PWDB` (`user:password` lines), as memcached does when
 //! built with `--enable-sasl-pwdb`.
 
-use super::request::{Ctx, KEY_MAX_LENGTH, Next, Pending};
+use super::request::{Ctx, KEY_MAX_LENGTH, Next, Pending, REFUSED_TEXT};
 use crate::items::item::CHUNKED;
 use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult};
 use crate::settings::VERSION;
@@ -80,6 +80,9 @@ enum Status {
     AuthContinue = 0x21,
     UnknownCommand = 0x81,
     Enomem = 0x82,
+    /// memcached's PROTOCOL_BINARY_RESPONSE_EINTERNAL: a mutation refused
+    /// while the append-only file is failing.
+    Einternal = 0x84,
 }
 
 impl Status {
@@ -87,6 +90,7 @@ impl Status {
     fn text(self) -> &'static str {
         match self {
             Status::Enomem => "Out of memory",
+            Status::Einternal => REFUSED_TEXT,
             Status::UnknownCommand => "Unknown command",
             Status::KeyEnoent => "Not found",
             Status::Einval => "Invalid arguments",
@@ -372,6 +376,9 @@ pub(crate) fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Ve
         return protocol_error(s, &mut r);
     }
     let value_len = (bodylen - keylen - extlen) as usize;
+    if ctx.cache.writes_refused && mutates(cmd) {
+        return r.error_swallow(s, Status::Einternal, value_len);
+    }
     match cmd {
         op::VERSION => r.success(s, VERSION.as_bytes()),
         op::NOOP => {
@@ -396,6 +403,25 @@ pub(crate) fn process(ctx: &mut Ctx, s: &mut Session, frame: &[u8], out: &mut Ve
         op::SASL_LIST_MECHS => list_mechanisms(ctx, s, &mut r),
         _ => sasl_auth_start(ctx, s, &mut r, key, value_len),
     }
+}
+
+/// Whether a (loud) opcode changes the cache.
+fn mutates(cmd: u8) -> bool {
+    matches!(
+        cmd,
+        op::SET
+            | op::ADD
+            | op::REPLACE
+            | op::APPEND
+            | op::PREPEND
+            | op::DELETE
+            | op::INCREMENT
+            | op::DECREMENT
+            | op::TOUCH
+            | op::GAT
+            | op::GATK
+            | op::FLUSH
+    )
 }
 
 /// The loud opcode a quiet one stands for, and whether it was quiet.

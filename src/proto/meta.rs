@@ -17,7 +17,8 @@
 
 use super::base64;
 use super::request::{
-    Ctx, KEY_MAX_LENGTH, MAX_OPAQUE, Next, Pending, Reply, SetEcho, positive_exptime,
+    Ctx, KEY_MAX_LENGTH, MAX_OPAQUE, Next, Pending, Reply, SetEcho, WRITES_REFUSED,
+    positive_exptime,
 };
 use super::tokens::Tokens;
 use crate::items::clock::Clock;
@@ -276,6 +277,10 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         Ok(of) => of,
         Err(e) => return error(r, e),
     };
+    // A read is a read, but one that may touch or create an item is not.
+    if ctx.cache.writes_refused && (of.new_ttl || of.vivify) {
+        return error(r, WRITES_REFUSED);
+    }
     let key = of.key(t, &kbuf);
     let cache = &mut *ctx.cache;
     let mut found = cache.meta_find(key, !of.locked && !of.no_update);
@@ -412,6 +417,9 @@ pub(super) fn process_mset(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         Ok(of) => of,
         Err(e) => return swallow(ctx, r, e),
     };
+    if ctx.cache.writes_refused {
+        return swallow(ctx, r, WRITES_REFUSED);
+    }
     let key = of.key(t, &kbuf);
     let mut echo = SetEcho {
         quiet: of.no_reply,
@@ -561,6 +569,9 @@ pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next 
         Ok(of) => of,
         Err(next) => return next,
     };
+    if ctx.cache.writes_refused {
+        return error(r, WRITES_REFUSED);
+    }
     let key = of.key(t, &kbuf);
     let start = r.out.len();
     let out = &mut *r.out;
@@ -602,6 +613,9 @@ pub(super) fn process_marithmetic(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> N
         Ok(of) => of,
         Err(next) => return next,
     };
+    if ctx.cache.writes_refused {
+        return error(r, WRITES_REFUSED);
+    }
     let key = of.key(t, &kbuf);
     let incr = match of.mode {
         0 | b'I' | b'+' => true,

@@ -97,6 +97,12 @@ pub(crate) enum Next {
     Suspend(usize),
 }
 
+/// The answer to a mutation while the append-only file is failing (see
+/// `persist/health.rs`), in the ascii and meta protocols; the binary
+/// protocol answers status 0x0084 (internal error) with [`REFUSED_TEXT`].
+pub(crate) const WRITES_REFUSED: &str = "SERVER_ERROR aof write failed; writes refused";
+pub(crate) const REFUSED_TEXT: &str = "aof write failed; writes refused";
+
 /// Where an ascii reply goes, and how memcached would have sent it.
 pub(super) struct Reply<'o> {
     pub(super) out: &'o mut Vec<u8>,
@@ -123,6 +129,15 @@ impl Reply<'_> {
         self.out.extend_from_slice(s.as_bytes());
         self.out.extend_from_slice(b"\r\n");
         Next::Continue
+    }
+}
+
+impl Reply<'_> {
+    /// A mutation refused while the append-only file is failing: an error,
+    /// sent even under noreply (as memcached's `out_errstring` is).
+    pub(super) fn refused(&mut self) -> Next {
+        self.noreply = false;
+        self.line(WRITES_REFUSED)
     }
 }
 

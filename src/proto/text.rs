@@ -147,6 +147,9 @@ fn process_get(
             Some(e) => exptime = Some(ctx.cache.clock.realtime(positive_exptime(e))),
             None => return r.line("CLIENT_ERROR invalid exptime argument"),
         }
+        if ctx.cache.writes_refused && resume == 0 {
+            return r.refused();
+        }
     }
     let keys = words;
     if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
@@ -256,6 +259,10 @@ fn process_update(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, mode: StoreMode) -> 
         return r.line("CLIENT_ERROR bad command line format");
     }
     let nbytes = vlen as usize;
+    if ctx.cache.writes_refused {
+        r.refused();
+        return Next::Swallow(nbytes + 2);
+    }
     if ctx.settings.detail_enabled {
         let delim = ctx.settings.prefix_delimiter;
         ctx.stats.prefixes.record_set(key, delim);
@@ -336,6 +343,9 @@ fn process_arithmetic(ctx: &mut Ctx, t: &Tokens, r: &mut Reply, incr: bool) -> N
     let Some(delta) = safe_strtoull(t.get(2)) else {
         return r.line("CLIENT_ERROR invalid numeric delta argument");
     };
+    if ctx.cache.writes_refused {
+        return r.refused();
+    }
     match ctx.cache.add_delta(key, incr, delta) {
         Delta::Value(v) => {
             let mut num = [0u8; 20];
@@ -370,6 +380,9 @@ fn process_delete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if key.len() > KEY_MAX_LENGTH {
         return r.line("CLIENT_ERROR bad command line format");
     }
+    if ctx.cache.writes_refused {
+        return r.refused();
+    }
     if ctx.settings.detail_enabled {
         let delim = ctx.settings.prefix_delimiter;
         ctx.stats.prefixes.record_delete(key, delim);
@@ -391,6 +404,9 @@ fn process_touch(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     let Some(e) = safe_strtol(t.get(2)) else {
         return r.line("CLIENT_ERROR invalid exptime argument");
     };
+    if ctx.cache.writes_refused {
+        return r.refused();
+    }
     let exptime = ctx.cache.clock.realtime(positive_exptime(e));
     ctx.stats.touch_cmds += 1;
     if ctx.cache.touch(key, exptime) {
@@ -413,6 +429,9 @@ fn process_flush_all(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             Some(d) => delay = d,
             None => return r.line("CLIENT_ERROR invalid exptime argument"),
         }
+    }
+    if ctx.cache.writes_refused {
+        return r.refused();
     }
     ctx.cache.flush_all(delay);
     r.line("OK")

@@ -6,6 +6,7 @@
 //! run again after the others have had theirs (memcached's `conn_yields`).
 //! The clock ticks once a second from the loop's own timeout.
 
+mod accept;
 mod binary_conn;
 mod conn;
 pub mod harness;
@@ -24,7 +25,7 @@ use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
 use crate::items::{Cache, CacheConfig};
 use crate::persist::Durability;
-use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER};
+use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER, WRITES_REFUSED};
 use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
@@ -105,6 +106,8 @@ pub struct Reactor {
     repl: Option<repl::Repl>,
     /// The append-only file, and the replies waiting for it.
     durability: Durability,
+    /// Set while accepting is paused (memcached's "listen disabled").
+    paused: Option<accept::Pause>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -165,6 +168,7 @@ impl Reactor {
             last_automove: 0,
             repl: None,
             durability,
+            paused: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -262,6 +266,7 @@ impl Reactor {
                 Some(t) => t.as_millis().min(1000) as i32,
                 None => 1000,
             };
+            let timeout = self.accept_timeout(timeout);
             let n = self.epoll.wait(&mut events, timeout)?;
             if self.cache.clock.tick() {
                 self.kick_idle();
@@ -271,11 +276,12 @@ impl Reactor {
                 self.dispatch(fd, bits);
             }
             self.run_ready();
+            self.retry_accepting();
             self.auto_crawl();
             self.between_turns();
             self.rebalance();
             self.with_repl(|r, ctx| r.turn(ctx));
-            self.aof_end_turn()?;
+            self.aof_end_turn();
             self.clear_feed();
             self.flush_watchers();
         }
@@ -309,12 +315,22 @@ impl Reactor {
     }
 
     /// Writes the turn's records to the AOF and lets the replies that
-    /// waited for them go -- or ends the server, when `Durability` says a
-    /// failed write makes acknowledging a lie. Every consumer of the
-    /// mutation feed reads it before this clears it.
-    fn aof_end_turn(&mut self) -> io::Result<()> {
+    /// waited for them go -- or, for changes the file did not take
+    /// (`aof_sync=always` on a failing file), turns them into an error.
+    /// Every consumer of the mutation feed reads it before this clears it.
+    fn aof_end_turn(&mut self) {
         self.aof_write();
-        for fd in self.durability.release()? {
+        let released = self.durability.release();
+        // A connection may be in both lists (a write before a UDP reply
+        // took its first changes): refused wins, its hold point being the
+        // earlier one.
+        for fd in released.refused {
+            if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
+                refuse_held(c);
+                self.drive(fd, 0);
+            }
+        }
+        for fd in released.written {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize) {
                 c.hold = None;
                 if c.close_after_write {
@@ -326,22 +342,24 @@ impl Reactor {
                 }
             }
         }
-        Ok(())
     }
 
     /// The AOF's part of the end of a turn (also run before a UDP reply,
-    /// which cannot be held); a fatal failure is kept for the end of the
-    /// turn to report. The feed is emptied once the file has it.
-    fn aof_write(&mut self) {
-        if self.durability.write(&self.cache) {
-            self.stats.aof = self.durability.stats();
-            self.clear_feed();
-        }
+    /// which cannot be held). The feed is emptied once the file has had
+    /// it. False when the file did not take the changes.
+    fn aof_write(&mut self) -> bool {
+        let Some(written) = self.durability.write(&self.cache) else {
+            return true;
+        };
+        self.stats.aof = self.durability.stats();
+        self.cache.writes_refused = self.durability.refusing();
+        self.clear_feed();
+        written
     }
 
     fn dispatch(&mut self, fd: RawFd, bits: u32) {
         match self.slots.get_mut(fd as usize) {
-            Some(Slot::Listener(..)) => self.accept_all(fd),
+            Some(Slot::Listener(..)) => self.on_listener(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
@@ -467,66 +485,6 @@ impl Reactor {
         }
     }
 
-    fn accept_all(&mut self, lfd: RawFd) {
-        loop {
-            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
-                return;
-            };
-            let stream = match l.accept() {
-                Ok(s) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    if self.settings.verbose > 0 {
-                        eprintln!("Failed to accept new connection: {e}");
-                    }
-                    return;
-                }
-            };
-            self.admit(stream, protocol);
-        }
-    }
-
-    fn admit(&mut self, stream: Stream, protocol: Protocol) {
-        let fd = stream.as_raw_fd();
-        if self.settings.maxconns_fast && self.clients >= self.max_clients {
-            sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
-            self.stats.rejected_conns += 1;
-            return;
-        }
-        if stream.set_nonblocking().is_err() {
-            return;
-        }
-        stream.set_nodelay();
-        let authenticating = self.settings.auth_file.is_some();
-        let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
-        conn.choose_protocol(protocol);
-        if self
-            .register(
-                fd,
-                Slot::Client(Box::new(conn)),
-                sys::READ | sys::WRITE | sys::EDGE,
-            )
-            .is_err()
-        {
-            self.slots[fd as usize] = Slot::Empty;
-            return;
-        }
-        if self.settings.verbose > 1 {
-            let what = match protocol {
-                Protocol::Negotiating => "auto-negotiating client connection",
-                Protocol::Ascii => "ascii client connection.",
-                Protocol::Binary => "binary client connection.",
-            };
-            eprintln!("<{fd} new {what}");
-        }
-        self.clients += 1;
-        self.stats.curr_conns += 1;
-        self.stats.total_conns += 1;
-        self.stats.conn_structures = self.stats.conn_structures.max(self.stats.curr_conns);
-        self.log_conn_new(fd);
-    }
-
     fn close(&mut self, fd: RawFd) {
         // Replies held for the AOF sync (`... quit` in one read) go out
         // first: the close waits for the end of the turn.
@@ -558,6 +516,7 @@ impl Reactor {
             c.shut(&mut ctx);
             self.stats.curr_conns -= 1;
             self.clients -= 1;
+            self.descriptor_freed();
             // Dropping the stream closes the descriptor, which also removes
             // it from the epoll set.
         }
@@ -714,4 +673,20 @@ impl Reactor {
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }
+}
+
+/// The replies held for changes the append-only file did not take must
+/// not claim success: they are dropped, an ascii or meta client gets
+/// [`WRITES_REFUSED`] in their place, and the connection closes, since
+/// what followed them in the pipeline can no longer be answered in order.
+/// (A binary reply needs the request's opaque and opcode, gone by now: a
+/// binary client sees the connection close.)
+fn refuse_held(c: &mut Conn) {
+    let from = c.hold.take().unwrap_or(0).max(c.out_pos).min(c.out.len());
+    c.out.truncate(from);
+    if !c.bin.binary {
+        c.out.extend_from_slice(WRITES_REFUSED.as_bytes());
+        c.out.extend_from_slice(b"\r\n");
+    }
+    c.close_after_write = true;
 }

@@ -183,8 +183,13 @@ impl HoldMark {
     }
 
     fn after(self, c: &mut Conn, cache: &Cache, durability: &mut Durability) {
-        if mutations::len(cache) != self.feed_len && c.hold.is_none() {
-            c.hold = Some(self.out_len.max(c.out_pos));
+        if mutations::len(cache) != self.feed_len {
+            if c.hold.is_none() {
+                c.hold = Some(self.out_len.max(c.out_pos));
+            }
+            // Every time, not only the first: a write that fails after an
+            // earlier one this turn (before a UDP reply) must refuse every
+            // connection whose changes it carried.
             durability.hold(c.fd);
         }
     }

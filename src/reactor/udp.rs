@@ -258,8 +258,16 @@ impl super::Reactor {
                 why == BatchEnd::Blocked && self.udp_conn(fd).is_some_and(|c| c.is_paused());
             let unwritten = self.replies_unwritten(fd);
             // A datagram's replies cannot wait for the end of the turn.
-            if crate::persist::mutations::len(&self.cache) > 0 {
-                self.aof_write();
+            if crate::persist::mutations::len(&self.cache) > 0 && !self.aof_write() {
+                // Changes the file did not take get no reply at all.
+                if let Some(c) = self.udp_conn(fd) {
+                    c.out.clear();
+                    c.out_pos = 0;
+                    c.flush_mark = 0;
+                    if let Some(m) = &mut c.marks {
+                        m.clear();
+                    }
+                }
             }
             self.transmit(request, &payload[pos..], paused);
             pos += used;

@@ -1,7 +1,16 @@
-//! The full copy a replica starts from, and the bound on what may wait
-//! for the peer.
+//! The replica's upload, the full copy a replica starts from, and the
+//! bound on what may wait for the peer.
 //!
-//! **Full copy.** On HELLO, and whenever the replica falls too far behind,
+//! **Upload, so a heal loses nothing.** A node joining as replica may hold
+//! writes the master never saw (both took writes while apart). Before the
+//! master's copy replaces its data, it sends its tombstones for keys it no
+//! longer holds (`tombs.rs`), then walks its own arena exactly as the
+//! master's copy does, then UPLOADED. The master applies all of it under
+//! the conflict rule (`receive.rs`) and answers UPLOADED with RESYNC: the
+//! wipe that follows loses nothing the master does not now hold or
+//! supersede.
+//!
+//! **Full copy.** On UPLOADED, and whenever the replica falls too far behind,
 //! the master sends RESYNC and walks its arena a bounded batch per loop
 //! turn (`crate::persist::snapshot`), only while less than a megabyte is
 //! waiting for the socket, so clients are never stalled and memory stays
@@ -15,7 +24,7 @@
 //! start a fresh full copy on the same connection; a replica whose master
 //! does not keep up closes the link and rejoins.
 
-use super::link::{COPY_LOW_WATER, KIND_RESYNC, KIND_SYNCED};
+use super::link::{COPY_LOW_WATER, KIND_RESYNC, KIND_SYNCED, KIND_UPLOADED};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
 use crate::items::Cache;
 use crate::persist::mutations;
@@ -41,6 +50,21 @@ impl Repl {
         link.synced = false;
     }
 
+    /// Replica, on joining: its tombstones for keys it holds no item for,
+    /// then the walk of its arena (`copy_step`), then UPLOADED. The master
+    /// applies all of it under the conflict rule before its own full copy.
+    pub(super) fn start_upload(&mut self, cache: &Cache) {
+        self.note_own_deletes(cache);
+        let link = self.link.as_mut().expect("a link is up");
+        for (key, cas) in self.tombs.iter() {
+            if cache.cas_of(key).is_none() {
+                link.tomb(key, cas);
+            }
+        }
+        link.copy = Some(SnapshotCursor::default());
+        self.log("sending what this node holds");
+    }
+
     pub(super) fn copy_step(&mut self, ctx: &mut Ctx) {
         let Some(link) = &mut self.link else { return };
         let Some(mut cursor) = link.copy.take() else {
@@ -53,7 +77,10 @@ impl Repl {
         let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
         let (items, done) = cursor.step(ctx.cache, &mut link.out, COPY_STEP, room);
         link.sent += items as u64;
-        if done {
+        if done && self.role == Role::Replica {
+            link.control(KIND_UPLOADED, 0);
+            self.log("sent what this node holds");
+        } else if done {
             link.control(KIND_SYNCED, 0);
             link.synced = true;
             self.backoff = BACKOFF_MIN;

@@ -4,9 +4,11 @@
 //! **The link** carries records of the mutation feed
 //! (`crate::persist::record`) both ways, framed as in the AOF, plus a few
 //! link-control frames in the same frame layout with kinds from 0x80 up:
-//! HELLO (the replica's first frame), RESYNC (a full copy follows: the
-//! replica wipes its cache), SYNCED (the copy is complete) and ACK (records
-//! applied so far; also the heartbeat, once a second).
+//! HELLO (the replica's first frame), TOMB (a key the replica deleted, and
+//! the CAS counter then), UPLOADED (the replica has sent everything it
+//! holds), RESYNC (a full copy follows: the replica wipes its cache),
+//! SYNCED (the copy is complete) and ACK (records applied so far; also the
+//! heartbeat, once a second).
 
 use crate::persist::record::{self, Encoder, FRAME};
 use crate::persist::snapshot::SnapshotCursor;
@@ -22,6 +24,10 @@ pub(super) const KIND_ACK: u8 = 0x84;
 /// Under `-Y`, the first frame each side sends: proof that it read the
 /// same authfile (see `peer::link_secret`).
 pub(super) const KIND_AUTH: u8 = 0x85;
+/// The replica's upload (everything it holds, see `copy.rs`) is complete.
+pub(super) const KIND_UPLOADED: u8 = 0x86;
+/// A tombstone sent in the replica's upload: `cas:u64 nkey:u8 key`.
+pub(super) const KIND_TOMB: u8 = 0x87;
 /// The full copy is produced only while less than this waits to be sent;
 /// a buffer grown past four times this is let go once it is sent.
 pub(super) const COPY_LOW_WATER: usize = 1 << 20;
@@ -42,8 +48,11 @@ pub(super) struct Link {
     pub(super) readable: bool,
     /// Master: the full copy being sent.
     pub(super) copy: Option<SnapshotCursor>,
-    /// Master: HELLO came and records flow. Replica: always.
+    /// Master: the replica's upload is complete and records flow.
+    /// Replica: always.
     pub(super) streaming: bool,
+    /// Master: HELLO came (the replica's upload follows). Replica: always.
+    pub(super) joined: bool,
     /// The full copy is complete (master: sent; replica: received).
     pub(super) synced: bool,
     /// Records queued for the peer, and how many it says it applied.
@@ -73,6 +82,7 @@ impl Link {
             readable: true,
             copy: None,
             streaming,
+            joined: streaming,
             synced: false,
             sent: 0,
             acked: 0,
@@ -94,6 +104,14 @@ impl Link {
 
     pub(super) fn control(&mut self, kind: u8, value: u64) {
         Encoder::begin(&mut self.out, kind, 0).u64(value).finish();
+    }
+
+    /// A TOMB frame: `key` was deleted when the CAS counter was `cas`.
+    pub(super) fn tomb(&mut self, key: &[u8], cas: u64) {
+        Encoder::begin(&mut self.out, KIND_TOMB, 0)
+            .u64(cas)
+            .key(key)
+            .finish();
     }
 
     /// Writes what the socket takes; Err when the link is broken.
@@ -128,7 +146,7 @@ impl Link {
     /// and once a second anyway (the heartbeat that keeps the link alive).
     pub(super) fn heartbeat(&mut self) {
         let due = self.last_told.elapsed() >= HEARTBEAT;
-        if self.streaming && (due || self.applied != self.told) {
+        if self.joined && (due || self.applied != self.told) {
             self.told = self.applied;
             self.last_told = Instant::now();
             let applied = self.applied;
@@ -190,6 +208,18 @@ pub(super) fn control_frame(frame: &[u8]) -> Option<(u8, u64)> {
     Some((body[0], u64::from_le_bytes(body[9..17].try_into().ok()?)))
 }
 
+/// The CAS and key of a whole TOMB frame, if its shape and checksum are
+/// right.
+pub(super) fn tomb_frame(frame: &[u8]) -> Option<(u64, &[u8])> {
+    let body = frame.get(FRAME..)?;
+    if body.len() < 1 + 8 + 8 + 1 || record::crc32c(body) != frame_crc(frame) {
+        return None;
+    }
+    let cas = u64::from_le_bytes(body[9..17].try_into().ok()?);
+    let key = &body[18..];
+    (body[0] == KIND_TOMB && key.len() == body[17] as usize).then_some((cas, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +251,20 @@ mod tests {
             assert_eq!(control_frame(&bad), None, "bit {bit} flipped");
         }
         assert_eq!(control_frame(&buf[..FRAME - 1]), None);
+    }
+
+    #[test]
+    fn tomb_frames_carry_a_key_and_a_cas_and_are_not_records() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut link = Link::new(stream, true, None);
+        link.tomb(b"gone", 77);
+        assert_eq!(tomb_frame(&link.out), Some((77, &b"gone"[..])));
+        assert_eq!(count_records(&link.out), 0);
+        let mut bad = link.out.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(tomb_frame(&bad), None);
+        assert_eq!(control_frame(&link.out), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Replication: repcached-style pairs, inside the one reactor.
 //!
-//! Two nodes name each other with `-x`; each serves clients, and every
+//! Two nodes name each other with `-x` (or one is given only `-X <port>`
+//! and waits for the other); each serves clients, and every
 //! change made on either reaches the other over one TCP link, in the
 //! master's order, as records of the mutation feed
 //! (`crate::persist::mutations`). The event loop owns a `Repl` and calls
@@ -14,7 +15,9 @@
 //!   alive.
 //! - `link.rs`: the connection and the frames it carries.
 //! - `receive.rs`: what the peer sends, and the conflict rule.
-//! - `copy.rs`: the full copy a replica starts from; the buffer bound.
+//! - `copy.rs`: the replica's upload, the full copy a replica starts from;
+//!   the buffer bound.
+//! - `tombs.rs`: the recent deletes a heal after a cut must not undo.
 //! - `peer.rs`: the peer's address, and the `-Y` digest.
 //! - `stats.rs`: the `repl_*` lines of `stats`.
 
@@ -24,6 +27,7 @@ mod link;
 mod peer;
 mod receive;
 mod roles;
+mod tombs;
 
 pub(crate) use peer::split_peer;
 
@@ -40,6 +44,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+use tombs::Tombs;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -66,7 +71,9 @@ impl Role {
 /// Replication state, owned by the reactor.
 pub(crate) struct Repl {
     peer_text: String,
-    peer: SocketAddr,
+    /// None for a node given only a replication port (`-X <port>`): it
+    /// never connects, it listens and is master.
+    peer: Option<SocketAddr>,
     port: u16,
     role: Role,
     listener: Option<TcpListener>,
@@ -79,6 +86,10 @@ pub(crate) struct Repl {
     backoff: Duration,
     /// Bytes at the front of the cache's feed already handled this turn.
     feed_mark: usize,
+    /// Bytes at the front of the feed already read for tombstones.
+    tomb_mark: usize,
+    /// This node's recent deletes (see `tombs.rs`).
+    tombs: Tombs,
     /// Applies what the peer sends.
     replay: Replay,
     resyncs: u64,
@@ -90,6 +101,8 @@ pub(crate) struct Repl {
     /// Where the replication listener binds: the first `-l` interface, or
     /// all of them.
     listen_ip: IpAddr,
+    /// This node has taken a CAS lane (see `become_master`).
+    lane_chosen: bool,
     /// Under `-Y`: what both nodes must show before anything else counts.
     secret: Option<u64>,
     /// The most that may wait for the peer (see `MAX_BUFFER`).
@@ -115,19 +128,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Repl {
-    /// Sets replication up when `-x` is given: resolves the peer, turns the
-    /// mutation feed on and starts the attempt that decides the role. The
+    /// Sets replication up when `-x` or a replication port is given:
+    /// resolves the peer, turns the mutation feed on and starts the attempt
+    /// that decides the role (without a peer: master at once). The
     /// listener, when this node becomes master, binds `listen_ip`.
     pub(crate) fn start(
         settings: &Settings,
         listen_ip: IpAddr,
         ctx: &mut Ctx,
     ) -> io::Result<Option<Repl>> {
-        let Some(peer_text) = settings.repl.peer.clone() else {
+        if !settings.repl.enabled() {
             return Ok(None);
-        };
+        }
         let port = settings.repl.port;
-        let peer = resolve_peer(&peer_text, port)?;
+        let peer_text = settings.repl.peer.clone();
+        let peer = match &peer_text {
+            Some(text) => Some(resolve_peer(text, port)?),
+            None => None,
+        };
+        let peer_text = peer_text.unwrap_or_else(|| "(none)".to_string());
         let seed = crate::items::random_seed();
         let secret = match &settings.auth_file {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),
@@ -146,12 +165,15 @@ impl Repl {
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
             feed_mark: 0,
+            tomb_mark: 0,
+            tombs: Tombs::new(),
             replay: Replay::default(),
             resyncs: 0,
             verbose: settings.verbose,
             jitter: seed,
             node_id: seed | 1,
             listen_ip,
+            lane_chosen: false,
             secret,
             // One record may be as large as the largest item.
             buffer_limit: MAX_BUFFER.max(4 * settings.item_size_max),
@@ -240,6 +262,7 @@ impl Repl {
     /// peer is streaming). The event loop calls it before it empties the
     /// feed, so the records reach the peer whoever else reads them.
     pub(crate) fn collect_feed(&mut self, cache: &Cache) {
+        self.note_own_deletes(cache);
         let feed = mutations::bytes(cache);
         let new = feed.get(self.feed_mark..).unwrap_or_default();
         if let Some(link) = &mut self.link
@@ -251,9 +274,20 @@ impl Repl {
         self.feed_mark = feed.len();
     }
 
+    /// Remembers the deletes this node's clients made since the last look
+    /// (see `tombs.rs`).
+    pub(super) fn note_own_deletes(&mut self, cache: &Cache) {
+        let feed = mutations::bytes(cache);
+        let new = feed.get(self.tomb_mark..).unwrap_or_default();
+        self.tombs.note_feed(new, true);
+        self.tombs.caught_up(cache.cas_counter());
+        self.tomb_mark = feed.len();
+    }
+
     /// The reactor emptied the feed (every consumer has its records).
     pub(crate) fn feed_cleared(&mut self) {
         self.feed_mark = 0;
+        self.tomb_mark = 0;
     }
 
     pub(super) fn flush(&mut self, ctx: &mut Ctx) {

@@ -11,9 +11,17 @@
 //! they never tie. For two writes to one key at once the one with the
 //! higher CAS wins on both nodes; deletes, touches and flushes apply in the
 //! master's order. Either way both nodes end with the same value and CAS.
+//!
+//! **During the replica's upload** (`copy.rs`) the master also weighs its
+//! own tombstones (`tombs.rs`): a key it holds no item for but deleted
+//! after the write the replica sends stays deleted; and a TOMB frame from
+//! the replica removes the master's item if the delete came after it. Only
+//! then, in the steady state, do deletes simply apply in the master's
+//! order.
 
 use super::link::{
-    KIND_ACK, KIND_AUTH, KIND_HELLO, KIND_RESYNC, KIND_SYNCED, control_frame, frame_len,
+    KIND_ACK, KIND_AUTH, KIND_HELLO, KIND_RESYNC, KIND_SYNCED, KIND_TOMB, KIND_UPLOADED,
+    control_frame, frame_len, tomb_frame,
 };
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
 use crate::persist::mutations;
@@ -77,7 +85,13 @@ impl Repl {
                 if rest.len() < total {
                     break Ok(());
                 }
-                if let Err(e) = self.control(&rest[..total], ctx) {
+                let frame = &rest[..total];
+                let done = if frame[FRAME] == KIND_TOMB {
+                    self.tomb(frame, ctx)
+                } else {
+                    self.control(frame, ctx)
+                };
+                if let Err(e) = done {
                     break Err(e);
                 }
                 at += total;
@@ -130,7 +144,13 @@ impl Repl {
                     "-x names this server itself",
                 ));
             }
-            (KIND_HELLO, Role::Master) if !link.streaming => {
+            (KIND_HELLO, Role::Master) if !link.joined => {
+                // What the replica holds comes first (see `copy.rs`).
+                link.joined = true;
+                ctx.cache.set_cas_lane(true);
+                self.log("receiving what the replica holds");
+            }
+            (KIND_UPLOADED, Role::Master) if link.joined && !link.streaming => {
                 link.streaming = true;
                 self.start_copy(ctx.cache);
             }
@@ -144,6 +164,7 @@ impl Repl {
                 self.log("receiving a full copy");
                 if let Some(link) = &mut self.link {
                     link.synced = false;
+                    link.copy = None;
                 }
             }
             (KIND_SYNCED, Role::Replica) => {
@@ -170,13 +191,22 @@ impl Repl {
     /// One record from the peer, under the conflict rule.
     pub(super) fn apply(&mut self, rec: &record::Record<'_>, ctx: &mut Ctx) {
         // The replica's own writes so far go to the master before this
-        // record's effects enter the feed.
+        // record's effects enter the feed; either way our own deletes so
+        // far are remembered before the peer's change is mixed in.
         let replica = self.role == Role::Replica;
         if replica {
             self.collect_feed(ctx.cache);
+        } else {
+            self.note_own_deletes(ctx.cache);
         }
+        // Master, while the replica sends what it holds: a key we have no
+        // item for but deleted after the write it sends stays deleted.
+        let uploading = !replica && self.link.as_ref().is_some_and(|l| !l.streaming);
         let older = match rec.op {
-            Op::Put(p) if p.cas != 0 => ctx.cache.cas_of(p.key).is_some_and(|c| c >= p.cas),
+            Op::Put(p) if p.cas != 0 => match ctx.cache.cas_of(p.key) {
+                Some(c) => c >= p.cas,
+                None => uploading && self.tombs.cas_of(p.key).is_some_and(|t| t >= p.cas),
+            },
             _ => false,
         };
         if !older {
@@ -186,9 +216,40 @@ impl Repl {
         if let Some(link) = &mut self.link {
             link.applied += 1;
         }
+        // The peer's change is not one of our deletes.
+        self.tombs.caught_up(ctx.cache.cas_counter());
+        self.tomb_mark = feed_len;
         if replica {
             // What the master sent is not sent back to it.
             self.feed_mark = feed_len;
         }
+    }
+
+    /// Master, during the replica's upload: a key the replica deleted (and
+    /// holds no item for). Our item goes if the delete came after it (its
+    /// CAS is at or below the tombstone's stamp); a newer item stays.
+    fn tomb(&mut self, frame: &[u8], ctx: &mut Ctx) -> io::Result<()> {
+        let Some((cas, key)) = tomb_frame(frame) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad tombstone"));
+        };
+        let uploading = self.link.as_ref().is_some_and(|l| l.joined && !l.streaming);
+        if self.role != Role::Master || !uploading {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unexpected tombstone",
+            ));
+        }
+        self.note_own_deletes(ctx.cache);
+        ctx.cache.observe_cas(cas);
+        if ctx.cache.cas_of(key).is_some_and(|c| c != 0 && c <= cas) {
+            let rec = record::Record {
+                ts: ctx.cache.unix_now(),
+                op: Op::Delete { key },
+            };
+            self.replay.apply(ctx.cache, &rec, true);
+        }
+        self.tombs.caught_up(ctx.cache.cas_counter());
+        self.tomb_mark = mutations::len(ctx.cache);
+        Ok(())
     }
 }

@@ -9,6 +9,13 @@
 //! fault heals that way); a replica that loses its master tries it once
 //! more and then becomes master itself, so the survivor of a pair always
 //! listens and the other node, restarted with the same options, rejoins.
+//! A node given only a port (`-X <port>`) has no peer to try: it is master
+//! from the start.
+//!
+//! **CAS lanes.** A master hands out odd CAS values and its replica even
+//! ones. A replica that takes over keeps its lane while it is alone, so
+//! the two sides of a cut never hand out the same value; a master takes
+//! the odd lane when a replica joins.
 
 use super::link::{KIND_HELLO, Link};
 use super::{BACKOFF_MIN, Ctx, Repl, Role};
@@ -32,7 +39,14 @@ impl Repl {
         if self.connecting.is_some() || self.link.is_some() {
             return;
         }
-        match sys::connect_nonblocking(self.peer) {
+        let Some(peer) = self.peer else {
+            // Only a port was given: wait for the peer as master.
+            if self.role != Role::Master {
+                self.become_master(ctx);
+            }
+            return;
+        };
+        match sys::connect_nonblocking(peer) {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
                 self.connecting = Some((stream, Instant::now()));
@@ -59,7 +73,15 @@ impl Repl {
     pub(super) fn become_master(&mut self, ctx: &mut Ctx) {
         self.role = Role::Master;
         self.log("master");
-        ctx.cache.set_cas_lane(true);
+        // A node that was a replica keeps its even CAS values while it is
+        // master alone: if its old master is alive on the other side of a
+        // cut, the two keep handing out different values, so two writes
+        // of one key made while apart never tie. A master takes the odd
+        // lane when a replica joins (`receive.rs`, HELLO).
+        if !self.lane_chosen {
+            self.lane_chosen = true;
+            ctx.cache.set_cas_lane(true);
+        }
         self.listen(ctx);
         self.publish(ctx);
     }
@@ -133,7 +155,9 @@ impl Repl {
         self.role = Role::Replica;
         self.feed_mark = mutations::len(ctx.cache);
         self.log("replica");
+        self.lane_chosen = true;
         ctx.cache.set_cas_lane(false);
+        self.start_upload(ctx.cache);
         self.unlisten(ctx);
         self.flush(ctx);
         self.publish(ctx);
@@ -200,6 +224,7 @@ impl Repl {
     }
 
     pub(super) fn link_lost(&mut self, why: &str, ctx: &mut Ctx) {
+        let synced = self.link.as_ref().is_some_and(|l| l.synced);
         if !self.drop_link(why, ctx) {
             return;
         }
@@ -207,11 +232,17 @@ impl Repl {
         let healthy = self.backoff == BACKOFF_MIN;
         self.schedule_retry();
         if self.role == Role::Replica {
-            // Try the master once more (at once if the link was healthy);
-            // if that fails, take over.
-            self.role = Role::Connecting;
-            if healthy {
+            if healthy && synced {
+                // Try the master once more at once; if that fails, take
+                // over.
+                self.role = Role::Connecting;
                 self.connect(ctx);
+            } else {
+                // A link that closed before it was in sync counts as a
+                // failed attempt (something in between -- a proxy, a NAT
+                // -- may accept for a peer that is not there): serve as
+                // master and retry with backoff.
+                self.become_master(ctx);
             }
         }
         self.publish(ctx);

@@ -42,6 +42,8 @@ pub(crate) struct Stats {
     /// Connections closed because `-o read_buf_mem_limit` was reached.
     pub read_buf_oom: u64,
     pub listen_disabled_num: u64,
+    /// Time accepting was paused, counted when it resumes (memcached's).
+    pub time_in_listen_disabled_us: u64,
     pub accepting_conns: bool,
     pub prefixes: prefix::PrefixStats,
     /// Present while the append-only file is on.
@@ -61,6 +63,17 @@ pub(crate) struct AofStats {
     /// Live items after the replay at start.
     pub recovered_items: u64,
     pub rewrite_in_progress: bool,
+    /// Rewrites that failed (the child failed or was killed, or the new
+    /// file could not be completed); the old file was kept.
+    pub rewrite_failures: u64,
+    /// Writes, syncs and retries of the file that failed.
+    pub write_errors: u64,
+    /// The errno of the last failure (0: none, or a short write).
+    pub last_write_errno: i32,
+    /// The last write or sync failed, and none has succeeded since.
+    pub last_write_failed: bool,
+    /// Mutations are refused until the file takes writes again.
+    pub refusing_writes: bool,
 }
 
 impl Stats {
@@ -120,7 +133,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         stats.curr_conns.saturating_sub(1),
     );
     stat(&mut o, "total_connections", stats.total_conns);
-    stat(&mut o, "rejected_connections", stats.rejected_conns);
+    if settings.maxconns_fast {
+        stat(&mut o, "rejected_connections", stats.rejected_conns);
+    }
     stat(&mut o, "connection_structures", stats.conn_structures);
     for name in [
         "response_obj_oom",
@@ -166,7 +181,11 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "limit_maxbytes", settings.max_bytes);
     stat(&mut o, "accepting_conns", stats.accepting_conns as u8);
     stat(&mut o, "listen_disabled_num", stats.listen_disabled_num);
-    stat(&mut o, "time_in_listen_disabled_us", 0);
+    stat(
+        &mut o,
+        "time_in_listen_disabled_us",
+        stats.time_in_listen_disabled_us,
+    );
     // One thread serves every connection, whatever -t said.
     stat(&mut o, "threads", 1);
     stat(&mut o, "conn_yields", stats.conn_yields);
@@ -249,6 +268,12 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         );
         stat(&mut o, "aof_last_fsync_ms", a.last_fsync_ms);
         stat(&mut o, "aof_recovered_items", a.recovered_items);
+        stat(&mut o, "aof_rewrite_failures", a.rewrite_failures);
+        let status = if a.last_write_failed { "err" } else { "ok" };
+        stat(&mut o, "aof_last_write_status", status);
+        stat(&mut o, "aof_write_errors", a.write_errors);
+        stat(&mut o, "aof_last_write_errno", a.last_write_errno);
+        stat(&mut o, "aof_refusing_writes", u8::from(a.refusing_writes));
     }
     if let Some(r) = &stats.repl {
         repl::lines(&mut o, r);
@@ -469,8 +494,12 @@ pub(crate) fn settings(s: &Settings) -> String {
         stat(&mut o, "aof_rewrite_min", s.aof.rewrite_min);
         stat(&mut o, "aof_fix", yes(s.aof.fix));
     }
-    if let Some(peer) = &s.repl.peer {
-        stat(&mut o, "repl_peer", peer);
+    if s.repl.enabled() {
+        stat(
+            &mut o,
+            "repl_peer",
+            s.repl.peer.as_deref().unwrap_or("(none)"),
+        );
         stat(&mut o, "repl_port", s.repl.port);
     }
     o.push_str("END\r\n");

@@ -139,10 +139,12 @@ class StderrCollector:
 
 
 class Server:
-    """A running memcached (ours or the oracle) on a free 127.0.0.1 port."""
+    """A running memcached (ours or the oracle) on a free 127.0.0.1 port
+    (or on `host`, another loopback address, for a second "machine")."""
 
-    def __init__(self, kind, args=(), stdout=False, env=None):
+    def __init__(self, kind, args=(), stdout=False, env=None, host="127.0.0.1"):
         self.kind = kind
+        self.host = host
         self.bin = binary_for(kind)
         self.extra_args = list(args)
         last_err = ""
@@ -150,7 +152,7 @@ class Server:
             self.port = free_port()
             self.args = [
                 str(self.bin),
-                "-u", "root", "-l", "127.0.0.1", "-U", "0", "-p", str(self.port),
+                "-u", "root", "-l", host, "-U", "0", "-p", str(self.port),
             ] + [a.replace("{port}", str(self.port)) for a in self.extra_args]
             self.proc = subprocess.Popen(
                 self.args,
@@ -182,7 +184,7 @@ class Server:
             # the port between free_port() and the server's bind).
             if _pid_owns_listener(self.pid, self.port):
                 try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    socket.create_connection((self.host, self.port), timeout=1).close()
                     return None
                 except OSError:
                     pass
@@ -192,7 +194,7 @@ class Server:
 
     @property
     def addr(self):
-        return ("127.0.0.1", self.port)
+        return (self.host, self.port)
 
     def alive(self):
         return self.proc.poll() is None

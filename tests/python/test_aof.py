@@ -398,8 +398,11 @@ def test_stats_show_aof_only_when_enabled(start_server, tmp_path):
     names = [k for k in st if k.startswith("aof")]
     assert names == [
         "aof_enabled", "aof_bytes", "aof_rewrites", "aof_rewrite_in_progress",
-        "aof_last_fsync_ms", "aof_recovered_items",
+        "aof_last_fsync_ms", "aof_recovered_items", "aof_rewrite_failures",
+        "aof_last_write_status", "aof_write_errors", "aof_last_write_errno",
+        "aof_refusing_writes",
     ]
+    assert [st[k] for k in names[-5:]] == ["0", "ok", "0", "0", "0"]
     assert int(st["aof_bytes"]) == os.path.getsize(path) > len(MAGIC)
     assert settings["aof_file"] == str(path)
     assert settings["aof_sync"] == "always"

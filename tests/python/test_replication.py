@@ -715,15 +715,20 @@ def test_a_peer_that_proves_itself_replaces_a_live_link(pair):
     a, b = started_pair(pair)
     with a.connect() as s:
         set_value(s, "kept", b"yes")
-    # 0x81 is HELLO; the value is the sender's node id.
+    # 0x81 is HELLO (the value is the sender's node id); 0x86 UPLOADED ends
+    # what a joining node holds (nothing, here).
     with socket.create_connection(("127.0.0.1", pair.repl_ports["a"]), timeout=5) as s:
-        s.sendall(_control_frame(0x81, 12345))
+        s.sendall(_control_frame(0x81, 12345) + _control_frame(0x86, 0))
         # The master takes the new link and starts a full copy on it: the
-        # first frame is RESYNC (0x82). (b, cut off, reconnects at once and
-        # takes the link back the same way, so what follows may be cut.)
+        # first frame other than an ACK (0x84) is RESYNC (0x82). (b, cut
+        # off, reconnects at once and takes the link back the same way, so
+        # what follows may be cut.)
         got = b""
         s.settimeout(SYNC_TIMEOUT)
-        while len(got) < 9:
+        while len(got) < 9 or got[8] == 0x84:
+            if len(got) >= 9:
+                got = got[8 + int.from_bytes(got[:4], "little"):]
+                continue
             chunk = s.recv(65536)
             assert chunk, f"the master closed a link that sent HELLO (got {got!r})"
             got += chunk
