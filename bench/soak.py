@@ -252,7 +252,8 @@ class Pause:
 
 
 class Worker(threading.Thread):
-    def __init__(self, idx, nodes, keys, model, counts, pause, rng_seed, value_size):
+    def __init__(self, idx, nodes, keys, model, counts, pause, rng_seed, value_size,
+                 any_node):
         super().__init__(daemon=True)
         self.idx = idx
         self.nodes = nodes
@@ -262,6 +263,7 @@ class Worker(threading.Thread):
         self.pause = pause
         self.rng = random.Random(rng_seed)
         self.value_size = value_size
+        self.any_node = any_node
         self.conns = [None, None]
         self.seq = 0
 
@@ -291,6 +293,8 @@ class Worker(threading.Thread):
 
     def write(self, key, op):
         home = int(key.rsplit(":", 1)[1]) % 2
+        if self.any_node:
+            home = self.rng.randrange(2)
         k = self.model[key]
         if op == "set":
             self.seq += 1
@@ -512,7 +516,8 @@ class Soak:
             for key in keys:
                 self.model[key] = Key()
             workers.append(Worker(w, self.nodes, keys, self.model, self.counts,
-                                  self.pause, self.rng.random(), a.value_size))
+                                  self.pause, self.rng.random(), a.value_size,
+                                  a.any_node))
         for w in workers:
             w.start()
         t0 = time.monotonic()
@@ -619,6 +624,9 @@ def main():
     p.add_argument("--tmpfs", default="64m")
     p.add_argument("--sync-timeout", type=float, default=90)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--any-node", action="store_true",
+                   help="send each write to a random node instead of the key's home node "
+                        "(measures what the CAS rule does to a client's real-time order)")
     p.add_argument("--self-test", action="store_true",
                    help="write one key behind the model's back at the end: must report lost")
     p.add_argument("--binary", default=os.path.join(ROOT, "target/release/memcached"))
