@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// The names of `STAT name value` lines, in order.
 fn names(reply: &[u8]) -> Vec<String> {
@@ -275,5 +276,35 @@ fn prefix_delimiter_option_turns_detail_on() {
         "set a/1 0 0 1\r\n1\r\nget a/1 b/2 c:3\r\ndelete a/1\r\nstats detail dump\r\n\
          stats reset\r\nstats detail dump\r\n",
         &["-D", "/"],
+    );
+}
+
+/// `lru_crawler disable` stops the crawler: `stats settings` then says
+/// `lru_crawler no`, crawls are refused, and `enable` starts it again (a
+/// second `enable` fails while it runs). memcached's crawler thread clears
+/// the setting as it exits, a moment after the `OK`: the oracle is polled.
+#[test]
+fn crawler_disable_shows_in_settings() {
+    if !oracle_available() {
+        return;
+    }
+    let pair = Pair::start(&[]);
+    let disable = Script::from("lru_crawler disable\r\n");
+    let settings = Script::from("stats settings\r\n");
+    let off = |o: &Outcome| filter_stats(&o.reply, &["lru_crawler"]) == "STAT lru_crawler no\n";
+    assert_eq!(pair.oracle.run(&disable).reply, b"OK\r\n");
+    let (_, oracle_off) = poll_until(&pair.oracle, &settings, Duration::from_secs(5), off);
+    assert!(oracle_off, "the oracle's crawler did not stop");
+    assert_eq!(pair.ours.run(&disable).reply, b"OK\r\n");
+    assert!(
+        off(&pair.ours.run(&settings)),
+        "ours still says lru_crawler yes"
+    );
+    let again = Script::from("lru_crawler crawl 1\r\nlru_crawler enable\r\nlru_crawler enable\r\n");
+    let (o, u) = (pair.oracle.run(&again).reply, pair.ours.run(&again).reply);
+    assert_eq!(escape(&u), escape(&o));
+    assert_eq!(
+        filter_stats(&pair.ours.run(&settings).reply, &["lru_crawler"]),
+        "STAT lru_crawler yes\n"
     );
 }
