@@ -319,3 +319,35 @@ fn napi_ids_and_libevent_lines() {
     let stats = ours.run(&Script::from("stats\r\n")).reply;
     assert_eq!(filter_stats(&stats, &["libevent"]), "STAT libevent none\n");
 }
+
+/// Without segments (`-o no_modern`, `no_lru_maintainer`, `lru mode
+/// flat`) memcached reclaims the expired and flushed items at a class's
+/// tail before every allocation, free chunks or not, and counts them in
+/// `reclaimed` (and `expired_unfetched`), overall and per class.
+#[test]
+fn flat_lru_reclaims_flushed_items_before_allocating() {
+    if !oracle_available() {
+        return;
+    }
+    let counted = ["reclaimed", "expired_unfetched", "items:1:reclaimed"];
+    let setups: [(&[&'static str], &str); 3] = [
+        (&["-o", "no_modern"], ""),
+        (&["-o", "no_lru_maintainer,no_lru_crawler"], ""),
+        (&["-o", "no_lru_crawler"], "lru mode flat\r\n"),
+    ];
+    for (args, tune) in setups {
+        let mut pair = Pair::start(args);
+        // The flushed item is at the tail when the second `set` allocates;
+        // `flush_all` marks it by CAS within the same second.
+        let script = format!("{tune}set a 0 0 1\r\n1\r\nflush_all\r\nset b 0 0 1\r\n2\r\n");
+        pair.check("script", &Script::from(script.as_str()))
+            .unwrap();
+        let (o, u) = run(&pair, "stats\r\nstats items\r\n");
+        let want = filter_stats(&o, &counted);
+        assert_eq!(
+            want, "STAT expired_unfetched 1\nSTAT reclaimed 1\nSTAT items:1:reclaimed 1\n",
+            "{args:?} {tune:?}: the oracle"
+        );
+        assert_eq!(filter_stats(&u, &counted), want, "{args:?} {tune:?}");
+    }
+}

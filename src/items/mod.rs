@@ -223,6 +223,10 @@ pub struct Cache {
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
     pub crawler_running: bool,
+    /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
+    /// and `lru mode flat` clear it): without segments every allocation
+    /// first reclaims what is expired or flushed at its class's LRU tail.
+    pub lru_segmented: bool,
     /// For each largest-class chunk position (arena offset / chunk_max): the
     /// header of the chunked item whose value it holds, or NIL.
     body_owner: Vec<ChunkRef>,
@@ -285,6 +289,7 @@ impl Cache {
             sizes: None,
             crawl: None,
             crawler_running: false,
+            lru_segmented: true,
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
@@ -701,12 +706,18 @@ impl Cache {
     }
 
     /// A chunk of class `id`, reclaiming or evicting from its LRU as needed.
+    /// As memcached's `do_item_alloc_pull`: without segments the tail's
+    /// expired and flushed items are reclaimed (and counted) before each
+    /// try, even while free chunks remain.
     fn alloc_chunk(&mut self, id: u8) -> Option<ChunkRef> {
         for _ in 0..ALLOC_TRIES {
+            if !self.lru_segmented {
+                self.pull_tail(id, false);
+            }
             if let Some(c) = self.slabs.alloc(id) {
                 return Some(c);
             }
-            if !self.pull_tail(id) {
+            if !self.pull_tail(id, true) {
                 break;
             }
         }
@@ -715,9 +726,9 @@ impl Cache {
     }
 
     /// memcached's `lru_pull_tail` for an allocation: reclaim expired items
-    /// at the tail, then evict the first live one if evictions are allowed.
-    /// True if anything was freed.
-    fn pull_tail(&mut self, id: u8) -> bool {
+    /// at the tail, then, if `evict` and evictions are allowed, evict the
+    /// first live one. True if anything was freed.
+    fn pull_tail(&mut self, id: u8, evict: bool) -> bool {
         let mut freed = false;
         let mut it = self.lrus[id as usize].tail;
         for _ in 0..TAIL_SEARCH {
@@ -741,7 +752,7 @@ impl Cache {
                 it = prev;
                 continue;
             }
-            if self.cfg.evict_to_free {
+            if evict && self.cfg.evict_to_free {
                 let age = self.now().saturating_sub(v.time());
                 let cs = &mut self.stats.classes[c];
                 cs.evicted += 1;

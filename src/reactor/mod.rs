@@ -129,6 +129,7 @@ impl Reactor {
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
+        cache.lru_segmented = settings.tuning.lru_segmented;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
