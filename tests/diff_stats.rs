@@ -351,3 +351,38 @@ fn flat_lru_reclaims_flushed_items_before_allocating() {
         assert_eq!(filter_stats(&u, &counted), want, "{args:?} {tune:?}");
     }
 }
+
+/// memcached's `T_MEMD_INITIAL_MALLOC` test hook fakes bytes already
+/// handed out: `total_malloced` starts there and the pages it leaves under
+/// `-m` are all a class gets beyond its first (`t/64bit.t` uses it at
+/// 4 GB). Not a number: no effect.
+#[test]
+fn initial_malloc_hook_counts_against_the_limit() {
+    if !oracle_available() {
+        return;
+    }
+    let value = "v".repeat(400 * 1024);
+    let mut sets = String::new();
+    for i in 0..8 {
+        sets.push_str(&format!("set big{i} 0 0 {}\r\n{value}\r\n", value.len()));
+    }
+    let wanted = ["total_malloced", "active_slabs"];
+    // Two 400 KB items a page: 1 MB faked leaves two pages under 3 MB.
+    for (env, stored) in [("1048576", 4), ("12abc", 6)] {
+        let mut pair = Pair::start_env(&["-m", "3", "-M"], &[("T_MEMD_INITIAL_MALLOC", env)]);
+        let (o, _) = pair.check(env, &Script::from(sets.as_str())).unwrap();
+        let (o_slabs, u_slabs) = run(&pair, "stats slabs\r\n");
+        assert_eq!(
+            filter_stats(&u_slabs, &wanted),
+            filter_stats(&o_slabs, &wanted),
+            "{env}"
+        );
+        assert_eq!(
+            filter_stats(&o_slabs, &wanted),
+            "STAT active_slabs 1\nSTAT total_malloced 3145728\n",
+            "{env}: the oracle"
+        );
+        let got = String::from_utf8_lossy(&o.reply).matches("STORED").count();
+        assert_eq!(got, stored, "{env}: the oracle stored");
+    }
+}

@@ -78,6 +78,19 @@ pub struct SlabConfig {
     pub chunk_max: usize,
 }
 
+/// memcached's hook for its test suite, read by release builds too:
+/// `T_MEMD_INITIAL_MALLOC` fakes how many bytes of pages are already
+/// handed out (shown as `total_malloced`, counted against `-m`), so a
+/// test can reach a multi-gigabyte limit without touching the memory.
+/// Unset or not a number: 0. (1.6.18's `t/64bit.t` also sets
+/// `T_MEMD_SLABS_ALLOC`, which that memcached no longer reads: pages are
+/// not preallocated without `-L`, here or there.)
+fn initial_malloced() -> usize {
+    std::env::var_os("T_MEMD_INITIAL_MALLOC")
+        .and_then(|v| crate::numbers::safe_strtoll(v.as_encoded_bytes()))
+        .map_or(0, |v| v as usize)
+}
+
 impl Slabs {
     pub fn new(cfg: SlabConfig) -> io::Result<Slabs> {
         let len = Self::arena_len(&cfg)?;
@@ -131,7 +144,7 @@ impl Slabs {
             page_class: vec![0; total_pages],
             next_page: 1,
             mem_limit: cfg.mem_limit,
-            mem_malloced: 0,
+            mem_malloced: initial_malloced(),
             free_pages: Vec::new(),
         }
     }
@@ -345,7 +358,9 @@ impl Slabs {
             page
         } else {
             let class = &self.classes[id as usize];
-            let over = self.mem_malloced + self.page_size > self.mem_limit;
+            // size_t arithmetic, as memcached's: a faked total near the
+            // top (T_MEMD_INITIAL_MALLOC) wraps rather than overflows.
+            let over = self.mem_malloced.wrapping_add(self.page_size) > self.mem_limit;
             if over && class.pages > 0 {
                 return false;
             }
@@ -353,7 +368,7 @@ impl Slabs {
                 return false;
             }
             self.next_page += 1;
-            self.mem_malloced += self.page_size;
+            self.mem_malloced = self.mem_malloced.wrapping_add(self.page_size);
             self.next_page - 1
         };
         self.page_class[page] = id;
