@@ -40,32 +40,32 @@ fn replay(target: &str, run: impl Fn(&[u8]) + std::panic::RefUnwindSafe) {
 
 #[test]
 fn text_seeds_and_regressions() {
-    replay("text", memcached::reactor::feed::fuzz::text);
+    replay("text", memcached::reactor::harness::fuzz::text);
 }
 
 #[test]
 fn meta_seeds_and_regressions() {
-    replay("meta", memcached::reactor::feed::fuzz::meta);
+    replay("meta", memcached::reactor::harness::fuzz::meta);
 }
 
 #[test]
 fn binary_seeds_and_regressions() {
-    replay("binary", memcached::reactor::feed::fuzz::binary);
+    replay("binary", memcached::reactor::harness::fuzz::binary);
 }
 
 #[test]
 fn auth_seeds_and_regressions() {
-    replay("auth", memcached::reactor::feed::fuzz::auth);
+    replay("auth", memcached::reactor::harness::fuzz::auth);
 }
 
 #[test]
 fn watch_seeds_and_regressions() {
-    replay("watch", memcached::reactor::feed::fuzz::watch);
+    replay("watch", memcached::reactor::harness::fuzz::watch);
 }
 
 #[test]
 fn records_seeds_and_regressions() {
-    replay("records", memcached::reactor::feed::fuzz::records);
+    replay("records", memcached::reactor::harness::fuzz::records);
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn options_seeds_and_regressions() {
 /// The harness itself: a session's replies are what a socket would carry.
 #[test]
 fn feeder_replies_like_a_connection() {
-    use memcached::reactor::feed::{Ending, Feeder};
+    use memcached::reactor::harness::{Ending, Feeder};
     use memcached::settings::Settings;
     let mut f = Feeder::new(Settings::default()).unwrap();
     let mut out = Vec::new();
@@ -97,7 +97,7 @@ fn feeder_replies_like_a_connection() {
 #[test]
 fn feeder_authenticates_like_a_connection() {
     use memcached::authfile::Credentials;
-    use memcached::reactor::feed::Feeder;
+    use memcached::reactor::harness::Feeder;
     use memcached::settings::Settings;
     let settings = Settings {
         auth_file: Some("inline".into()),

@@ -1,3 +1,3 @@
 //! Binary-protocol frames (`-B binary`): headers, extras, keys, values.
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| memcached::reactor::feed::fuzz::binary(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| memcached::reactor::harness::fuzz::binary(data));

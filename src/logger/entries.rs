@@ -61,6 +61,9 @@ pub enum CloseReason {
     Error,
     Normal,
     IdleTimeout,
+    /// memcached's reason for the connection that sent `shutdown`; never
+    /// set here yet (that connection closes as `error`).
+    #[allow(dead_code)]
     Shutdown,
 }
 

@@ -1,86 +1,43 @@
 //! Framing for binary-protocol connections: find whole requests (header,
-//! extras and key) in the input, hand them to `proto::binary`, and read
-//! values and discarded bodies with the same states the ascii protocol uses.
+//! extras and key) in the input and hand them to `proto::binary`; values
+//! and discarded bodies are read with the states the ascii protocol uses.
 
-use super::conn::{Conn, Phase, READ_SIZE, State, Stop};
+use super::conn::{BatchEnd, Conn, Event, READ_SIZE, writes_now};
 use crate::proto::binary::{self, HEADER_LEN, REQUEST_MAGIC};
 use crate::proto::request::{Ctx, Next};
 
 impl Conn {
-    /// `consume` for a binary connection.
-    pub(super) fn consume_binary(
+    /// One binary request from `data[at..]`. Returns the bytes it took
+    /// and, if the batch ends here, why.
+    pub(super) fn binary_request(
         &mut self,
         ctx: &mut Ctx,
         data: &[u8],
+        at: usize,
         budget: &mut usize,
-    ) -> (usize, Stop) {
-        let mut pos = 0;
+    ) -> (usize, Option<BatchEnd>) {
         let v = ctx.settings.verbose;
-        loop {
-            match &mut self.state {
-                State::Closing => return (pos, Stop::Close),
-                State::Watch => return (data.len(), Stop::NeedInput),
-                State::Swallow(_) => {
-                    pos += self.swallow(&data[pos..], v);
-                    if matches!(self.state, State::Swallow(_)) {
-                        return (pos, Stop::NeedInput);
-                    }
+        let rest = &data[at..];
+        if !rest.is_empty() {
+            self.on(Event::Parsing, v);
+        }
+        match self.next_frame(ctx, rest) {
+            Ok(Some(len)) => {
+                *budget -= 1;
+                let before = self.out.len();
+                let next = binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
+                if !matches!(next, Next::ReadValue(_)) {
+                    self.mark(at, before, writes_now(next));
                 }
-                State::Value { .. } => {
-                    let mark = self.flush_mark;
-                    pos += self.fill_value(ctx, &data[pos..]);
-                    if matches!(self.state, State::Value { .. }) {
-                        return (pos, Stop::NeedInput);
-                    }
-                    // An error reply is written at once.
-                    if self.flush_mark != mark {
-                        self.go(Phase::Mwrite, v);
-                    }
-                    self.go(Phase::NewCmd, v);
-                }
-                State::Cmd => {
-                    if self.blocked_on_output() {
-                        return (pos, Stop::Blocked);
-                    }
-                    if *budget == 0 {
-                        return (pos, Stop::Budget);
-                    }
-                    let rest = &data[pos..];
-                    if !rest.is_empty() {
-                        self.go(Phase::ParseCmd, v);
-                    }
-                    match self.next_frame(ctx, rest) {
-                        Ok(Some(len)) => {
-                            *budget -= 1;
-                            let before = self.out.len();
-                            let next =
-                                binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
-                            if !matches!(next, Next::ReadValue(_)) {
-                                let wrote = matches!(next, Next::Flush | Next::FlushAfterLine);
-                                self.mark(pos, before, wrote);
-                            }
-                            pos += len;
-                            self.trace_binary_next(next, v);
-                            if matches!(next, Next::Flush | Next::FlushAfterLine) {
-                                // Written out now: fetched items are free
-                                // to change in place again.
-                                ctx.cache.unpin_all();
-                            }
-                            if let Some(stop) = self.apply(next) {
-                                return (pos, stop);
-                            }
-                        }
-                        Ok(None) => {
-                            self.go_wait(!rest.is_empty(), *budget, ctx);
-                            return (pos, Stop::NeedInput);
-                        }
-                        Err(()) => {
-                            self.state = State::Closing;
-                            self.go(Phase::Closing, v);
-                            return (pos, Stop::Close);
-                        }
-                    }
-                }
+                (len, self.handled(ctx, next))
+            }
+            Ok(None) => {
+                self.wait_for_input(ctx, !rest.is_empty(), *budget);
+                (0, Some(BatchEnd::NeedInput))
+            }
+            Err(()) => {
+                self.on(Event::Junk, v);
+                (0, Some(BatchEnd::Close))
             }
         }
     }
@@ -107,34 +64,5 @@ impl Conn {
             return Err(());
         }
         Ok((rest.len() >= len).then_some(len))
-    }
-
-    /// memcached's state after a binary request, for the `-vvv` trace.
-    fn trace_binary_next(&mut self, next: Next, v: u8) {
-        match next {
-            Next::ReadValue(_) => self.go(Phase::Nread, v),
-            Next::Swallow(_) => self.go(Phase::Swallow, v),
-            Next::Flush => {
-                self.go(Phase::Mwrite, v);
-                self.go(Phase::NewCmd, v);
-            }
-            Next::FlushAfterLine => {
-                self.go(Phase::NewCmd, v);
-                self.go(Phase::Mwrite, v);
-                self.go(Phase::NewCmd, v);
-            }
-            Next::CloseAfterWrite => {
-                if self.bin.closing == binary::Closing::Quit {
-                    self.close_reason = crate::logger::CloseReason::Normal;
-                    self.go(Phase::NewCmd, v);
-                }
-                self.go(Phase::Mwrite, v);
-                self.bin.take_closing(self.fd, v);
-                // After writing, memcached's close passes through here.
-                self.go(Phase::NewCmd, v);
-            }
-            Next::Close => self.go(Phase::Closing, v),
-            _ => self.go(Phase::NewCmd, v),
-        }
     }
 }

@@ -5,7 +5,6 @@
 //! counted in `stats` as `idle_kicks`, and traced at `-vv` as
 //! "Closing idle fd N" before the usual close line.
 
-use super::conn::State;
 use super::{Reactor, Slot};
 use std::os::fd::RawFd;
 
@@ -22,9 +21,8 @@ impl Reactor {
             .enumerate()
             .filter_map(|(fd, slot)| match slot {
                 Slot::Client(c)
-                    if matches!(c.state, State::Cmd)
+                    if c.state().between_requests()
                         && c.unsent() == 0
-                        && !c.dumping
                         && now.saturating_sub(c.last_active) > limit =>
                 {
                     Some(fd as RawFd)

@@ -7,7 +7,7 @@
 //! read and dropped, and when it goes away it is closed, as memcached's
 //! logger thread does.
 
-use super::conn::{Conn, Phase};
+use super::conn::{Conn, Event};
 use super::stream::Stream;
 use super::{Reactor, Slot};
 use crate::logger::{CONNEVENTS, CloseReason, Peer};
@@ -73,11 +73,7 @@ impl Reactor {
         if self.cache.logger.is_watcher(fd) {
             self.cache.logger.remove_watcher(fd);
             c.close_reason = CloseReason::Error;
-            if self.settings.verbose > 1 {
-                eprintln!("<{fd} connection closing from side thread.");
-            }
-            // memcached's logger thread sets the state without tracing it.
-            c.phase = Phase::Closing;
+            c.on(Event::WatcherGone, self.settings.verbose);
         }
         if self.cache.logger.wants(CONNEVENTS)
             && let Some(peer) = peer_of(&c.stream)

@@ -8,8 +8,8 @@
 
 mod accept;
 mod binary_conn;
-pub mod conn;
-pub mod feed;
+mod conn;
+pub mod harness;
 mod idle;
 pub mod listen;
 mod log_streams;
@@ -18,7 +18,8 @@ mod readbuf;
 mod repl_io;
 mod shutdown;
 mod stream;
-
+mod text_conn;
+mod turn;
 mod udp;
 
 use crate::authfile::Credentials;
@@ -30,11 +31,12 @@ use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
 use crate::sys::{self, Epoll};
-use conn::{Conn, READ_SIZE, State, Stop};
+use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use stream::Stream;
+use turn::{Action, Socket};
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
 /// before its first client it holds 7 descriptors plus 4 per worker thread
@@ -53,10 +55,6 @@ enum StopReason {
     Graceful,
 }
 const EVENTS_PER_WAIT: usize = 256;
-/// Hash buckets moved per loop turn while the table is growing.
-const REHASH_STEP: usize = 1024;
-/// Items the LRU crawler examines per loop turn.
-const CRAWL_STEP: usize = 1000;
 /// Seconds between automatic expiry crawls while items with a TTL exist,
 /// and while none do.
 const AUTO_CRAWL_SOON: u32 = 5;
@@ -241,10 +239,7 @@ impl Reactor {
                 self.place(shadow_fd, Slot::UdpShadow { _fd: shadow, addr });
             }
             udp_fds.push(fd);
-            // UDP and -Y are refused together at start: no authentication here.
-            let mut conn = Conn::new(Stream::Udp(port.socket), fd, self.cache.now(), false);
-            conn.negotiated = true;
-            conn.phase = conn::Phase::Read;
+            let conn = Conn::datagrams(Stream::Udp(port.socket), fd, self.cache.now());
             // Level-triggered: a turn takes a bounded number of datagrams
             // and epoll reports the rest on the next.
             self.register(fd, Slot::Udp(Box::new(conn)), sys::READ)?;
@@ -288,11 +283,8 @@ impl Reactor {
             }
             self.run_ready();
             self.retry_accepting();
-            if self.cache.hash.is_expanding() {
-                self.cache.rehash_step(REHASH_STEP);
-            }
             self.auto_crawl();
-            self.crawl_step();
+            self.between_turns();
             self.rebalance();
             self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn();
@@ -351,7 +343,7 @@ impl Reactor {
                     // Writes what it can, then closes (now or once the
                     // client has read it); reads nothing more.
                     self.drive(fd, 0);
-                } else if finish_turn(c, &mut self.stats) == Step::Close {
+                } else if turn::finish_turn(&mut Socket, c, &mut self.stats) == Action::Close {
                     self.close(fd);
                 }
             }
@@ -394,7 +386,7 @@ impl Reactor {
                 }
                 // A turn that starts by reading gets memcached's one extra
                 // request; one that continues buffered input does not.
-                let extra = usize::from(c.input.is_empty() && c.resume == 0);
+                let extra = usize::from(c.starts_by_reading());
                 self.drive(fd, extra);
             }
             _ => {}
@@ -450,29 +442,22 @@ impl Reactor {
         };
     }
 
-    /// Advances the crawler by one batch.
-    fn crawl_step(&mut self) {
-        if !self.crawl_can_progress() {
-            return;
-        }
-        let finished = match self.cache.crawl_kind() {
-            Some(CrawlKind::Metadump { fd }) => match self.slots.get_mut(fd as usize) {
-                Some(Slot::Client(c)) => {
-                    let done = self.cache.crawl_step(CRAWL_STEP, &mut c.out);
-                    if done.is_some() {
-                        c.dumping = false;
-                    }
-                    self.drive(fd, 0);
-                    done
-                }
-                _ => {
-                    self.cache.crawl_cancel_for(fd);
-                    None
-                }
+    /// The cache's work between turns (`turn::between_turns`): the
+    /// connection a metadump batch went to runs next.
+    fn between_turns(&mut self) {
+        let crawl = self.crawl_can_progress();
+        let dump_to = match self.cache.crawl_kind() {
+            Some(CrawlKind::Metadump { fd }) if crawl => match self.slots.get_mut(fd as usize) {
+                Some(Slot::Client(c)) => Some(&mut **c),
+                _ => None,
             },
-            Some(CrawlKind::Expired) => self.cache.crawl_step(CRAWL_STEP, &mut Vec::new()),
-            None => None,
+            _ => None,
         };
+        let dumped = dump_to.as_ref().map(|c| c.fd);
+        let finished = turn::between_turns(&mut self.cache, crawl, dump_to);
+        if let Some(fd) = dumped {
+            self.drive(fd, 0);
+        }
         if let Some(job) = finished
             && job.kind == CrawlKind::Expired
             && job.saw_ttl
@@ -511,7 +496,7 @@ impl Reactor {
         // first: the close waits for the end of the turn.
         if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
             && c.hold.is_some()
-            && !matches!(c.state, State::Watch)
+            && !matches!(c.state(), State::Watch)
         {
             c.close_after_write = true;
             return;
@@ -524,23 +509,17 @@ impl Reactor {
             // Replies memcached would already have written still go out;
             // a peer that is not reading them loses them.
             if c.unsent() > 0 {
-                let _ = flush(&mut c, &mut self.stats);
+                let _ = turn::flush(&mut Socket, &mut c, &mut self.stats);
             }
+            self.cache.crawl_cancel_for(fd);
+            self.note_close(fd, &mut c);
             let mut ctx = Ctx {
                 cache: &mut self.cache,
                 stats: &mut self.stats,
                 settings: &mut self.settings,
                 fd,
             };
-            c.abandon(&mut ctx);
-            self.cache.crawl_cancel_for(fd);
-            self.note_close(fd, &mut c);
-            let v = self.settings.verbose;
-            c.go(conn::Phase::Closing, v);
-            if v > 1 {
-                eprintln!("<{fd} connection closed.");
-            }
-            c.go(conn::Phase::Closed, v);
+            c.shut(&mut ctx);
             self.stats.curr_conns -= 1;
             self.clients -= 1;
             self.descriptor_freed();
@@ -558,16 +537,23 @@ impl Reactor {
         let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
             let held = self.read_buf_charge(fd);
-            let step = self.step(fd, &mut budget);
+            let action = self.step(fd, &mut budget);
+            if let Action::Shutdown(graceful) = action {
+                self.stop = if graceful {
+                    StopReason::Graceful
+                } else {
+                    StopReason::Normal
+                };
+            }
             if self.over_read_buf_limit(fd, held) {
                 return self.close(fd);
             }
-            match step {
-                Step::Again => continue,
-                Step::ConnsReport => self.append_conns_report(fd),
-                Step::Idle => return,
-                Step::Close => return self.close(fd),
-                Step::Yield => {
+            match action {
+                Action::Again => continue,
+                Action::ConnsReport => self.append_conns_report(fd),
+                Action::Idle => return,
+                Action::Close | Action::Shutdown(_) => return self.close(fd),
+                Action::Yield => {
                     self.stats.conn_yields += 1;
                     if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
                         && !c.queued
@@ -670,241 +656,28 @@ impl Reactor {
         Some(stream::addr_text("udp", addr))
     }
 
-    fn step(&mut self, fd: RawFd, budget: &mut usize) -> Step {
-        let hold = self.durability.holds_replies();
+    /// One step of client `fd`'s turn (`turn::step`), on its socket.
+    fn step(&mut self, fd: RawFd, budget: &mut usize) -> Action {
         let Reactor {
             slots,
             cache,
             stats,
             settings,
             scratch,
-            stop,
             durability,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
-            return Step::Idle;
+            return Action::Idle;
         };
-        let c: &mut Conn = c;
-        // 1. Output first: it may unblock input.
-        if c.unsent() > 0 && c.writable {
-            match flush(c, stats) {
-                Ok(()) => {}
-                Err(_) => return Step::Close,
-            }
-        }
-        if c.close_after_write {
-            return if c.unsent() == 0 {
-                Step::Close
-            } else {
-                Step::Idle
-            };
-        }
-        if matches!(c.state, State::Closing) {
-            return Step::Close;
-        }
-        if c.blocked_on_output() {
-            return Step::Idle;
-        }
         let mut ctx = Ctx {
             cache,
             stats,
             settings,
             fd,
         };
-        // 2. Requests already buffered (or a paused multi-get).
-        if (!c.input.is_empty() && !c.input_seen) || c.resume > 0 {
-            let input = std::mem::take(&mut c.input);
-            let mark = HoldMark::before(c, ctx.cache, hold);
-            let (used, why) = c.consume(&mut ctx, &input, budget);
-            mark.after(c, ctx.cache, durability);
-            c.input = input;
-            c.input.drain(..used);
-            if let Some(step) = after_consume(c, why, stop) {
-                return step;
-            }
-            if !c.input.is_empty() && why != Stop::NeedInput {
-                return Step::Again;
-            }
-        }
-        if *budget == 0 {
-            return if c.readable || !c.input.is_empty() {
-                Step::Yield
-            } else {
-                finish_turn(c, ctx.stats)
-            };
-        }
-        // 3. Fresh input.
-        if !c.readable {
-            return finish_turn(c, ctx.stats);
-        }
-        if let Some((pending, filled)) = c.direct_value_read() {
-            let window = ctx.cache.value_window_mut(pending.item, filled);
-            return match read_into(&mut c.stream, window, &mut c.readable, c.peer_closed) {
-                ReadOutcome::Data(n) => {
-                    ctx.stats.bytes_read += n as u64;
-                    c.value_read_directly(n);
-                    Step::Again
-                }
-                ReadOutcome::WouldBlock => finish_turn(c, ctx.stats),
-                ReadOutcome::Eof => closed_by_peer(c),
-                ReadOutcome::Closed => Step::Close,
-            };
-        }
-        let want = c.read_size().min(scratch.len());
-        let v = ctx.settings.verbose;
-        if matches!(c.state, State::Cmd) {
-            c.go_read(v);
-        }
-        let n = match read_into(
-            &mut c.stream,
-            &mut scratch[..want],
-            &mut c.readable,
-            c.peer_closed,
-        ) {
-            ReadOutcome::Data(n) => n,
-            ReadOutcome::WouldBlock => {
-                if c.phase == conn::Phase::Read {
-                    c.go(conn::Phase::Waiting, v);
-                }
-                return finish_turn(c, ctx.stats);
-            }
-            ReadOutcome::Eof => return closed_by_peer(c),
-            ReadOutcome::Closed => return Step::Close,
-        };
-        ctx.stats.bytes_read += n as u64;
-        let mark = HoldMark::before(c, ctx.cache, hold);
-        let (used, why) = if c.input.is_empty() {
-            let (used, why) = c.consume(&mut ctx, &scratch[..n], budget);
-            c.input.extend_from_slice(&scratch[used..n]);
-            (used, why)
-        } else {
-            c.input.extend_from_slice(&scratch[..n]);
-            let input = std::mem::take(&mut c.input);
-            let (used, why) = c.consume(&mut ctx, &input, budget);
-            c.input = input;
-            c.input.drain(..used);
-            (used, why)
-        };
-        mark.after(c, ctx.cache, durability);
-        let _ = used;
-        if let Some(step) = after_consume(c, why, stop) {
-            return step;
-        }
-        Step::Again
-    }
-}
-
-/// With the AOF on: notes where a connection's output stood before it ran
-/// requests, so that if they logged mutations, everything from there on is
-/// held until the end-of-turn write (and sync, with `always`).
-struct HoldMark {
-    feed_len: usize,
-    out_len: usize,
-    active: bool,
-}
-
-impl HoldMark {
-    fn before(c: &Conn, cache: &Cache, active: bool) -> HoldMark {
-        HoldMark {
-            feed_len: crate::persist::mutations::len(cache),
-            out_len: c.out.len(),
-            active,
-        }
-    }
-
-    fn after(self, c: &mut Conn, cache: &Cache, durability: &mut Durability) {
-        if self.active && crate::persist::mutations::len(cache) != self.feed_len {
-            if c.hold.is_none() {
-                c.hold = Some(self.out_len.max(c.out_pos));
-            }
-            durability.hold(c.fd);
-        }
-    }
-}
-
-#[derive(PartialEq, Eq)]
-enum Step {
-    /// Keep going with this connection.
-    Again,
-    /// Nothing more until epoll reports readiness.
-    Idle,
-    /// Budget spent with work left: run again after the others.
-    Yield,
-    /// Append the `stats conns` report, then keep going.
-    ConnsReport,
-    Close,
-}
-
-fn after_consume(c: &mut Conn, why: Stop, stop: &mut StopReason) -> Option<Step> {
-    match why {
-        Stop::NeedInput => None,
-        Stop::Budget => Some(Step::Yield),
-        Stop::Blocked => Some(Step::Again),
-        Stop::ConnsReport => Some(Step::ConnsReport),
-        Stop::Close => Some(if c.close_after_write {
-            Step::Again
-        } else {
-            Step::Close
-        }),
-        Stop::Shutdown(graceful) => {
-            *stop = if graceful {
-                StopReason::Graceful
-            } else {
-                StopReason::Normal
-            };
-            Some(Step::Close)
-        }
-    }
-}
-
-/// The client closed its end: memcached's "normal" close.
-fn closed_by_peer(c: &mut Conn) -> Step {
-    c.close_reason = crate::logger::CloseReason::Normal;
-    Step::Close
-}
-
-/// Writes what is pending at the end of a turn.
-fn finish_turn(c: &mut Conn, stats: &mut Stats) -> Step {
-    if c.unsent() > 0 && c.writable && flush(c, stats).is_err() {
-        return Step::Close;
-    }
-    Step::Idle
-}
-
-enum ReadOutcome {
-    Data(usize),
-    WouldBlock,
-    /// End of stream: the client closed (memcached's "normal" close).
-    Eof,
-    Closed,
-}
-
-fn read_into(
-    stream: &mut Stream,
-    buf: &mut [u8],
-    readable: &mut bool,
-    peer_closed: bool,
-) -> ReadOutcome {
-    loop {
-        match stream.read(buf) {
-            Ok(0) => return ReadOutcome::Eof,
-            Ok(n) => {
-                // A short read drained the socket and epoll will report more
-                // -- unless the peer has closed, when only reading on finds
-                // the end of file.
-                if n < buf.len() && !peer_closed {
-                    *readable = false;
-                }
-                return ReadOutcome::Data(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                *readable = false;
-                return ReadOutcome::WouldBlock;
-            }
-            Err(_) => return ReadOutcome::Closed,
-        }
+        let held = durability.holds_replies().then_some(durability);
+        turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }
 }
 
@@ -922,43 +695,4 @@ fn refuse_held(c: &mut Conn) {
         c.out.extend_from_slice(b"\r\n");
     }
     c.close_after_write = true;
-}
-
-/// Writes as much pending output as the socket takes.
-fn flush(c: &mut Conn, stats: &mut Stats) -> io::Result<()> {
-    // Replies held for the AOF sync stay put.
-    let end = c.hold.map_or(c.out.len(), |h| h.min(c.out.len()));
-    while c.out_pos < end {
-        match c.stream.write(&c.out[c.out_pos..end]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                c.out_pos += n;
-                stats.bytes_written += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.writable = false;
-                break;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    if c.unsent() == 0 {
-        c.out.clear();
-        c.out_pos = 0;
-        c.flush_mark = 0;
-        if c.hold.is_some() {
-            c.hold = Some(0);
-        }
-        // A burst of large replies should not pin memory on an idle client.
-        if c.out.capacity() > 1 << 20 {
-            c.out = Vec::new();
-        }
-    }
-    // Like memcached's read buffers, returned when nothing is left in them
-    // (only clients that leave partial requests ever allocate one).
-    if c.input.is_empty() && c.input.capacity() > 0 {
-        c.input = Vec::new();
-    }
-    Ok(())
 }

@@ -10,7 +10,7 @@
 //! response per command and, in a multi-key get, one per key (the `END`
 //! rides on the last key's response if that key was found).
 
-use super::conn::{Conn, Mark, Phase, Stop};
+use super::conn::{BatchEnd, Conn, Mark};
 use super::{Slot, StopReason};
 use crate::proto::binary::REQUEST_MAGIC as BINARY_REQUEST_MAGIC;
 use crate::proto::request::Ctx;
@@ -237,8 +237,8 @@ impl super::Reactor {
         self.udp.serving = Some(request.peer);
         self.udp.resumed = false;
         let now = self.cache.now();
-        self.with_udp_conn(fd, |c, ctx| {
-            c.start_datagram(ctx);
+        self.with_udp_conn(fd, |c, _| {
+            c.start_datagram();
             c.bin.binary = binary;
             c.last_active = now;
         });
@@ -249,12 +249,13 @@ impl super::Reactor {
         loop {
             let (used, why) = self
                 .with_udp_conn(fd, |c, ctx| c.consume(ctx, &payload[pos..], &mut budget))
-                .unwrap_or((0, Stop::Close));
-            if why == Stop::ConnsReport {
+                .unwrap_or((0, BatchEnd::Close));
+            if why == BatchEnd::ConnsReport {
                 self.append_conns_report(fd);
                 self.extend_last_mark(fd);
             }
-            let paused = why == Stop::Blocked && self.udp_conn(fd).is_some_and(|c| c.resume > 0);
+            let paused =
+                why == BatchEnd::Blocked && self.udp_conn(fd).is_some_and(|c| c.is_paused());
             let unwritten = self.replies_unwritten(fd);
             // A datagram's replies cannot wait for the end of the turn.
             if crate::persist::mutations::len(&self.cache) > 0 && !self.aof_write() {
@@ -271,9 +272,9 @@ impl super::Reactor {
             self.transmit(request, &payload[pos..], paused);
             pos += used;
             match why {
-                Stop::ConnsReport => {}
-                Stop::Blocked if paused => {}
-                Stop::Budget => {
+                BatchEnd::ConnsReport => {}
+                BatchEnd::Blocked if paused => {}
+                BatchEnd::Budget => {
                     // memcached yields here and carries on with the
                     // datagram on its next turn.
                     self.stats.conn_yields += 1;
@@ -282,7 +283,7 @@ impl super::Reactor {
                     }
                     budget = per_turn;
                 }
-                Stop::NeedInput => {
+                BatchEnd::NeedInput => {
                     // Replies not yet written (the last request was not a
                     // retrieval, which writes at once) make memcached pass
                     // its request count once more to write them, and yield
@@ -292,7 +293,7 @@ impl super::Reactor {
                     }
                     break;
                 }
-                Stop::Shutdown(graceful) => {
+                BatchEnd::Shutdown(graceful) => {
                     self.stop = if graceful {
                         StopReason::Graceful
                     } else {
@@ -304,18 +305,9 @@ impl super::Reactor {
             }
         }
         // A data block the datagram did not finish is dropped with it; so
-        // is a metadump, which has no connection to stream to. memcached
-        // goes straight back to reading.
-        self.with_udp_conn(fd, |c, ctx| {
-            let v = ctx.settings.verbose;
-            if c.close_after_write {
-                // `quit`: written, then closed, which for UDP means reading.
-                c.go(Phase::NewCmd, v);
-                c.go(Phase::Closing, v);
-            }
-            c.start_datagram(ctx);
-            c.go(Phase::Read, v);
-        });
+        // is a metadump, which has no connection to stream to. `quit` is
+        // written, then closed, which for UDP means reading again.
+        self.with_udp_conn(fd, |c, ctx| c.end_datagram(ctx));
         self.cache.crawl_cancel_for(fd);
         self.udp.serving = None;
     }

@@ -1,19 +1,20 @@
-//! A connection without a network: runs a byte stream through the same
-//! `Conn::consume` the reactor uses, against a real (small) `Cache`, and
-//! collects the replies. It exists for the fuzz targets (`fuzz/`) and their
-//! regression tests, which need to push millions of inputs per minute
-//! through the parsers and the cache semantics without sockets or threads.
+//! A connection without a network, for the fuzz targets (`fuzz/`) and
+//! their regression tests, which push millions of inputs per minute through
+//! the parsers and the cache semantics without sockets or threads.
 //!
-//! The loop below follows `Reactor::step`: reads are cut to what the reactor
-//! would take at once (so line-length limits trigger the same way), the
-//! request budget is refilled when spent, a blocked connection has its
-//! output "read" by the client, and the LRU crawler and hash expansion are
-//! advanced between batches. The socket the connection owns is one end of
-//! a loopback pair made once per process and never read or written.
+//! A session runs a byte stream through the reactor's own turn
+//! (`turn::step`), against a real (small) `Cache`, and collects the
+//! replies. Only the socket is faked: the [`Wire`] a step reads from hands
+//! out the session's reads in order (each cut to what the reactor asks for
+//! at once, so line-length limits trigger the same way), and the client
+//! reads every reply as soon as it is written. Between turns the cache's
+//! background work runs as the reactor runs it (`turn::between_turns`).
+//! The socket the connection owns is one end of a loopback pair made once
+//! per process and never read or written.
 
-use super::conn::{Conn, Stop};
+use super::conn::{Conn, READ_SIZE};
 use super::stream::Stream;
-use super::{CRAWL_STEP, REHASH_STEP};
+use super::turn::{self, Action, Wire};
 use crate::items::Cache;
 use crate::items::crawler::CrawlKind;
 use crate::proto::request::Ctx;
@@ -24,9 +25,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
-/// How often one session may go round the consume loop before the harness
-/// declares the connection stuck: a parser that neither consumes input nor
-/// stops is a bug the fuzzer should report, not hang on.
+/// How many steps one read may take before the harness declares the
+/// connection stuck: a parser that neither consumes input nor stops is a
+/// bug the fuzzer should report, not hang on.
 const MAX_ROUNDS: usize = 1 << 20;
 
 pub struct Feeder {
@@ -66,11 +67,37 @@ pub enum Ending {
     Shutdown,
 }
 
+/// The client at the other end of the fake socket: what it has sent that
+/// the server has not read yet, and everything it has received.
+struct Client<'a> {
+    sent: &'a [u8],
+    replies: &'a mut Vec<u8>,
+}
+
+impl Wire for Client<'_> {
+    fn read(&mut self, _: &mut Stream, buf: &mut [u8]) -> io::Result<usize> {
+        if self.sent.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.sent.len());
+        buf[..n].copy_from_slice(&self.sent[..n]);
+        self.sent = &self.sent[n..];
+        Ok(n)
+    }
+
+    fn write(&mut self, _: &mut Stream, bytes: &[u8]) -> io::Result<usize> {
+        self.replies.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+}
+
 impl Feeder {
     /// A cache built from `settings` as the server would build it.
     pub fn new(settings: Settings) -> io::Result<Feeder> {
+        let mut cache = Cache::new(crate::items::CacheConfig::from_settings(&settings))?;
+        cache.crawler_running = settings.lru_crawler;
         Ok(Feeder {
-            cache: Cache::new(crate::items::CacheConfig::from_settings(&settings))?,
+            cache,
             stats: Stats::default(),
             settings,
             stream: loopback()?,
@@ -81,9 +108,9 @@ impl Feeder {
         &self.cache
     }
 
-    /// Runs one connection that receives `reads` in that order, one socket
-    /// read each (cut further if the reactor would read less at once), and
-    /// appends every reply byte to `replies`.
+    /// Runs one connection that receives `reads` in that order, each
+    /// arriving whole before the server looks (cut further if the reactor
+    /// would read less at once), and appends every reply byte to `replies`.
     pub fn session(&mut self, reads: &[&[u8]], replies: &mut Vec<u8>) -> io::Result<Ending> {
         let stream = self.stream.try_clone()?;
         let fd = stream.as_raw_fd();
@@ -91,91 +118,80 @@ impl Feeder {
         let authenticating = self.settings.auth.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         conn.choose_protocol(self.settings.protocol);
+        let mut client = Client { sent: &[], replies };
+        let mut scratch = vec![0; READ_SIZE];
         let mut ending = Ending::Open;
-        'reads: for read in reads {
-            let mut rest = *read;
-            while !rest.is_empty() {
-                let take = conn.read_size().min(rest.len());
-                conn.input.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if let Some(end) = self.run(&mut conn, replies) {
-                    ending = end;
-                    break 'reads;
-                }
-                // The reactor writes what a read produced before the next.
-                Self::client_reads(&mut conn, replies);
+        for read in reads.iter().filter(|r| !r.is_empty()) {
+            client.sent = read;
+            // The edge epoll would report.
+            conn.readable = true;
+            if let Some(end) = self.drive(&mut client, &mut conn, &mut scratch) {
+                ending = end;
+                break;
             }
         }
-        replies.extend_from_slice(&conn.out[conn.out_pos..]);
+        client.replies.extend_from_slice(&conn.out[conn.out_pos..]);
+        self.cache.crawl_cancel_for(fd);
+        // As the reactor's close does: a watcher stops being one.
+        self.cache.logger.remove_watcher(fd);
         let mut ctx = Ctx {
             cache: &mut self.cache,
             stats: &mut self.stats,
             settings: &mut self.settings,
             fd,
         };
-        conn.abandon(&mut ctx);
-        self.cache.crawl_cancel_for(fd);
-        // As the reactor's close does: a watcher stops being one.
-        self.cache.logger.remove_watcher(fd);
+        conn.shut(&mut ctx);
         Ok(ending)
     }
 
-    /// Consumes buffered input until more is needed or the connection ends.
-    fn run(&mut self, conn: &mut Conn, replies: &mut Vec<u8>) -> Option<Ending> {
-        let mut budget = self.settings.reqs_per_event.max(1) + 1;
+    /// The reactor's `drive` for the one connection: steps until the read
+    /// is used up (`None`) or the connection ends. The turn's budget is
+    /// renewed where the reactor would run the connection again after the
+    /// others.
+    fn drive(
+        &mut self,
+        client: &mut Client,
+        conn: &mut Conn,
+        scratch: &mut [u8],
+    ) -> Option<Ending> {
+        let per_turn = self.settings.reqs_per_event.max(1);
+        let mut budget = per_turn + usize::from(conn.starts_by_reading());
         for _ in 0..MAX_ROUNDS {
-            let input = std::mem::take(&mut conn.input);
             let mut ctx = Ctx {
                 cache: &mut self.cache,
                 stats: &mut self.stats,
                 settings: &mut self.settings,
                 fd: conn.fd,
             };
-            let (used, why) = conn.consume(&mut ctx, &input, &mut budget);
-            conn.input = input;
-            conn.input.drain(..used);
+            let action = turn::step(client, conn, &mut ctx, scratch, &mut budget, None);
             // `verbosity 2` would make every later request print a trace,
             // which slows a fuzzer to a crawl; the trace code already ran.
             self.settings.verbose = 0;
-            self.background(conn);
-            match why {
-                Stop::NeedInput => return None,
-                Stop::Budget => budget = self.settings.reqs_per_event.max(1),
-                Stop::Blocked => Self::client_reads(conn, replies),
-                Stop::ConnsReport => conn.out.extend_from_slice(b"END\r\n"),
-                Stop::Close => return Some(Ending::Closed),
-                Stop::Shutdown(_) => return Some(Ending::Shutdown),
+            match action {
+                Action::Again => continue,
+                // The other connections' part of the report is the reactor's.
+                Action::ConnsReport => conn.out.extend_from_slice(b"END\r\n"),
+                Action::Close => return Some(Ending::Closed),
+                Action::Shutdown(_) => return Some(Ending::Shutdown),
+                // Idle waiting for a metadump: the crawler writes it.
+                Action::Idle if !conn.readable && !conn.blocked_on_output() => return None,
+                Action::Idle | Action::Yield => {
+                    self.between_turns(conn);
+                    budget = per_turn;
+                }
             }
         }
         panic!("connection made no progress in {MAX_ROUNDS} rounds");
     }
 
-    /// What the reactor does between turns: grow the hash table, advance
-    /// the LRU crawler (writing a metadump to its connection).
-    fn background(&mut self, conn: &mut Conn) {
-        if self.cache.hash.is_expanding() {
-            self.cache.rehash_step(REHASH_STEP);
-        }
-        match self.cache.crawl_kind() {
-            Some(CrawlKind::Metadump { fd }) if fd == conn.fd => {
-                while self.cache.crawl_kind().is_some() {
-                    self.cache.crawl_step(CRAWL_STEP, &mut conn.out);
-                }
-                conn.dumping = false;
-            }
-            Some(CrawlKind::Expired) => {
-                self.cache.crawl_step(CRAWL_STEP, &mut Vec::new());
-            }
-            _ => {}
-        }
-    }
-
-    /// The client reads everything queued, so a blocked connection can go on.
-    fn client_reads(conn: &mut Conn, replies: &mut Vec<u8>) {
-        replies.extend_from_slice(&conn.out[conn.out_pos..]);
-        conn.out.clear();
-        conn.out_pos = 0;
-        conn.flush_mark = 0;
+    /// What the reactor does for the cache between turns; a metadump goes
+    /// to this connection.
+    fn between_turns(&mut self, conn: &mut Conn) {
+        let dump_to = match self.cache.crawl_kind() {
+            Some(CrawlKind::Metadump { fd }) if fd == conn.fd => Some(conn),
+            _ => None,
+        };
+        turn::between_turns(&mut self.cache, true, dump_to);
     }
 }
 
@@ -432,5 +448,88 @@ pub mod fuzz {
         let mut probe = vec![selector];
         probe.extend_from_slice(&stream);
         text(&probe);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ending, Feeder};
+    use crate::settings::Settings;
+
+    fn session(settings: Settings, reads: &[&[u8]]) -> (Vec<u8>, Ending) {
+        let mut feeder = Feeder::new(settings).expect("loopback pair");
+        let mut replies = Vec::new();
+        let ending = feeder.session(reads, &mut replies).expect("a session");
+        (replies, ending)
+    }
+
+    /// A value longer than a read buffer is read straight into its item,
+    /// as the reactor reads it.
+    #[test]
+    fn a_large_value_is_read_into_its_item() {
+        let value = vec![b'v'; 100_000];
+        let block = [&value[..], b"\r\n"].concat();
+        let reads: [&[u8]; 3] = [b"set big 0 0 100000\r\n", &block, b"get big\r\n"];
+        let (replies, ending) = session(Settings::default(), &reads);
+        let want = [
+            &b"STORED\r\nVALUE big 0 100000\r\n"[..],
+            &value,
+            b"\r\nEND\r\n",
+        ]
+        .concat();
+        assert_eq!(ending, Ending::Open);
+        assert!(replies == want, "got {} bytes", replies.len());
+    }
+
+    /// Past its budget a turn yields, and the next goes on with what is
+    /// buffered: every request is answered, in order.
+    #[test]
+    fn a_yielding_connection_answers_everything() {
+        let settings = Settings {
+            reqs_per_event: 1,
+            ..Settings::default()
+        };
+        let mut read = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..50 {
+            read.extend_from_slice(
+                format!("set k{i} 0 0 1\r\n{}\r\nget k{i}\r\n", i % 10).as_bytes(),
+            );
+            want.extend_from_slice(
+                format!("STORED\r\nVALUE k{i} 0 1\r\n{}\r\nEND\r\n", i % 10).as_bytes(),
+            );
+        }
+        let (replies, _) = session(settings, &[&read]);
+        assert_eq!(
+            String::from_utf8_lossy(&replies),
+            String::from_utf8_lossy(&want)
+        );
+    }
+
+    /// A metadump is written in full between turns; then the connection
+    /// takes requests again.
+    #[test]
+    fn a_metadump_ends_and_requests_resume() {
+        let reads: [&[u8]; 2] = [
+            b"set a 0 0 1\r\na\r\n",
+            b"lru_crawler metadump all\r\nget a\r\n",
+        ];
+        let (replies, _) = session(Settings::default(), &reads);
+        let text = String::from_utf8_lossy(&replies);
+        assert!(text.starts_with("STORED\r\nkey=a exp=-1 "), "{text}");
+        assert!(
+            text.ends_with("\nEND\r\nVALUE a 0 1\r\na\r\nEND\r\n"),
+            "{text}"
+        );
+    }
+
+    /// `quit` is answered after what came before it, then the connection
+    /// closes: nothing after it runs.
+    #[test]
+    fn quit_writes_then_closes() {
+        let reads: [&[u8]; 1] = [b"set q 0 0 1\r\nq\r\nquit\r\nget q\r\n"];
+        let (replies, ending) = session(Settings::default(), &reads);
+        assert_eq!(ending, Ending::Closed);
+        assert_eq!(replies, b"STORED\r\n");
     }
 }
