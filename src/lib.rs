@@ -1,3 +1,4 @@
+#![warn(unreachable_pub)]
 //! A memcached-compatible cache server: one thread, one epoll reactor, one
 //! slab arena. Each module is a room with one concern:
 //!

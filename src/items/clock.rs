@@ -14,11 +14,11 @@ pub(crate) const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 /// An item is moved to the LRU head at most this often (seconds).
 pub(crate) const ITEM_UPDATE_INTERVAL: u32 = 60;
 
-pub struct Clock {
+pub(crate) struct Clock {
     /// Seconds since the relative epoch.
-    pub now: u32,
+    pub(crate) now: u32,
     /// Unix time of the relative epoch (memcached's `process_started`).
-    pub process_started: i64,
+    pub(crate) process_started: i64,
     /// Monotonic instant of the relative epoch's start-up reading.
     mono_start: Instant,
     /// `now` at `mono_start`.
@@ -33,7 +33,7 @@ fn unix_secs() -> i64 {
 }
 
 impl Clock {
-    pub fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         let back = ITEM_UPDATE_INTERVAL + 2;
         Clock {
             now: back,
@@ -47,7 +47,7 @@ impl Clock {
     /// `stopped_at`, `downtime` seconds ago, as memcached does on a warm
     /// restart: the epoch stays where it was, so every stored time keeps
     /// its meaning and the downtime counts toward expiry.
-    pub fn resume(&mut self, process_started: i64, stopped_at: u32, downtime: u32) {
+    pub(crate) fn resume(&mut self, process_started: i64, stopped_at: u32, downtime: u32) {
         self.process_started = process_started;
         self.base = stopped_at.saturating_add(downtime);
         self.mono_start = Instant::now();
@@ -55,12 +55,12 @@ impl Clock {
     }
 
     /// The wall-clock unix time now.
-    pub fn unix_now() -> i64 {
+    pub(crate) fn unix_now() -> i64 {
         unix_secs()
     }
 
     /// Re-reads the monotonic clock; true when the second changed.
-    pub fn tick(&mut self) -> bool {
+    pub(crate) fn tick(&mut self) -> bool {
         let elapsed = self.mono_start.elapsed().as_secs() as u32;
         let now = self.base + elapsed;
         let changed = now != self.now;
@@ -69,7 +69,7 @@ impl Clock {
     }
 
     /// memcached's `realtime()`: a protocol exptime to relative time.
-    pub fn realtime(&self, exptime: i64) -> u32 {
+    pub(crate) fn realtime(&self, exptime: i64) -> u32 {
         if exptime == 0 {
             return 0;
         }
@@ -87,7 +87,7 @@ impl Clock {
     }
 
     /// The unix time of relative time `t`.
-    pub fn to_unix(&self, t: u32) -> i64 {
+    pub(crate) fn to_unix(&self, t: u32) -> i64 {
         self.process_started + t as i64
     }
 }

@@ -13,7 +13,7 @@ use super::{Cache, item};
 use crate::slab::{ChunkRef, NIL};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrawlKind {
+pub(crate) enum CrawlKind {
     /// Reclaim expired and flushed items.
     Expired,
     /// Write a line per live item to connection `fd`.
@@ -21,8 +21,8 @@ pub enum CrawlKind {
 }
 
 #[derive(Debug)]
-pub struct CrawlJob {
-    pub kind: CrawlKind,
+pub(crate) struct CrawlJob {
+    pub(crate) kind: CrawlKind,
     /// Classes still to walk, in the order they will be walked.
     pending: Vec<u8>,
     class: u8,
@@ -30,14 +30,13 @@ pub struct CrawlJob {
     left: usize,
     limit: u32,
     /// Whether any item seen has an expiry (drives the automatic schedule).
-    pub saw_ttl: bool,
+    pub(crate) saw_ttl: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrawlStart {
+pub(crate) enum CrawlStart {
     Ok,
     Busy,
-    BadClass,
     NotStarted,
 }
 
@@ -73,17 +72,22 @@ fn uriencode(key: &[u8], out: &mut Vec<u8>) {
 }
 
 impl Cache {
-    pub fn crawl_busy(&self) -> bool {
+    pub(crate) fn crawl_busy(&self) -> bool {
         self.crawl.is_some()
     }
 
-    pub fn crawl_kind(&self) -> Option<CrawlKind> {
+    pub(crate) fn crawl_kind(&self) -> Option<CrawlKind> {
         self.crawl.as_ref().map(|j| j.kind)
     }
 
     /// Starts a crawl of `classes` (those with items); memcached's answers
     /// when one is already running or none has items.
-    pub fn crawl_start(&mut self, classes: &[u8], kind: CrawlKind, limit: u32) -> CrawlStart {
+    pub(crate) fn crawl_start(
+        &mut self,
+        classes: &[u8],
+        kind: CrawlKind,
+        limit: u32,
+    ) -> CrawlStart {
         if self.crawl.is_some() {
             return CrawlStart::Busy;
         }
@@ -111,7 +115,7 @@ impl Cache {
 
     /// Advances the crawl by up to `budget` items, appending metadump lines
     /// to `out`. Returns the finished job once it is done.
-    pub fn crawl_step(&mut self, budget: usize, out: &mut Vec<u8>) -> Option<CrawlJob> {
+    pub(crate) fn crawl_step(&mut self, budget: usize, out: &mut Vec<u8>) -> Option<CrawlJob> {
         let mut job = self.crawl.take()?;
         let mut budget = budget;
         while budget > 0 {
@@ -202,7 +206,7 @@ impl Cache {
     }
 
     /// Ends a metadump whose connection went away.
-    pub fn crawl_cancel_for(&mut self, fd: i32) {
+    pub(crate) fn crawl_cancel_for(&mut self, fd: i32) {
         if let Some(job) = &self.crawl
             && job.kind == (CrawlKind::Metadump { fd })
         {

@@ -81,6 +81,33 @@ impl Cache {
         }
     }
 
+    /// Recovery's TOUCH: sets the expiry of the item under `key` even if
+    /// it had expired when its PUT was replayed (the TOUCH, made while it
+    /// was live, is what kept it). A flushed item stays dead.
+    pub(crate) fn touch_given_even_expired(&mut self, key: &[u8], exptime: u64) {
+        let hv = self.hv(key);
+        let Some(it) = self.hash.find(&self.slabs.arena, key, hv) else {
+            return;
+        };
+        if self.is_flushed(it) {
+            return;
+        }
+        let rel = self.exptime_from_unix(exptime);
+        item::view_mut(&mut self.slabs.arena, it).set_exptime(rel);
+        self.log_touch(it);
+    }
+
+    /// Unlinks the item under `key` if it is expired or flushed, counting
+    /// nothing: no client asked for it (recovery's leftover expired PUTs).
+    pub(crate) fn discard_if_dead(&mut self, key: &[u8]) {
+        let hv = self.hv(key);
+        if let Some(it) = self.hash.find(&self.slabs.arena, key, hv)
+            && (self.is_expired(it) || self.is_flushed(it))
+        {
+            self.unlink(it);
+        }
+    }
+
     /// An immediate `flush_all`: every item goes now.
     pub(crate) fn flush_given_now(&mut self) {
         self.remove_all();

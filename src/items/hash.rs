@@ -35,7 +35,7 @@ fn fold(x: u64, k: u64) -> u64 {
     (m as u64) ^ ((m >> 64) as u64)
 }
 
-pub struct HashTable {
+pub(crate) struct HashTable {
     buckets: Vec<ChunkRef>,
     /// The previous, smaller array while an expansion is in progress.
     old: Vec<ChunkRef>,
@@ -43,11 +43,11 @@ pub struct HashTable {
     power: u32,
     items: usize,
     expand: bool,
-    pub seed: u64,
+    pub(crate) seed: u64,
 }
 
 impl HashTable {
-    pub fn new(power: u32, expand: bool, seed: u64) -> HashTable {
+    pub(crate) fn new(power: u32, expand: bool, seed: u64) -> HashTable {
         HashTable {
             buckets: vec![NIL; 1 << power],
             old: Vec::new(),
@@ -59,25 +59,17 @@ impl HashTable {
         }
     }
 
-    pub fn power(&self) -> u32 {
+    pub(crate) fn power(&self) -> u32 {
         self.power
     }
 
-    pub fn is_expanding(&self) -> bool {
+    pub(crate) fn is_expanding(&self) -> bool {
         !self.old.is_empty()
     }
 
     /// Bytes held by the bucket arrays.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         (self.buckets.len() + self.old.len()) * std::mem::size_of::<ChunkRef>()
-    }
-
-    pub fn len(&self) -> usize {
-        self.items
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items == 0
     }
 
     /// The head slot for hash `hv`: (in old array?, index).
@@ -107,7 +99,7 @@ impl HashTable {
         }
     }
 
-    pub fn find(&self, arena: &Arena, key: &[u8], hv: u64) -> Option<ChunkRef> {
+    pub(crate) fn find(&self, arena: &Arena, key: &[u8], hv: u64) -> Option<ChunkRef> {
         let mut it = self.head(hv);
         while it != NIL {
             let v = item::view(arena, it);
@@ -119,7 +111,7 @@ impl HashTable {
         None
     }
 
-    pub fn insert(&mut self, arena: &mut Arena, it: ChunkRef, hv: u64) {
+    pub(crate) fn insert(&mut self, arena: &mut Arena, it: ChunkRef, hv: u64) {
         let head = self.head(hv);
         item::view_mut(arena, it).set_h_next(head);
         self.set_head(hv, it);
@@ -131,7 +123,7 @@ impl HashTable {
         }
     }
 
-    pub fn remove(&mut self, arena: &mut Arena, it: ChunkRef, hv: u64) {
+    pub(crate) fn remove(&mut self, arena: &mut Arena, it: ChunkRef, hv: u64) {
         let next = item::view(arena, it).h_next();
         let mut cur = self.head(hv);
         if cur == it {
@@ -158,7 +150,7 @@ impl HashTable {
     }
 
     /// Moves up to `n` old buckets into the new array; true while more remain.
-    pub fn migrate(&mut self, arena: &mut Arena, n: usize) -> bool {
+    pub(crate) fn migrate(&mut self, arena: &mut Arena, n: usize) -> bool {
         let mut left = n;
         while left > 0 && self.migrated < self.old.len() {
             let mut it = self.old[self.migrated];

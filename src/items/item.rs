@@ -59,7 +59,7 @@ const IFLAGS: usize = 37;
 const LRU: usize = 38;
 
 /// Typed access to the header fields of the item at `it`.
-pub struct View<'a> {
+pub(crate) struct View<'a> {
     arena: &'a Arena,
     base: usize,
 }
@@ -156,21 +156,21 @@ field!(
 field!(u8, read_u8, write_u8, lru, set_lru, LRU, also_read_mut);
 
 impl<'a> View<'a> {
-    pub fn cas(&self) -> u64 {
+    pub(crate) fn cas(&self) -> u64 {
         self.arena.read_u64(self.base + CAS)
     }
 
-    pub fn key(&self) -> &'a [u8] {
+    pub(crate) fn key(&self) -> &'a [u8] {
         let n = self.nkey() as usize;
         self.arena.bytes(self.base + HEADER, n)
     }
 
-    pub fn is(&self, flag: u8) -> bool {
+    pub(crate) fn is(&self, flag: u8) -> bool {
         self.iflags() & flag != 0
     }
 
     /// Byte offset of the value (or of the chunk list) in the arena.
-    pub fn body_offset(&self) -> usize {
+    pub(crate) fn body_offset(&self) -> usize {
         self.base + HEADER + self.nkey() as usize
     }
 }

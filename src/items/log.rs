@@ -40,7 +40,7 @@ struct Probe {
 impl Cache {
     /// Stores a filled-in item under `mode` (see `store_unlogged`), logged
     /// to `watch mutations`.
-    pub fn store(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
+    pub(crate) fn store(&mut self, it: ChunkRef, mode: StoreMode, cas_in: u64) -> StoreResult {
         if !self.logger.wants(MUTATIONS) {
             return self.store_unlogged(it, mode, cas_in);
         }
@@ -51,7 +51,7 @@ impl Cache {
     }
 
     /// `store` for `ms` (see `meta_store_unlogged`), logged the same way.
-    pub fn meta_store(
+    pub(crate) fn meta_store(
         &mut self,
         it: ChunkRef,
         mode: StoreMode,
@@ -112,7 +112,12 @@ impl Cache {
     /// left in a register (here 0), its size and TTL 0. The binary
     /// protocol gives no mode (`cmd=null`); there memcached reads the class
     /// of an item it does not have and crashes, which this does not copy.
-    pub fn log_refused_store(&mut self, key: &[u8], mode: Option<StoreMode>, too_large: bool) {
+    pub(crate) fn log_refused_store(
+        &mut self,
+        key: &[u8],
+        mode: Option<StoreMode>,
+        too_large: bool,
+    ) {
         if !self.logger.wants(MUTATIONS) {
             return;
         }

@@ -6,9 +6,9 @@ use crate::slab::{ChunkRef, NIL, arena::Arena};
 
 #[derive(Debug, Default)]
 pub(super) struct Lru {
-    pub head: ChunkRef,
-    pub tail: ChunkRef,
-    pub len: usize,
+    pub(crate) head: ChunkRef,
+    pub(crate) tail: ChunkRef,
+    pub(crate) len: usize,
 }
 
 impl Lru {

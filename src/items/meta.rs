@@ -19,7 +19,7 @@ use crate::slab::ChunkRef;
 
 /// What `md` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetaDelete {
+pub(crate) enum MetaDelete {
     Deleted,
     /// `I`: kept, marked stale, given a new CAS.
     MarkedStale,
@@ -30,7 +30,7 @@ pub enum MetaDelete {
 
 /// What `ma` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetaDelta {
+pub(crate) enum MetaDelta {
     /// The new value, the CAS and expiry to report, and the item that a
     /// later `T` changes: None when the value was too long to rewrite in
     /// place (or the item was pinned) and it was replaced -- memcached then
@@ -51,7 +51,7 @@ impl Cache {
     // ----- pins ------------------------------------------------------------
 
     /// An `mg` reply references `it` until the next write point.
-    pub fn pin(&mut self, it: ChunkRef) {
+    pub(crate) fn pin(&mut self, it: ChunkRef) {
         if !self.view(it).is(PINNED) {
             item::view_mut(&mut self.slabs.arena, it).add_flag(PINNED);
             self.pins.push(it);
@@ -59,7 +59,7 @@ impl Cache {
     }
 
     /// Replies were written: nothing is referenced any more.
-    pub fn unpin_all(&mut self) {
+    pub(crate) fn unpin_all(&mut self) {
         for i in 0..self.pins.len() {
             let it = self.pins[i];
             item::view_mut(&mut self.slabs.arena, it).clear_flag(PINNED);
@@ -82,18 +82,18 @@ impl Cache {
 
     /// memcached's `do_item_get` for a meta command: a live item, bumped
     /// (marked fetched) when `bump`. Traced at `-vvv`.
-    pub fn meta_find(&mut self, key: &[u8], bump: bool) -> Option<ChunkRef> {
+    pub(crate) fn meta_find(&mut self, key: &[u8], bump: bool) -> Option<ChunkRef> {
         self.find(key, bump)
     }
 
     /// `mg`'s delayed bump, once `h` and `l` have been read.
-    pub fn meta_bump(&mut self, it: ChunkRef) {
+    pub(crate) fn meta_bump(&mut self, it: ChunkRef) {
         self.bump(it);
     }
 
     /// `mg ... N`: a linked stub with an empty value, no flags, no expiry
     /// (the caller sets it). None when memory cannot be had.
-    pub fn vivify(&mut self, key: &[u8]) -> Option<ChunkRef> {
+    pub(crate) fn vivify(&mut self, key: &[u8]) -> Option<ChunkRef> {
         let it = self.alloc(key, 0, 0, 0).ok()?;
         self.link(it);
         Some(it)
@@ -101,7 +101,7 @@ impl Cache {
 
     /// `ma ... N` on a miss: an item holding `value`, stored as memcached's
     /// `add` does it (looking the key up again first).
-    pub fn vivify_number(&mut self, key: &[u8], value: &[u8]) -> Option<ChunkRef> {
+    pub(crate) fn vivify_number(&mut self, key: &[u8], value: &[u8]) -> Option<ChunkRef> {
         let it = self.alloc(key, 0, 0, value.len()).ok()?;
         self.value_window_mut(it, 0).copy_from_slice(value);
         if self.find(key, false).is_some() {
@@ -113,22 +113,22 @@ impl Cache {
         Some(it)
     }
 
-    pub fn set_exptime(&mut self, it: ChunkRef, exptime: u32) {
+    pub(crate) fn set_exptime(&mut self, it: ChunkRef, exptime: u32) {
         item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
         self.log_touch(it);
     }
 
     /// Whether the item's key was stored base64 encoded (`ms ... b`).
-    pub fn key_is_binary(&self, it: ChunkRef) -> bool {
+    pub(crate) fn key_is_binary(&self, it: ChunkRef) -> bool {
         self.view(it).is(KEY_BINARY)
     }
 
-    pub fn mark_key_binary(&mut self, it: ChunkRef) {
+    pub(crate) fn mark_key_binary(&mut self, it: ChunkRef) {
         item::view_mut(&mut self.slabs.arena, it).add_flag(KEY_BINARY);
     }
 
     /// Whether a client already holds the recache win for `it`.
-    pub fn token_sent(&self, it: ChunkRef) -> bool {
+    pub(crate) fn token_sent(&self, it: ChunkRef) -> bool {
         self.view(it).is(TOKEN_SENT)
     }
 
@@ -136,7 +136,7 @@ impl Cache {
     /// already handed out; X: the item is stale; W: this client wins
     /// (`won` from N or R, or a stale item nobody won yet), which marks
     /// the token as sent.
-    pub fn recache_markers(&mut self, it: ChunkRef, won: bool) -> (bool, bool, bool) {
+    pub(crate) fn recache_markers(&mut self, it: ChunkRef, won: bool) -> (bool, bool, bool) {
         let v = self.view(it);
         let (sent, stale) = (v.is(TOKEN_SENT), v.is(STALE));
         let win = won || (stale && !sent);
@@ -148,7 +148,7 @@ impl Cache {
 
     /// The slab class memcached would report for the item (`ITEM_clsid`),
     /// from its own size formula; large items count in the largest class.
-    pub fn memcached_class(&self, it: ChunkRef) -> u8 {
+    pub(crate) fn memcached_class(&self, it: ChunkRef) -> u8 {
         let size = self.memcached_size(it);
         match self.slabs.class_for(size) {
             Some(id) if size <= self.slabs.chunk_max() => id,
@@ -157,7 +157,7 @@ impl Cache {
     }
 
     /// memcached's `ITEM_ntotal` for the item.
-    pub fn memcached_size(&self, it: ChunkRef) -> usize {
+    pub(crate) fn memcached_size(&self, it: ChunkRef) -> usize {
         let v = self.view(it);
         item::memcached_ntotal(
             v.nkey() as usize,
@@ -172,7 +172,7 @@ impl Cache {
     /// `md`: delete, or with `stale` mark stale (then `exptime`, from `T`,
     /// replaces the expiry), in both cases only if `cas` (from `C`)
     /// matches. Counts delete hits; misses are the caller's.
-    pub fn meta_delete(
+    pub(crate) fn meta_delete(
         &mut self,
         key: &[u8],
         cas: Option<u64>,
@@ -214,7 +214,13 @@ impl Cache {
     /// and which item a following `T` may change. memcached parses the value
     /// with its CRLF after it; the end of the slice reads the same to
     /// `safe_strtoull`.
-    pub fn meta_add_delta(&mut self, key: &[u8], incr: bool, delta: u64, cas_in: u64) -> MetaDelta {
+    pub(crate) fn meta_add_delta(
+        &mut self,
+        key: &[u8],
+        incr: bool,
+        delta: u64,
+        cas_in: u64,
+    ) -> MetaDelta {
         let Some(it) = self.find(key, false) else {
             return MetaDelta::NotFound;
         };

@@ -38,20 +38,20 @@ use lru::Lru;
 pub(crate) use meta::{MetaDelete, MetaDelta};
 use std::io::{self, Write as _};
 
-pub struct CacheConfig {
-    pub slab: SlabConfig,
-    pub item_size_max: usize,
-    pub use_cas: bool,
-    pub evict_to_free: bool,
-    pub hashpower: u32,
-    pub hash_expand: bool,
-    pub hash_seed: u64,
+pub(crate) struct CacheConfig {
+    pub(crate) slab: SlabConfig,
+    pub(crate) item_size_max: usize,
+    pub(crate) use_cas: bool,
+    pub(crate) evict_to_free: bool,
+    pub(crate) hashpower: u32,
+    pub(crate) hash_expand: bool,
+    pub(crate) hash_seed: u64,
 }
 
 impl CacheConfig {
     /// The cache the server's command line asks for, with a fresh random
     /// hash seed.
-    pub fn from_settings(s: &Settings) -> CacheConfig {
+    pub(crate) fn from_settings(s: &Settings) -> CacheConfig {
         CacheConfig {
             slab: SlabConfig {
                 mem_limit: s.max_bytes,
@@ -59,6 +59,7 @@ impl CacheConfig {
                 factor: s.factor,
                 page_size: s.slab_page_size,
                 chunk_max: s.slab_chunk_size_max,
+                initial_malloced: initial_malloced(),
             },
             item_size_max: s.item_size_max,
             use_cas: s.use_cas,
@@ -68,6 +69,19 @@ impl CacheConfig {
             hash_seed: random_seed(),
         }
     }
+}
+
+/// memcached's hook for its test suite, read by release builds too:
+/// `T_MEMD_INITIAL_MALLOC` fakes how many bytes of pages are already
+/// handed out (shown as `total_malloced`, counted against `-m`), so a
+/// test can reach a multi-gigabyte limit without touching the memory.
+/// Unset or not a number: 0. (1.6.18's `t/64bit.t` also sets
+/// `T_MEMD_SLABS_ALLOC`, which that memcached no longer reads: pages are
+/// not preallocated without `-L`, here or there.)
+fn initial_malloced() -> usize {
+    std::env::var_os("T_MEMD_INITIAL_MALLOC")
+        .and_then(|v| crate::numbers::safe_strtoll(v.as_encoded_bytes()))
+        .map_or(0, |v| v as usize)
 }
 
 /// Eight bytes from the kernel, or the time and pid when it has none.
@@ -98,6 +112,7 @@ impl CacheConfig {
                 factor: 1.25,
                 page_size: 1 << 20,
                 chunk_max: 512 << 10,
+                initial_malloced: 0,
             },
             item_size_max: 1 << 20,
             use_cas: true,
@@ -110,7 +125,7 @@ impl CacheConfig {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AllocError {
+pub(crate) enum AllocError {
     /// Bigger than `-I` allows.
     TooLarge,
     /// No chunk could be had (only possible with `-M`, or for large items).
@@ -118,7 +133,7 @@ pub enum AllocError {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreMode {
+pub(crate) enum StoreMode {
     Set,
     Add,
     Replace,
@@ -128,7 +143,7 @@ pub enum StoreMode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreResult {
+pub(crate) enum StoreResult {
     Stored,
     NotStored,
     Exists,
@@ -136,7 +151,7 @@ pub enum StoreResult {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delta {
+pub(crate) enum Delta {
     /// The new value; `len` bytes of decimal text.
     Value(u64),
     NonNumeric,
@@ -146,54 +161,54 @@ pub enum Delta {
 
 /// Per-class counters memcached reports in `stats slabs` / `stats items`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ClassStats {
-    pub set_cmds: u64,
-    pub get_hits: u64,
-    pub touch_hits: u64,
-    pub delete_hits: u64,
-    pub cas_hits: u64,
-    pub cas_badval: u64,
-    pub incr_hits: u64,
-    pub decr_hits: u64,
-    pub evicted: u64,
-    pub evicted_nonzero: u64,
-    pub evicted_time: u32,
-    pub evicted_unfetched: u64,
-    pub outofmemory: u64,
-    pub reclaimed: u64,
-    pub expired_unfetched: u64,
+pub(crate) struct ClassStats {
+    pub(crate) set_cmds: u64,
+    pub(crate) get_hits: u64,
+    pub(crate) touch_hits: u64,
+    pub(crate) delete_hits: u64,
+    pub(crate) cas_hits: u64,
+    pub(crate) cas_badval: u64,
+    pub(crate) incr_hits: u64,
+    pub(crate) decr_hits: u64,
+    pub(crate) evicted: u64,
+    pub(crate) evicted_nonzero: u64,
+    pub(crate) evicted_time: u32,
+    pub(crate) evicted_unfetched: u64,
+    pub(crate) outofmemory: u64,
+    pub(crate) reclaimed: u64,
+    pub(crate) expired_unfetched: u64,
     /// Sum of memcached's size formula over the class's items.
-    pub mem_requested: u64,
-    pub crawler_reclaimed: u64,
-    pub crawler_items_checked: u64,
+    pub(crate) mem_requested: u64,
+    pub(crate) crawler_reclaimed: u64,
+    pub(crate) crawler_items_checked: u64,
 }
 
 #[derive(Debug, Default)]
-pub struct ItemStats {
-    pub curr_items: u64,
-    pub total_items: u64,
+pub(crate) struct ItemStats {
+    pub(crate) curr_items: u64,
+    pub(crate) total_items: u64,
     /// Sum of memcached's size formula over linked items (`bytes`).
-    pub bytes: u64,
-    pub evictions: u64,
-    pub reclaimed: u64,
-    pub expired_unfetched: u64,
-    pub evicted_unfetched: u64,
-    pub get_expired: u64,
-    pub get_flushed: u64,
-    pub crawler_reclaimed: u64,
-    pub crawler_items_checked: u64,
-    pub lru_crawler_starts: u64,
-    pub slabs_moved: u64,
-    pub slab_reassign_rescues: u64,
-    pub slab_reassign_evictions_nomem: u64,
-    pub slab_reassign_busy_items: u64,
-    pub classes: Vec<ClassStats>,
+    pub(crate) bytes: u64,
+    pub(crate) evictions: u64,
+    pub(crate) reclaimed: u64,
+    pub(crate) expired_unfetched: u64,
+    pub(crate) evicted_unfetched: u64,
+    pub(crate) get_expired: u64,
+    pub(crate) get_flushed: u64,
+    pub(crate) crawler_reclaimed: u64,
+    pub(crate) crawler_items_checked: u64,
+    pub(crate) lru_crawler_starts: u64,
+    pub(crate) slabs_moved: u64,
+    pub(crate) slab_reassign_rescues: u64,
+    pub(crate) slab_reassign_evictions_nomem: u64,
+    pub(crate) slab_reassign_busy_items: u64,
+    pub(crate) classes: Vec<ClassStats>,
 }
 
 /// `stats sizes`: live items by size (memcached's formula), 32-byte buckets.
 #[derive(Debug)]
-pub struct SizeHistogram {
-    pub buckets: Vec<u32>,
+pub(crate) struct SizeHistogram {
+    pub(crate) buckets: Vec<u32>,
     /// Items older than the histogram (by CAS) were never counted in it.
     cas_min: u64,
 }
@@ -204,34 +219,34 @@ impl SizeHistogram {
     }
 }
 
-pub struct Cache {
-    pub slabs: Slabs,
-    pub hash: HashTable,
+pub(crate) struct Cache {
+    pub(crate) slabs: Slabs,
+    pub(crate) hash: HashTable,
     lrus: Vec<Lru>,
-    pub clock: Clock,
+    pub(crate) clock: Clock,
     cfg: CacheConfig,
     cas_id: u64,
     oldest_live: u32,
     oldest_cas: u64,
-    pub stats: ItemStats,
+    pub(crate) stats: ItemStats,
     /// The server's `-v` level, for memcached's item-level traces.
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Present while size tracking is on (`-o track_sizes`, `stats
     /// sizes_enable`).
-    pub sizes: Option<SizeHistogram>,
+    pub(crate) sizes: Option<SizeHistogram>,
     /// The LRU crawler's current walk, if any.
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
-    pub crawler_running: bool,
+    pub(crate) crawler_running: bool,
     /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
     /// and `lru mode flat` clear it): without segments every allocation
     /// first reclaims what is expired or flushed at its class's LRU tail.
-    pub lru_segmented: bool,
+    pub(crate) lru_segmented: bool,
     /// For each largest-class chunk position (arena offset / chunk_max): the
     /// header of the chunked item whose value it holds, or NIL.
     body_owner: Vec<ChunkRef>,
     /// A page move asked for and not yet done.
-    pub rebalance: Option<rebalance::Move>,
+    pub(crate) rebalance: Option<rebalance::Move>,
     /// Per class, the eviction count seen by the last automove check.
     automove_seen: Vec<u64>,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
@@ -243,14 +258,14 @@ pub struct Cache {
     flush_at: Option<u32>,
     /// The `watch` log streams (see `logger/`); idle without
     /// watchers.
-    pub logger: Logger,
+    pub(crate) logger: Logger,
     /// Why the last lookup found nothing, for the fetch log.
     last_miss: FetchStatus,
     /// Under replication, the parity of every CAS value this node hands out.
     cas_lane: Option<u64>,
     /// The append-only file is failing: the protocols answer mutations with
     /// an error before they change anything (set by the event loop).
-    pub writes_refused: bool,
+    pub(crate) writes_refused: bool,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -259,13 +274,13 @@ const TAIL_SEARCH: usize = 5;
 const ALLOC_TRIES: usize = 10;
 
 impl Cache {
-    pub fn new(cfg: CacheConfig) -> io::Result<Cache> {
+    pub(crate) fn new(cfg: CacheConfig) -> io::Result<Cache> {
         let slabs = Slabs::new(cfg.slab)?;
         Ok(Cache::with_slabs(cfg, slabs))
     }
 
     /// A cache over slabs made by the caller (for `-e`, over a memory file).
-    pub fn with_slabs(cfg: CacheConfig, slabs: Slabs) -> Cache {
+    pub(crate) fn with_slabs(cfg: CacheConfig, slabs: Slabs) -> Cache {
         let nclasses = slabs.largest() as usize + 1;
         let power = if cfg.hashpower == 0 {
             16
@@ -303,21 +318,21 @@ impl Cache {
         }
     }
 
-    pub fn config(&self) -> &CacheConfig {
+    pub(crate) fn config(&self) -> &CacheConfig {
         &self.cfg
     }
 
-    pub fn now(&self) -> u32 {
+    pub(crate) fn now(&self) -> u32 {
         self.clock.now
     }
 
     /// Items in the LRU of class `id`.
-    pub fn lru_len(&self, id: u8) -> usize {
+    pub(crate) fn lru_len(&self, id: u8) -> usize {
         self.lrus[id as usize].len
     }
 
     /// The items of class `id`'s LRU, newest first.
-    pub fn lru_iter(&self, id: u8) -> impl Iterator<Item = ChunkRef> + '_ {
+    pub(crate) fn lru_iter(&self, id: u8) -> impl Iterator<Item = ChunkRef> + '_ {
         let mut it = self.lrus[id as usize].head;
         std::iter::from_fn(move || {
             if it == NIL {
@@ -330,7 +345,7 @@ impl Cache {
     }
 
     /// Age in seconds of the oldest item in class `id`'s LRU.
-    pub fn lru_tail_age(&self, id: u8) -> u32 {
+    pub(crate) fn lru_tail_age(&self, id: u8) -> u32 {
         let tail = self.lrus[id as usize].tail;
         if tail == NIL {
             return 0;
@@ -363,17 +378,17 @@ impl Cache {
 
     // ----- reading items -------------------------------------------------
 
-    pub fn view(&self, it: ChunkRef) -> item::View<'_> {
+    pub(crate) fn view(&self, it: ChunkRef) -> item::View<'_> {
         item::view(&self.slabs.arena, it)
     }
 
     /// The class whose statistics an item counts toward.
-    pub fn class_of(&self, it: ChunkRef) -> u8 {
+    pub(crate) fn class_of(&self, it: ChunkRef) -> u8 {
         self.view(it).lru()
     }
 
     /// The value of `it`, as one slice per chunk it is stored in.
-    pub fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
+    pub(crate) fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
         let v = self.view(it);
         Segments {
             cache: self,
@@ -387,7 +402,7 @@ impl Cache {
     /// The writable run of value bytes starting at `pos`, up to the end of
     /// the chunk that holds `pos`: lets the reactor read a value from the
     /// socket straight into the item.
-    pub fn value_window_mut(&mut self, it: ChunkRef, pos: usize) -> &mut [u8] {
+    pub(crate) fn value_window_mut(&mut self, it: ChunkRef, pos: usize) -> &mut [u8] {
         let (off, len) = self.window(it, pos);
         self.slabs.arena.bytes_mut(off, len)
     }
@@ -493,7 +508,7 @@ impl Cache {
     }
 
     /// A fetch (`get`/`gets`, or `gat`/`gats` with a new expiry).
-    pub fn get(&mut self, key: &[u8], touch: Option<u32>) -> Option<ChunkRef> {
+    pub(crate) fn get(&mut self, key: &[u8], touch: Option<u32>) -> Option<ChunkRef> {
         let it = self.find(key, true)?;
         if let Some(exptime) = touch {
             item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
@@ -503,7 +518,7 @@ impl Cache {
     }
 
     /// `touch`: a new expiry without fetching the value.
-    pub fn touch(&mut self, key: &[u8], exptime: u32) -> bool {
+    pub(crate) fn touch(&mut self, key: &[u8], exptime: u32) -> bool {
         match self.find(key, true) {
             Some(it) => {
                 item::view_mut(&mut self.slabs.arena, it).set_exptime(exptime);
@@ -516,7 +531,7 @@ impl Cache {
         }
     }
 
-    pub fn delete(&mut self, key: &[u8]) -> bool {
+    pub(crate) fn delete(&mut self, key: &[u8]) -> bool {
         match self.find(key, false) {
             Some(it) => {
                 let c = self.class_of(it) as usize;
@@ -532,7 +547,7 @@ impl Cache {
     /// `flush_all [delay]`, with memcached's arithmetic: items last touched
     /// at or before the cut-off (or, for an immediate flush, with an older
     /// CAS) read as absent from the cut-off on.
-    pub fn flush_all(&mut self, delay: i32) {
+    pub(crate) fn flush_all(&mut self, delay: i32) {
         // Under replication CAS values come from two nodes, so "older than
         // the flush's CAS" cannot tell flushed items from new ones: an
         // immediate flush removes every item at once instead.
@@ -565,7 +580,7 @@ impl Cache {
 
     /// Unlinks `key` if present, counting nothing: a `set` that could not
     /// be stored removes the value it was meant to replace.
-    pub fn delete_quietly(&mut self, key: &[u8]) {
+    pub(crate) fn delete_quietly(&mut self, key: &[u8]) {
         if let Some(it) = self.find(key, false) {
             self.unlink(it);
             self.log_delete(key);
@@ -574,13 +589,13 @@ impl Cache {
 
     /// Counts a storage command against the class of its item, for a data
     /// block that was refused before `store`.
-    pub fn count_set(&mut self, it: ChunkRef) {
+    pub(crate) fn count_set(&mut self, it: ChunkRef) {
         let c = self.class_of(it) as usize;
         self.stats.classes[c].set_cmds += 1;
     }
 
     /// `stats reset` for item counters (not gauges such as curr_items).
-    pub fn reset_stats(&mut self) {
+    pub(crate) fn reset_stats(&mut self) {
         let s = &mut self.stats;
         s.total_items = 0;
         s.evictions = 0;
@@ -600,7 +615,7 @@ impl Cache {
     }
 
     /// Moves some hash buckets while the table grows (called when idle).
-    pub fn rehash_step(&mut self, buckets: usize) -> bool {
+    pub(crate) fn rehash_step(&mut self, buckets: usize) -> bool {
         self.hash.migrate(&mut self.slabs.arena, buckets)
     }
 
@@ -608,13 +623,13 @@ impl Cache {
 
     /// Whether an item of this shape is within `-I`, judged with
     /// memcached's own size formula so the boundary is the same.
-    pub fn size_ok(&self, nkey: usize, nbytes: usize, flags: u32) -> bool {
+    pub(crate) fn size_ok(&self, nkey: usize, nbytes: usize, flags: u32) -> bool {
         item::memcached_ntotal(nkey, nbytes, flags, self.cfg.use_cas) <= self.cfg.item_size_max
     }
 
     /// A new, unlinked item with room for `nbytes` of value. Its value must
     /// be filled in, then it is either stored or freed.
-    pub fn alloc(
+    pub(crate) fn alloc(
         &mut self,
         key: &[u8],
         flags: u32,
@@ -777,7 +792,7 @@ impl Cache {
     }
 
     /// Frees an item that was never linked (a failed or abandoned store).
-    pub fn free_unlinked(&mut self, it: ChunkRef) {
+    pub(crate) fn free_unlinked(&mut self, it: ChunkRef) {
         debug_assert!(!self.view(it).is(LINKED));
         self.free_chunks(it);
     }
@@ -874,7 +889,7 @@ impl Cache {
 
     /// Turns size tracking on (`stats sizes_enable`); false if CAS is off,
     /// which memcached needs to tell old items from new.
-    pub fn enable_sizes(&mut self) -> bool {
+    pub(crate) fn enable_sizes(&mut self) -> bool {
         if !self.cfg.use_cas {
             return false;
         }
@@ -884,7 +899,7 @@ impl Cache {
 
     /// Size tracking from start-up (`-o track_sizes`), when every item is
     /// new; takes a CAS id as memcached does.
-    pub fn start_sizes(&mut self) {
+    pub(crate) fn start_sizes(&mut self) {
         if self.sizes.is_none() {
             let cas_min = if self.cfg.use_cas { self.next_cas() } else { 0 };
             self.sizes = Some(SizeHistogram {
@@ -1042,7 +1057,7 @@ impl Cache {
     /// unsigned decimal; incr wraps at 2^64, decr stops at 0; a result that
     /// fits is written in place (space padded, new CAS), otherwise a new
     /// item replaces the old. The same operation as `ma`, without a CAS.
-    pub fn add_delta(&mut self, key: &[u8], incr: bool, delta: u64) -> Delta {
+    pub(crate) fn add_delta(&mut self, key: &[u8], incr: bool, delta: u64) -> Delta {
         match self.meta_add_delta(key, incr, delta, 0) {
             MetaDelta::Value { value, .. } => Delta::Value(value),
             MetaDelta::NonNumeric => Delta::NonNumeric,
@@ -1068,7 +1083,7 @@ pub(crate) fn format_u64(mut v: u64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 /// Iterator over the stored pieces of one value.
-pub struct Segments<'a> {
+pub(crate) struct Segments<'a> {
     cache: &'a Cache,
     body: usize,
     chunked: bool,

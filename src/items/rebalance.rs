@@ -13,14 +13,14 @@ use crate::slab::ChunkRef;
 
 /// A page move asked for and not yet done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Move {
-    pub src: u8,
-    pub dst: u8,
+pub(crate) struct Move {
+    pub(crate) src: u8,
+    pub(crate) dst: u8,
 }
 
 /// memcached's answers to `slabs reassign`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reassign {
+pub(crate) enum Reassign {
     Ok,
     Running,
     BadClass,
@@ -29,7 +29,7 @@ pub enum Reassign {
 }
 
 impl Reassign {
-    pub fn reply(self) -> &'static str {
+    pub(crate) fn reply(self) -> &'static str {
         match self {
             Reassign::Ok => "OK",
             Reassign::Running => "BUSY currently processing reassign request",
@@ -52,7 +52,7 @@ enum Holder {
 impl Cache {
     /// `slabs reassign <src> <dst>` (src -1: any class with a spare page;
     /// dst 0: the global pool). The move itself runs on the next turn.
-    pub fn reassign(&mut self, src: i32, dst: i32) -> Reassign {
+    pub(crate) fn reassign(&mut self, src: i32, dst: i32) -> Reassign {
         if self.rebalance.is_some() {
             return Reassign::Running;
         }
@@ -93,7 +93,7 @@ impl Cache {
     }
 
     /// Tries to carry out the pending move; true once none is pending.
-    pub fn rebalance_step(&mut self) -> bool {
+    pub(crate) fn rebalance_step(&mut self) -> bool {
         let Some(Move { src, dst }) = self.rebalance else {
             return true;
         };
@@ -165,7 +165,7 @@ impl Cache {
     /// page from the class whose oldest item is oldest (and older than the
     /// evicting class's, by the `slab_automove_ratio` margin). With 2, any
     /// eviction asks for a page at once. Returns whether a move was queued.
-    pub fn automove_tick(&mut self, mode: u8, ratio: f64) -> bool {
+    pub(crate) fn automove_tick(&mut self, mode: u8, ratio: f64) -> bool {
         let n = self.stats.classes.len();
         if self.automove_seen.len() != n {
             self.automove_seen = self.stats.classes.iter().map(|c| c.evicted).collect();

@@ -54,7 +54,7 @@ impl StoreStatus {
 
 /// Why a connection closed, as `conn_close` lines name it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CloseReason {
+pub(crate) enum CloseReason {
     /// memcached's default: anything not named below (read errors,
     /// protocol violations, a watcher going away).
     #[default]

@@ -77,7 +77,7 @@ pub(crate) struct LoggerStats {
 /// The log streams: who watches what, and what each watcher has not been
 /// sent yet. The cache owns it, so every room that logs reaches it there.
 #[derive(Default)]
-pub struct Logger {
+pub(crate) struct Logger {
     /// Union of every watcher's flags: what is worth logging at all.
     flags: u16,
     /// memcached's global id, one per entry (and one per new watcher).

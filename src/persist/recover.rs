@@ -73,7 +73,7 @@ fn recover_in_pieces(
     }
     let evictions_before = cache.stats.evictions;
     let mut counts = Counts::default();
-    let mut replayed = Replay::default();
+    let mut replayed = Replay::recovery();
     let good_end = replay(
         path,
         fix,

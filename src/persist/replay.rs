@@ -34,9 +34,25 @@ pub(crate) enum Applied {
 pub(crate) struct Replay {
     /// A replayed delayed flush whose time has passed, not yet applied.
     pending_flush: Option<u64>,
+    /// Recovery only: the keys of PUTs that had expired by the time they
+    /// were replayed, stored anyway (dead to every reader) because a later
+    /// TOUCH may have extended them -- `set k 0 1` then `touch k 1000`,
+    /// replayed two seconds later, must give back `k`. [`Replay::finish`]
+    /// removes those no TOUCH brought back. `None`: expired PUTs are
+    /// dropped at once (a replica's stream, which comes as it happens).
+    ghosts: Option<Vec<Vec<u8>>>,
 }
 
 impl Replay {
+    /// A replay of a whole file at start: expired PUTs are kept until
+    /// [`Replay::finish`] in case a later TOUCH extended them.
+    pub(crate) fn recovery() -> Replay {
+        Replay {
+            pending_flush: None,
+            ghosts: Some(Vec::new()),
+        }
+    }
+
     /// Makes `rec` happen; logs it to the feed only if `to_feed`. Call
     /// [`Replay::finish`] after the last one.
     pub(crate) fn apply(&mut self, cache: &mut Cache, rec: &Record<'_>, to_feed: bool) -> Applied {
@@ -52,13 +68,17 @@ impl Replay {
             cache.remove_all();
         }
         let result = match rec.op {
-            Op::Put(p) => apply_put(cache, &p),
+            Op::Put(p) => self.apply_put(cache, &p),
             Op::Delete { key } => {
                 cache.discard(key);
                 Applied::Done
             }
             Op::Touch { key, exptime } => {
-                cache.touch_given(key, exptime);
+                if self.ghosts.is_some() {
+                    cache.touch_given_even_expired(key, exptime);
+                } else {
+                    cache.touch_given(key, exptime);
+                }
                 Applied::Done
             }
             Op::Flush { at } => {
@@ -88,9 +108,13 @@ impl Replay {
 
     /// After the last `apply`: a delayed flush whose time came during the
     /// replay takes effect now.
+    /// Expired PUTs that no TOUCH brought back go too.
     pub(crate) fn finish(&mut self, cache: &mut Cache) {
         if self.pending_flush.take().is_some() {
             cache.remove_all();
+        }
+        for key in self.ghosts.iter_mut().flat_map(std::mem::take) {
+            cache.discard_if_dead(&key);
         }
     }
 
@@ -100,25 +124,34 @@ impl Replay {
     }
 }
 
-fn apply_put(cache: &mut Cache, p: &Put<'_>) -> Applied {
-    if p.exptime != 0 && p.exptime <= cache.unix_now() {
-        cache.discard(p.key);
-        return Applied::Expired;
-    }
-    let given = GivenItem {
-        key: p.key,
-        flags: p.flags,
-        exptime: p.exptime,
-        cas: p.cas,
-        marks: mutations::marks(p.mflags),
-        value: p.value,
-    };
-    match cache.put_given(&given) {
-        Ok(()) => Applied::Done,
-        Err(_) => {
-            // As a failed `set` does: the older value goes too.
+impl Replay {
+    fn apply_put(&mut self, cache: &mut Cache, p: &Put<'_>) -> Applied {
+        let expired = p.exptime != 0 && p.exptime <= cache.unix_now();
+        if expired && self.ghosts.is_none() {
             cache.discard(p.key);
-            Applied::DidNotFit
+            return Applied::Expired;
+        }
+        let given = GivenItem {
+            key: p.key,
+            flags: p.flags,
+            exptime: p.exptime,
+            cas: p.cas,
+            marks: mutations::marks(p.mflags),
+            value: p.value,
+        };
+        match cache.put_given(&given) {
+            Ok(()) if expired => {
+                if let Some(ghosts) = &mut self.ghosts {
+                    ghosts.push(p.key.to_vec());
+                }
+                Applied::Expired
+            }
+            Ok(()) => Applied::Done,
+            Err(_) => {
+                // As a failed `set` does: the older value goes too.
+                cache.discard(p.key);
+                Applied::DidNotFit
+            }
         }
     }
 }
@@ -339,5 +372,53 @@ mod tests {
         replay(&all, &mut r);
         assert!(value_of(&r, b"live").is_some());
         assert!(value_of(&r, b"dead").is_none());
+    }
+
+    #[test]
+    fn recovery_keeps_an_expired_put_that_a_later_touch_extended() {
+        let mut c = cache(4, true);
+        let now = c.unix_now();
+        let mut log = Vec::new();
+        // `set k 0 1` ten seconds ago, `touch k 1000` right after; `gone`
+        // expired with nothing to extend it; `ended` was touched to a time
+        // that has passed too.
+        for key in [&b"k"[..], b"gone", b"ended"] {
+            let put = Put {
+                flags: 0,
+                exptime: now - 9,
+                cas: 1,
+                mflags: 0,
+                key,
+                value: b"v",
+            };
+            record::encode_put(&mut log, now - 10, &put, std::iter::once(&b"v"[..]));
+        }
+        record::encode_touch(&mut log, now - 10, b"k", now + 990);
+        record::encode_touch(&mut log, now - 10, b"ended", now - 2);
+        let items_before = c.stats.curr_items;
+        let mut replay = Replay::recovery();
+        let mut r = Reader::new(&log, 0);
+        while let Ok(rec) = r.next_record() {
+            replay.apply(&mut c, &rec, false);
+        }
+        replay.finish(&mut c);
+        assert_eq!(value_of(&c, b"k").as_deref(), Some(&b"v"[..]));
+        assert!(c.peek(b"gone").is_none());
+        assert!(c.peek(b"ended").is_none());
+        assert_eq!(c.stats.curr_items, items_before + 1);
+        // A replica's stream drops an expired PUT at once: its TOUCH finds
+        // nothing, as before.
+        let mut d = cache(4, true);
+        replay_without_ghosts(&log, &mut d);
+        assert!(d.peek(b"k").is_none());
+    }
+
+    fn replay_without_ghosts(log: &[u8], into: &mut Cache) {
+        let mut replay = Replay::default();
+        let mut r = Reader::new(log, 0);
+        while let Ok(rec) = r.next_record() {
+            replay.apply(into, &rec, false);
+        }
+        replay.finish(into);
     }
 }

@@ -21,10 +21,10 @@ const PAYLOAD_KEPT: usize = 1024;
 
 /// What a connection that has not authenticated yet is doing.
 #[derive(Debug, Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// Valid credentials arrived: from now on requests go to the protocol
     /// (the connection then drops its gate).
-    pub open: bool,
+    pub(crate) open: bool,
     /// Reading the data block of a credentials `set`.
     payload: Option<Payload>,
     /// Where the last reply starts in the output and where it ends. memcached
@@ -49,7 +49,7 @@ struct Payload {
 
 /// What the gate did with the input it was offered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateStep {
+pub(crate) enum GateStep {
     /// Nothing complete yet: more bytes are needed.
     NeedInput,
     /// One request was answered.
@@ -62,7 +62,7 @@ impl Gate {
     /// Takes what it can from `data` (the start of the unparsed input);
     /// returns the bytes used and what happened. `out[..sent]` has been
     /// written to the client already.
-    pub fn consume(
+    pub(crate) fn consume(
         &mut self,
         ctx: &mut Ctx,
         data: &[u8],

@@ -108,13 +108,13 @@ impl Status {
 /// exactly as it came.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Header {
-    pub magic: u8,
-    pub opcode: u8,
-    pub keylen: u16,
-    pub extlen: u8,
-    pub bodylen: u32,
-    pub opaque: [u8; 4],
-    pub cas: u64,
+    pub(crate) magic: u8,
+    pub(crate) opcode: u8,
+    pub(crate) keylen: u16,
+    pub(crate) extlen: u8,
+    pub(crate) bodylen: u32,
+    pub(crate) opaque: [u8; 4],
+    pub(crate) cas: u64,
 }
 
 impl Header {
@@ -146,9 +146,9 @@ struct Request {
 
 /// A binary connection's protocol state.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Session {
+pub(crate) struct Session {
     /// This connection speaks the binary protocol.
-    pub binary: bool,
+    pub(crate) binary: bool,
     /// The request being served (kept while its value is read).
     req: Request,
     /// A quiet command: successes (and `getq` misses) are not answered.
@@ -159,12 +159,12 @@ pub struct Session {
     plain_awaited: bool,
     /// Why the connection is closing after this request, for the `-vvv`
     /// trace (memcached passes through different states).
-    pub closing: Closing,
+    pub(crate) closing: Closing,
 }
 
 /// How a request that closes the connection ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Closing {
+pub(crate) enum Closing {
     #[default]
     No,
     /// `quit`: a normal reply, then the close.
@@ -179,7 +179,7 @@ pub enum Closing {
 impl Session {
     /// Takes the trace-only note of why the connection closes, printing
     /// memcached's protocol-error line, which comes after its state change.
-    pub fn take_closing(&mut self, fd: i32, verbose: u8) -> Closing {
+    pub(crate) fn take_closing(&mut self, fd: i32, verbose: u8) -> Closing {
         let closing = std::mem::take(&mut self.closing);
         if closing == Closing::ProtocolError && verbose > 0 {
             eprintln!(

@@ -25,7 +25,7 @@ pub(crate) const OUTPUT_HIGH_WATER: usize = 256 * 1024;
 pub(super) const MAX_OPAQUE: usize = 32;
 
 /// What one request needs from the rest of the server.
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub(crate) cache: &'a mut Cache,
     pub(crate) stats: &'a mut Stats,
     pub(crate) settings: &'a mut Settings,
@@ -35,7 +35,7 @@ pub struct Ctx<'a> {
 
 /// A storage command waiting for its data block.
 #[derive(Clone, Copy, Debug)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub(crate) item: ChunkRef,
     pub(crate) mode: StoreMode,
     pub(crate) cas: u64,

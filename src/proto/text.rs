@@ -550,7 +550,6 @@ fn process_lru_crawler(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
                 CrawlStart::Ok if dump => Next::Dump,
                 CrawlStart::Ok => r.line("OK"),
                 CrawlStart::Busy => r.line("BUSY currently processing crawler request"),
-                CrawlStart::BadClass => r.line("BADCLASS invalid class id"),
                 CrawlStart::NotStarted => r.line("NOTSTARTED no items to crawl"),
             }
         }

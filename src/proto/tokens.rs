@@ -10,7 +10,7 @@ pub(super) struct Tokens<'a> {
     words: [&'a [u8]; MAX_TOKENS],
     n: usize,
     /// Unsplit text after the last word when the line had too many.
-    pub rest: Option<&'a [u8]>,
+    pub(crate) rest: Option<&'a [u8]>,
 }
 
 impl<'a> Tokens<'a> {

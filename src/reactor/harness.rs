@@ -104,10 +104,6 @@ impl Feeder {
         })
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
     /// Runs one connection that receives `reads` in that order, each
     /// arriving whole before the server looks (cut further if the reactor
     /// would read less at once), and appends every reply byte to `replies`.

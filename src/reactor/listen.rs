@@ -15,13 +15,13 @@ use std::os::unix::net::UnixListener;
 const MAX_SENDBUF_SIZE: i32 = 256 * 1024 * 1024;
 
 /// A socket that accepts stream connections.
-pub enum Listener {
+pub(super) enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 impl Listener {
-    pub fn accept(&self) -> io::Result<Stream> {
+    pub(super) fn accept(&self) -> io::Result<Stream> {
         match self {
             Listener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
             Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -29,7 +29,7 @@ impl Listener {
     }
 
     /// memcached's `addr` text for a listener in `stats conns`.
-    pub fn addr_text(&self) -> Option<String> {
+    pub(super) fn addr_text(&self) -> Option<String> {
         match self {
             Listener::Tcp(l) => l.local_addr().ok().map(|a| stream::addr_text("tcp", a)),
             Listener::Unix(l) => l.local_addr().ok().map(|a| listening_unix_text(&a)),
@@ -61,19 +61,19 @@ impl AsRawFd for Listener {
 /// Everything the options ask the server to listen on, in memcached's
 /// order of creation.
 #[derive(Default)]
-pub struct Bound {
+pub(super) struct Bound {
     /// Stream listeners and the protocol each speaks (`proto[...]:`).
-    pub streams: Vec<(Listener, Protocol)>,
-    pub udp: Vec<UdpPort>,
+    pub(crate) streams: Vec<(Listener, Protocol)>,
+    pub(crate) udp: Vec<UdpPort>,
 }
 
-pub struct UdpPort {
-    pub socket: UdpSocket,
+pub(super) struct UdpPort {
+    pub(crate) socket: UdpSocket,
     /// Further descriptors for the socket, made right after it as
     /// memcached makes one per worker thread (they number the same way).
-    pub shadows: Vec<OwnedFd>,
+    pub(crate) shadows: Vec<OwnedFd>,
     /// The send buffer's size before and after enlarging it, for `-vv`.
-    pub send_buffer: Option<(i32, i32)>,
+    pub(crate) send_buffer: Option<(i32, i32)>,
 }
 
 /// One `-l` entry taken apart the way memcached's `server_sockets` does.
@@ -154,7 +154,7 @@ fn parse_port(text: &str) -> Result<u16, BadEntry> {
 }
 
 /// Every socket the options ask for.
-pub fn bind_all(s: &Settings) -> io::Result<Bound> {
+pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
     let mut bound = Bound::default();
     if let Some(path) = &s.socket_path {
         let l = bind_unix(path, s.access_mask, s.backlog)?;

@@ -11,7 +11,7 @@ mod binary_conn;
 mod conn;
 pub mod harness;
 mod idle;
-pub mod listen;
+mod listen;
 mod log_streams;
 mod port_file;
 mod readbuf;
@@ -82,7 +82,7 @@ enum Slot {
     },
 }
 
-pub struct Reactor {
+pub(crate) struct Reactor {
     epoll: Epoll,
     slots: Vec<Slot>,
     ready: VecDeque<RawFd>,
@@ -121,7 +121,7 @@ pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
 }
 
 impl Reactor {
-    pub fn new(mut settings: Settings) -> io::Result<Reactor> {
+    pub(crate) fn new(mut settings: Settings) -> io::Result<Reactor> {
         let cfg = CacheConfig::from_settings(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
             Some(path) => crate::persist::warm::open(&path, &mut settings, cfg)?,
@@ -260,7 +260,7 @@ impl Reactor {
         self.stats.conn_structures += 1;
     }
 
-    pub fn run(&mut self) -> io::Result<()> {
+    pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
         while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty()

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-pub enum Stream {
+pub(super) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     /// A UDP port's connection: its datagrams are read and answered by the
@@ -16,7 +16,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub fn set_nonblocking(&self) -> io::Result<()> {
+    pub(super) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(true),
             Stream::Unix(s) => s.set_nonblocking(true),
@@ -25,7 +25,7 @@ impl Stream {
     }
 
     /// Small replies go out at once (TCP only; unix sockets never delay).
-    pub fn set_nodelay(&self) {
+    pub(super) fn set_nodelay(&self) {
         if let Stream::Tcp(s) = self {
             let _ = s.set_nodelay(true);
         }
@@ -33,7 +33,7 @@ impl Stream {
 
     /// memcached's `addr` text for the peer. A unix client has no address
     /// memcached can name, and it prints `?:<AF 0>` for it.
-    pub fn peer_text(&self) -> Option<String> {
+    pub(super) fn peer_text(&self) -> Option<String> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok().map(|a| addr_text("tcp", a)),
             Stream::Unix(_) => Some("?:<AF 0>".to_string()),
@@ -42,7 +42,7 @@ impl Stream {
     }
 
     /// memcached's `listen_addr` text: the local end.
-    pub fn local_text(&self) -> Option<String> {
+    pub(super) fn local_text(&self) -> Option<String> {
         match self {
             Stream::Tcp(s) => s.local_addr().ok().map(|a| addr_text("tcp", a)),
             Stream::Unix(s) => s.local_addr().ok().map(|a| unix_text(&a)),
@@ -50,7 +50,7 @@ impl Stream {
         }
     }
 
-    pub fn udp_local_addr(&self) -> Option<SocketAddr> {
+    pub(super) fn udp_local_addr(&self) -> Option<SocketAddr> {
         match self {
             Stream::Udp(s) => s.local_addr().ok(),
             _ => None,
@@ -58,7 +58,7 @@ impl Stream {
     }
 
     /// The next datagram and its sender (UDP only).
-    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    pub(super) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         match self {
             Stream::Udp(s) => s.recv_from(buf),
             _ => Err(io::ErrorKind::Unsupported.into()),
@@ -67,7 +67,7 @@ impl Stream {
 }
 
 /// memcached's text for an inet address: `tcp:1.2.3.4:5`, `udp6:[::1]:5`.
-pub fn addr_text(proto: &str, addr: SocketAddr) -> String {
+pub(super) fn addr_text(proto: &str, addr: SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{proto}:{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("{proto}6:[{}]:{}", a.ip(), a.port()),
@@ -75,7 +75,7 @@ pub fn addr_text(proto: &str, addr: SocketAddr) -> String {
 }
 
 /// memcached's text for a unix socket address: `unix:/the/path`.
-pub fn unix_text(addr: &std::os::unix::net::SocketAddr) -> String {
+pub(super) fn unix_text(addr: &std::os::unix::net::SocketAddr) -> String {
     match addr.as_pathname() {
         Some(p) => format!("unix:{}", p.display()),
         None => "?:<AF 0>".to_string(),

@@ -20,22 +20,22 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
 
-pub const HEADER_SIZE: usize = 8;
+pub(super) const HEADER_SIZE: usize = 8;
 /// memcached's UDP_MAX_PAYLOAD_SIZE: header included.
-pub const MAX_PAYLOAD_SIZE: usize = 1400;
+pub(super) const MAX_PAYLOAD_SIZE: usize = 1400;
 /// Reply bytes per datagram.
-pub const DATA_SIZE: usize = MAX_PAYLOAD_SIZE - HEADER_SIZE;
+pub(super) const DATA_SIZE: usize = MAX_PAYLOAD_SIZE - HEADER_SIZE;
 /// memcached's UDP read buffer: longer datagrams are cut to this.
-pub const READ_BUFFER_SIZE: usize = 65536;
+pub(super) const READ_BUFFER_SIZE: usize = 65536;
 /// Datagrams taken from one socket per loop turn, so a flood on one port
 /// cannot starve the others (the socket stays readable; epoll reports it
 /// again).
-pub const DATAGRAMS_PER_TURN: usize = 64;
+pub(super) const DATAGRAMS_PER_TURN: usize = 64;
 
 /// The request id of a datagram memcached would serve, or None: it must
 /// carry more than the header and say it is the only datagram of its
 /// request.
-pub fn request_id(datagram: &[u8]) -> Option<u16> {
+pub(super) fn request_id(datagram: &[u8]) -> Option<u16> {
     if datagram.len() <= HEADER_SIZE {
         return None;
     }
@@ -44,7 +44,7 @@ pub fn request_id(datagram: &[u8]) -> Option<u16> {
 }
 
 /// The header of datagram `seq` of `total` for request `id`.
-pub fn header(id: u16, seq: u16, total: u16) -> [u8; HEADER_SIZE] {
+pub(super) fn header(id: u16, seq: u16, total: u16) -> [u8; HEADER_SIZE] {
     let [a, b] = id.to_be_bytes();
     let [c, d] = seq.to_be_bytes();
     let [e, f] = total.to_be_bytes();
@@ -54,7 +54,7 @@ pub fn header(id: u16, seq: u16, total: u16) -> [u8; HEADER_SIZE] {
 /// Sends one response as a message of as many datagrams as it needs.
 /// Returns bytes sent. A datagram the kernel will not take now is lost,
 /// as UDP may lose any datagram.
-pub fn send_response(fd: RawFd, id: u16, to: &SocketAddr, response: &[u8]) -> u64 {
+pub(super) fn send_response(fd: RawFd, id: u16, to: &SocketAddr, response: &[u8]) -> u64 {
     let total = response.len().div_ceil(DATA_SIZE).min(u16::MAX as usize) as u16;
     let mut sent = 0;
     for (seq, chunk) in response.chunks(DATA_SIZE).take(total as usize).enumerate() {
@@ -68,7 +68,7 @@ pub fn send_response(fd: RawFd, id: u16, to: &SocketAddr, response: &[u8]) -> u6
 
 /// One of memcached's response objects, as the UDP path sends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Part {
+pub(super) enum Part {
     /// Bytes to send.
     Data,
     /// Nothing to say, yet memcached sends a bare header (a total of 0)
@@ -83,7 +83,12 @@ pub enum Part {
 /// their byte ranges (relative to `reply`) onto `out`. `line` is the
 /// request line, to tell retrievals apart; a binary request makes one
 /// response, empty or not.
-pub fn responses(line: &[u8], reply: &[u8], binary: bool, out: &mut Vec<(Range<usize>, Part)>) {
+pub(super) fn responses(
+    line: &[u8],
+    reply: &[u8],
+    binary: bool,
+    out: &mut Vec<(Range<usize>, Part)>,
+) {
     if binary {
         let part = if reply.is_empty() {
             Part::Empty
@@ -181,7 +186,7 @@ fn settled_blocks(reply: &[u8], out: &mut Vec<(Range<usize>, Part)>) {
 /// The UDP path's reusable buffers, and what memcached keeps between
 /// datagrams.
 #[derive(Default)]
-pub struct Scratch {
+pub(super) struct Scratch {
     datagram: Vec<u8>,
     parts: Vec<(Range<usize>, Part)>,
     /// The sender of the datagram being served (`stats conns` shows it).
@@ -192,7 +197,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn serving_peer(&self) -> Option<SocketAddr> {
+    pub(super) fn serving_peer(&self) -> Option<SocketAddr> {
         self.serving
     }
 }

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 
 use nix::sys::mman::{MlockAllFlags, mlockall, munlockall};
 
-pub struct Arena {
+pub(crate) struct Arena {
     base: *mut u8,
     len: usize,
     /// The memory file, when the arena is one (`-e`).
@@ -24,7 +24,7 @@ pub struct Arena {
 
 impl Arena {
     /// Reserves `len` bytes of zero-filled, private, lazily backed memory.
-    pub fn reserve(len: usize) -> io::Result<Arena> {
+    pub(crate) fn reserve(len: usize) -> io::Result<Arena> {
         assert!(len > 0);
         let base = match map_anonymous(len) {
             // EAGAIN from an anonymous mapping means `-k` (mlockall with
@@ -49,7 +49,7 @@ impl Arena {
 
     /// Maps the first `len` bytes of `file` (already at least that long),
     /// shared, so every write lands in the file's pages.
-    pub fn map_file(file: File, len: usize) -> io::Result<Arena> {
+    pub(crate) fn map_file(file: File, len: usize) -> io::Result<Arena> {
         assert!(len > 0);
         // SAFETY: a shared mapping of a file we hold open, at an address the
         // kernel picks, touches no existing memory; the result is checked.
@@ -78,17 +78,13 @@ impl Arena {
 
     /// Where the arena is mapped in this process (printed by `-v` on a
     /// restart, as memcached prints its old and new memory base).
-    pub fn base_address(&self) -> usize {
+    pub(crate) fn base_address(&self) -> usize {
         self.base as usize
-    }
-
-    pub fn is_file_backed(&self) -> bool {
-        self.file.is_some()
     }
 
     /// Writes every dirty page of a file-backed arena to the file and waits
     /// for it; nothing to do for an anonymous one.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         if self.file.is_none() {
             return Ok(());
         }
@@ -101,12 +97,8 @@ impl Arena {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     #[inline]
@@ -120,7 +112,7 @@ impl Arena {
 
     /// The bytes `off..off+len`.
     #[inline]
-    pub fn bytes(&self, off: usize, len: usize) -> &[u8] {
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> &[u8] {
         self.check(off, len);
         // SAFETY: the range was bounds-checked against the live mapping, and
         // the shared borrow of `self` excludes writers for the slice's life.
@@ -129,7 +121,7 @@ impl Arena {
 
     /// The bytes `off..off+len`, writable.
     #[inline]
-    pub fn bytes_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
+    pub(crate) fn bytes_mut(&mut self, off: usize, len: usize) -> &mut [u8] {
         self.check(off, len);
         // SAFETY: bounds-checked as above; the exclusive borrow of `self`
         // guarantees no other slice of the arena is alive meanwhile.
@@ -138,7 +130,7 @@ impl Arena {
 
     /// Two disjoint ranges at once, the first writable: lets a value be copied
     /// from one item into another without a bounce buffer.
-    pub fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
+    pub(crate) fn copy_within(&mut self, src: usize, dst: usize, len: usize) {
         self.check(src, len);
         self.check(dst, len);
         // SAFETY: both ranges are inside the mapping; `ptr::copy` allows overlap.
@@ -146,28 +138,28 @@ impl Arena {
     }
 
     #[inline]
-    pub fn read_u32(&self, off: usize) -> u32 {
+    pub(crate) fn read_u32(&self, off: usize) -> u32 {
         u32::from_ne_bytes(self.bytes(off, 4).try_into().unwrap())
     }
 
     #[inline]
-    pub fn write_u32(&mut self, off: usize, v: u32) {
+    pub(crate) fn write_u32(&mut self, off: usize, v: u32) {
         self.bytes_mut(off, 4).copy_from_slice(&v.to_ne_bytes());
     }
 
     #[inline]
-    pub fn read_u64(&self, off: usize) -> u64 {
+    pub(crate) fn read_u64(&self, off: usize) -> u64 {
         u64::from_ne_bytes(self.bytes(off, 8).try_into().unwrap())
     }
 
     #[inline]
-    pub fn write_u64(&mut self, off: usize, v: u64) {
+    pub(crate) fn write_u64(&mut self, off: usize, v: u64) {
         self.bytes_mut(off, 8).copy_from_slice(&v.to_ne_bytes());
     }
 
     /// Tells the kernel a range is no longer needed, so its pages stop
     /// counting toward RSS; the range reads back as zeros.
-    pub fn release(&mut self, off: usize, len: usize) {
+    pub(crate) fn release(&mut self, off: usize, len: usize) {
         self.check(off, len);
         // A shared file mapping would read the file's old bytes back after
         // MADV_DONTNEED: there the range is punched out of the file instead

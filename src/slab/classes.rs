@@ -14,8 +14,8 @@ const CHUNK_ALIGN: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ClassSize {
-    pub size: usize,
-    pub perslab: usize,
+    pub(crate) size: usize,
+    pub(crate) perslab: usize,
 }
 
 /// Sizes for classes `1..=largest`; index 0 is unused (class 0 means "none").

@@ -29,13 +29,13 @@ const UNIT: usize = 8;
 pub(crate) const MAX_ARENA_BYTES: usize = (u32::MAX as usize) * UNIT;
 
 #[derive(Debug, Default)]
-pub struct SlabClass {
-    pub size: usize,
-    pub perslab: usize,
+pub(crate) struct SlabClass {
+    pub(crate) size: usize,
+    pub(crate) perslab: usize,
     /// Pages owned by this class.
-    pub pages: usize,
+    pub(crate) pages: usize,
     /// Chunks handed out and not yet freed.
-    pub used_chunks: usize,
+    pub(crate) used_chunks: usize,
     free_head: ChunkRef,
     free_count: usize,
     /// The part of the newest page not yet carved into chunks: carving
@@ -46,17 +46,17 @@ pub struct SlabClass {
 
 impl SlabClass {
     /// Chunks available without taking another page.
-    pub fn free_chunks(&self) -> usize {
+    pub(crate) fn free_chunks(&self) -> usize {
         self.free_count + self.carve_left
     }
 
-    pub fn total_chunks(&self) -> usize {
+    pub(crate) fn total_chunks(&self) -> usize {
         self.pages * self.perslab
     }
 }
 
-pub struct Slabs {
-    pub arena: Arena,
+pub(crate) struct Slabs {
+    pub(crate) arena: Arena,
     classes: Vec<SlabClass>,
     page_size: usize,
     /// Owning class of each page (0 = not handed out).
@@ -70,29 +70,19 @@ pub struct Slabs {
 
 /// What the arena needs to know from the options.
 #[derive(Clone, Copy, Debug)]
-pub struct SlabConfig {
-    pub mem_limit: usize,
-    pub min_space: usize,
-    pub factor: f64,
-    pub page_size: usize,
-    pub chunk_max: usize,
-}
-
-/// memcached's hook for its test suite, read by release builds too:
-/// `T_MEMD_INITIAL_MALLOC` fakes how many bytes of pages are already
-/// handed out (shown as `total_malloced`, counted against `-m`), so a
-/// test can reach a multi-gigabyte limit without touching the memory.
-/// Unset or not a number: 0. (1.6.18's `t/64bit.t` also sets
-/// `T_MEMD_SLABS_ALLOC`, which that memcached no longer reads: pages are
-/// not preallocated without `-L`, here or there.)
-fn initial_malloced() -> usize {
-    std::env::var_os("T_MEMD_INITIAL_MALLOC")
-        .and_then(|v| crate::numbers::safe_strtoll(v.as_encoded_bytes()))
-        .map_or(0, |v| v as usize)
+pub(crate) struct SlabConfig {
+    pub(crate) mem_limit: usize,
+    pub(crate) min_space: usize,
+    pub(crate) factor: f64,
+    pub(crate) page_size: usize,
+    pub(crate) chunk_max: usize,
+    /// Bytes counted as handed out before the first page is (memcached's
+    /// `T_MEMD_INITIAL_MALLOC` test hook); 0 normally.
+    pub(crate) initial_malloced: usize,
 }
 
 impl Slabs {
-    pub fn new(cfg: SlabConfig) -> io::Result<Slabs> {
+    pub(crate) fn new(cfg: SlabConfig) -> io::Result<Slabs> {
         let len = Self::arena_len(&cfg)?;
         let arena = Arena::reserve(len).map_err(|e| {
             io::Error::new(
@@ -106,7 +96,7 @@ impl Slabs {
     /// Bytes of arena `cfg` needs: page 0 is the NIL page; then the -m
     /// budget; then one page per class for the "first page is always
     /// granted" rule.
-    pub fn arena_len(cfg: &SlabConfig) -> io::Result<usize> {
+    pub(crate) fn arena_len(cfg: &SlabConfig) -> io::Result<usize> {
         let nclasses = Self::class_count(cfg);
         let limit_pages = cfg.mem_limit.div_ceil(cfg.page_size).max(1);
         (1 + limit_pages + nclasses)
@@ -121,12 +111,12 @@ impl Slabs {
     }
 
     /// How many class entries (including the unused class 0) `cfg` makes.
-    pub fn class_count(cfg: &SlabConfig) -> usize {
+    pub(crate) fn class_count(cfg: &SlabConfig) -> usize {
         class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max).len()
     }
 
     /// Slabs over an arena of `arena_len(&cfg)` bytes, all of it unused.
-    pub fn with_arena(cfg: SlabConfig, arena: Arena) -> Slabs {
+    pub(crate) fn with_arena(cfg: SlabConfig, arena: Arena) -> Slabs {
         let sizes = class_sizes(cfg.min_space, cfg.factor, cfg.page_size, cfg.chunk_max);
         let total_pages = arena.len() / cfg.page_size;
         let classes = sizes
@@ -144,31 +134,27 @@ impl Slabs {
             page_class: vec![0; total_pages],
             next_page: 1,
             mem_limit: cfg.mem_limit,
-            mem_malloced: initial_malloced(),
+            mem_malloced: cfg.initial_malloced,
             free_pages: Vec::new(),
         }
     }
 
     /// The largest class id (its chunks are `slab_chunk_max` bytes).
-    pub fn largest(&self) -> u8 {
+    pub(crate) fn largest(&self) -> u8 {
         (self.classes.len() - 1) as u8
     }
 
     /// Size of the largest chunk; values beyond it are chained.
-    pub fn chunk_max(&self) -> usize {
+    pub(crate) fn chunk_max(&self) -> usize {
         self.classes.last().unwrap().size
     }
 
-    pub fn class(&self, id: u8) -> &SlabClass {
+    pub(crate) fn class(&self, id: u8) -> &SlabClass {
         &self.classes[id as usize]
     }
 
-    pub fn class_size(&self, id: u8) -> usize {
-        self.classes[id as usize].size
-    }
-
     /// The smallest class whose chunks hold `size` bytes, if any does.
-    pub fn class_for(&self, size: usize) -> Option<u8> {
+    pub(crate) fn class_for(&self, size: usize) -> Option<u8> {
         if size == 0 || size > self.classes.last().unwrap().size {
             return None;
         }
@@ -178,24 +164,20 @@ impl Slabs {
     }
 
     /// Pages returned to the global pool, free for any class.
-    pub fn free_pages(&self) -> usize {
+    pub(crate) fn free_pages(&self) -> usize {
         self.free_pages.len()
     }
 
     /// Bytes of pages handed out so far (memcached's `total_malloced`).
-    pub fn malloced(&self) -> usize {
+    pub(crate) fn malloced(&self) -> usize {
         self.mem_malloced
-    }
-
-    pub fn mem_limit(&self) -> usize {
-        self.mem_limit
     }
 
     /// `cache_memlimit`: pages are handed out up to `bytes` from now on.
     /// Pages already handed out stay where they are (as in memcached, a
     /// lower limit only stops growth). The arena was sized for the start-up
     /// `-m`, so a limit beyond that budget is refused.
-    pub fn set_mem_limit(&mut self, bytes: usize) -> bool {
+    pub(crate) fn set_mem_limit(&mut self, bytes: usize) -> bool {
         // The arena: the NIL page, the -m budget, a page per class entry.
         let budget_pages = self.page_class.len() - 1 - self.classes.len();
         if bytes.div_ceil(self.page_size) > budget_pages {
@@ -205,30 +187,26 @@ impl Slabs {
         true
     }
 
-    pub fn page_size(&self) -> usize {
-        self.page_size
-    }
-
     /// Byte offset of a chunk in the arena.
     #[inline]
-    pub fn offset(chunk: ChunkRef) -> usize {
+    pub(crate) fn offset(chunk: ChunkRef) -> usize {
         chunk as usize * UNIT
     }
 
     /// The chunk that starts at byte offset `off` (a multiple of 8).
     #[inline]
-    pub fn chunk_at(off: usize) -> ChunkRef {
+    pub(crate) fn chunk_at(off: usize) -> ChunkRef {
         debug_assert_eq!(off % UNIT, 0);
         (off / UNIT) as ChunkRef
     }
 
     /// The class that owns the page a chunk lies in.
-    pub fn class_of(&self, chunk: ChunkRef) -> u8 {
+    pub(crate) fn class_of(&self, chunk: ChunkRef) -> u8 {
         self.page_class[Self::offset(chunk) / self.page_size]
     }
 
     /// A chunk of class `id`, or `None` when the memory limit is reached.
-    pub fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
+    pub(crate) fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
         let class = &mut self.classes[id as usize];
         if class.free_head != NIL {
             let chunk = class.free_head;
@@ -249,7 +227,7 @@ impl Slabs {
     }
 
     /// Returns a chunk to its class's free list.
-    pub fn free(&mut self, chunk: ChunkRef, id: u8) {
+    pub(crate) fn free(&mut self, chunk: ChunkRef, id: u8) {
         debug_assert_eq!(self.class_of(chunk), id);
         let class = &mut self.classes[id as usize];
         let head = class.free_head;
@@ -262,33 +240,37 @@ impl Slabs {
     // ----- moving pages between classes (`slabs reassign`) -------------
 
     /// A page from the global pool, if any.
-    pub fn take_pool_page(&mut self) -> Option<usize> {
+    pub(crate) fn take_pool_page(&mut self) -> Option<usize> {
         self.free_pages.pop()
     }
 
     /// How many pages the arena has room for.
-    pub fn page_count(&self) -> usize {
+    pub(crate) fn page_count(&self) -> usize {
         self.page_class.len()
     }
 
     /// The class that owns `page`, or 0 if none does.
-    pub fn page_owner(&self, page: usize) -> u8 {
+    pub(crate) fn page_owner(&self, page: usize) -> u8 {
         self.page_class[page]
     }
 
     /// Chunk number `index` of `page`, which belongs to class `id`.
-    pub fn page_chunk(&self, page: usize, id: u8, index: usize) -> ChunkRef {
+    pub(crate) fn page_chunk(&self, page: usize, id: u8, index: usize) -> ChunkRef {
         let size = self.classes[id as usize].size;
         Self::chunk_at(page * self.page_size + index * size)
     }
 
     /// The page a move takes from class `id`: its oldest (lowest) page.
-    pub fn first_page(&self, id: u8) -> Option<usize> {
+    pub(crate) fn first_page(&self, id: u8) -> Option<usize> {
         self.page_class.iter().position(|&c| c == id)
     }
 
     /// The chunks of `page`, which belongs to class `id`.
-    pub fn page_chunks(&self, page: usize, id: u8) -> impl Iterator<Item = ChunkRef> + use<> {
+    pub(crate) fn page_chunks(
+        &self,
+        page: usize,
+        id: u8,
+    ) -> impl Iterator<Item = ChunkRef> + use<> {
         let size = self.classes[id as usize].size;
         let base = page * self.page_size;
         (0..self.classes[id as usize].perslab).map(move |i| ((base + i * size) / UNIT) as ChunkRef)
@@ -297,7 +279,7 @@ impl Slabs {
     /// Takes `page` away from class `src`. Every chunk in it must be free:
     /// they are unthreaded from the free list (and carving stops if the
     /// page is the one being carved).
-    pub fn take_page(&mut self, page: usize, src: u8) {
+    pub(crate) fn take_page(&mut self, page: usize, src: u8) {
         let page_size = self.page_size;
         let in_page = |c: ChunkRef| Self::offset(c) / page_size == page;
         let class = &self.classes[src as usize];
@@ -328,7 +310,7 @@ impl Slabs {
     /// Gives a page taken with `take_page` to class `dst`, or to the
     /// global pool when `dst` is 0. Its memory is handed back to the
     /// kernel first, so it reads as zeros and costs no RSS until used.
-    pub fn give_page(&mut self, page: usize, dst: u8) {
+    pub(crate) fn give_page(&mut self, page: usize, dst: u8) {
         self.arena.release(page * self.page_size, self.page_size);
         if dst == 0 {
             self.free_pages.push(page);
@@ -391,6 +373,7 @@ mod tests {
             factor: 1.25,
             page_size: 1 << 20,
             chunk_max: 512 * 1024,
+            initial_malloced: 0,
         })
         .unwrap()
     }

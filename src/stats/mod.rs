@@ -16,64 +16,64 @@ use std::fmt::Write as _;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Stats {
     /// Open connections including listening sockets, as memcached counts.
-    pub curr_conns: u64,
-    pub total_conns: u64,
-    pub rejected_conns: u64,
-    pub conn_structures: u64,
-    pub get_cmds: u64,
-    pub get_misses: u64,
-    pub touch_cmds: u64,
-    pub touch_misses: u64,
-    pub delete_misses: u64,
-    pub incr_misses: u64,
-    pub decr_misses: u64,
-    pub cas_misses: u64,
-    pub flush_cmds: u64,
-    pub meta_cmds: u64,
-    pub bytes_read: u64,
-    pub bytes_written: u64,
-    pub conn_yields: u64,
-    pub store_too_large: u64,
-    pub store_no_memory: u64,
-    pub auth_cmds: u64,
-    pub auth_errors: u64,
+    pub(crate) curr_conns: u64,
+    pub(crate) total_conns: u64,
+    pub(crate) rejected_conns: u64,
+    pub(crate) conn_structures: u64,
+    pub(crate) get_cmds: u64,
+    pub(crate) get_misses: u64,
+    pub(crate) touch_cmds: u64,
+    pub(crate) touch_misses: u64,
+    pub(crate) delete_misses: u64,
+    pub(crate) incr_misses: u64,
+    pub(crate) decr_misses: u64,
+    pub(crate) cas_misses: u64,
+    pub(crate) flush_cmds: u64,
+    pub(crate) meta_cmds: u64,
+    pub(crate) bytes_read: u64,
+    pub(crate) bytes_written: u64,
+    pub(crate) conn_yields: u64,
+    pub(crate) store_too_large: u64,
+    pub(crate) store_no_memory: u64,
+    pub(crate) auth_cmds: u64,
+    pub(crate) auth_errors: u64,
     /// Connections closed by `-o idle_timeout`.
-    pub idle_kicks: u64,
+    pub(crate) idle_kicks: u64,
     /// Connections closed because `-o read_buf_mem_limit` was reached.
-    pub read_buf_oom: u64,
-    pub listen_disabled_num: u64,
+    pub(crate) read_buf_oom: u64,
+    pub(crate) listen_disabled_num: u64,
     /// Time accepting was paused, counted when it resumes (memcached's).
-    pub time_in_listen_disabled_us: u64,
-    pub accepting_conns: bool,
-    pub prefixes: prefix::PrefixStats,
+    pub(crate) time_in_listen_disabled_us: u64,
+    pub(crate) accepting_conns: bool,
+    pub(crate) prefixes: prefix::PrefixStats,
     /// Present while the append-only file is on.
-    pub aof: Option<AofStats>,
+    pub(crate) aof: Option<AofStats>,
     /// Present when replication is configured.
-    pub repl: Option<repl::ReplStats>,
+    pub(crate) repl: Option<repl::ReplStats>,
 }
 
 /// The append-only file's figures, printed after memcached's own.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct AofStats {
     /// Current size of the file.
-    pub bytes: u64,
-    pub rewrites: u64,
+    pub(crate) bytes: u64,
+    pub(crate) rewrites: u64,
     /// How long the last fdatasync took, in milliseconds.
-    pub last_fsync_ms: u64,
+    pub(crate) last_fsync_ms: u64,
     /// Live items after the replay at start.
-    pub recovered_items: u64,
-    pub rewrite_in_progress: bool,
+    pub(crate) recovered_items: u64,
+    pub(crate) rewrite_in_progress: bool,
     /// Rewrites that failed (the child failed or was killed, or the new
     /// file could not be completed); the old file was kept.
-    pub rewrite_failures: u64,
+    pub(crate) rewrite_failures: u64,
     /// Writes, syncs and retries of the file that failed.
-    pub write_errors: u64,
+    pub(crate) write_errors: u64,
     /// The errno of the last failure (0: none, or a short write).
-    pub last_write_errno: i32,
+    pub(crate) last_write_errno: i32,
     /// The last write or sync failed, and none has succeeded since.
-    pub last_write_failed: bool,
+    pub(crate) last_write_failed: bool,
     /// Mutations are refused until the file takes writes again.
-    pub refusing_writes: bool,
+    pub(crate) refusing_writes: bool,
 }
 
 impl Stats {

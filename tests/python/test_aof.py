@@ -332,6 +332,32 @@ def test_items_whose_ttl_passed_while_down_stay_gone(start_server, tmp_path):
         assert 3590 <= ttl <= 3600
 
 
+def test_an_item_a_touch_extended_survives_a_restart_after_its_first_ttl(
+    start_server, tmp_path
+):
+    """`set t 0 1` then `touch t 1000`: a restart after that first second
+    must give `t` back. The PUT record has expired when it is replayed; the
+    TOUCH after it is what kept the item, so recovery holds the expired
+    PUT until the end of the file (a regression: the item was lost)."""
+    path = tmp_path / "touch.aof"
+    srv = start_aof(start_server, path)
+    with srv.connect() as s:
+        store(s, b"t", b"x", exptime=1)
+        assert request(s, b"touch t 1000\r\n") == b"TOUCHED\r\n"
+        store(s, b"short", b"y", exptime=1)
+    stop_gracefully(srv)
+    passed = time.time() + 2.2
+    while time.time() < passed:  # waiting for wall-clock time itself
+        time.sleep(0.05)
+    again = start_aof(start_server, path)
+    with again.connect() as s:
+        got = get(s, b"t", b"short")
+        assert sorted(got) == [b"t"]
+        ttl = int(request(s, b"mg t t\r\n").split()[1][1:])
+        assert 990 <= ttl <= 1000
+        assert stats_over(s)["curr_items"] == "1"
+
+
 def test_flush_all_is_replayed(start_server, tmp_path):
     path = tmp_path / "f.aof"
     srv = start_aof(start_server, path)
