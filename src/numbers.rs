@@ -123,6 +123,16 @@ pub(crate) fn safe_strtoul(s: &[u8]) -> Option<u32> {
     safe_strtoull(s).map(|v| v as u32)
 }
 
+/// memcached's `safe_strtoll`: a 64-bit `long long`, refused on overflow
+/// or trailing garbage.
+pub(crate) fn safe_strtoll(s: &[u8]) -> Option<i64> {
+    let (l, end, erange) = strtol(s, 10);
+    if erange || end == 0 || !ends_cleanly(s, end) {
+        return None;
+    }
+    Some(l)
+}
+
 /// memcached's `safe_strtol`: a 64-bit `long`, refused only when it
 /// overflows, then narrowed to `int32_t` by truncation (so 2147483648 reads
 /// as a negative number, as it does in memcached).

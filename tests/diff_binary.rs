@@ -891,11 +891,7 @@ fn stat_names(reply: &[u8]) -> Vec<String> {
         .into_iter()
         .map(|(_, _, k, _)| String::from_utf8_lossy(&k).into_owned())
         .filter(|n| {
-            !(n == "libevent"
-                || n.starts_with("ext_")
-                || n.starts_with("ssl_")
-                || n == "num_napi_ids"
-                || n == "slab_automove_freeratio")
+            !(n.starts_with("ext_") || n.starts_with("ssl_") || n == "slab_automove_freeratio")
         })
         .collect()
 }

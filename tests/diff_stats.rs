@@ -2,13 +2,14 @@
 //! in memcached 1.6.18's order, and every value that is deterministic after
 //! a fixed script (counters, chunk geometry, per-class totals).
 //!
-//! Fields we leave out on purpose (README, "Stats"): `libevent` (there is
-//! none), and in `stats settings` the extstore (`ext_*`), TLS (`ssl_*`) and
-//! NAPI lines, for features this server is not built with.
+//! Fields we leave out on purpose (README, "Stats"): in `stats settings`
+//! the extstore (`ext_*`) and TLS (`ssl_*`) lines, for features this server
+//! is not built with. `libevent` is there, its value differs (`none`).
 
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// The names of `STAT name value` lines, in order.
 fn names(reply: &[u8]) -> Vec<String> {
@@ -31,11 +32,7 @@ fn values(reply: &[u8], wanted: &[&str]) -> Vec<String> {
 }
 
 fn omitted(name: &str) -> bool {
-    name == "libevent"
-        || name.starts_with("ext_")
-        || name.starts_with("ssl_")
-        || name == "num_napi_ids"
-        || name == "slab_automove_freeratio"
+    name.starts_with("ext_") || name.starts_with("ssl_") || name == "slab_automove_freeratio"
 }
 
 /// A fixed script that touches every counter.
@@ -276,4 +273,116 @@ fn prefix_delimiter_option_turns_detail_on() {
          stats reset\r\nstats detail dump\r\n",
         &["-D", "/"],
     );
+}
+
+/// `lru_crawler disable` stops the crawler: `stats settings` then says
+/// `lru_crawler no`, crawls are refused, and `enable` starts it again (a
+/// second `enable` fails while it runs). memcached's crawler thread clears
+/// the setting as it exits, a moment after the `OK`: the oracle is polled.
+#[test]
+fn crawler_disable_shows_in_settings() {
+    if !oracle_available() {
+        return;
+    }
+    let pair = Pair::start(&[]);
+    let disable = Script::from("lru_crawler disable\r\n");
+    let settings = Script::from("stats settings\r\n");
+    let off = |o: &Outcome| filter_stats(&o.reply, &["lru_crawler"]) == "STAT lru_crawler no\n";
+    assert_eq!(pair.oracle.run(&disable).reply, b"OK\r\n");
+    let (_, oracle_off) = poll_until(&pair.oracle, &settings, Duration::from_secs(5), off);
+    assert!(oracle_off, "the oracle's crawler did not stop");
+    assert_eq!(pair.ours.run(&disable).reply, b"OK\r\n");
+    assert!(
+        off(&pair.ours.run(&settings)),
+        "ours still says lru_crawler yes"
+    );
+    let again = Script::from("lru_crawler crawl 1\r\nlru_crawler enable\r\nlru_crawler enable\r\n");
+    let (o, u) = (pair.oracle.run(&again).reply, pair.ours.run(&again).reply);
+    assert_eq!(escape(&u), escape(&o));
+    assert_eq!(
+        filter_stats(&pair.ours.run(&settings).reply, &["lru_crawler"]),
+        "STAT lru_crawler yes\n"
+    );
+}
+
+/// `-N` is shown by `stats settings` as its count (memcached prints the
+/// setting with `%s` and crashes for any `-N`: nothing to compare with),
+/// and `stats` says plainly that there is no libevent.
+#[test]
+fn napi_ids_and_libevent_lines() {
+    let ours = Server::start(Kind::Ours, &["-N", "2"]);
+    let settings = ours.run(&Script::from("stats settings\r\n")).reply;
+    assert_eq!(
+        filter_stats(&settings, &["num_napi_ids"]),
+        "STAT num_napi_ids 2\n"
+    );
+    let stats = ours.run(&Script::from("stats\r\n")).reply;
+    assert_eq!(filter_stats(&stats, &["libevent"]), "STAT libevent none\n");
+}
+
+/// Without segments (`-o no_modern`, `no_lru_maintainer`, `lru mode
+/// flat`) memcached reclaims the expired and flushed items at a class's
+/// tail before every allocation, free chunks or not, and counts them in
+/// `reclaimed` (and `expired_unfetched`), overall and per class.
+#[test]
+fn flat_lru_reclaims_flushed_items_before_allocating() {
+    if !oracle_available() {
+        return;
+    }
+    let counted = ["reclaimed", "expired_unfetched", "items:1:reclaimed"];
+    let setups: [(&[&'static str], &str); 3] = [
+        (&["-o", "no_modern"], ""),
+        (&["-o", "no_lru_maintainer,no_lru_crawler"], ""),
+        (&["-o", "no_lru_crawler"], "lru mode flat\r\n"),
+    ];
+    for (args, tune) in setups {
+        let mut pair = Pair::start(args);
+        // The flushed item is at the tail when the second `set` allocates;
+        // `flush_all` marks it by CAS within the same second.
+        let script = format!("{tune}set a 0 0 1\r\n1\r\nflush_all\r\nset b 0 0 1\r\n2\r\n");
+        pair.check("script", &Script::from(script.as_str()))
+            .unwrap();
+        let (o, u) = run(&pair, "stats\r\nstats items\r\n");
+        let want = filter_stats(&o, &counted);
+        assert_eq!(
+            want, "STAT expired_unfetched 1\nSTAT reclaimed 1\nSTAT items:1:reclaimed 1\n",
+            "{args:?} {tune:?}: the oracle"
+        );
+        assert_eq!(filter_stats(&u, &counted), want, "{args:?} {tune:?}");
+    }
+}
+
+/// memcached's `T_MEMD_INITIAL_MALLOC` test hook fakes bytes already
+/// handed out: `total_malloced` starts there and the pages it leaves under
+/// `-m` are all a class gets beyond its first (`t/64bit.t` uses it at
+/// 4 GB). Not a number: no effect.
+#[test]
+fn initial_malloc_hook_counts_against_the_limit() {
+    if !oracle_available() {
+        return;
+    }
+    let value = "v".repeat(400 * 1024);
+    let mut sets = String::new();
+    for i in 0..8 {
+        sets.push_str(&format!("set big{i} 0 0 {}\r\n{value}\r\n", value.len()));
+    }
+    let wanted = ["total_malloced", "active_slabs"];
+    // Two 400 KB items a page: 1 MB faked leaves two pages under 3 MB.
+    for (env, stored) in [("1048576", 4), ("12abc", 6)] {
+        let mut pair = Pair::start_env(&["-m", "3", "-M"], &[("T_MEMD_INITIAL_MALLOC", env)]);
+        let (o, _) = pair.check(env, &Script::from(sets.as_str())).unwrap();
+        let (o_slabs, u_slabs) = run(&pair, "stats slabs\r\n");
+        assert_eq!(
+            filter_stats(&u_slabs, &wanted),
+            filter_stats(&o_slabs, &wanted),
+            "{env}"
+        );
+        assert_eq!(
+            filter_stats(&o_slabs, &wanted),
+            "STAT active_slabs 1\nSTAT total_malloced 3145728\n",
+            "{env}: the oracle"
+        );
+        let got = String::from_utf8_lossy(&o.reply).matches("STORED").count();
+        assert_eq!(got, stored, "{env}: the oracle stored");
+    }
 }

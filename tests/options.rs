@@ -1,7 +1,7 @@
 //! The command line, compared with the real memcached 1.6.18: for each bad
 //! invocation both binaries must print the same stdout and stderr and exit
-//! with the same code; `-h` must equal memcached's minus the TLS, extstore
-//! and `-N` lines (filtered from memcached's own output, so the expectation
+//! with the same code; `-h` must equal memcached's minus the TLS and
+//! extstore lines (filtered from memcached's own output, so the expectation
 //! stays honest). Both are started with argv[0] "memcached" because getopt
 //! prefixes its messages with it.
 //!
@@ -189,6 +189,11 @@ const BAD_OPTIONS: &[&str] = &[
     "-N 0",
     "-N 8",
     "-t 65 -N 70",
+    "-N x",
+    "-N",
+    "--napi-ids=-1",
+    "--napi_ids=1",
+    "-t 2 -N 3",
     "-p 70000",
     "-U 70000",
     "-U 5 -p 65536",
@@ -319,12 +324,11 @@ fn root_without_a_user_fails_like_memcached() {
 
 /// memcached's help text without what this server does not build: the
 /// TLS notes under `-l`, `-Z`, the extstore block (with the blank line
-/// before it), `ssl_*` and `-N`. An entry's continuation lines are indented
+/// before it) and `ssl_*`. An entry's continuation lines are indented
 /// by 26 spaces.
 fn without_unbuilt_features(help: &[u8]) -> Vec<u8> {
-    const DROPPED_ENTRIES: [&str; 6] = [
+    const DROPPED_ENTRIES: [&str; 5] = [
         "-Z,",
-        "-N,",
         "   - ext_",
         "   - ssl_",
         "   - slab_automove_freeratio:",

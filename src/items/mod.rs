@@ -59,6 +59,7 @@ impl CacheConfig {
                 factor: s.factor,
                 page_size: s.slab_page_size,
                 chunk_max: s.slab_chunk_size_max,
+                initial_malloced: initial_malloced(),
             },
             item_size_max: s.item_size_max,
             use_cas: s.use_cas,
@@ -68,6 +69,19 @@ impl CacheConfig {
             hash_seed: random_seed(),
         }
     }
+}
+
+/// memcached's hook for its test suite, read by release builds too:
+/// `T_MEMD_INITIAL_MALLOC` fakes how many bytes of pages are already
+/// handed out (shown as `total_malloced`, counted against `-m`), so a
+/// test can reach a multi-gigabyte limit without touching the memory.
+/// Unset or not a number: 0. (1.6.18's `t/64bit.t` also sets
+/// `T_MEMD_SLABS_ALLOC`, which that memcached no longer reads: pages are
+/// not preallocated without `-L`, here or there.)
+fn initial_malloced() -> usize {
+    std::env::var_os("T_MEMD_INITIAL_MALLOC")
+        .and_then(|v| crate::numbers::safe_strtoll(v.as_encoded_bytes()))
+        .map_or(0, |v| v as usize)
 }
 
 /// Eight bytes from the kernel, or the time and pid when it has none.
@@ -98,6 +112,7 @@ impl CacheConfig {
                 factor: 1.25,
                 page_size: 1 << 20,
                 chunk_max: 512 << 10,
+                initial_malloced: 0,
             },
             item_size_max: 1 << 20,
             use_cas: true,
@@ -223,6 +238,10 @@ pub(crate) struct Cache {
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
     pub(crate) crawler_running: bool,
+    /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
+    /// and `lru mode flat` clear it): without segments every allocation
+    /// first reclaims what is expired or flushed at its class's LRU tail.
+    pub(crate) lru_segmented: bool,
     /// For each largest-class chunk position (arena offset / chunk_max): the
     /// header of the chunked item whose value it holds, or NIL.
     body_owner: Vec<ChunkRef>,
@@ -285,6 +304,7 @@ impl Cache {
             sizes: None,
             crawl: None,
             crawler_running: false,
+            lru_segmented: true,
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
@@ -701,12 +721,18 @@ impl Cache {
     }
 
     /// A chunk of class `id`, reclaiming or evicting from its LRU as needed.
+    /// As memcached's `do_item_alloc_pull`: without segments the tail's
+    /// expired and flushed items are reclaimed (and counted) before each
+    /// try, even while free chunks remain.
     fn alloc_chunk(&mut self, id: u8) -> Option<ChunkRef> {
         for _ in 0..ALLOC_TRIES {
+            if !self.lru_segmented {
+                self.pull_tail(id, false);
+            }
             if let Some(c) = self.slabs.alloc(id) {
                 return Some(c);
             }
-            if !self.pull_tail(id) {
+            if !self.pull_tail(id, true) {
                 break;
             }
         }
@@ -715,9 +741,9 @@ impl Cache {
     }
 
     /// memcached's `lru_pull_tail` for an allocation: reclaim expired items
-    /// at the tail, then evict the first live one if evictions are allowed.
-    /// True if anything was freed.
-    fn pull_tail(&mut self, id: u8) -> bool {
+    /// at the tail, then, if `evict` and evictions are allowed, evict the
+    /// first live one. True if anything was freed.
+    fn pull_tail(&mut self, id: u8, evict: bool) -> bool {
         let mut freed = false;
         let mut it = self.lrus[id as usize].tail;
         for _ in 0..TAIL_SEARCH {
@@ -741,7 +767,7 @@ impl Cache {
                 it = prev;
                 continue;
             }
-            if self.cfg.evict_to_free {
+            if evict && self.cfg.evict_to_free {
                 let age = self.now().saturating_sub(v.time());
                 let cs = &mut self.stats.classes[c];
                 cs.evicted += 1;

@@ -39,6 +39,10 @@ impl ParseState {
         out.extend_from_slice(
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
+        // memcached's last line (after its TLS ones), its text kept whole.
+        out.extend_from_slice(
+            b"-N, --napi_ids            number of napi ids. see doc/napi_ids.txt for more details\n",
+        );
         self.usage_aof(out);
         self.usage_replication(out);
         Ok(())

@@ -568,8 +568,9 @@ fn process_lru_crawler(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             }
             None => r.line("CLIENT_ERROR bad command line format"),
         },
-        // memcached's quirks, kept: `disable` stops the crawler but leaves
-        // it configured, so a later `enable` fails and crawls then error.
+        // As memcached: `enable` fails while the crawler runs; `disable`
+        // stops it (a crawl under way finishes) and `stats settings` then
+        // says `lru_crawler no`, crawls are refused until `enable`.
         (3, b"enable") if ctx.settings.lru_crawler => {
             r.line("ERROR failed to start lru crawler thread")
         }
@@ -579,6 +580,7 @@ fn process_lru_crawler(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             r.line("OK")
         }
         (3, b"disable") => {
+            ctx.settings.lru_crawler = false;
             ctx.cache.crawler_running = false;
             r.line("OK")
         }

@@ -2,8 +2,9 @@
 //! and `cache_memlimit`. Replies, limits and parsing follow memcached
 //! 1.6's `process_lru_command` and `process_memlimit_command`.
 //!
-//! This server keeps one LRU per class, so `lru tune|mode|temp_ttl` change
-//! only what `stats settings` reports (as the matching `-o` options do);
+//! This server keeps one LRU per class, so `lru tune|temp_ttl` change only
+//! what `stats settings` reports (as the matching `-o` options do), and
+//! `lru mode flat` only makes allocations reclaim at the tail first;
 //! `cache_memlimit` really moves the page budget, within the arena reserved
 //! at start.
 
@@ -44,10 +45,12 @@ pub(super) fn process_lru(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         b"mode" if n >= 4 && lru.lru_maintainer => match t.get(2) {
             b"flat" => {
                 lru.lru_segmented = false;
+                ctx.cache.lru_segmented = false;
                 r.line("OK")
             }
             b"segmented" => {
                 lru.lru_segmented = true;
+                ctx.cache.lru_segmented = true;
                 r.line("OK")
             }
             _ => r.line("ERROR"),

@@ -342,7 +342,7 @@ fn listen_error(s: &Settings, transport: &str, port: u16, e: io::Error) -> io::E
 }
 
 /// The C library's wording of an errno, as memcached prints it.
-fn strerror(e: &io::Error) -> String {
+pub(super) fn strerror(e: &io::Error) -> String {
     let s = e.to_string();
     match s.find(" (os error") {
         Some(i) => s[..i].to_string(),

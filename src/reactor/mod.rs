@@ -13,6 +13,7 @@ pub mod harness;
 mod idle;
 mod listen;
 mod log_streams;
+mod port_file;
 mod readbuf;
 mod repl_io;
 mod shutdown;
@@ -127,6 +128,7 @@ impl Reactor {
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
+        cache.lru_segmented = settings.tuning.lru_segmented;
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -206,7 +208,11 @@ impl Reactor {
     /// Opens every listener and counts each as a connection, as memcached
     /// does; traces them at `-vv` in memcached's order.
     fn open_listeners(&mut self) -> io::Result<()> {
+        let port_file = port_file::PortFile::open(self.settings.socket_path.is_some());
         let bound = listen::bind_all(&self.settings)?;
+        if let Some(f) = port_file {
+            f.publish(&bound);
+        }
         let v = self.settings.verbose;
         for (listener, protocol) in bound.streams {
             let fd = listener.as_raw_fd();

@@ -76,6 +76,9 @@ pub(crate) struct SlabConfig {
     pub(crate) factor: f64,
     pub(crate) page_size: usize,
     pub(crate) chunk_max: usize,
+    /// Bytes counted as handed out before the first page is (memcached's
+    /// `T_MEMD_INITIAL_MALLOC` test hook); 0 normally.
+    pub(crate) initial_malloced: usize,
 }
 
 impl Slabs {
@@ -131,7 +134,7 @@ impl Slabs {
             page_class: vec![0; total_pages],
             next_page: 1,
             mem_limit: cfg.mem_limit,
-            mem_malloced: 0,
+            mem_malloced: cfg.initial_malloced,
             free_pages: Vec::new(),
         }
     }
@@ -337,7 +340,9 @@ impl Slabs {
             page
         } else {
             let class = &self.classes[id as usize];
-            let over = self.mem_malloced + self.page_size > self.mem_limit;
+            // size_t arithmetic, as memcached's: a faked total near the
+            // top (T_MEMD_INITIAL_MALLOC) wraps rather than overflows.
+            let over = self.mem_malloced.wrapping_add(self.page_size) > self.mem_limit;
             if over && class.pages > 0 {
                 return false;
             }
@@ -345,7 +350,7 @@ impl Slabs {
                 return false;
             }
             self.next_page += 1;
-            self.mem_malloced += self.page_size;
+            self.mem_malloced = self.mem_malloced.wrapping_add(self.page_size);
             self.next_page - 1
         };
         self.page_class[page] = id;
@@ -368,6 +373,7 @@ mod tests {
             factor: 1.25,
             page_size: 1 << 20,
             chunk_max: 512 * 1024,
+            initial_malloced: 0,
         })
         .unwrap()
     }

@@ -168,6 +168,7 @@ mod tests {
             factor: 1.25,
             page_size: 1 << 20,
             chunk_max: 512 * 1024,
+            initial_malloced: 0,
         }
     }
 

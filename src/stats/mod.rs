@@ -121,6 +121,12 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "uptime", now.saturating_sub(60));
     stat(&mut o, "time", cache.clock.to_unix(now));
     stat(&mut o, "version", VERSION);
+    // memcached prints the version of the libevent it runs on; there is
+    // none here (one epoll reactor). The line stays, so the field count
+    // and order are memcached's, with a value that does not pretend:
+    // monitoring tools (memcached-tool, memcached_exporter, libmemcached's
+    // memcstat) read no number from it.
+    stat(&mut o, "libevent", "none");
     stat(&mut o, "pointer_size", 8 * std::mem::size_of::<usize>());
     stat(&mut o, "rusage_user", user);
     stat(&mut o, "rusage_system", system);
@@ -482,6 +488,13 @@ pub(crate) fn settings(s: &Settings) -> String {
     stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
     stat(&mut o, "track_sizes", yes(s.track_sizes));
     stat(&mut o, "inline_ascii_response", "no");
+    // memcached prints `settings.num_napi_ids` with `%s`: "(null)" for the
+    // default 0 (and it crashes for any `-N`). The count is printed here.
+    // One thread serves every connection, so `-N` changes nothing else.
+    match t.napi_ids {
+        0 => stat(&mut o, "num_napi_ids", "(null)"),
+        n => stat(&mut o, "num_napi_ids", n),
+    }
     stat(
         &mut o,
         "memory_file",

@@ -50,7 +50,7 @@ def test_manpage_renders_without_warnings():
 def test_manpage_documents_every_option():
     text = _help_text()
     shorts = set(re.findall(r"^-([A-Za-z])\b", text, re.M))
-    longs = set(re.findall(r"--([a-z][a-z-]*)", text))
+    longs = set(re.findall(r"--([a-z][a-z_-]*)", text))
     okeys = set(re.findall(r"^\s+- ([a-z_]+):", text, re.M))
     # Sanity: the parse found what -h obviously prints.
     assert {"p", "U", "o", "D"} <= shorts

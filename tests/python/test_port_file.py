@@ -1,0 +1,96 @@
+"""MEMCACHED_PORT_FILENAME: the file of bound ports memcached writes at
+start (`TCP INET: <port>` lines, TCP before UDP, written to NAME.lck and
+renamed). Compared with the oracle; each server's own port is written
+as PORT so the two can be compared."""
+
+import os
+import socket
+import subprocess
+
+import pytest
+
+from daemon_helpers import poll_until
+from mc_helpers import binary_for
+
+
+def have_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def port_file(start_server, tmp_path, kind, *opts, stale=None):
+    """Starts `kind` with the variable set; returns the file's text (the
+    server's port as PORT) and whether the .lck file is gone."""
+    path = tmp_path / f"ports.{kind}"
+    if stale is not None:
+        (tmp_path / f"ports.{kind}.lck").write_text(stale)
+    srv = start_server(kind, *opts, env={"MEMCACHED_PORT_FILENAME": str(path)})
+    # The rename comes right after the binds; the server is answering by
+    # now, but the file is polled rather than assumed.
+    poll_until(path.exists, 5, f"{kind} writes {path}")
+    text = path.read_text().replace(f": {srv.port}\n", ": PORT\n")
+    return text, not (tmp_path / f"ports.{kind}.lck").exists()
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        (),
+        ("-U", "{port}"),
+        pytest.param(
+            ("-l", "::1", "-U", "{port}"),
+            marks=pytest.mark.skipif(not have_ipv6_loopback(), reason="no ::1"),
+        ),
+    ],
+    ids=["tcp", "tcp-udp", "ipv6"],
+)
+def test_ports_written_as_memcached_writes_them(start_server, tmp_path, opts):
+    theirs = port_file(start_server, tmp_path, "oracle", *opts)
+    ours = port_file(start_server, tmp_path, "ours", *opts)
+    assert ours == theirs
+    assert theirs[0].startswith("TCP INET: PORT\n") and theirs[1]
+
+
+def test_a_stale_lck_file_is_appended_to(start_server, tmp_path):
+    stale = "left over\n"
+    theirs = port_file(start_server, tmp_path, "oracle", stale=stale)
+    ours = port_file(start_server, tmp_path, "ours", stale=stale)
+    assert ours == theirs == ("left over\nTCP INET: PORT\n", True)
+
+
+def test_an_unopenable_file_is_reported_and_the_server_starts(start_server, tmp_path):
+    path = tmp_path / "missing-dir" / "ports"
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, env={"MEMCACHED_PORT_FILENAME": str(path)})
+        assert srv.alive()
+        assert f'Failed to open "{path}.lck": No such file or directory\n' in srv.stderr.text()
+    assert not path.parent.exists()
+
+
+def test_no_file_under_a_unix_socket(tmp_path):
+    """Under -s memcached listens on no port and writes no file."""
+    for kind in ("oracle", "ours"):
+        sock = tmp_path / f"{kind}.sock"
+        path = tmp_path / f"ports.{kind}"
+        proc = subprocess.Popen(
+            [str(binary_for(kind)), "-u", "root", "-s", str(sock)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "MEMCACHED_PORT_FILENAME": str(path)},
+        )
+        try:
+            poll_until(sock.exists, 5, f"{kind} listens on {sock}")
+            # An answer means start-up, where the file would be written,
+            # is over.
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(10)
+                c.connect(str(sock))
+                c.sendall(b"version\r\n")
+                assert c.recv(100) == b"VERSION 1.6.18\r\n"
+            assert not path.exists() and not (tmp_path / f"ports.{kind}.lck").exists()
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
