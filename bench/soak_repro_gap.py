@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from soak import Node, connect, free_ports, read_until, stats  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target/release/memcached")
+BINARY = os.environ.get("MEMCACHED_BINARY", os.path.join(ROOT, "target/release/memcached"))
 
 
 def cmd(node, line):
