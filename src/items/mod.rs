@@ -13,6 +13,7 @@
 //! again. Whatever may evict (an allocation) is done before an existing
 //! item is looked up, never between the lookup and its use.
 
+pub(crate) mod automove;
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod crawler;
@@ -200,6 +201,7 @@ pub(crate) struct ItemStats {
     pub(crate) lru_crawler_starts: u64,
     pub(crate) slabs_moved: u64,
     pub(crate) slab_reassign_rescues: u64,
+    pub(crate) slab_reassign_chunk_rescues: u64,
     pub(crate) slab_reassign_evictions_nomem: u64,
     pub(crate) slab_reassign_busy_items: u64,
     pub(crate) classes: Vec<ClassStats>,
@@ -247,8 +249,11 @@ pub(crate) struct Cache {
     body_owner: Vec<ChunkRef>,
     /// A page move asked for and not yet done.
     pub(crate) rebalance: Option<rebalance::Move>,
-    /// Per class, the eviction count seen by the last automove check.
+    /// Per class, the eviction count seen by the last `slabs automove 2`
+    /// check.
     automove_seen: Vec<u64>,
+    /// `slabs automove 1`'s window of history.
+    automove: automove::Automove,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
     pins: Vec<ChunkRef>,
     /// Where changes are reported, when persistence or replication is on
@@ -308,6 +313,7 @@ impl Cache {
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
+            automove: automove::Automove::default(),
             pins: Vec::new(),
             changes: None,
             flush_at: None,
@@ -835,9 +841,13 @@ impl Cache {
 
     /// Frees a chunk that held value bytes of a chunked item; its header
     /// byte positions held raw data, so the flags byte is cleared.
-    fn free_body(&mut self, chunk: ChunkRef) {
+    fn clear_body_owner(&mut self, chunk: ChunkRef) {
         let i = self.body_index(chunk);
         self.body_owner[i] = NIL;
+    }
+
+    fn free_body(&mut self, chunk: ChunkRef) {
+        self.clear_body_owner(chunk);
         self.slabs
             .arena
             .bytes_mut(Slabs::offset(chunk) + item::IFLAGS_OFFSET, 1)[0] = 0;

@@ -103,6 +103,9 @@ pub(crate) struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// `slabs automove 1` gave a page back to the global pool: check again
+    /// on the next turn, not in a second (there may be more to give).
+    automove_again: bool,
     /// Replication, when `-x` is given.
     repl: Option<repl::Repl>,
     /// The append-only file, and the replies waiting for it.
@@ -168,6 +171,7 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            automove_again: false,
             repl: None,
             durability,
             paused: None,
@@ -266,7 +270,9 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
-                || self.repl.as_ref().is_some_and(repl::Repl::busy);
+                || self.repl.as_ref().is_some_and(repl::Repl::busy)
+                || self.cache.rebalance.is_some()
+                || self.automove_again;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
@@ -402,10 +408,11 @@ impl Reactor {
         }
         let mode = self.settings.slab_automove;
         let now = self.cache.now();
-        if mode == 2 || now != self.last_automove {
+        if mode == 2 || now != self.last_automove || self.automove_again {
             self.last_automove = now;
             let ratio = self.settings.tuning.slab_automove_ratio;
-            self.cache.automove_tick(mode, ratio);
+            let window = self.settings.tuning.slab_automove_window.max(1) as usize;
+            self.automove_again = self.cache.automove_tick(mode, ratio, window);
         }
         if self.cache.rebalance.is_some() {
             self.cache.rebalance_step();

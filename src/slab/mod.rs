@@ -66,6 +66,11 @@ pub(crate) struct Slabs {
     mem_malloced: usize,
     /// Pages given back by their class, ready for any class.
     free_pages: Vec<usize>,
+    /// The page a move is emptying (see `start_drain`), if any.
+    draining: Option<usize>,
+    /// Free chunks of the draining page that a rescue took off the free
+    /// list and set aside (memcached's `slab_reassign_inline_reclaim`).
+    pub(crate) inline_reclaim: u64,
 }
 
 /// What the arena needs to know from the options.
@@ -136,6 +141,8 @@ impl Slabs {
             mem_limit: cfg.mem_limit,
             mem_malloced: cfg.initial_malloced,
             free_pages: Vec::new(),
+            draining: None,
+            inline_reclaim: 0,
         }
     }
 
@@ -207,23 +214,60 @@ impl Slabs {
 
     /// A chunk of class `id`, or `None` when the memory limit is reached.
     pub(crate) fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
-        let class = &mut self.classes[id as usize];
-        if class.free_head != NIL {
-            let chunk = class.free_head;
-            class.free_head = self.arena.read_u32(Self::offset(chunk));
-            class.free_count -= 1;
-            class.used_chunks += 1;
+        if let Some(chunk) = self.pop_free(id).0 {
             return Some(chunk);
         }
+        let class = &self.classes[id as usize];
         if class.carve_left == 0 && !self.grant_page(id) {
             return None;
         }
+        Some(self.carve(id))
+    }
+
+    /// A chunk of class `id` for an item a move rescues: only from what the
+    /// class already has (its free list, the rest of the page it carves),
+    /// never a new page, and never one in the page being emptied.
+    pub(crate) fn alloc_rescue(&mut self, id: u8) -> Option<ChunkRef> {
+        let (chunk, set_aside) = self.pop_free(id);
+        self.inline_reclaim += set_aside;
+        if chunk.is_some() {
+            return chunk;
+        }
+        (self.classes[id as usize].carve_left > 0).then(|| self.carve(id))
+    }
+
+    /// The head of class `id`'s free list, passing over (and setting aside)
+    /// chunks of the page being emptied; how many were set aside.
+    #[inline]
+    fn pop_free(&mut self, id: u8) -> (Option<ChunkRef>, u64) {
+        let mut set_aside = 0;
+        loop {
+            let class = &mut self.classes[id as usize];
+            let chunk = class.free_head;
+            if chunk == NIL {
+                return (None, set_aside);
+            }
+            class.free_head = self.arena.read_u32(Self::offset(chunk));
+            class.free_count -= 1;
+            if let Some(page) = self.draining
+                && Self::offset(chunk) / self.page_size == page
+            {
+                set_aside += 1;
+                continue;
+            }
+            class.used_chunks += 1;
+            return (Some(chunk), set_aside);
+        }
+    }
+
+    /// The next chunk of the page class `id` is carving (it has one).
+    fn carve(&mut self, id: u8) -> ChunkRef {
         let class = &mut self.classes[id as usize];
         let chunk = (class.carve_off / UNIT) as ChunkRef;
         class.carve_off += class.size;
         class.carve_left -= 1;
         class.used_chunks += 1;
-        Some(chunk)
+        chunk
     }
 
     /// Returns a chunk to its class's free list.
@@ -237,7 +281,41 @@ impl Slabs {
         self.arena.write_u32(Self::offset(chunk), head);
     }
 
+    /// Marks a chunk of the page being emptied free without threading it
+    /// onto the free list: the page is about to leave the class.
+    pub(crate) fn release_draining(&mut self, chunk: ChunkRef, id: u8) {
+        debug_assert_eq!(self.draining, Some(Self::offset(chunk) / self.page_size));
+        self.classes[id as usize].used_chunks -= 1;
+    }
+
     // ----- moving pages between classes (`slabs reassign`) -------------
+
+    /// Starts emptying `page` of class `id`: from now on no allocation
+    /// hands out its chunks (those on the free list are passed over, and
+    /// carving stops if it is the page being carved), so a move can walk
+    /// it over several loop turns while clients keep allocating.
+    pub(crate) fn start_drain(&mut self, page: usize, id: u8) {
+        let class = &mut self.classes[id as usize];
+        if class.carve_left > 0 && class.carve_off / self.page_size == page {
+            class.carve_left = 0;
+        }
+        self.draining = Some(page);
+    }
+
+    /// Gives up emptying `page` of class `id` (a warm shutdown mid-move):
+    /// its free chunks, `free` (those the caller found unused), go back on
+    /// the free list so that none is lost.
+    pub(crate) fn abandon_drain(&mut self, page: usize, id: u8, free: &[ChunkRef]) {
+        self.unthread_page(page, id);
+        for &c in free {
+            let class = &mut self.classes[id as usize];
+            let head = class.free_head;
+            class.free_head = c;
+            class.free_count += 1;
+            self.arena.write_u32(Self::offset(c), head);
+        }
+        self.draining = None;
+    }
 
     /// A page from the global pool, if any.
     pub(crate) fn take_pool_page(&mut self) -> Option<usize> {
@@ -280,6 +358,20 @@ impl Slabs {
     /// they are unthreaded from the free list (and carving stops if the
     /// page is the one being carved).
     pub(crate) fn take_page(&mut self, page: usize, src: u8) {
+        self.unthread_page(page, src);
+        let class = &mut self.classes[src as usize];
+        if class.carve_left > 0 && class.carve_off / self.page_size == page {
+            class.carve_left = 0;
+        }
+        class.pages -= 1;
+        self.page_class[page] = 0;
+        if self.draining == Some(page) {
+            self.draining = None;
+        }
+    }
+
+    /// Takes every chunk of `page` off class `src`'s free list.
+    fn unthread_page(&mut self, page: usize, src: u8) {
         let page_size = self.page_size;
         let in_page = |c: ChunkRef| Self::offset(c) / page_size == page;
         let class = &self.classes[src as usize];
@@ -293,18 +385,13 @@ impl Slabs {
             c = next;
         }
         let class = &mut self.classes[src as usize];
-        if class.carve_left > 0 && class.carve_off / page_size == page {
-            class.carve_left = 0;
-        }
         class.free_count = kept.len();
         class.free_head = NIL;
-        class.pages -= 1;
         for &c in kept.iter().rev() {
             let head = self.classes[src as usize].free_head;
             self.arena.write_u32(Self::offset(c), head);
             self.classes[src as usize].free_head = c;
         }
-        self.page_class[page] = 0;
     }
 
     /// Gives a page taken with `take_page` to class `dst`, or to the

@@ -199,13 +199,21 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "hash_bytes", cache.hash.bytes());
     stat(&mut o, "hash_is_expanding", cache.hash.is_expanding() as u8);
     stat(&mut o, "slab_reassign_rescues", is.slab_reassign_rescues);
-    stat(&mut o, "slab_reassign_chunk_rescues", 0);
+    stat(
+        &mut o,
+        "slab_reassign_chunk_rescues",
+        is.slab_reassign_chunk_rescues,
+    );
     stat(
         &mut o,
         "slab_reassign_evictions_nomem",
         is.slab_reassign_evictions_nomem,
     );
-    stat(&mut o, "slab_reassign_inline_reclaim", 0);
+    stat(
+        &mut o,
+        "slab_reassign_inline_reclaim",
+        cache.slabs.inline_reclaim,
+    );
     stat(
         &mut o,
         "slab_reassign_busy_items",
