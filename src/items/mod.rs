@@ -240,6 +240,10 @@ pub(crate) struct Cache {
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
     pub(crate) crawler_running: bool,
+    /// A `flush_all` left every item in place, flushed: the automatic crawl
+    /// should come at once rather than on its schedule, so their chunks
+    /// free up (and `slabs automove` can give idle pages back to the pool).
+    pub(crate) crawl_soon: bool,
     /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
     /// and `lru mode flat` clear it): without segments every allocation
     /// first reclaims what is expired or flushed at its class's LRU tail.
@@ -309,6 +313,7 @@ impl Cache {
             sizes: None,
             crawl: None,
             crawler_running: false,
+            crawl_soon: false,
             lru_segmented: true,
             body_owner: Vec::new(),
             rebalance: None,
@@ -581,6 +586,7 @@ impl Cache {
             self.oldest_live = new_oldest;
         }
         self.flush_at = delayed.then_some(new_oldest);
+        self.crawl_soon |= !delayed;
         self.log_flush(new_oldest);
     }
 

@@ -36,6 +36,10 @@ pub(crate) struct Move {
     pos: usize,
     /// Whether this pass over the page met an item it could not move.
     busy: bool,
+    /// The last pass ended busy: the next waits for the loop's next turn
+    /// that has something else to do (or its one-second tick) rather than
+    /// spinning on a connection that may be slow to finish its item.
+    waiting: bool,
 }
 
 /// memcached's answers to `slabs reassign`.
@@ -102,6 +106,7 @@ impl Cache {
             page: None,
             pos: 0,
             busy: false,
+            waiting: false,
         });
         Reassign::Ok
     }
@@ -159,7 +164,9 @@ impl Cache {
         if end < perslab || mv.busy {
             if end == perslab {
                 // Round again for what was busy.
-                (mv.pos, mv.busy) = (0, false);
+                (mv.pos, mv.busy, mv.waiting) = (0, false, true);
+            } else {
+                mv.waiting = false;
             }
             self.rebalance = Some(mv);
             return false;
@@ -168,6 +175,12 @@ impl Cache {
         self.slabs.give_page(page, mv.dst);
         self.finish_move();
         true
+    }
+
+    /// Whether a move has work it can do at once (the event loop does not
+    /// sleep while it has).
+    pub(crate) fn rebalance_pending(&self) -> bool {
+        self.rebalance.is_some_and(|m| !m.waiting)
     }
 
     /// Moves out what `chunk` (of the page being emptied, class `class`)
@@ -308,7 +321,8 @@ impl Cache {
                 if moved && self.logger.wants(crate::logger::SYSEVENTS) {
                     self.logger.slab_move(src as i32, dst as i32);
                 }
-                dst == 0
+                // Checking each turn is only worth it while a move runs.
+                dst == 0 && self.rebalance_pending()
             }
             2 => {
                 self.automove_evictions();

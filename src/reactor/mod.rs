@@ -271,7 +271,7 @@ impl Reactor {
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
                 || self.repl.as_ref().is_some_and(repl::Repl::busy)
-                || self.cache.rebalance.is_some()
+                || self.cache.rebalance_pending()
                 || self.automove_again;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
@@ -436,9 +436,14 @@ impl Reactor {
     /// schedule: often while items with a TTL exist, rarely otherwise.
     fn auto_crawl(&mut self) {
         let now = self.cache.now();
-        if !self.cache.crawler_running || self.cache.crawl_busy() || now < self.next_auto_crawl {
+        let soon = self.cache.crawl_soon;
+        if !self.cache.crawler_running
+            || self.cache.crawl_busy()
+            || (now < self.next_auto_crawl && !soon)
+        {
             return;
         }
+        self.cache.crawl_soon = false;
         let all: Vec<u8> = (1..=self.cache.slabs.largest()).collect();
         let limit = self.settings.lru_crawler_tocrawl;
         let started = self.cache.crawl_start(&all, CrawlKind::Expired, limit);
