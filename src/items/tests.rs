@@ -333,3 +333,45 @@ fn moving_a_page_rescues_live_items_keeping_what_clients_see() {
     // The LRU is whole: walking it finds every item once.
     assert_eq!(c.lru_iter(class).count(), items as usize);
 }
+
+#[test]
+fn automove_gives_pages_of_mostly_free_classes_to_the_pool_once_quiet() {
+    let mut c = cache(16, true);
+    let mut keys = Vec::new();
+    // A baseline check, then the class grows to five pages: its window is
+    // dirty.
+    assert!(!c.automove_tick(1, 0.8, 3));
+    let mut i = 0;
+    let class = loop {
+        let key = format!("k{i}");
+        set(&mut c, StoreMode::Set, key.as_bytes(), &[b'v'; 1000]).unwrap();
+        keys.push(key);
+        i += 1;
+        let class = c.class_of(c.hash.find(&c.slabs.arena, b"k0", c.hv(b"k0")).unwrap());
+        if c.slabs.class(class).pages == 5 {
+            break class;
+        }
+    };
+    // This check sees the growth (and too few free chunks to give any).
+    assert!(!c.automove_tick(1, 0.8, 3));
+    assert_eq!(c.rebalance, None);
+    for k in &keys[..keys.len() - 10] {
+        assert!(c.delete(k.as_bytes()));
+    }
+    // The growth stays in the window for the next two checks.
+    for _ in 0..2 {
+        c.automove_tick(1, 0.8, 3);
+        assert_eq!(c.rebalance, None, "a class that grew keeps its pages");
+    }
+    assert!(
+        c.automove_tick(1, 0.8, 3),
+        "a page went to the pool: look again soon"
+    );
+    finish_move(&mut c);
+    assert_eq!(c.slabs.free_pages(), 1);
+    assert_eq!(c.slabs.class(class).pages, 4);
+    // Every live item survived (rescued or elsewhere).
+    for k in &keys[keys.len() - 10..] {
+        assert!(value(&mut c, k.as_bytes()).is_some());
+    }
+}
