@@ -518,6 +518,7 @@ impl Reactor {
                 stats: &mut self.stats,
                 settings: &mut self.settings,
                 fd,
+                resp_room: usize::MAX,
             };
             c.shut(&mut ctx);
             self.stats.curr_conns -= 1;
@@ -675,6 +676,7 @@ impl Reactor {
             stats,
             settings,
             fd,
+            resp_room: usize::MAX,
         };
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)

@@ -41,6 +41,9 @@ pub(crate) struct Stats {
     pub(crate) idle_kicks: u64,
     /// Connections closed because `-o read_buf_mem_limit` was reached.
     pub(crate) read_buf_oom: u64,
+    /// Requests refused a response object under `-o read_buf_mem_limit`
+    /// (memcached's `response_obj_oom`).
+    pub(crate) response_obj_oom: u64,
     pub(crate) listen_disabled_num: u64,
     /// Time accepting was paused, counted when it resumes (memcached's).
     pub(crate) time_in_listen_disabled_us: u64,
@@ -143,11 +146,8 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         stat(&mut o, "rejected_connections", stats.rejected_conns);
     }
     stat(&mut o, "connection_structures", stats.conn_structures);
-    for name in [
-        "response_obj_oom",
-        "response_obj_count",
-        "response_obj_bytes",
-    ] {
+    stat(&mut o, "response_obj_oom", stats.response_obj_oom);
+    for name in ["response_obj_count", "response_obj_bytes"] {
         stat(&mut o, name, 0);
     }
     for name in ["read_buf_count", "read_buf_bytes", "read_buf_bytes_free"] {
