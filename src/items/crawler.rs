@@ -113,6 +113,16 @@ impl Cache {
         CrawlStart::Ok
     }
 
+    /// A page move put the item at `old` at `new`: a crawl standing on it
+    /// goes on from the copy.
+    pub(crate) fn crawl_moved(&mut self, old: ChunkRef, new: ChunkRef) {
+        if let Some(job) = &mut self.crawl
+            && job.cursor == old
+        {
+            job.cursor = new;
+        }
+    }
+
     /// Advances the crawl by up to `budget` items, appending metadump lines
     /// to `out`. Returns the finished job once it is done.
     pub(crate) fn crawl_step(&mut self, budget: usize, out: &mut Vec<u8>) -> Option<CrawlJob> {

@@ -143,6 +143,25 @@ impl HashTable {
         debug_assert!(false, "removing an item that is not in the table");
     }
 
+    /// Puts `new`, a copy of `old` (same key, same `h_next`), in `old`'s
+    /// place in its chain: a page move, so the count does not change.
+    pub(crate) fn replace(&mut self, arena: &mut Arena, old: ChunkRef, new: ChunkRef, hv: u64) {
+        let mut cur = self.head(hv);
+        if cur == old {
+            self.set_head(hv, new);
+            return;
+        }
+        while cur != NIL {
+            let after = item::view(arena, cur).h_next();
+            if after == old {
+                item::view_mut(arena, cur).set_h_next(new);
+                return;
+            }
+            cur = after;
+        }
+        debug_assert!(false, "moving an item that is not in the table");
+    }
+
     fn start_expansion(&mut self) {
         self.power += 1;
         self.old = std::mem::replace(&mut self.buckets, vec![NIL; 1 << self.power]);

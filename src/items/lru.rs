@@ -46,4 +46,23 @@ impl Lru {
         v.set_next(NIL);
         self.len -= 1;
     }
+
+    /// Puts `new`, a copy of `old`'s header, in `old`'s place (a page
+    /// move): the neighbours and ends point at the copy.
+    pub(super) fn replace(&mut self, arena: &mut Arena, old: ChunkRef, new: ChunkRef) {
+        let v = item::view(arena, new);
+        let (prev, next) = (v.prev(), v.next());
+        if prev != NIL {
+            item::view_mut(arena, prev).set_next(new);
+        } else {
+            debug_assert_eq!(self.head, old);
+            self.head = new;
+        }
+        if next != NIL {
+            item::view_mut(arena, next).set_prev(new);
+        } else {
+            debug_assert_eq!(self.tail, old);
+            self.tail = new;
+        }
+    }
 }

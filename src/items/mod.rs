@@ -13,6 +13,7 @@
 //! again. Whatever may evict (an allocation) is done before an existing
 //! item is looked up, never between the lookup and its use.
 
+pub(crate) mod automove;
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod crawler;
@@ -60,6 +61,8 @@ impl CacheConfig {
                 page_size: s.slab_page_size,
                 chunk_max: s.slab_chunk_size_max,
                 initial_malloced: initial_malloced(),
+                preallocated: s.large_pages || s.memory_file.is_some(),
+                lock_memory: s.lock_memory,
             },
             item_size_max: s.item_size_max,
             use_cas: s.use_cas,
@@ -113,6 +116,8 @@ impl CacheConfig {
                 page_size: 1 << 20,
                 chunk_max: 512 << 10,
                 initial_malloced: 0,
+                preallocated: false,
+                lock_memory: false,
             },
             item_size_max: 1 << 20,
             use_cas: true,
@@ -200,6 +205,7 @@ pub(crate) struct ItemStats {
     pub(crate) lru_crawler_starts: u64,
     pub(crate) slabs_moved: u64,
     pub(crate) slab_reassign_rescues: u64,
+    pub(crate) slab_reassign_chunk_rescues: u64,
     pub(crate) slab_reassign_evictions_nomem: u64,
     pub(crate) slab_reassign_busy_items: u64,
     pub(crate) classes: Vec<ClassStats>,
@@ -238,6 +244,10 @@ pub(crate) struct Cache {
     crawl: Option<crawler::CrawlJob>,
     /// Whether the crawler runs (`lru_crawler enable|disable`).
     pub(crate) crawler_running: bool,
+    /// A `flush_all` left every item in place, flushed: the automatic crawl
+    /// should come at once rather than on its schedule, so their chunks
+    /// free up (and `slabs automove` can give idle pages back to the pool).
+    pub(crate) crawl_soon: bool,
     /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
     /// and `lru mode flat` clear it): without segments every allocation
     /// first reclaims what is expired or flushed at its class's LRU tail.
@@ -247,8 +257,11 @@ pub(crate) struct Cache {
     body_owner: Vec<ChunkRef>,
     /// A page move asked for and not yet done.
     pub(crate) rebalance: Option<rebalance::Move>,
-    /// Per class, the eviction count seen by the last automove check.
+    /// Per class, the eviction count seen by the last `slabs automove 2`
+    /// check.
     automove_seen: Vec<u64>,
+    /// `slabs automove 1`'s window of history.
+    automove: automove::Automove,
     /// Items referenced by `mg` replies not yet written (see `meta.rs`).
     pins: Vec<ChunkRef>,
     /// Where changes are reported, when persistence or replication is on
@@ -304,10 +317,12 @@ impl Cache {
             sizes: None,
             crawl: None,
             crawler_running: false,
+            crawl_soon: false,
             lru_segmented: true,
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
+            automove: automove::Automove::default(),
             pins: Vec::new(),
             changes: None,
             flush_at: None,
@@ -575,6 +590,7 @@ impl Cache {
             self.oldest_live = new_oldest;
         }
         self.flush_at = delayed.then_some(new_oldest);
+        self.crawl_soon |= !delayed;
         self.log_flush(new_oldest);
     }
 
@@ -835,9 +851,13 @@ impl Cache {
 
     /// Frees a chunk that held value bytes of a chunked item; its header
     /// byte positions held raw data, so the flags byte is cleared.
-    fn free_body(&mut self, chunk: ChunkRef) {
+    fn clear_body_owner(&mut self, chunk: ChunkRef) {
         let i = self.body_index(chunk);
         self.body_owner[i] = NIL;
+    }
+
+    fn free_body(&mut self, chunk: ChunkRef) {
+        self.clear_body_owner(chunk);
         self.slabs
             .arena
             .bytes_mut(Slabs::offset(chunk) + item::IFLAGS_OFFSET, 1)[0] = 0;

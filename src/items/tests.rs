@@ -175,8 +175,18 @@ fn store_big(c: &mut Cache, key: &[u8], len: usize, byte: u8) -> ChunkRef {
     it
 }
 
+/// Steps the pending move to its end (a page takes several steps).
+fn finish_move(c: &mut Cache) {
+    for _ in 0..1000 {
+        if c.rebalance_step() {
+            return;
+        }
+    }
+    panic!("the move did not finish");
+}
+
 #[test]
-fn moving_a_page_evicts_the_large_items_that_own_its_chunks() {
+fn moving_a_page_evicts_large_items_when_the_class_has_no_free_chunk() {
     let mut c = cache(8, true);
     let largest = c.slabs.largest();
     let a = store_big(&mut c, b"a", 600_000, b'a');
@@ -185,8 +195,10 @@ fn moving_a_page_evicts_the_large_items_that_own_its_chunks() {
     assert_eq!(c.store(b, StoreMode::Set, 0), StoreResult::Stored);
     assert_eq!(c.slabs.class(largest).pages, 2);
     assert_eq!(c.reassign(largest as i32, 1), rebalance::Reassign::Ok);
-    assert!(c.rebalance_step());
+    finish_move(&mut c);
     assert_eq!(c.stats.slabs_moved, 1);
+    assert_eq!(c.stats.slab_reassign_evictions_nomem, 1);
+    assert_eq!(c.stats.slab_reassign_chunk_rescues, 0);
     assert_eq!(c.slabs.class(largest).pages, 1);
     // "a" owned chunks of the first page; "b" is untouched.
     assert_eq!(value(&mut c, b"a"), None);
@@ -217,9 +229,149 @@ fn an_item_being_written_holds_its_page_until_stored() {
         !c.rebalance_step(),
         "the in-flight item must block the move"
     );
+    for _ in 0..100 {
+        c.rebalance_step();
+    }
+    assert!(
+        c.rebalance.is_some(),
+        "still waiting for the in-flight item"
+    );
+    assert!(c.stats.slab_reassign_busy_items > 0);
     c.value_window_mut(pending, 0).fill(b'z');
     assert_eq!(c.store(pending, StoreMode::Set, 0), StoreResult::Stored);
-    assert!(c.rebalance_step());
+    finish_move(&mut c);
     assert_eq!(c.stats.slabs_moved, 1);
     assert_eq!(c.slabs.free_pages(), 1);
+    // The second page had room for all the first page's items but one
+    // (the in-flight one, stored last, found the room taken).
+    let perslab = c.slabs.class(class).perslab as u64;
+    assert_eq!(c.stats.slab_reassign_rescues, perslab - 1);
+    assert_eq!(c.stats.slab_reassign_evictions_nomem, 1);
+}
+
+#[test]
+fn moving_a_page_rescues_chunks_of_large_items() {
+    let mut c = cache(8, true);
+    let largest = c.slabs.largest();
+    // Two chunks a page: "a" fills the first page, "b" the second, "c"
+    // the third; deleting "b" leaves room to rescue "a" into.
+    for (k, byte) in [(b"a", b'a'), (b"b", b'b'), (b"c", b'c')] {
+        let it = store_big(&mut c, k, 600_000, byte);
+        assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+    }
+    let a = c.get(b"a", None).unwrap();
+    let cas = c.view(a).cas();
+    assert!(c.delete(b"b"));
+    assert_eq!(c.slabs.class(largest).pages, 3);
+    assert_eq!(c.reassign(largest as i32, 0), rebalance::Reassign::Ok);
+    finish_move(&mut c);
+    assert_eq!(c.stats.slab_reassign_chunk_rescues, 2);
+    assert_eq!(c.stats.slab_reassign_evictions_nomem, 0);
+    assert_eq!(c.slabs.class(largest).pages, 2);
+    assert_eq!(c.slabs.free_pages(), 1);
+    let got = value(&mut c, b"a").unwrap();
+    assert!(got.len() == 600_000 && got.iter().all(|&x| x == b'a'));
+    let a = c.get(b"a", None).unwrap();
+    assert_eq!(c.view(a).cas(), cas);
+    let got = value(&mut c, b"c").unwrap();
+    assert!(got.len() == 600_000 && got.iter().all(|&x| x == b'c'));
+    // The freed chunks are usable again: two more large values fit.
+    for k in [b"d", b"e"] {
+        let it = store_big(&mut c, k, 600_000, b'd');
+        assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+    }
+    assert!(value(&mut c, b"a").is_some());
+}
+
+#[test]
+fn moving_a_page_rescues_live_items_keeping_what_clients_see() {
+    let mut c = cache(8, true);
+    let mut keys = Vec::new();
+    let class = {
+        let it = c.alloc(b"k0", 7, 0, 1000).unwrap();
+        let class = c.class_of(it);
+        c.free_unlinked(it);
+        class
+    };
+    // Fill two pages and a bit, then delete every other item.
+    let mut i = 0;
+    while c.slabs.class(class).pages < 3 {
+        let key = format!("k{i}");
+        let it = c.alloc(key.as_bytes(), 7, 0, 1000).unwrap();
+        c.value_window_mut(it, 0).fill(b'0' + (i % 10) as u8);
+        assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+        keys.push(key);
+        i += 1;
+    }
+    for k in keys.iter().step_by(2) {
+        assert!(c.delete(k.as_bytes()));
+    }
+    let before: Vec<(u64, u32)> = keys
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|k| {
+            let it = c.get(k.as_bytes(), None).unwrap();
+            (c.view(it).cas(), c.view(it).flags())
+        })
+        .collect();
+    let items = c.stats.curr_items;
+    assert_eq!(c.reassign(class as i32, 0), rebalance::Reassign::Ok);
+    finish_move(&mut c);
+    assert!(c.stats.slab_reassign_rescues > 0);
+    assert_eq!(c.stats.slab_reassign_evictions_nomem, 0);
+    assert_eq!(c.stats.curr_items, items);
+    assert_eq!(c.slabs.class(class).pages, 2);
+    assert_eq!(c.lru_len(class), items as usize);
+    for (n, (k, (cas, flags))) in keys.iter().skip(1).step_by(2).zip(before).enumerate() {
+        let i = 2 * n + 1;
+        let it = c.get(k.as_bytes(), None).unwrap();
+        assert_eq!((c.view(it).cas(), c.view(it).flags()), (cas, flags));
+        let want = vec![b'0' + (i % 10) as u8; 1000];
+        assert_eq!(value(&mut c, k.as_bytes()).unwrap(), want, "{k}");
+    }
+    // The LRU is whole: walking it finds every item once.
+    assert_eq!(c.lru_iter(class).count(), items as usize);
+}
+
+#[test]
+fn automove_gives_pages_of_mostly_free_classes_to_the_pool_once_quiet() {
+    let mut c = cache(16, true);
+    let mut keys = Vec::new();
+    // A baseline check, then the class grows to five pages: its window is
+    // dirty.
+    assert!(!c.automove_tick(1, 0.8, 3));
+    let mut i = 0;
+    let class = loop {
+        let key = format!("k{i}");
+        set(&mut c, StoreMode::Set, key.as_bytes(), &[b'v'; 1000]).unwrap();
+        keys.push(key);
+        i += 1;
+        let class = c.class_of(c.hash.find(&c.slabs.arena, b"k0", c.hv(b"k0")).unwrap());
+        if c.slabs.class(class).pages == 5 {
+            break class;
+        }
+    };
+    // This check sees the growth (and too few free chunks to give any).
+    assert!(!c.automove_tick(1, 0.8, 3));
+    assert_eq!(c.rebalance, None);
+    for k in &keys[..keys.len() - 10] {
+        assert!(c.delete(k.as_bytes()));
+    }
+    // The growth stays in the window for the next two checks.
+    for _ in 0..2 {
+        c.automove_tick(1, 0.8, 3);
+        assert_eq!(c.rebalance, None, "a class that grew keeps its pages");
+    }
+    assert!(
+        c.automove_tick(1, 0.8, 3),
+        "a page went to the pool: look again soon"
+    );
+    finish_move(&mut c);
+    assert_eq!(c.slabs.free_pages(), 1);
+    assert_eq!(c.slabs.class(class).pages, 4);
+    // Every live item survived (rescued or elsewhere).
+    for k in &keys[keys.len() - 10..] {
+        assert!(value(&mut c, k.as_bytes()).is_some());
+    }
 }

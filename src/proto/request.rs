@@ -31,6 +31,38 @@ pub(crate) struct Ctx<'a> {
     pub(crate) settings: &'a mut Settings,
     /// The connection's descriptor, for `-vv` traces.
     pub(crate) fd: i32,
+    /// How many more response objects the connection may take before its
+    /// replies are next written (see [`resp_cap`]); `usize::MAX` without
+    /// `-o read_buf_mem_limit`.
+    pub(crate) resp_room: usize,
+}
+
+/// memcached's response objects held in one 16 KB buffer
+/// (`MAX_RESP_PER_BUNDLE`, measured on Debian's build).
+const RESPS_PER_BUFFER: usize = 13;
+/// memcached's `READ_BUFFER_SIZE`: the unit its buffer pool counts in.
+const BUFFER_SIZE: usize = 16 * 1024;
+
+/// The response objects a connection may hold between two writes under
+/// `-o read_buf_mem_limit`.
+///
+/// memcached answers every request with a response object (one per key
+/// of a multi-key get) taken from its worker thread's pool of 16 KB
+/// buffers, `max(1, limit / threads / 16 KB)` of them, 13 objects each,
+/// and gives them back once the replies are written. A connection running
+/// requests holds one of those buffers for its input, so a client alone
+/// on its thread has the rest: a get of more keys than that is refused
+/// with `SERVER_ERROR out of memory writing get response`, and a request
+/// finding none left closes the connection. This server charges each
+/// connection as if it were alone on its worker thread (clients sharing
+/// one in memcached may find less).
+pub(crate) fn resp_cap(settings: &Settings) -> usize {
+    let limit = settings.read_buf_mem_limit;
+    if limit == 0 {
+        return usize::MAX;
+    }
+    let buffers = (limit / settings.num_threads.max(1) / BUFFER_SIZE).max(1);
+    (buffers - 1) * RESPS_PER_BUFFER
 }
 
 /// A storage command waiting for its data block.
@@ -157,5 +189,31 @@ pub(super) fn positive_exptime(e: i32) -> i64 {
         REALTIME_MAXDELTA + 1
     } else {
         e as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(limit_mb: usize, threads: usize) -> usize {
+        let settings = Settings {
+            read_buf_mem_limit: limit_mb << 20,
+            num_threads: threads,
+            ..Settings::default()
+        };
+        resp_cap(&settings)
+    }
+
+    #[test]
+    fn resp_cap_follows_memcached_pools() {
+        // Measured on Debian's memcached: a get fails first at 14 keys with
+        // -t 32 and at 196 with -t 4 (1 MB).
+        assert_eq!(cap(1, 32), 13);
+        assert_eq!(cap(1, 4), 195);
+        // One buffer per thread is the read buffer's: nothing is left.
+        assert_eq!(cap(1, 64), 0);
+        assert_eq!(cap(1, 1000), 0);
+        assert_eq!(cap(0, 4), usize::MAX);
     }
 }

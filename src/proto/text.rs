@@ -5,7 +5,7 @@
 //! lines fail the same way.
 
 use super::request::{
-    Ctx, KEY_MAX_LENGTH, Next, OUTPUT_HIGH_WATER, Pending, Reply, positive_exptime,
+    Ctx, KEY_MAX_LENGTH, Next, OUTPUT_HIGH_WATER, Pending, Reply, positive_exptime, resp_cap,
     set_noreply_maybe,
 };
 use super::tokens::Tokens;
@@ -152,12 +152,15 @@ fn process_get(
         }
     }
     let keys = words;
-    if resume == 0 && keys.clone().any(|k| k.len() > KEY_MAX_LENGTH) {
-        // memcached looks up the keys before the too-long one (counted,
-        // bumped, traced), then discards every reply it has not yet sent
-        // -- this get's hits and the replies of earlier pipelined commands
-        // alike -- and sends only the error.
-        for key in keys.take_while(|k| k.len() <= KEY_MAX_LENGTH) {
+    // Each key past the first needs a response object of its own.
+    let room = ctx.resp_room;
+    let (nkeys, stop) = first_stop(keys.clone(), room);
+    if let (0, Some(stop)) = (resume, stop) {
+        // memcached looks up the keys before the one it stopped at
+        // (counted, bumped, traced), then discards every reply it has not
+        // yet sent -- this get's hits and the replies of earlier pipelined
+        // commands alike -- and sends only the error.
+        for key in keys.take(stop.at) {
             let mark = r.out.len();
             get_one(ctx, key, r, return_cas, exptime);
             r.out.truncate(mark);
@@ -166,8 +169,18 @@ fn process_get(
             eprintln!(">{} END", r.fd);
         }
         r.out.truncate(r.written);
+        // Every response object the connection held went back; the error
+        // takes one.
+        ctx.resp_room = resp_cap(ctx.settings).saturating_sub(1);
+        if !stop.too_long {
+            ctx.stats.response_obj_oom += 1;
+            return r.line("SERVER_ERROR out of memory writing get response");
+        }
         return r.line("CLIENT_ERROR bad command line format");
     }
+    // A paused get keeps the objects of the keys it has answered: the
+    // first one was taken again for the line, the rest are taken here.
+    ctx.resp_room = room.saturating_sub(nkeys.saturating_sub(1));
     for (i, key) in keys.enumerate().skip(resume) {
         if r.out.len() > OUTPUT_HIGH_WATER && i > resume {
             return Next::Suspend(i);
@@ -179,6 +192,41 @@ fn process_get(
     }
     r.out.extend_from_slice(b"END\r\n");
     Next::Flush
+}
+
+/// Where a get stops short: the key at index `at` is too long, or there
+/// is no response object left for it.
+struct Stop {
+    at: usize,
+    too_long: bool,
+}
+
+/// The number of keys, and the first one memcached would stop at given
+/// `room` response objects beyond the first key's.
+fn first_stop<'k>(keys: impl Iterator<Item = &'k [u8]>, room: usize) -> (usize, Option<Stop>) {
+    let mut n = 0;
+    for (i, key) in keys.enumerate() {
+        if i > room {
+            return (
+                i,
+                Some(Stop {
+                    at: i,
+                    too_long: false,
+                }),
+            );
+        }
+        if key.len() > KEY_MAX_LENGTH {
+            return (
+                i,
+                Some(Stop {
+                    at: i,
+                    too_long: true,
+                }),
+            );
+        }
+        n = i + 1;
+    }
+    (n, None)
 }
 
 fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Option<u32>) {

@@ -5,8 +5,8 @@
 //! This server keeps one LRU per class, so `lru tune|temp_ttl` change only
 //! what `stats settings` reports (as the matching `-o` options do), and
 //! `lru mode flat` only makes allocations reclaim at the tail first;
-//! `cache_memlimit` really moves the page budget, within the arena reserved
-//! at start.
+//! `cache_memlimit` really moves the page budget, opening more of the arena
+//! reserved at start or giving pooled pages back.
 
 use super::request::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
@@ -87,10 +87,10 @@ pub(super) fn process_memlimit(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next
         return r.line("MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes");
     }
     // memcached cannot move a preallocated limit (`-L`, or memory in a
-    // file with `-e`); nor can this server go past its arena.
+    // file with `-e`); nor can this server go past the 32 GiB its chunk
+    // references address (see `slab::set_mem_limit`).
     let bytes = mb as usize * 1024 * 1024;
-    let fixed = ctx.settings.large_pages || ctx.settings.memory_file.is_some();
-    if fixed || !ctx.cache.slabs.set_mem_limit(bytes) {
+    if !ctx.cache.slabs.set_mem_limit(bytes) {
         return r.line("MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust");
     }
     ctx.settings.max_bytes = bytes;

@@ -24,6 +24,10 @@ impl Conn {
         match self.next_frame(ctx, rest) {
             Ok(Some(len)) => {
                 *budget -= 1;
+                if !super::text_conn::take_response(ctx) {
+                    self.on(Event::Junk, v);
+                    return (0, Some(BatchEnd::Close));
+                }
                 let before = self.out.len();
                 let next = binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
                 if !matches!(next, Next::ReadValue(_)) {

@@ -48,7 +48,7 @@ use super::stream::Stream;
 use crate::logger::CloseReason;
 use crate::proto::auth::Gate;
 use crate::proto::binary::{self, REQUEST_MAGIC as BINARY_REQUEST_MAGIC};
-use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending};
+use crate::proto::request::{Ctx, Next, OUTPUT_HIGH_WATER, Pending, resp_cap};
 use crate::proto::text;
 use crate::settings::Protocol;
 use crate::slab::ChunkRef;
@@ -556,6 +556,9 @@ impl Conn {
         budget: &mut usize,
     ) -> (usize, BatchEnd) {
         ctx.cache.logger.cfd = ctx.fd;
+        // memcached wrote the replies out at the end of the last batch,
+        // which gave their response objects back.
+        ctx.resp_room = resp_cap(ctx.settings);
         let (used, end) = self.run_requests(ctx, data, budget);
         // Replies are written (or dropped) now: items that `mg` replies
         // referenced are free to change in place again.
@@ -638,6 +641,7 @@ impl Conn {
         self.replies_queued = !wrote;
         if wrote {
             self.flush_mark = self.out.len();
+            ctx.resp_room = resp_cap(ctx.settings);
             // Written out now: fetched items are free to change in place
             // again.
             ctx.cache.unpin_all();

@@ -135,6 +135,7 @@ impl Feeder {
             stats: &mut self.stats,
             settings: &mut self.settings,
             fd,
+            resp_room: usize::MAX,
         };
         conn.shut(&mut ctx);
         Ok(ending)
@@ -158,6 +159,7 @@ impl Feeder {
                 stats: &mut self.stats,
                 settings: &mut self.settings,
                 fd: conn.fd,
+                resp_room: usize::MAX,
             };
             let action = turn::step(client, conn, &mut ctx, scratch, &mut budget, None);
             // `verbosity 2` would make every later request print a trace,

@@ -103,6 +103,9 @@ pub(crate) struct Reactor {
     next_auto_crawl: u32,
     /// Second of the last automove check.
     last_automove: u32,
+    /// `slabs automove 1` gave a page back to the global pool: check again
+    /// on the next turn, not in a second (there may be more to give).
+    automove_again: bool,
     /// Replication, when `-x` is given.
     repl: Option<repl::Repl>,
     /// The append-only file, and the replies waiting for it.
@@ -168,6 +171,7 @@ impl Reactor {
             started: 0,
             next_auto_crawl: 0,
             last_automove: 0,
+            automove_again: false,
             repl: None,
             durability,
             paused: None,
@@ -266,7 +270,9 @@ impl Reactor {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
-                || self.repl.as_ref().is_some_and(repl::Repl::busy);
+                || self.repl.as_ref().is_some_and(repl::Repl::busy)
+                || self.cache.rebalance_pending()
+                || self.automove_again;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
@@ -402,10 +408,11 @@ impl Reactor {
         }
         let mode = self.settings.slab_automove;
         let now = self.cache.now();
-        if mode == 2 || now != self.last_automove {
+        if mode == 2 || now != self.last_automove || self.automove_again {
             self.last_automove = now;
             let ratio = self.settings.tuning.slab_automove_ratio;
-            self.cache.automove_tick(mode, ratio);
+            let window = self.settings.tuning.slab_automove_window.max(1) as usize;
+            self.automove_again = self.cache.automove_tick(mode, ratio, window);
         }
         if self.cache.rebalance.is_some() {
             self.cache.rebalance_step();
@@ -429,9 +436,14 @@ impl Reactor {
     /// schedule: often while items with a TTL exist, rarely otherwise.
     fn auto_crawl(&mut self) {
         let now = self.cache.now();
-        if !self.cache.crawler_running || self.cache.crawl_busy() || now < self.next_auto_crawl {
+        let soon = self.cache.crawl_soon;
+        if !self.cache.crawler_running
+            || self.cache.crawl_busy()
+            || (now < self.next_auto_crawl && !soon)
+        {
             return;
         }
+        self.cache.crawl_soon = false;
         let all: Vec<u8> = (1..=self.cache.slabs.largest()).collect();
         let limit = self.settings.lru_crawler_tocrawl;
         let started = self.cache.crawl_start(&all, CrawlKind::Expired, limit);
@@ -518,6 +530,7 @@ impl Reactor {
                 stats: &mut self.stats,
                 settings: &mut self.settings,
                 fd,
+                resp_room: usize::MAX,
             };
             c.shut(&mut ctx);
             self.stats.curr_conns -= 1;
@@ -675,6 +688,7 @@ impl Reactor {
             stats,
             settings,
             fd,
+            resp_room: usize::MAX,
         };
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)

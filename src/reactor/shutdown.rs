@@ -31,6 +31,8 @@ impl Reactor {
         self.close_all();
         say("reaping worker threads");
         say("all background threads stopped");
+        // A page half emptied stays with its class, nothing set aside lost.
+        self.cache.abandon_move();
         match self.settings.memory_file.clone() {
             Some(path) => crate::persist::warm::save(&path, &mut self.cache, &self.settings)
                 .map_err(|e| io::Error::other(format!("[restart] failed to save metadata: {e}"))),

@@ -68,6 +68,13 @@ impl Conn {
             line = &line[..line.len() - 1];
         }
         *budget -= 1;
+        if !take_response(ctx) {
+            if v > 1 {
+                trace_line(ctx.fd, line);
+            }
+            self.on(Event::Junk, v);
+            return (0, Some(BatchEnd::Close));
+        }
         let before = self.out.len();
         let next = text::process_line(ctx, line, &mut self.out, self.flush_mark, resume);
         if let Next::Suspend(_) = next {
@@ -78,6 +85,28 @@ impl Conn {
         self.mark(at, before, writes_now(next));
         (nl + 1, self.handled(ctx, next))
     }
+}
+
+/// Takes the response object every request needs (see
+/// [`crate::proto::request::resp_cap`]); false if none is left, which
+/// memcached counts and answers by closing the connection.
+pub(super) fn take_response(ctx: &mut Ctx) -> bool {
+    if ctx.resp_room == 0 {
+        ctx.stats.response_obj_oom += 1;
+        return false;
+    }
+    ctx.resp_room -= 1;
+    true
+}
+
+/// memcached's `-vv` trace of a request line, printed before it looks
+/// for a response object.
+fn trace_line(fd: i32, line: &[u8]) {
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "<{fd} ");
+    let _ = err.write_all(line);
+    let _ = err.write_all(b"\n");
 }
 
 /// memcached keeps reading a long line only if it is a multi-key get.

@@ -356,6 +356,7 @@ impl super::Reactor {
             stats,
             settings,
             fd,
+            resp_room: usize::MAX,
         };
         Some(f(c, &mut ctx))
     }

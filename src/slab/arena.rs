@@ -1,7 +1,9 @@
-//! The one memory reservation behind every item: an anonymous mapping of
-//! `-m` megabytes (plus a little headroom) made once at start -- or, with
-//! `-e PATH`, a shared mapping of that file, so the items outlive the
-//! process (see `crate::persist::warm`).
+//! The one memory reservation behind every item: an anonymous reservation
+//! of all the address space the 32-bit chunk references can name, made once
+//! at start, of which the first `-m` megabytes (plus a little headroom) are
+//! open and the rest is opened as `cache_memlimit` raises the limit -- or,
+//! with `-e PATH`, a shared mapping of that file, so the items outlive the
+//! process (see `crate::persist::warm`), which never grows.
 //!
 //! Reserving address space costs nothing until a page is written, so an idle
 //! server stays small however large `-m` is. Everything above this file
@@ -17,34 +19,113 @@ use nix::sys::mman::{MlockAllFlags, mlockall, munlockall};
 
 pub(crate) struct Arena {
     base: *mut u8,
+    /// Bytes readable and writable from `base`; the rest of the
+    /// reservation is PROT_NONE until `grow` opens it.
     len: usize,
+    /// Bytes of address space reserved from `base` (`len` for a file).
+    reserved: usize,
+    /// Whether opened ranges are locked as they open (`-k`; see `reserve`).
+    lock_by_hand: bool,
     /// The memory file, when the arena is one (`-e`).
     file: Option<File>,
 }
 
 impl Arena {
-    /// Reserves `len` bytes of zero-filled, private, lazily backed memory.
-    pub(crate) fn reserve(len: usize) -> io::Result<Arena> {
-        assert!(len > 0);
-        let base = match map_anonymous(len) {
-            // EAGAIN from an anonymous mapping means `-k` (mlockall with
-            // MCL_FUTURE) asked to lock it and RLIMIT_MEMLOCK has no room.
-            // memcached in that case runs with whatever it manages to lock;
-            // this server warns and maps the arena unlocked instead.
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                eprintln!(
-                    "warning: -k: item memory ({len} bytes) is larger than the locked-memory \
-                     limit allows (ulimit -l); it is not locked"
-                );
-                map_unlocked(len)?
+    /// Reserves `reserved` bytes of address space and opens the first
+    /// `len` of them: zero-filled, private, lazily backed memory. The
+    /// reservation is PROT_NONE, which costs neither RSS nor commit charge
+    /// (even under `vm.overcommit_memory=2`), so `cache_memlimit` can later
+    /// open more of it without moving what is mapped. Where the reservation
+    /// itself is refused (a `ulimit -v` below it), only `len` is reserved
+    /// and the arena cannot grow.
+    ///
+    /// `lock` (`-k`): the reservation is mapped with mlockall's future
+    /// locking suspended -- locked, all of it would count against
+    /// RLIMIT_MEMLOCK and in VmLck -- and each range is locked as it is
+    /// opened, on fault, so locked memory grows with use as memcached's.
+    pub(crate) fn reserve(len: usize, reserved: usize, lock: bool) -> io::Result<Arena> {
+        assert!(len > 0 && len <= reserved);
+        let map = |bytes| {
+            if lock {
+                map_unlocked(bytes)
+            } else {
+                map_anonymous(bytes)
             }
-            mapped => mapped?,
         };
-        Ok(Arena {
+        let (base, reserved) = match map(reserved) {
+            Ok(base) => (base, reserved),
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && reserved > len => (map(len)?, len),
+            Err(e) => return Err(e),
+        };
+        let mut arena = Arena {
             base,
-            len,
+            len: 0,
+            reserved,
+            lock_by_hand: lock,
             file: None,
-        })
+        };
+        arena.grow(len)?;
+        Ok(arena)
+    }
+
+    /// Opens the reservation up to `new_len` bytes (never closes any).
+    /// Fails when `new_len` is past the reservation, for a file-backed
+    /// arena, or when the kernel refuses the commit charge.
+    pub(crate) fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        if new_len <= self.len {
+            return Ok(());
+        }
+        if new_len > self.reserved || self.file.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "item memory cannot grow past its reservation",
+            ));
+        }
+        let (start, more) = (self.len, new_len - self.len);
+        // SAFETY: `start..new_len` lies inside our own reservation and
+        // beyond every byte handed out so far (it was PROT_NONE, so no
+        // reference into it can exist); making it writable moves nothing.
+        let rc = unsafe {
+            libc::mprotect(
+                self.base.add(start) as *mut libc::c_void,
+                more,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.len = new_len;
+        if self.lock_by_hand {
+            self.lock_range(start, more);
+        }
+        Ok(())
+    }
+
+    /// `-k`: locks a newly opened range as it is touched (MLOCK_ONFAULT,
+    /// Linux 4.4+; before that, all at once, as mlockall did). Past
+    /// RLIMIT_MEMLOCK it stays unlocked, with a warning, as `-k` is only a
+    /// wish in memcached too.
+    fn lock_range(&mut self, start: usize, len: usize) {
+        let addr = self.base.wrapping_add(start) as *const libc::c_void;
+        // SAFETY: the range is inside our mapping; mlock2 and mlock change
+        // only how its pages are kept, not their contents.
+        let mut rc = unsafe { libc::mlock2(addr, len, libc::MLOCK_ONFAULT) };
+        if rc != 0
+            && matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS)
+            )
+        {
+            // SAFETY: as above.
+            rc = unsafe { libc::mlock(addr, len) };
+        }
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            eprintln!(
+                "warning: -k: {len} bytes of item memory are not locked (ulimit -l is too small): {e}"
+            );
+        }
     }
 
     /// Maps the first `len` bytes of `file` (already at least that long),
@@ -72,6 +153,8 @@ impl Arena {
         Ok(Arena {
             base: base as *mut u8,
             len,
+            reserved: len,
+            lock_by_hand: false,
             file: Some(file),
         })
     }
@@ -181,12 +264,13 @@ impl Arena {
 
 fn map_anonymous(len: usize) -> io::Result<*mut u8> {
     // SAFETY: an anonymous private mapping with no fixed address touches no
-    // existing memory; the result is checked before use.
+    // existing memory; the result is checked before use. PROT_NONE: the
+    // arena opens it with mprotect as the limit allows.
     let base = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
+            libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
@@ -221,10 +305,11 @@ impl Drop for Arena {
     /// Unmapping a file-backed arena does not lose writes: the kernel keeps
     /// the dirty pages of a shared mapping and writes them back.
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly the mapping made in `reserve`, and
-        // no borrow of the arena can outlive `self`.
+        // SAFETY: `base`/`reserved` are exactly the mapping made in
+        // `reserve` or `map_file`, and no borrow of the arena can outlive
+        // `self`.
         unsafe {
-            libc::munmap(self.base as *mut libc::c_void, self.len);
+            libc::munmap(self.base as *mut libc::c_void, self.reserved);
         }
     }
 }
@@ -235,7 +320,7 @@ mod tests {
 
     #[test]
     fn reads_back_what_was_written() {
-        let mut a = Arena::reserve(1 << 20).unwrap();
+        let mut a = Arena::reserve(1 << 20, 1 << 20, false).unwrap();
         a.write_u32(8, 0xdead_beef);
         a.write_u64(16, u64::MAX - 1);
         assert_eq!(a.read_u32(8), 0xdead_beef);
@@ -273,7 +358,32 @@ mod tests {
     #[test]
     #[should_panic]
     fn refuses_out_of_bounds() {
-        let a = Arena::reserve(4096).unwrap();
+        let a = Arena::reserve(4096, 8192, false).unwrap();
         a.bytes(4090, 8);
+    }
+
+    #[test]
+    fn grows_within_its_reservation_keeping_its_bytes() {
+        let mut a = Arena::reserve(1 << 20, 8 << 20, false).unwrap();
+        let base = a.base_address();
+        a.write_u64(1024, 42);
+        a.grow(4 << 20).unwrap();
+        assert_eq!(a.len(), 4 << 20);
+        assert_eq!(a.base_address(), base, "growing moves nothing");
+        assert_eq!(a.read_u64(1024), 42);
+        a.write_u64((4 << 20) - 8, 7);
+        assert_eq!(a.read_u64((4 << 20) - 8), 7);
+        a.grow(2 << 20).unwrap();
+        assert_eq!(a.len(), 4 << 20, "a smaller length closes nothing");
+        assert!(a.grow(9 << 20).is_err(), "past the reservation");
+        assert_eq!(a.len(), 4 << 20);
+    }
+
+    #[test]
+    fn a_reservation_of_32_gib_costs_no_memory() {
+        // The size a server reserves at start, whatever its -m.
+        let a = Arena::reserve(1 << 20, 32 << 30, false).unwrap();
+        assert_eq!(a.len(), 1 << 20);
+        assert!(a.bytes(0, 1 << 20).iter().all(|&b| b == 0));
     }
 }

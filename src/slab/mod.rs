@@ -4,9 +4,14 @@
 //! first time that class runs out of chunks, and then carved into chunks of
 //! the class's size. Freed chunks go onto the class's free list. Like
 //! memcached, a class may always take its first page even when `-m` is
-//! exhausted (so every size stays storable), which is why the reservation
-//! has one page of headroom per class; past that, `alloc` fails and the
-//! caller must evict or report out of memory.
+//! exhausted (so every size stays storable), which is why the open part of
+//! the arena has one page of headroom per class; past that, `alloc` fails
+//! and the caller must evict or report out of memory.
+//!
+//! `cache_memlimit` moves the limit as memcached's does: a higher one opens
+//! more of the arena's reservation (see `arena`), a lower one stops growth
+//! and gives pages in the global pool back to the kernel while more than
+//! the limit is handed out (memcached's `memory_release`).
 //!
 //! A chunk is named by a `ChunkRef`: its arena offset in 8-byte units. Four
 //! bytes per reference keeps item headers and the hash table small; it caps
@@ -66,6 +71,17 @@ pub(crate) struct Slabs {
     mem_malloced: usize,
     /// Pages given back by their class, ready for any class.
     free_pages: Vec<usize>,
+    /// The page a move is emptying (see `start_drain`), if any.
+    draining: Option<usize>,
+    /// Free chunks of the draining page that a rescue took off the free
+    /// list and set aside (memcached's `slab_reassign_inline_reclaim`).
+    pub(crate) inline_reclaim: u64,
+    /// Pages given back to the kernel under a lowered limit: no longer
+    /// counted in `mem_malloced`, and taken again before `next_page`.
+    returned_pages: Vec<usize>,
+    /// memcached's `mem_base`: with `-L` or `-e` the memory is laid out
+    /// once, so the limit cannot move and no page goes back.
+    preallocated: bool,
 }
 
 /// What the arena needs to know from the options.
@@ -79,12 +95,17 @@ pub(crate) struct SlabConfig {
     /// Bytes counted as handed out before the first page is (memcached's
     /// `T_MEMD_INITIAL_MALLOC` test hook); 0 normally.
     pub(crate) initial_malloced: usize,
+    /// `-L` or `-e`: memcached's preallocated memory, whose limit is fixed.
+    pub(crate) preallocated: bool,
+    /// `-k`: item memory is locked as it is touched.
+    pub(crate) lock_memory: bool,
 }
 
 impl Slabs {
     pub(crate) fn new(cfg: SlabConfig) -> io::Result<Slabs> {
         let len = Self::arena_len(&cfg)?;
-        let arena = Arena::reserve(len).map_err(|e| {
+        let reserved = MAX_ARENA_BYTES / cfg.page_size * cfg.page_size;
+        let arena = Arena::reserve(len, reserved.max(len), cfg.lock_memory).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("failed to reserve {len} bytes of item memory: {e}"),
@@ -98,8 +119,7 @@ impl Slabs {
     /// granted" rule.
     pub(crate) fn arena_len(cfg: &SlabConfig) -> io::Result<usize> {
         let nclasses = Self::class_count(cfg);
-        let limit_pages = cfg.mem_limit.div_ceil(cfg.page_size).max(1);
-        (1 + limit_pages + nclasses)
+        Self::pages_for(cfg.mem_limit, cfg.page_size, nclasses)
             .checked_mul(cfg.page_size)
             .filter(|&len| len <= MAX_ARENA_BYTES)
             .ok_or_else(|| {
@@ -108,6 +128,12 @@ impl Slabs {
                     "memory limit too large: this server addresses at most 32 GiB of item memory (-m 32767)",
                 )
             })
+    }
+
+    /// Pages of arena a limit of `bytes` needs open: the NIL page, the
+    /// budget, and a page per class entry.
+    fn pages_for(bytes: usize, page_size: usize, nclasses: usize) -> usize {
+        1 + bytes.div_ceil(page_size).max(1) + nclasses
     }
 
     /// How many class entries (including the unused class 0) `cfg` makes.
@@ -136,6 +162,10 @@ impl Slabs {
             mem_limit: cfg.mem_limit,
             mem_malloced: cfg.initial_malloced,
             free_pages: Vec::new(),
+            draining: None,
+            inline_reclaim: 0,
+            returned_pages: Vec::new(),
+            preallocated: cfg.preallocated,
         }
     }
 
@@ -173,18 +203,45 @@ impl Slabs {
         self.mem_malloced
     }
 
-    /// `cache_memlimit`: pages are handed out up to `bytes` from now on.
-    /// Pages already handed out stay where they are (as in memcached, a
-    /// lower limit only stops growth). The arena was sized for the start-up
-    /// `-m`, so a limit beyond that budget is refused.
+    /// `cache_memlimit`: pages are handed out up to `bytes` from now on
+    /// (memcached's `slabs_adjust_mem_limit`). A higher limit opens more of
+    /// the arena; a lower one leaves handed-out pages where they are and
+    /// gives back what the global pool holds beyond it. Refused for
+    /// preallocated memory (`-L`, `-e`), as in memcached, and past the 32
+    /// GiB the chunk references can address.
     pub(crate) fn set_mem_limit(&mut self, bytes: usize) -> bool {
-        // The arena: the NIL page, the -m budget, a page per class entry.
-        let budget_pages = self.page_class.len() - 1 - self.classes.len();
-        if bytes.div_ceil(self.page_size) > budget_pages {
+        if self.preallocated {
             return false;
         }
+        let pages = Self::pages_for(bytes, self.page_size, self.classes.len());
+        if pages > self.page_class.len() {
+            let Some(len) = pages.checked_mul(self.page_size) else {
+                return false;
+            };
+            if self.arena.grow(len).is_err() {
+                return false;
+            }
+            self.page_class.resize(pages, 0);
+        }
         self.mem_limit = bytes;
+        self.memory_release();
         true
+    }
+
+    /// memcached's `memory_release`: while more than the limit is handed
+    /// out, pages in the global pool go back to the kernel (their memory
+    /// was already released when they entered the pool).
+    fn memory_release(&mut self) {
+        if self.preallocated {
+            return;
+        }
+        while self.mem_malloced > self.mem_limit {
+            let Some(page) = self.free_pages.pop() else {
+                break;
+            };
+            self.returned_pages.push(page);
+            self.mem_malloced = self.mem_malloced.wrapping_sub(self.page_size);
+        }
     }
 
     /// Byte offset of a chunk in the arena.
@@ -207,23 +264,60 @@ impl Slabs {
 
     /// A chunk of class `id`, or `None` when the memory limit is reached.
     pub(crate) fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
-        let class = &mut self.classes[id as usize];
-        if class.free_head != NIL {
-            let chunk = class.free_head;
-            class.free_head = self.arena.read_u32(Self::offset(chunk));
-            class.free_count -= 1;
-            class.used_chunks += 1;
+        if let Some(chunk) = self.pop_free(id).0 {
             return Some(chunk);
         }
+        let class = &self.classes[id as usize];
         if class.carve_left == 0 && !self.grant_page(id) {
             return None;
         }
+        Some(self.carve(id))
+    }
+
+    /// A chunk of class `id` for an item a move rescues: only from what the
+    /// class already has (its free list, the rest of the page it carves),
+    /// never a new page, and never one in the page being emptied.
+    pub(crate) fn alloc_rescue(&mut self, id: u8) -> Option<ChunkRef> {
+        let (chunk, set_aside) = self.pop_free(id);
+        self.inline_reclaim += set_aside;
+        if chunk.is_some() {
+            return chunk;
+        }
+        (self.classes[id as usize].carve_left > 0).then(|| self.carve(id))
+    }
+
+    /// The head of class `id`'s free list, passing over (and setting aside)
+    /// chunks of the page being emptied; how many were set aside.
+    #[inline]
+    fn pop_free(&mut self, id: u8) -> (Option<ChunkRef>, u64) {
+        let mut set_aside = 0;
+        loop {
+            let class = &mut self.classes[id as usize];
+            let chunk = class.free_head;
+            if chunk == NIL {
+                return (None, set_aside);
+            }
+            class.free_head = self.arena.read_u32(Self::offset(chunk));
+            class.free_count -= 1;
+            if let Some(page) = self.draining
+                && Self::offset(chunk) / self.page_size == page
+            {
+                set_aside += 1;
+                continue;
+            }
+            class.used_chunks += 1;
+            return (Some(chunk), set_aside);
+        }
+    }
+
+    /// The next chunk of the page class `id` is carving (it has one).
+    fn carve(&mut self, id: u8) -> ChunkRef {
         let class = &mut self.classes[id as usize];
         let chunk = (class.carve_off / UNIT) as ChunkRef;
         class.carve_off += class.size;
         class.carve_left -= 1;
         class.used_chunks += 1;
-        Some(chunk)
+        chunk
     }
 
     /// Returns a chunk to its class's free list.
@@ -237,7 +331,41 @@ impl Slabs {
         self.arena.write_u32(Self::offset(chunk), head);
     }
 
+    /// Marks a chunk of the page being emptied free without threading it
+    /// onto the free list: the page is about to leave the class.
+    pub(crate) fn release_draining(&mut self, chunk: ChunkRef, id: u8) {
+        debug_assert_eq!(self.draining, Some(Self::offset(chunk) / self.page_size));
+        self.classes[id as usize].used_chunks -= 1;
+    }
+
     // ----- moving pages between classes (`slabs reassign`) -------------
+
+    /// Starts emptying `page` of class `id`: from now on no allocation
+    /// hands out its chunks (those on the free list are passed over, and
+    /// carving stops if it is the page being carved), so a move can walk
+    /// it over several loop turns while clients keep allocating.
+    pub(crate) fn start_drain(&mut self, page: usize, id: u8) {
+        let class = &mut self.classes[id as usize];
+        if class.carve_left > 0 && class.carve_off / self.page_size == page {
+            class.carve_left = 0;
+        }
+        self.draining = Some(page);
+    }
+
+    /// Gives up emptying `page` of class `id` (a warm shutdown mid-move):
+    /// its free chunks, `free` (those the caller found unused), go back on
+    /// the free list so that none is lost.
+    pub(crate) fn abandon_drain(&mut self, page: usize, id: u8, free: &[ChunkRef]) {
+        self.unthread_page(page, id);
+        for &c in free {
+            let class = &mut self.classes[id as usize];
+            let head = class.free_head;
+            class.free_head = c;
+            class.free_count += 1;
+            self.arena.write_u32(Self::offset(c), head);
+        }
+        self.draining = None;
+    }
 
     /// A page from the global pool, if any.
     pub(crate) fn take_pool_page(&mut self) -> Option<usize> {
@@ -280,6 +408,20 @@ impl Slabs {
     /// they are unthreaded from the free list (and carving stops if the
     /// page is the one being carved).
     pub(crate) fn take_page(&mut self, page: usize, src: u8) {
+        self.unthread_page(page, src);
+        let class = &mut self.classes[src as usize];
+        if class.carve_left > 0 && class.carve_off / self.page_size == page {
+            class.carve_left = 0;
+        }
+        class.pages -= 1;
+        self.page_class[page] = 0;
+        if self.draining == Some(page) {
+            self.draining = None;
+        }
+    }
+
+    /// Takes every chunk of `page` off class `src`'s free list.
+    fn unthread_page(&mut self, page: usize, src: u8) {
         let page_size = self.page_size;
         let in_page = |c: ChunkRef| Self::offset(c) / page_size == page;
         let class = &self.classes[src as usize];
@@ -293,18 +435,13 @@ impl Slabs {
             c = next;
         }
         let class = &mut self.classes[src as usize];
-        if class.carve_left > 0 && class.carve_off / page_size == page {
-            class.carve_left = 0;
-        }
         class.free_count = kept.len();
         class.free_head = NIL;
-        class.pages -= 1;
         for &c in kept.iter().rev() {
             let head = self.classes[src as usize].free_head;
             self.arena.write_u32(Self::offset(c), head);
             self.classes[src as usize].free_head = c;
         }
-        self.page_class[page] = 0;
     }
 
     /// Gives a page taken with `take_page` to class `dst`, or to the
@@ -314,6 +451,7 @@ impl Slabs {
         self.arena.release(page * self.page_size, self.page_size);
         if dst == 0 {
             self.free_pages.push(page);
+            self.memory_release();
             return;
         }
         self.page_class[page] = dst;
@@ -346,12 +484,16 @@ impl Slabs {
             if over && class.pages > 0 {
                 return false;
             }
-            if self.next_page >= self.page_class.len() {
-                return false;
-            }
-            self.next_page += 1;
+            let page = match self.returned_pages.pop() {
+                Some(page) => page,
+                None if self.next_page < self.page_class.len() => {
+                    self.next_page += 1;
+                    self.next_page - 1
+                }
+                None => return false,
+            };
             self.mem_malloced = self.mem_malloced.wrapping_add(self.page_size);
-            self.next_page - 1
+            page
         };
         self.page_class[page] = id;
         let class = &mut self.classes[id as usize];
@@ -366,16 +508,21 @@ impl Slabs {
 mod tests {
     use super::*;
 
-    fn slabs(mb: usize) -> Slabs {
-        Slabs::new(SlabConfig {
+    fn cfg(mb: usize) -> SlabConfig {
+        SlabConfig {
             mem_limit: mb << 20,
             min_space: 48,
             factor: 1.25,
             page_size: 1 << 20,
             chunk_max: 512 * 1024,
             initial_malloced: 0,
-        })
-        .unwrap()
+            preallocated: false,
+            lock_memory: false,
+        }
+    }
+
+    fn slabs(mb: usize) -> Slabs {
+        Slabs::new(cfg(mb)).unwrap()
     }
 
     #[test]
@@ -425,6 +572,59 @@ mod tests {
         // One page moved, one more granted under the 2 MB limit.
         assert_eq!(n, 94 * 2);
         assert_eq!(s.malloced(), 2 << 20);
+    }
+
+    #[test]
+    fn a_raised_limit_opens_more_pages_in_place() {
+        let mut s = slabs(3);
+        let first = s.alloc(22).unwrap();
+        while s.alloc(22).is_some() {}
+        assert_eq!(s.malloced(), 3 << 20);
+        let base = s.arena.base_address();
+        assert!(s.set_mem_limit(8 << 20));
+        assert_eq!(s.arena.base_address(), base);
+        let more = std::iter::from_fn(|| s.alloc(22)).count();
+        assert_eq!(more, 94 * 5, "five more pages of 94 chunks");
+        assert_eq!(s.malloced(), 8 << 20);
+        assert_eq!(s.class_of(first), 22);
+        assert!(!s.set_mem_limit(40 << 30), "past what 32-bit refs address");
+        assert!(s.alloc(22).is_none(), "the refused limit left 8 MB");
+    }
+
+    #[test]
+    fn a_lowered_limit_gives_pooled_pages_back_and_takes_them_again() {
+        let mut s = slabs(16);
+        let chunks: Vec<_> = std::iter::from_fn(|| s.alloc(22)).take(94 * 10).collect();
+        assert_eq!(s.malloced(), 10 << 20);
+        assert!(s.set_mem_limit(8 << 20));
+        assert_eq!(s.malloced(), 10 << 20, "handed-out pages stay");
+        for &c in &chunks[..94] {
+            s.free(c, 22);
+        }
+        let page = s.first_page(22).unwrap();
+        s.take_page(page, 22);
+        s.give_page(page, 0);
+        assert_eq!((s.malloced(), s.free_pages()), (9 << 20, 0), "given back");
+        assert!(s.alloc(22).is_none(), "9 MB handed out, limit 8");
+        assert!(s.set_mem_limit(16 << 20));
+        assert!(s.alloc(22).is_some());
+        assert_eq!(
+            s.first_page(22),
+            Some(page),
+            "the page given back is reused"
+        );
+        assert_eq!(s.malloced(), 10 << 20);
+    }
+
+    #[test]
+    fn a_preallocated_limit_does_not_move() {
+        let mut s = Slabs::new(SlabConfig {
+            preallocated: true,
+            ..cfg(8)
+        })
+        .unwrap();
+        assert!(!s.set_mem_limit(16 << 20));
+        assert!(!s.set_mem_limit(8 << 20));
     }
 
     #[test]

@@ -169,6 +169,8 @@ mod tests {
             page_size: 1 << 20,
             chunk_max: 512 * 1024,
             initial_malloced: 0,
+            preallocated: false,
+            lock_memory: false,
         }
     }
 

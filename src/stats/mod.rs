@@ -41,6 +41,9 @@ pub(crate) struct Stats {
     pub(crate) idle_kicks: u64,
     /// Connections closed because `-o read_buf_mem_limit` was reached.
     pub(crate) read_buf_oom: u64,
+    /// Requests refused a response object under `-o read_buf_mem_limit`
+    /// (memcached's `response_obj_oom`).
+    pub(crate) response_obj_oom: u64,
     pub(crate) listen_disabled_num: u64,
     /// Time accepting was paused, counted when it resumes (memcached's).
     pub(crate) time_in_listen_disabled_us: u64,
@@ -143,11 +146,8 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
         stat(&mut o, "rejected_connections", stats.rejected_conns);
     }
     stat(&mut o, "connection_structures", stats.conn_structures);
-    for name in [
-        "response_obj_oom",
-        "response_obj_count",
-        "response_obj_bytes",
-    ] {
+    stat(&mut o, "response_obj_oom", stats.response_obj_oom);
+    for name in ["response_obj_count", "response_obj_bytes"] {
         stat(&mut o, name, 0);
     }
     for name in ["read_buf_count", "read_buf_bytes", "read_buf_bytes_free"] {
@@ -199,13 +199,21 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "hash_bytes", cache.hash.bytes());
     stat(&mut o, "hash_is_expanding", cache.hash.is_expanding() as u8);
     stat(&mut o, "slab_reassign_rescues", is.slab_reassign_rescues);
-    stat(&mut o, "slab_reassign_chunk_rescues", 0);
+    stat(
+        &mut o,
+        "slab_reassign_chunk_rescues",
+        is.slab_reassign_chunk_rescues,
+    );
     stat(
         &mut o,
         "slab_reassign_evictions_nomem",
         is.slab_reassign_evictions_nomem,
     );
-    stat(&mut o, "slab_reassign_inline_reclaim", 0);
+    stat(
+        &mut o,
+        "slab_reassign_inline_reclaim",
+        cache.slabs.inline_reclaim,
+    );
     stat(
         &mut o,
         "slab_reassign_busy_items",

@@ -3,12 +3,13 @@
 
 `lru` only changes what `stats settings` reports here (one LRU per class);
 `cache_memlimit` really moves the page budget, so a server told to use
-less stops growing at the new limit exactly where memcached stops.
+less stops growing at the new limit exactly where memcached stops, and one
+told to use more grows as memcached grows.
 """
 
 import pytest
 
-from mc_helpers import recv_until, request
+from mc_helpers import recv_until, request, wait_stat
 
 SCRIPTS = [
     b"lru mode segmented\r\nlru mode flat\r\nlru mode x\r\nlru mode\r\nlru\r\n",
@@ -107,10 +108,86 @@ def test_the_limit_is_traced_at_v(start_server):
     assert got["ours"] and got["oracle"]
 
 
-def test_ours_cannot_grow_past_the_arena_reserved_at_start(ours):
-    """memcached mallocs pages as it goes and accepts any larger limit;
-    this server's arena is reserved once for -m, so it refuses (in
-    memcached's words for a limit it cannot adjust) and keeps its limit."""
-    assert run(ours, b"cache_memlimit 64\r\ncache_memlimit 65\r\n") == (
+def limits(srv):
+    st, slabs = srv.stats(), srv.stats("slabs")
+    return (st["limit_maxbytes"], srv.stats("settings")["maxbytes"], st["curr_items"],
+            st["evictions"], slabs["total_malloced"])
+
+
+def test_a_higher_limit_grows_as_memcached_grows(start_server):
+    """-m 8, then cache_memlimit 32: 20 MB of 1000-byte items fit without
+    an eviction on both servers, and both count the same pages. (Until
+    issue 17 this server refused any limit above its start-up -m, as its
+    arena was reserved for -m only; it now reserves the address space the
+    chunk references can name and opens it as the limit grows.)"""
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "8")
+        assert run(srv, b"cache_memlimit 32\r\n") == b"OK\r\nMN\r\n"
+        fill(srv, 20000, 1000)
+        raised = limits(srv)
+        # Lower again: handed-out pages stay, the reported limit follows.
+        assert run(srv, b"cache_memlimit 8\r\n") == b"OK\r\nMN\r\n"
+        got[kind] = (raised, limits(srv))
+    assert got["ours"] == got["oracle"]
+    raised, lowered = got["ours"]
+    assert raised[:4] == (str(32 << 20), str(32 << 20), "20000", "0")
+    assert int(raised[4]) > 16 << 20
+    assert lowered[:2] == (str(8 << 20), str(8 << 20))
+    assert lowered[4] == raised[4]
+
+
+def test_a_lowered_limit_gives_pooled_pages_back(start_server):
+    """Under a lowered limit, a page moved to the global pool is given
+    back (memcached's memory_release): total_malloced drops by a page."""
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "32", "-o", "slab_automove=0")
+        fill(srv, 20000, 1000)
+        before = int(srv.stats("slabs")["total_malloced"])
+        with srv.connect() as c:
+            c.sendall(b"".join(b"delete k%d noreply\r\n" % i for i in range(20000)))
+            assert request(c, b"cache_memlimit 8\r\n") == b"OK\r\n"
+            cls = next(k.split(":")[0] for k in srv.stats("slabs") if k.endswith(":total_pages"))
+            assert request(c, b"slabs reassign %s 0\r\n" % cls.encode()) == b"OK\r\n"
+        wait = wait_stat(srv, "slabs_moved", lambda v: v == 1)["slabs_moved"]
+        after = int(srv.stats("slabs")["total_malloced"])
+        got[kind] = (wait, before - after)
+    assert got["ours"] == got["oracle"]
+    assert got["ours"][1] == 1 << 20
+
+
+def test_a_preallocated_limit_cannot_move(start_server):
+    """-L lays memory out once, in memcached as here: any new limit is
+    refused and the old one stays."""
+    got = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "64", "-L")
+        got[kind] = (run(srv, b"cache_memlimit 128\r\ncache_memlimit 32\r\n"), limits(srv)[:2])
+    assert got["ours"] == got["oracle"]
+    assert got["ours"] == (b"MEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\n" * 2
+                           + b"MN\r\n", (str(64 << 20),) * 2)
+
+
+def test_ours_cannot_grow_past_what_chunk_references_address(ours):
+    """memcached accepts any limit up to 10^9 MB; chunks here are named by
+    32-bit offsets in 8-byte units, so 32 GiB is the most the arena can
+    open: a limit beyond it is refused and the old one kept."""
+    assert run(ours, b"cache_memlimit 32000\r\ncache_memlimit 40000\r\n") == (
         b"OK\r\nMEMLIMIT_ADJUST_FAILED out of bounds or unable to adjust\r\nMN\r\n")
-    assert ours.stats()["limit_maxbytes"] == str(64 << 20)
+    assert ours.stats()["limit_maxbytes"] == str(32000 << 20)
+
+
+def test_under_k_a_raised_limit_is_locked_as_touched(start_server):
+    """-k (mlockall, on fault): raising the limit and filling past -m
+    works, and the locked memory follows what was touched, not the 32 GiB
+    reserved."""
+    srv = start_server("ours", "-m", "8", "-k")
+    assert run(srv, b"cache_memlimit 32\r\n") == b"OK\r\nMN\r\n"
+    fill(srv, 20000, 1000)
+    st = srv.stats()
+    assert (st["curr_items"], st["evictions"]) == ("20000", "0")
+    status = open(f"/proc/{srv.proc.pid}/status").read()
+    locked_kb = int(next(line.split()[1] for line in status.splitlines()
+                         if line.startswith("VmLck:")))
+    assert locked_kb < 1 << 20, f"VmLck {locked_kb} kB"
