@@ -136,6 +136,32 @@ def kill_namespace(ns):
             pass
 
 
+def hold_namespace(proc, nsfile):
+    """Opens the file's network namespace while its shell is in it, so the
+    namespace (and its id) lives until the file is done and its leftovers
+    are killed: a namespace freed when its last process exits may have its
+    id given to the next file's, whose processes must not be killed in its
+    place. None if the shell ended first (nothing of it can be left)."""
+    give_up = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < give_up:
+        try:
+            with open(nsfile) as f:
+                ns = f.read().strip()
+        except OSError:
+            ns = ""
+        if ns:
+            try:
+                fd = os.open(f"/proc/{proc.pid}/ns/net", os.O_RDONLY)
+            except OSError:
+                return None
+            if os.readlink(f"/proc/{proc.pid}/ns/net") == ns:
+                return ns, fd
+            os.close(fd)
+            return None
+        time.sleep(0.005)
+    return None
+
+
 class Runner:
     def __init__(self, workdir, file_timeout, deadline):
         self.workdir = workdir
@@ -164,6 +190,7 @@ class Runner:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             with self.lock:
                 self.procs.add(proc)
+            held = hold_namespace(proc, nsfile)
             timed_out = False
             try:
                 proc.wait(timeout=bound)
@@ -174,11 +201,10 @@ class Runner:
             with self.lock:
                 self.procs.discard(proc)
         seconds = time.monotonic() - started
-        try:
-            with open(nsfile) as f:
-                kill_namespace(f.read().strip())
-        except OSError:
-            pass
+        if held is not None:
+            ns, fd = held
+            kill_namespace(ns)
+            os.close(fd)
         with open(log, errors="replace") as f:
             result = parse(f.read())
         result.update(name=name, seconds=seconds)
