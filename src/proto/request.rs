@@ -37,6 +37,25 @@ pub(crate) struct Ctx<'a> {
     pub(crate) resp_room: usize,
 }
 
+impl<'a> Ctx<'a> {
+    /// A connection's context, with no response objects charged yet (the
+    /// batch sets its room from `resp_cap` when it starts).
+    pub(crate) fn new(
+        cache: &'a mut Cache,
+        stats: &'a mut Stats,
+        settings: &'a mut Settings,
+        fd: i32,
+    ) -> Ctx<'a> {
+        Ctx {
+            cache,
+            stats,
+            settings,
+            fd,
+            resp_room: usize::MAX,
+        }
+    }
+}
+
 /// memcached's response objects held in one 16 KB buffer
 /// (`MAX_RESP_PER_BUNDLE`, measured on Debian's build).
 const RESPS_PER_BUFFER: usize = 13;

@@ -130,13 +130,7 @@ impl Feeder {
         self.cache.crawl_cancel_for(fd);
         // As the reactor's close does: a watcher stops being one.
         self.cache.logger.remove_watcher(fd);
-        let mut ctx = Ctx {
-            cache: &mut self.cache,
-            stats: &mut self.stats,
-            settings: &mut self.settings,
-            fd,
-            resp_room: usize::MAX,
-        };
+        let mut ctx = Ctx::new(&mut self.cache, &mut self.stats, &mut self.settings, fd);
         conn.shut(&mut ctx);
         Ok(ending)
     }
@@ -154,13 +148,12 @@ impl Feeder {
         let per_turn = self.settings.reqs_per_event.max(1);
         let mut budget = per_turn + usize::from(conn.starts_by_reading());
         for _ in 0..MAX_ROUNDS {
-            let mut ctx = Ctx {
-                cache: &mut self.cache,
-                stats: &mut self.stats,
-                settings: &mut self.settings,
-                fd: conn.fd,
-                resp_room: usize::MAX,
-            };
+            let mut ctx = Ctx::new(
+                &mut self.cache,
+                &mut self.stats,
+                &mut self.settings,
+                conn.fd,
+            );
             let action = turn::step(client, conn, &mut ctx, scratch, &mut budget, None);
             // `verbosity 2` would make every later request print a trace,
             // which slows a fuzzer to a crawl; the trace code already ran.

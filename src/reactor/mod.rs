@@ -525,13 +525,7 @@ impl Reactor {
             }
             self.cache.crawl_cancel_for(fd);
             self.note_close(fd, &mut c);
-            let mut ctx = Ctx {
-                cache: &mut self.cache,
-                stats: &mut self.stats,
-                settings: &mut self.settings,
-                fd,
-                resp_room: usize::MAX,
-            };
+            let mut ctx = Ctx::new(&mut self.cache, &mut self.stats, &mut self.settings, fd);
             c.shut(&mut ctx);
             self.stats.curr_conns -= 1;
             self.clients -= 1;
@@ -683,13 +677,7 @@ impl Reactor {
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
             return Action::Idle;
         };
-        let mut ctx = Ctx {
-            cache,
-            stats,
-            settings,
-            fd,
-            resp_room: usize::MAX,
-        };
+        let mut ctx = Ctx::new(cache, stats, settings, fd);
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }

@@ -351,13 +351,7 @@ impl super::Reactor {
         let Some(Slot::Udp(c)) = slots.get_mut(fd as usize) else {
             return None;
         };
-        let mut ctx = Ctx {
-            cache,
-            stats,
-            settings,
-            fd,
-            resp_room: usize::MAX,
-        };
+        let mut ctx = Ctx::new(cache, stats, settings, fd);
         Some(f(c, &mut ctx))
     }
 

@@ -14,7 +14,9 @@ import time
 
 import pytest
 
+import repl_helpers
 from mc_helpers import Server, free_port, ours_path, request
+from repl_helpers import repl_stats
 
 SYNC_TIMEOUT = 15.0
 
@@ -57,21 +59,9 @@ def pair():
     p.stop_all()
 
 
-def repl_stats(node):
-    st = node.stats()
-    return {k: v for k, v in st.items() if k.startswith("repl_")}
-
-
 def wait_until(what, predicate, timeout=SYNC_TIMEOUT):
     """Polls predicate() until it returns something true; fails with `what`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+    return repl_helpers.wait_until(what, predicate, timeout)
 
 
 def wait_role(node, role):
