@@ -192,10 +192,14 @@ impl Cache {
     }
 
     /// Every item a lookup would find, class by class, each class's oldest
-    /// first (so a replay links them in their LRU order).
+    /// first (COLD, WARM, HOT, then TEMP, each from its tail), so a replay
+    /// links them in about their LRU order.
     pub(crate) fn live_items_oldest_first(&self) -> impl Iterator<Item = ChunkRef> + '_ {
-        (1..=self.slabs.largest()).flat_map(move |id| {
-            let mut it = self.lrus[id as usize].tail;
+        use super::lru::{COLD, HOT, TEMP, WARM, index};
+        let lists = (1..=self.slabs.largest())
+            .flat_map(|id| [COLD, WARM, HOT, TEMP].map(move |seg| index(id | seg)));
+        lists.flat_map(move |list| {
+            let mut it = self.lrus[list].tail;
             std::iter::from_fn(move || {
                 while it != NIL {
                     let cur = it;

@@ -23,7 +23,7 @@
 //! over the kept arena; this file is the metadata's format, its checks, and
 //! the order of open, resume and save.
 
-use crate::items::warm::{CacheState, LruEnds, Recovered};
+use crate::items::warm::{CacheState, LRUS_PER_CLASS, LruEnds, Recovered};
 use crate::items::{Cache, CacheConfig};
 use crate::settings::Settings;
 use crate::slab::arena::Arena;
@@ -591,7 +591,7 @@ fn parse_arena(lines: &[(&str, &str)], shape: &Shape, state: &mut CacheState) ->
     let fits = len_ok
         && state.slabs.page_class.len() == shape.pages
         && state.slabs.classes.len() == shape.classes
-        && state.lrus.len() == shape.classes;
+        && state.lrus.len() == shape.classes * LRUS_PER_CLASS;
     fits.then_some(())
 }
 

@@ -648,14 +648,13 @@ fn get_or_touch(
             _ => r.error(s, Status::KeyEnoent),
         };
     };
-    let class = ctx.cache.class_of(it) as usize;
-    let cs = &mut ctx.cache.stats.classes[class];
     if touch {
         ctx.stats.touch_cmds += 1;
-        cs.touch_hits += 1;
+        let class = ctx.cache.class_of(it) as usize;
+        ctx.cache.stats.classes[class].touch_hits += 1;
     } else {
         ctx.stats.get_cmds += 1;
-        cs.get_hits += 1;
+        ctx.cache.count_get_hit(it);
     }
     // Referenced by the reply until it is written, as memcached holds it.
     ctx.cache.pin(it);

@@ -376,13 +376,13 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if of.locked && !of.no_update {
         cache.meta_bump(it);
     }
-    let class = cache.class_of(it) as usize;
     if ttl_set {
         ctx.stats.touch_cmds += 1;
+        let class = cache.class_of(it) as usize;
         cache.stats.classes[class].touch_hits += 1;
     } else {
         ctx.stats.get_cmds += 1;
-        cache.stats.classes[class].get_hits += 1;
+        cache.count_get_hit(it);
     }
     Next::Continue
 }

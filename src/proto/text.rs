@@ -249,12 +249,11 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         }
         return;
     };
-    let class = ctx.cache.class_of(it) as usize;
-    let cs = &mut ctx.cache.stats.classes[class];
     if touch.is_some() {
-        cs.touch_hits += 1;
+        let class = ctx.cache.class_of(it) as usize;
+        ctx.cache.stats.classes[class].touch_hits += 1;
     } else {
-        cs.get_hits += 1;
+        ctx.cache.count_get_hit(it);
     }
     let v = ctx.cache.view(it);
     let mut num = [0u8; 20];

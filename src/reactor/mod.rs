@@ -24,6 +24,7 @@ mod udp;
 
 use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
+use crate::items::maintainer::LruTuning;
 use crate::items::{Cache, CacheConfig};
 use crate::persist::Durability;
 use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER, WRITES_REFUSED};
@@ -35,6 +36,7 @@ use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 use stream::Stream;
 use turn::{Action, Socket};
 
@@ -131,7 +133,7 @@ impl Reactor {
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
-        cache.lru_segmented = settings.tuning.lru_segmented;
+        cache.set_lru_tuning(LruTuning::from_settings(&settings.tuning));
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -279,6 +281,7 @@ impl Reactor {
                 None => 1000,
             };
             let timeout = self.accept_timeout(timeout);
+            let timeout = self.maintainer_timeout(timeout);
             let n = self.epoll.wait(&mut events, timeout)?;
             if self.cache.clock.tick() {
                 self.kick_idle();
@@ -292,6 +295,7 @@ impl Reactor {
             self.auto_crawl();
             self.between_turns();
             self.rebalance();
+            self.cache.lru_maintain(Instant::now());
             self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn();
             self.clear_feed();
@@ -396,6 +400,18 @@ impl Reactor {
                 self.drive(fd, extra);
             }
             _ => {}
+        }
+    }
+
+    /// The loop's wait, shortened to when the LRU maintainer is next due
+    /// (rounded up to the millisecond, so it never wakes early and spins).
+    fn maintainer_timeout(&self, timeout: i32) -> i32 {
+        match self.cache.maintainer_timeout(Instant::now()) {
+            Some(d) => {
+                let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                if timeout < 0 { ms } else { timeout.min(ms) }
+            }
+            None => timeout,
         }
     }
 

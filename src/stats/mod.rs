@@ -8,7 +8,7 @@
 pub(crate) mod prefix;
 pub(crate) mod repl;
 
-use crate::items::Cache;
+use crate::items::{Cache, ClassStats};
 use crate::numbers::c_fixed;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
@@ -234,7 +234,7 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     }
     let maintainer = settings.tuning.lru_maintainer;
     if maintainer {
-        stat(&mut o, "lru_maintainer_juggles", 0);
+        stat(&mut o, "lru_maintainer_juggles", is.lru_maintainer_juggles);
     }
     stat(&mut o, "malloc_fails", 0);
     let ls = cache.logger.stats;
@@ -252,8 +252,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "slab_global_page_pool", cache.slabs.free_pages());
     stat(&mut o, "expired_unfetched", is.expired_unfetched);
     stat(&mut o, "evicted_unfetched", is.evicted_unfetched);
+    let sum = |f: fn(&ClassStats) -> u64| is.classes.iter().map(f).sum::<u64>();
     if maintainer {
-        stat(&mut o, "evicted_active", 0);
+        stat(&mut o, "evicted_active", sum(|c| c.evicted_active));
     }
     stat(&mut o, "evictions", is.evictions);
     stat(&mut o, "reclaimed", is.reclaimed);
@@ -261,15 +262,11 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "crawler_items_checked", is.crawler_items_checked);
     stat(&mut o, "lrutail_reflocked", 0);
     if maintainer {
-        for name in [
-            "moves_to_cold",
-            "moves_to_warm",
-            "moves_within_lru",
-            "direct_reclaims",
-            "lru_bumps_dropped",
-        ] {
-            stat(&mut o, name, 0);
-        }
+        stat(&mut o, "moves_to_cold", sum(|c| c.moves_to_cold));
+        stat(&mut o, "moves_to_warm", sum(|c| c.moves_to_warm));
+        stat(&mut o, "moves_within_lru", sum(|c| c.moves_within_lru));
+        stat(&mut o, "direct_reclaims", sum(|c| c.direct_reclaims));
+        stat(&mut o, "lru_bumps_dropped", cache.lru_bumps_dropped());
     }
     if let Some(a) = &stats.aof {
         stat(&mut o, "aof_enabled", 1);
@@ -332,15 +329,12 @@ pub(crate) fn slabs(cache: &Cache) -> String {
     o
 }
 
-/// `stats items`: per-class LRU contents and eviction counters. There is
-/// one LRU per class here; it is reported as the segment where memcached
-/// keeps new items (hot, or cold when the LRU is flat), the others empty.
-///
-/// As in memcached, the segment lines (and `number_temp` with a temporary
-/// LRU) appear only while the LRU maintainer is on.
+/// `stats items`: per-class LRU contents and eviction counters, the
+/// segments' lines (and `number_temp` with a temporary LRU) only while the
+/// LRU maintainer is on, as memcached prints them.
 pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
+    use crate::items::lru::{COLD, HOT, TEMP, WARM};
     let maintainer = settings.tuning.lru_maintainer;
-    let segmented = settings.tuning.lru_segmented;
     let mut o = String::new();
     for id in 1..=cache.slabs.largest() {
         let n = cache.lru_len(id);
@@ -351,24 +345,20 @@ pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
         let p = |o: &mut String, name: &str, v: u64| {
             let _ = write!(o, "STAT items:{id}:{name} {v}\r\n");
         };
-        // memcached files new items in its hot segment when the LRU is
-        // segmented and in the cold one when it is flat: the one list here
-        // is reported as that segment.
-        let tail_age = cache.lru_tail_age(id) as u64;
-        let in_hot = |v: u64| if segmented { v } else { 0 };
-        let in_cold = |v: u64| if segmented { 0 } else { v };
+        let len = |seg: u8| cache.segment_len(id, seg) as u64;
+        let age = |seg: u8| u64::from(cache.segment_tail_age(id, seg));
         p(&mut o, "number", n as u64);
         if maintainer {
-            p(&mut o, "number_hot", in_hot(n as u64));
-            p(&mut o, "number_warm", 0);
-            p(&mut o, "number_cold", in_cold(n as u64));
+            p(&mut o, "number_hot", len(HOT));
+            p(&mut o, "number_warm", len(WARM));
+            p(&mut o, "number_cold", len(COLD));
             if settings.tuning.temp_lru {
-                p(&mut o, "number_temp", 0);
+                p(&mut o, "number_temp", len(TEMP));
             }
-            p(&mut o, "age_hot", in_hot(tail_age));
-            p(&mut o, "age_warm", 0);
+            p(&mut o, "age_hot", age(HOT));
+            p(&mut o, "age_warm", age(WARM));
         }
-        p(&mut o, "age", in_cold(tail_age));
+        p(&mut o, "age", age(COLD));
         p(&mut o, "mem_requested", cs.mem_requested);
         p(&mut o, "evicted", cs.evicted);
         p(&mut o, "evicted_nonzero", cs.evicted_nonzero);
@@ -379,20 +369,20 @@ pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
         p(&mut o, "expired_unfetched", cs.expired_unfetched);
         p(&mut o, "evicted_unfetched", cs.evicted_unfetched);
         if maintainer {
-            p(&mut o, "evicted_active", 0);
+            p(&mut o, "evicted_active", cs.evicted_active);
         }
         p(&mut o, "crawler_reclaimed", cs.crawler_reclaimed);
         p(&mut o, "crawler_items_checked", cs.crawler_items_checked);
         p(&mut o, "lrutail_reflocked", 0);
         if maintainer {
-            p(&mut o, "moves_to_cold", 0);
-            p(&mut o, "moves_to_warm", 0);
-            p(&mut o, "moves_within_lru", 0);
-            p(&mut o, "direct_reclaims", 0);
-            p(&mut o, "hits_to_hot", in_hot(cs.get_hits));
-            p(&mut o, "hits_to_warm", 0);
-            p(&mut o, "hits_to_cold", in_cold(cs.get_hits));
-            p(&mut o, "hits_to_temp", 0);
+            p(&mut o, "moves_to_cold", cs.moves_to_cold);
+            p(&mut o, "moves_to_warm", cs.moves_to_warm);
+            p(&mut o, "moves_within_lru", cs.moves_within_lru);
+            p(&mut o, "direct_reclaims", cs.direct_reclaims);
+            p(&mut o, "hits_to_hot", cs.lru_hits[0]);
+            p(&mut o, "hits_to_warm", cs.lru_hits[1]);
+            p(&mut o, "hits_to_cold", cs.lru_hits[2]);
+            p(&mut o, "hits_to_temp", cs.lru_hits[3]);
         }
     }
     o.push_str("END\r\n");
