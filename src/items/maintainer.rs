@@ -261,11 +261,11 @@ impl Cache {
                         removed += 1;
                     }
                 }
+                // With `-M` nothing is evicted: the allocation fails.
+                COLD if pull == Pull::Evict && !self.cfg.evict_to_free => {}
                 COLD if pull == Pull::Evict => {
-                    if self.cfg.evict_to_free {
-                        self.evict(search, c, exp, time, fetched, active);
-                        removed += 1;
-                    }
+                    self.evict(search, c, exp, time, fetched, active);
+                    removed += 1;
                 }
                 COLD if active && self.lru.segmented => {
                     self.stats.classes[c].moves_to_warm += 1;
@@ -492,5 +492,304 @@ impl Cache {
 
     pub(crate) fn lru_bumps_dropped(&self) -> u64 {
         self.maint.bumps_dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::items::{CacheConfig, StoreMode, StoreResult};
+
+    fn cache(mb: usize, tuning: LruTuning) -> Cache {
+        let mut c = Cache::new(CacheConfig::for_tests(mb)).unwrap();
+        c.set_lru_tuning(tuning);
+        c
+    }
+
+    fn segmented() -> LruTuning {
+        LruTuning::default()
+    }
+
+    fn set_ttl(c: &mut Cache, key: &str, len: usize, exptime: u32) {
+        let it = c.alloc(key.as_bytes(), 0, exptime, len).unwrap();
+        assert_eq!(c.store(it, StoreMode::Set, 0), StoreResult::Stored);
+    }
+
+    fn set(c: &mut Cache, key: &str, len: usize) {
+        set_ttl(c, key, len, 0);
+    }
+
+    /// The segment `key` is in (its top two `lru` bits).
+    fn segment_of(c: &mut Cache, key: &str) -> Option<u8> {
+        let it = c.find(key.as_bytes(), false)?;
+        Some(lru::segment(c.view(it).lru()))
+    }
+
+    fn fetch(c: &mut Cache, key: &str) {
+        let it = c.get(key.as_bytes(), None).unwrap();
+        c.count_get_hit(it);
+    }
+
+    /// Runs maintainer ticks until it would sleep, as the event loop does.
+    fn settle(c: &mut Cache) {
+        for _ in 0..100 {
+            c.maint.wake = None;
+            c.lru_maintain(Instant::now());
+        }
+    }
+
+    fn class_of_key(c: &mut Cache, key: &str) -> usize {
+        let it = c.find(key.as_bytes(), false).unwrap();
+        c.class_of(it) as usize
+    }
+
+    #[test]
+    fn new_items_enter_hot_cold_when_flat_temp_when_short_lived() {
+        let mut c = cache(8, segmented());
+        set(&mut c, "a", 10);
+        assert_eq!(segment_of(&mut c, "a"), Some(HOT));
+        let now = c.now();
+        c.set_lru_tuning(LruTuning {
+            temp_lru: true,
+            temporary_ttl: 61,
+            ..segmented()
+        });
+        set_ttl(&mut c, "short", 10, now + 61);
+        set_ttl(&mut c, "long", 10, now + 62);
+        assert_eq!(segment_of(&mut c, "short"), Some(TEMP));
+        assert_eq!(segment_of(&mut c, "long"), Some(HOT));
+        c.set_lru_tuning(LruTuning {
+            segmented: false,
+            ..segmented()
+        });
+        set(&mut c, "flat", 10);
+        assert_eq!(segment_of(&mut c, "flat"), Some(COLD));
+    }
+
+    #[test]
+    fn the_second_fetch_makes_an_item_active_and_the_maintainer_moves_it_to_warm() {
+        let mut c = cache(8, segmented());
+        set(&mut c, "a", 10);
+        for i in 0..9 {
+            set(&mut c, &format!("other{i}"), 10);
+        }
+        fetch(&mut c, "a");
+        let it = c.find(b"a", false).unwrap();
+        assert!(c.view(it).is(item::FETCHED) && !c.view(it).is_active());
+        fetch(&mut c, "a");
+        assert!(c.view(it).is_active());
+        assert_eq!(segment_of(&mut c, "a"), Some(HOT), "no move on fetch");
+        let id = class_of_key(&mut c, "a");
+        assert_eq!(c.stats.classes[id].lru_hits, [2, 0, 0, 0]);
+        // HOT is over its share: its active tail item is rescued into WARM
+        // rather than sent to COLD, and stays (WARM is under its share).
+        settle(&mut c);
+        assert_eq!(segment_of(&mut c, "a"), Some(WARM));
+        assert_eq!(c.stats.classes[id].moves_to_warm, 1);
+        assert!(c.stats.lru_maintainer_juggles > 0);
+    }
+
+    #[test]
+    fn hot_drains_into_cold_and_a_cold_hit_is_bumped_to_warm_at_the_next_tick() {
+        let mut c = cache(8, segmented());
+        for i in 0..20 {
+            set(&mut c, &format!("k{i}"), 100);
+        }
+        settle(&mut c);
+        let id = class_of_key(&mut c, "k0");
+        assert!(c.stats.classes[id].moves_to_cold > 0);
+        // HOT keeps at most its share of the class's bytes.
+        assert!(c.segment_len(id as u8, HOT) <= 20 * 20 / 100);
+        assert_eq!(segment_of(&mut c, "k0"), Some(COLD));
+        fetch(&mut c, "k0");
+        fetch(&mut c, "k0");
+        // The hits count toward COLD; the move waits for the maintainer.
+        assert_eq!(c.stats.classes[id].lru_hits[2], 2);
+        assert_eq!(segment_of(&mut c, "k0"), Some(COLD));
+        assert_eq!(c.maintainer_timeout(Instant::now()), Some(Duration::ZERO));
+        let warm_before = c.stats.classes[id].moves_to_warm;
+        c.lru_maintain(Instant::now());
+        assert_eq!(segment_of(&mut c, "k0"), Some(WARM));
+        assert_eq!(c.stats.classes[id].moves_to_warm, warm_before + 1);
+    }
+
+    #[test]
+    fn a_full_bump_queue_drops_the_bump_and_clears_active() {
+        let mut c = cache(8, segmented());
+        set(&mut c, "a", 10);
+        c.set_lru_tuning(LruTuning {
+            segmented: false,
+            ..segmented()
+        });
+        let it = c.find(b"a", false).unwrap();
+        c.move_to(it, COLD);
+        c.set_lru_tuning(segmented());
+        c.maint.bumps = vec![(NIL, 0); BUMP_QUEUE];
+        fetch(&mut c, "a");
+        fetch(&mut c, "a");
+        assert_eq!(c.lru_bumps_dropped(), 1);
+        assert!(!c.view(it).is_active());
+    }
+
+    #[test]
+    fn a_stale_queued_bump_is_ignored() {
+        let mut c = cache(8, segmented());
+        set(&mut c, "a", 10);
+        let it = c.find(b"a", false).unwrap();
+        c.move_to(it, COLD);
+        fetch(&mut c, "a");
+        fetch(&mut c, "a");
+        assert_eq!(c.maint.bumps.len(), 1);
+        // Deleted and its chunk reused by another item in COLD.
+        assert!(c.delete(b"a"));
+        c.set_lru_tuning(LruTuning {
+            segmented: false,
+            ..segmented()
+        });
+        set(&mut c, "b", 10);
+        c.set_lru_tuning(segmented());
+        let b = c.find(b"b", false).unwrap();
+        assert_eq!(b, it, "the chunk was reused");
+        item::view_mut(&mut c.slabs.arena, b).set_active(true);
+        c.maint.next = vec![Some(Instant::now() + MAX_SLEEP); c.slabs.largest() as usize + 1];
+        c.lru_maintain(Instant::now());
+        assert_eq!(segment_of(&mut c, "b"), Some(COLD), "not b's bump");
+    }
+
+    /// A cache-aside client: a hit, or a miss and a set.
+    fn read_through(c: &mut Cache, key: &str) -> bool {
+        match c.get(key.as_bytes(), None) {
+            Some(it) => {
+                c.count_get_hit(it);
+                true
+            }
+            None => {
+                set(c, key, 1000);
+                false
+            }
+        }
+    }
+
+    /// The scan-resistance workload in small: 2 MB of 1 KB items (about
+    /// 1 700), a hot set of 300 read through after every 100 writes of a
+    /// batch of 10 000 one-hit keys. Returns the hot set's misses.
+    fn hot_set_misses(tuning: LruTuning) -> usize {
+        let mut c = cache(2, tuning);
+        let mut misses = 0;
+        for i in 0..10_000 {
+            set(&mut c, &format!("scan{i}"), 1000);
+            if i % 100 == 0 {
+                misses += (0..300)
+                    .filter(|h| !read_through(&mut c, &format!("hot{h}")))
+                    .count();
+                settle(&mut c);
+            }
+        }
+        assert!(c.stats.evictions > 5_000);
+        let id = class_of_key(&mut c, "scan9999");
+        assert_eq!(c.stats.classes[id].evicted, c.stats.evictions);
+        misses
+    }
+
+    /// Segmented, the hot set reaches WARM and misses only its first read;
+    /// flat (within a minute no hit moves an item), the scan keeps pushing
+    /// it out.
+    #[test]
+    fn evictions_come_from_cold_and_keep_the_warm_hot_set() {
+        assert_eq!(hot_set_misses(segmented()), 300);
+        let flat = LruTuning {
+            segmented: false,
+            ..segmented()
+        };
+        assert!(hot_set_misses(flat) > 1_000);
+    }
+
+    #[test]
+    fn flat_lru_evicts_in_plain_lru_order_and_bumps_once_a_minute() {
+        let flat = LruTuning {
+            maintainer: false,
+            segmented: false,
+            ..segmented()
+        };
+        let mut c = cache(2, flat);
+        set(&mut c, "first", 1000);
+        set(&mut c, "second", 1000);
+        fetch(&mut c, "first");
+        // Within ITEM_UPDATE_INTERVAL a fetch does not move the item...
+        let it = c.find(b"first", false).unwrap();
+        let tail = c.lrus[lru::index(c.view(it).lru())].tail;
+        assert_eq!(tail, it);
+        // ...after it, it goes to the head.
+        c.clock.now += clock::ITEM_UPDATE_INTERVAL + 1;
+        fetch(&mut c, "first");
+        let tail = c.lrus[lru::index(c.view(it).lru())].tail;
+        assert_ne!(tail, it);
+        assert_eq!(c.maintainer_timeout(Instant::now()), None);
+        for i in 0..5_000 {
+            set(&mut c, &format!("scan{i}"), 1000);
+        }
+        assert!(c.find(b"first", false).is_none());
+    }
+
+    #[test]
+    fn temp_items_are_reclaimed_by_the_maintainer_never_evicted() {
+        let tuning = LruTuning {
+            temp_lru: true,
+            temporary_ttl: 61,
+            ..segmented()
+        };
+        let mut c = cache(2, tuning);
+        let now = c.now();
+        set_ttl(&mut c, "temp", 1000, now + 30);
+        for i in 0..5_000 {
+            set_ttl(&mut c, &format!("long{i}"), 1000, now + 3600);
+        }
+        assert_eq!(segment_of(&mut c, "temp"), Some(TEMP));
+        c.clock.now += 31;
+        settle(&mut c);
+        assert!(c.find(b"temp", false).is_none());
+        assert_eq!(c.stats.reclaimed, 1);
+    }
+
+    #[test]
+    fn expired_items_at_a_tail_are_reclaimed_by_the_maintainer() {
+        let mut c = cache(8, segmented());
+        let now = c.now();
+        set_ttl(&mut c, "a", 10, now + 1);
+        c.clock.now += 3;
+        settle(&mut c);
+        assert_eq!(c.stats.reclaimed, 1);
+        assert_eq!(c.stats.curr_items, 0);
+    }
+
+    #[test]
+    fn one_tick_looks_at_a_bounded_number_of_items_then_asks_to_run_again() {
+        let mut c = cache(64, segmented());
+        for i in 0..20_000 {
+            set(&mut c, &format!("k{i}"), 100);
+        }
+        let id = class_of_key(&mut c, "k0");
+        c.lru_maintain(Instant::now());
+        let moved = c.stats.classes[id].moves_to_cold;
+        assert!(moved > 0 && moved as usize <= TICK_BUDGET, "{moved}");
+        assert_eq!(c.maintainer_timeout(Instant::now()), Some(Duration::ZERO));
+        settle(&mut c);
+        assert!(c.stats.classes[id].moves_to_cold > moved);
+    }
+
+    #[test]
+    fn an_idle_maintainer_backs_off_to_about_a_second() {
+        let mut c = cache(8, segmented());
+        let mut t = Instant::now();
+        let mut gap = Duration::ZERO;
+        for _ in 0..200 {
+            c.lru_maintain(t);
+            gap = c.maintainer_timeout(t).unwrap();
+            t += gap;
+        }
+        assert!(
+            gap > Duration::from_millis(500) && gap <= MAX_SLEEP,
+            "{gap:?}"
+        );
     }
 }
