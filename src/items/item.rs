@@ -61,6 +61,10 @@ const IFLAGS: usize = 37;
 const LRU: usize = 38;
 const LFLAGS: usize = 39;
 
+/// The class bits of the `lru` byte (the top two name the segment, see
+/// `lru.rs`).
+pub(crate) const CLASS_MASK: u8 = 63;
+
 /// Fetched again since it last moved (memcached's ITEM_ACTIVE): the
 /// segmented LRU's sign that an item is worth keeping. In `lflags`.
 pub(crate) const ACTIVE: u8 = 1;
@@ -179,7 +183,7 @@ impl<'a> View<'a> {
 
     /// The slab class whose statistics the item counts toward.
     pub(crate) fn class(&self) -> u8 {
-        self.lru() & super::lru::CLASS_MASK
+        self.lru() & CLASS_MASK
     }
 
     pub(crate) fn is_active(&self) -> bool {

@@ -17,7 +17,7 @@ pub(crate) const HOT: u8 = 0;
 pub(crate) const WARM: u8 = 64;
 pub(crate) const COLD: u8 = 128;
 pub(crate) const TEMP: u8 = 192;
-pub(crate) const CLASS_MASK: u8 = 63;
+pub(crate) use super::item::CLASS_MASK;
 const SEGMENT_MASK: u8 = 192;
 /// Lists per class, in the order memcached reports them.
 pub(crate) const SEGMENTS: [u8; 4] = [HOT, WARM, COLD, TEMP];
