@@ -209,7 +209,7 @@ def report_lines(args, results):
     mc = results["memcached"]["hit_ratio"]
     lines = [
         f"Scan resistance (`-m {args.mem}`, 1 KB values; hot set of {args.hot:,} keys read "
-        f"through, {args.scan:,} one-hit keys written, {args.reads:g} hot reads per write, "
+        f"through, {args.scan:,} one-hit keys written, hot reads per write: {args.reads:g}, "
         f"batches of {args.batch}; hit ratio of the hot reads after the first {args.warmup:,} operations):",
         "",
         "| server | hot-set hit ratio | against memcached |",
