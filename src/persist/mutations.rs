@@ -13,22 +13,51 @@
 //! the buffer to the AOF writer, then empties it with [`clear`] and
 //! releases the replies it held back, so that no client hears of a change
 //! before its record is written.
+//!
+//! **Own deletes and given ones.** With replication on, the feed also
+//! keeps this node's tombstones (`tombs.rs`): a delete of its own clients
+//! is written as a DELETE carrying its stamp -- the highest CAS the feed
+//! has seen, every PUT passing through it, caught up with the cache's
+//! counter whenever a peer's change is applied -- and remembered; a change
+//! replayed from a peer (`Replay::apply`, which marks it given) is a plain
+//! DELETE, the peer's to remember. Because the stamp travels in the
+//! record, the append-only file holds the tombstones and recovery rebuilds
+//! them.
 
 use super::record::{self, MF_KEY_BINARY, MF_STALE, MF_TOKEN_SENT, Put};
+use super::tombs::Tombs;
 use crate::items::{Cache, Change, ChangeSink, ItemState, Marks};
 
 /// The outgoing buffer of encoded records.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct MutationFeed {
     buf: Vec<u8>,
+    /// The changes being made are a peer's (see `Replay::apply`).
+    given: bool,
+    /// The highest CAS of a write this node knew of: an own delete's stamp.
+    stamp: u64,
+    /// This node's recent deletes, when kept (replication on).
+    tombs: Option<Tombs>,
+    /// How many times the cache was replaced by a full copy: the file no
+    /// longer describes it until a rewrite (see `request_snapshot`).
+    snapshot_requests: u64,
 }
 
 impl ChangeSink for MutationFeed {
     fn change(&mut self, ts: u64, change: Change<'_>) {
         let out = &mut self.buf;
         match change {
-            Change::Put(item) => encode_item(out, ts, item),
-            Change::Delete { key } => record::encode_delete(out, ts, key),
+            Change::Put(item) => {
+                self.stamp = self.stamp.max(item.cas);
+                encode_item(out, ts, item)
+            }
+            Change::Delete { key } => match &mut self.tombs {
+                Some(tombs) if !self.given => {
+                    tombs.record(key, self.stamp);
+                    record::encode_stamped_delete(out, ts, key, self.stamp)
+                }
+                _ => record::encode_delete(out, ts, key),
+            },
             Change::Touch { key, exptime } => record::encode_touch(out, ts, key, exptime),
             Change::Flush { at } => record::encode_flush(out, ts, at),
         };
@@ -76,8 +105,63 @@ pub(crate) fn marks(mflags: u8) -> Marks {
 /// Starts logging every change of `cache` (AOF or replication on).
 pub(crate) fn enable(cache: &mut Cache) {
     if !enabled(cache) {
-        cache.set_change_sink(Box::<MutationFeed>::default());
+        let feed = MutationFeed {
+            stamp: cache.cas_counter(),
+            ..MutationFeed::default()
+        };
+        cache.set_change_sink(Box::new(feed));
     }
+}
+
+/// Keeps this node's tombstones from now on (replication on), starting
+/// from `recovered` (rebuilt from the file) if given.
+pub(crate) fn keep_tombstones(cache: &mut Cache, recovered: Option<Tombs>) {
+    enable(cache);
+    let feed = cache.change_sink_mut::<MutationFeed>().expect("enabled");
+    match (&mut feed.tombs, recovered) {
+        (_, Some(t)) => feed.tombs = Some(t),
+        (None, None) => feed.tombs = Some(Tombs::new()),
+        (Some(_), None) => {}
+    }
+}
+
+/// This node's recent deletes, when kept.
+pub(crate) fn tombstones(cache: &Cache) -> Option<&Tombs> {
+    cache.change_sink::<MutationFeed>()?.tombs.as_ref()
+}
+
+/// The CAS counter may have moved without a PUT passing through the feed
+/// (a peer's tombstone was observed): own deletes from now on sort after it.
+pub(crate) fn catch_up(cache: &mut Cache) {
+    let counter = cache.cas_counter();
+    if let Some(f) = cache.change_sink_mut::<MutationFeed>() {
+        f.stamp = f.stamp.max(counter);
+    }
+}
+
+/// Marks the changes made from now on as a peer's (true) or this node's
+/// own (false).
+pub(super) fn set_given(cache: &mut Cache, given: bool) {
+    if let Some(f) = cache.change_sink_mut::<MutationFeed>() {
+        f.given = given;
+    }
+}
+
+/// The cache's content was replaced wholesale (a replica's full copy is
+/// complete): the records of the file no longer describe it (the wipe
+/// before the copy is not a record), and only a rewrite -- a snapshot of
+/// the cache as it now is -- makes them do so again.
+pub(crate) fn request_snapshot(cache: &mut Cache) {
+    if let Some(f) = cache.change_sink_mut::<MutationFeed>() {
+        f.snapshot_requests += 1;
+    }
+}
+
+/// How many snapshots have been asked for so far (`request_snapshot`).
+pub(crate) fn snapshot_requests(cache: &Cache) -> u64 {
+    cache
+        .change_sink::<MutationFeed>()
+        .map_or(0, |f| f.snapshot_requests)
 }
 
 pub(crate) fn enabled(cache: &Cache) -> bool {
