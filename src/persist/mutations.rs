@@ -210,4 +210,119 @@ mod tests {
             assert_eq!(mflags(marks(bits)), bits);
         }
     }
+
+    fn set(c: &mut Cache, key: &[u8]) {
+        let it = c.alloc(key, 0, 0, 1).unwrap();
+        c.value_window_mut(it, 0).copy_from_slice(b"1");
+        c.store(it, StoreMode::Set, 0);
+    }
+
+    fn ops(feed: &[u8]) -> Vec<String> {
+        let mut r = record::Reader::new(feed, 0);
+        let mut out = Vec::new();
+        while let Ok(rec) = r.next_record() {
+            out.push(match rec.op {
+                record::Op::Put(p) => format!("put {} {}", p.key[0] as char, p.cas),
+                record::Op::Delete { key, stamp } => format!("del {} {stamp:?}", key[0] as char),
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn own_deletes_carry_their_stamp_and_a_peers_do_not() {
+        let mut c = Cache::new(CacheConfig::for_tests(4)).unwrap();
+        keep_tombstones(&mut c, None);
+        set(&mut c, b"a");
+        set(&mut c, b"b");
+        assert!(c.delete(b"a"));
+        // The peer's change, given: its delete is not ours, its PUT's CAS
+        // moves the stamp on.
+        let mut replay = crate::persist::replay::Replay::default();
+        for op in [
+            record::Op::Put(Put {
+                flags: 0,
+                exptime: 0,
+                cas: 40,
+                mflags: 0,
+                key: b"p",
+                value: b"v",
+            }),
+            record::Op::Delete {
+                key: b"b",
+                stamp: Some(7),
+            },
+        ] {
+            let rec = record::Record { ts: 1, op };
+            replay.apply(&mut c, &rec, true);
+        }
+        assert!(c.delete(b"p"));
+        assert_eq!(
+            ops(bytes(&c)),
+            [
+                "put a 1",
+                "put b 2",
+                "del a Some(2)",
+                "put p 40",
+                "del b None",
+                "del p Some(40)"
+            ]
+        );
+        let t = tombstones(&c).unwrap();
+        assert_eq!(
+            (t.cas_of(b"a"), t.cas_of(b"b"), t.cas_of(b"p")),
+            (Some(2), None, Some(40))
+        );
+        // A peer's tombstone observed without a PUT still moves the stamp.
+        c.observe_cas(90);
+        catch_up(&mut c);
+        set(&mut c, b"q");
+        assert!(c.delete(b"q"));
+        assert_eq!(tombstones(&c).unwrap().cas_of(b"q"), Some(91));
+    }
+
+    #[test]
+    fn without_tombstones_deletes_are_plain() {
+        let mut c = Cache::new(CacheConfig::for_tests(4)).unwrap();
+        enable(&mut c);
+        set(&mut c, b"a");
+        assert!(c.delete(b"a"));
+        assert_eq!(ops(bytes(&c)), ["put a 1", "del a None"]);
+        assert!(tombstones(&c).is_none());
+    }
+
+    #[test]
+    fn a_rewrite_starts_with_the_tombstones() {
+        let mut c = Cache::new(CacheConfig::for_tests(4)).unwrap();
+        keep_tombstones(&mut c, None);
+        set(&mut c, b"a");
+        assert!(c.delete(b"a"));
+        set(&mut c, b"a");
+        set(&mut c, b"z");
+        assert!(c.delete(b"z"));
+        let mut out = Vec::new();
+        crate::persist::snapshot::rewrite(&c, &mut out, usize::MAX, |_| Ok(())).unwrap();
+        assert_eq!(ops(&out), ["del a Some(1)", "del z Some(3)", "put a 2"]);
+        // Replayed with tombstones kept, they come back.
+        let mut again = Cache::new(CacheConfig::for_tests(4)).unwrap();
+        let mut rebuilt = Tombs::new();
+        let mut r = record::Reader::new(&out, 0);
+        let mut replay = crate::persist::replay::Replay::recovery();
+        while let Ok(rec) = r.next_record() {
+            if let record::Op::Delete {
+                key,
+                stamp: Some(s),
+            } = rec.op
+            {
+                rebuilt.record(key, s);
+            }
+            replay.apply(&mut again, &rec, false);
+        }
+        assert_eq!(
+            (rebuilt.cas_of(b"a"), rebuilt.cas_of(b"z")),
+            (Some(1), Some(3))
+        );
+        assert_eq!(again.cas_of(b"a"), Some(2));
+    }
 }

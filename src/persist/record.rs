@@ -88,8 +88,13 @@ pub(crate) enum Op<'a> {
         key: &'a [u8],
         stamp: Option<u64>,
     },
-    Touch { key: &'a [u8], exptime: u64 },
-    Flush { at: u64 },
+    Touch {
+        key: &'a [u8],
+        exptime: u64,
+    },
+    Flush {
+        at: u64,
+    },
 }
 
 /// One decoded record.

@@ -90,15 +90,7 @@ fn recover_in_pieces(
     }
     let evictions_before = cache.stats.evictions;
     let mut replayed = Replay::recovery();
-    let good_end = replay(
-        path,
-        fix,
-        &mut file,
-        cache,
-        &mut replayed,
-        counts,
-        chunk,
-    )?;
+    let good_end = replay(path, fix, &mut file, cache, &mut replayed, counts, chunk)?;
     replayed.finish(cache);
     if good_end < len {
         file.set_len(good_end)?;
@@ -170,8 +162,13 @@ fn replay(
                     Applied::DidNotFit => counts.did_not_fit += 1,
                 }
                 counts.records += 1;
-                if let (Some(tombs), Op::Delete { key, stamp: Some(stamp) }) =
-                    (&mut counts.tombs, rec.op)
+                if let (
+                    Some(tombs),
+                    Op::Delete {
+                        key,
+                        stamp: Some(stamp),
+                    },
+                ) = (&mut counts.tombs, rec.op)
                 {
                     tombs.record(key, stamp);
                 }
@@ -385,5 +382,21 @@ mod tests {
         let r = recover(&f.0, false, &mut cache(), 0, false).unwrap();
         assert_eq!(r.bytes, MAGIC.len() as u64);
         assert_eq!(std::fs::read(&f.0).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn stamped_deletes_are_tombstones_again_when_kept() {
+        let f = TempFile::new("tombs");
+        let (mut buf, _) = log(3);
+        crate::persist::record::encode_stamped_delete(&mut buf, 3, b"k1", 101);
+        std::fs::write(&f.0, &buf).unwrap();
+        let mut c = cache();
+        let r = recover(&f.0, false, &mut c, 0, true).unwrap();
+        let t = r.tombs.unwrap();
+        // k0's delete is plain (a peer's, or an older build's); k1's is ours.
+        assert_eq!((t.cas_of(b"k0"), t.cas_of(b"k1")), (None, Some(101)));
+        assert_eq!(c.stats.curr_items, 1);
+        let r = recover(&f.0, false, &mut cache(), 0, false).unwrap();
+        assert!(r.tombs.is_none());
     }
 }

@@ -33,7 +33,10 @@ pub(crate) fn rewrite(
 ) -> std::io::Result<u64> {
     let ts = cache.unix_now();
     let mut items = 0;
-    for (key, stamp) in mutations::tombstones(cache).into_iter().flat_map(|t| t.iter()) {
+    for (key, stamp) in mutations::tombstones(cache)
+        .into_iter()
+        .flat_map(|t| t.iter())
+    {
         record::encode_stamped_delete(out, ts, key, stamp);
         if out.len() >= batch {
             sink(out)?;

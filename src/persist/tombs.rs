@@ -171,7 +171,11 @@ mod tests {
         }
         t.record(b"k5", 999);
         let keys: Vec<_> = t.iter().map(|(k, c)| (k.to_vec(), c)).collect();
-        assert_eq!(keys.len(), TOMBS - 1, "k5 is there once, with its newest stamp");
+        assert_eq!(
+            keys.len(),
+            TOMBS - 1,
+            "k5 is there once, with its newest stamp"
+        );
         assert_eq!(keys[0], (b"k4".to_vec(), 4));
         assert_eq!(keys[1], (b"k6".to_vec(), 6));
         assert_eq!(keys.last().unwrap(), &(b"k5".to_vec(), 999));

@@ -55,7 +55,10 @@ impl Repl {
     /// applies all of it under the conflict rule before its own full copy.
     pub(super) fn start_upload(&mut self, cache: &Cache) {
         let link = self.link.as_mut().expect("a link is up");
-        for (key, cas) in mutations::tombstones(cache).into_iter().flat_map(|t| t.iter()) {
+        for (key, cas) in mutations::tombstones(cache)
+            .into_iter()
+            .flat_map(|t| t.iter())
+        {
             if cache.cas_of(key).is_none() {
                 link.tomb(key, cas);
             }
