@@ -4,8 +4,8 @@
 //! **Upload, so a heal loses nothing.** A node joining as replica may hold
 //! writes the master never saw (both took writes while apart). Before the
 //! master's copy replaces its data, it sends its tombstones for keys it no
-//! longer holds (`crate::persist::tombs`), then walks its own arena exactly as the
-//! master's copy does, then UPLOADED. The master applies all of it under
+//! longer holds (`crate::persist::tombs`), then walks its own arena exactly
+//! as the master's copy does, then UPLOADED. The master applies all of it under
 //! the conflict rule (`receive.rs`) and answers UPLOADED with RESYNC: the
 //! wipe that follows loses nothing the master does not now hold or
 //! supersede.

@@ -13,11 +13,11 @@
 //! master's order. Either way both nodes end with the same value and CAS.
 //!
 //! **During the replica's upload** (`copy.rs`) the master also weighs its
-//! own tombstones (`crate::persist::tombs`): a key it holds no item for but deleted
-//! after the write the replica sends stays deleted; and a TOMB frame from
-//! the replica removes the master's item if the delete came after it. Only
-//! then, in the steady state, do deletes simply apply in the master's
-//! order.
+//! own tombstones (`crate::persist::tombs`): a key it holds no item for
+//! but deleted after the write the replica sends stays deleted; and a TOMB
+//! frame from the replica removes the master's item if the delete came
+//! after it. Only then, in the steady state, do deletes simply apply in the
+//! master's order.
 
 use super::link::{
     KIND_ACK, KIND_AUTH, KIND_HELLO, KIND_RESYNC, KIND_SYNCED, KIND_TOMB, KIND_UPLOADED,
