@@ -155,15 +155,21 @@ def wait_healthy(node):
 
 
 @pytest.mark.parametrize("policy", ["always", "everysec"])
+@pytest.mark.parametrize("b_is", ["replica", "master"])
 def test_a_delete_applied_from_the_peer_while_the_aof_fails_reaches_the_file(
-    pair_factory, small_fs, policy
+    pair_factory, small_fs, policy, b_is
 ):
     """bench/soak_repro_gap.py: the delete b applied while its file failed
     is written once the file works, so after kill -9 of both nodes neither
-    brings the key back."""
+    brings the key back. b, whose disk fills, is the replica (it applies
+    the master's records) or the master (it applies the replica's)."""
     p = pair_factory(small_fs / "b.aof", policy)
-    a = p.start("a", "master")
-    b = p.start("b", "replica")
+    if b_is == "replica":
+        a = p.start("a", "master")
+        b = p.start("b", "replica")
+    else:
+        b = p.start("b", "master")
+        a = p.start("a", "replica")
     wait_linked(a, b)
     assert setv(a, b"k", b"old") == b"STORED\r\n"
     wait_linked(a, b)
