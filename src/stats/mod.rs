@@ -496,6 +496,24 @@ pub(crate) fn settings(s: &Settings) -> String {
     stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
     stat(&mut o, "track_sizes", yes(s.track_sizes));
     stat(&mut o, "inline_ascii_response", "no");
+    // Debian's memcached is built with extstore: these are printed whether
+    // or not `ext_path` is given.
+    let e = &s.ext;
+    stat(&mut o, "ext_item_size", e.item_size);
+    stat(&mut o, "ext_item_age", e.item_age);
+    stat(&mut o, "ext_low_ttl", e.low_ttl);
+    stat(&mut o, "ext_recache_rate", e.recache_rate);
+    stat(&mut o, "ext_wbuf_size", e.wbuf_size);
+    stat(&mut o, "ext_compact_under", e.compact_under);
+    stat(&mut o, "ext_drop_under", e.drop_under);
+    stat(&mut o, "ext_max_sleep", e.max_sleep);
+    stat(&mut o, "ext_max_frag", c_fixed(e.max_frag, 2));
+    stat(
+        &mut o,
+        "slab_automove_freeratio",
+        c_fixed(e.slab_automove_freeratio, 3),
+    );
+    stat(&mut o, "ext_drop_unread", yes(e.drop_unread));
     // memcached prints `settings.num_napi_ids` with `%s`: "(null)" for the
     // default 0 (and it crashes for any `-N`). The count is printed here.
     // One thread serves every connection, so `-N` changes nothing else.
