@@ -13,7 +13,7 @@
 //! 37  iflags   u8    LINKED, FETCHED, CHUNKED, the meta protocol's
 //!                    STALE, TOKEN_SENT, KEY_BINARY, PINNED, and ALLOCATED
 //! 38  lru      u8    the class whose LRU holds the item
-//! 39  (spare)
+//! 39  xflags  u8    EXT: the value is on flash; the body is its location
 //! 40  key, then the value -- or, for a chunked item, one u32 chunk
 //!     reference per `chunk_max` bytes of value
 //! ```
@@ -57,6 +57,11 @@ const FLAGS: usize = 32;
 const NKEY: usize = 36;
 const IFLAGS: usize = 37;
 const LRU: usize = 38;
+const XFLAGS: usize = 39;
+
+/// In `xflags`: the value lives in extstore; the body holds its
+/// [`crate::extstore::Loc`], and `nbytes` is still the value's length.
+pub(crate) const EXT: u8 = 1;
 
 /// Typed access to the header fields of the item at `it`.
 pub(crate) struct View<'a> {
@@ -154,6 +159,7 @@ field!(
     also_read_mut
 );
 field!(u8, read_u8, write_u8, lru, set_lru, LRU, also_read_mut);
+field!(u8, read_u8, write_u8, xflags, set_xflags, XFLAGS);
 
 impl<'a> View<'a> {
     pub(crate) fn cas(&self) -> u64 {

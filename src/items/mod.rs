@@ -17,6 +17,7 @@ pub(crate) mod automove;
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod crawler;
+mod ext;
 mod given;
 pub(crate) mod hash;
 pub(crate) mod item;
@@ -32,6 +33,7 @@ use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
+pub(crate) use ext::{ExtFetch, ExtTier};
 pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, FETCHED, LINKED};
@@ -279,6 +281,8 @@ pub(crate) struct Cache {
     /// The append-only file is failing: the protocols answer mutations with
     /// an error before they change anything (set by the event loop).
     pub(crate) writes_refused: bool,
+    /// The flash tier, with `-o ext_path` (see `ext.rs`).
+    pub(crate) ext: Option<Box<ExtTier>>,
 }
 
 /// How many items from an LRU tail are examined per attempt to free memory.
@@ -330,6 +334,7 @@ impl Cache {
             last_miss: FetchStatus::NotFound,
             cas_lane: None,
             writes_refused: false,
+            ext: None,
         }
     }
 
@@ -405,11 +410,17 @@ impl Cache {
     /// The value of `it`, as one slice per chunk it is stored in.
     pub(crate) fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
         let v = self.view(it);
+        // A flash item's value is not in the arena (see `ext.rs`).
+        let left = if v.xflags() & item::EXT != 0 {
+            0
+        } else {
+            v.nbytes() as usize
+        };
         Segments {
             cache: self,
             body: v.body_offset(),
             chunked: v.is(CHUNKED),
-            left: v.nbytes() as usize,
+            left,
             index: 0,
         }
     }
@@ -690,6 +701,7 @@ impl Cache {
         v.set_cas(0);
         v.set_flags(flags);
         v.set_iflags(iflags | item::ALLOCATED);
+        v.set_xflags(0);
         v.set_lru(lru);
         v.set_key(key);
     }
@@ -941,6 +953,7 @@ impl Cache {
         self.stats.bytes -= size as u64;
         self.stats.classes[id as usize].mem_requested -= size as u64;
         self.count_size(size, cas, false);
+        self.ext_forget_item(it);
         self.free_chunks(it);
     }
 
@@ -1010,6 +1023,11 @@ impl Cache {
             return StoreResult::NotStored;
         };
         let ov = self.view(old);
+        if ov.xflags() & item::EXT != 0 {
+            // As memcached: the value would have to come back first.
+            self.free_unlinked(it);
+            return StoreResult::NotStored;
+        }
         if cas_in != 0 && cas_in != ov.cas() {
             self.free_unlinked(it);
             return StoreResult::Exists;
