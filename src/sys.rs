@@ -277,11 +277,12 @@ pub(crate) fn fork() -> io::Result<Forked> {
 /// In a forked child: closes every descriptor from 3 up (listeners,
 /// clients, epoll), so that connections the parent closes really close and
 /// a restarted server can bind its port while the child still runs.
-pub(crate) fn close_inherited_fds() {
+/// `keep`: descriptors the child still reads (extstore's files).
+pub(crate) fn close_inherited_fds(keep: &[RawFd]) {
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|&fd| fd > 2)
+            .filter(|&fd| fd > 2 && !keep.contains(&fd))
             .collect(),
         Err(_) => return,
     };

@@ -235,6 +235,12 @@ impl ExtStore {
         }
     }
 
+    /// The files' descriptors (a forked AOF rewrite keeps them open).
+    pub(crate) fn file_fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd as _;
+        self.files.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
     pub(crate) fn page_size(&self) -> u32 {
         self.page_size
     }
@@ -619,6 +625,32 @@ impl ExtStore {
         self.pages[p as usize].refcount += 1;
         self.run(job);
         ReadStart::Pending
+    }
+}
+
+impl ExtStore {
+    /// A record's bytes read on the calling thread (None if gone): for
+    /// the AOF rewrite's forked child and the replication full copy, which
+    /// need every value in order (a read of one record, from the page
+    /// cache more often than not).
+    pub(crate) fn read_blocking(&self, loc: Loc, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt as _;
+        let page = self.live_page(loc)?;
+        let end = loc.offset as usize + len;
+        if let Some(w) = page
+            .wbuf
+            .iter()
+            .chain(page.flushing.iter())
+            .find(|w| loc.offset >= w.offset && end <= (w.offset + w.used) as usize)
+        {
+            let at = (loc.offset - w.offset) as usize;
+            return Some(w.buf[at..at + len].to_vec());
+        }
+        let mut data = vec![0u8; len];
+        self.files[page.file]
+            .read_exact_at(&mut data, page.base + loc.offset as u64)
+            .ok()?;
+        Some(data)
     }
 }
 

@@ -166,7 +166,12 @@ impl Cache {
             record::Check::Good(p) => p.key == key,
             _ => false,
         };
-        let tier = self.ext.as_mut()?;
+        let Some(tier) = self.ext.as_mut() else {
+            // A header kept by `-e` from a run with extstore: its value is
+            // out of reach.
+            self.unlink(it);
+            return None;
+        };
         let i = tier.results.iter().position(|r| r.fd == fd && r.loc == loc);
         let result = i.map(|i| tier.results.swap_remove(i));
         let value = match result {
@@ -490,5 +495,23 @@ impl Cache {
         if let Some(tier) = &mut self.ext {
             tier.store.maint();
         }
+    }
+
+    /// The value of a flash item read on the calling thread (None if its
+    /// record is gone): what the AOF rewrite and the full copy write.
+    pub(crate) fn ext_value_blocking(&self, it: ChunkRef) -> Option<Vec<u8>> {
+        let tier = self.ext.as_ref()?;
+        let data = tier
+            .store
+            .read_blocking(self.ext_loc(it), self.ext_record_len(it))?;
+        match record::check(&data) {
+            record::Check::Good(p) if p.key == self.view(it).key() => Some(p.value.to_vec()),
+            _ => None,
+        }
+    }
+
+    /// extstore's file descriptors, if any.
+    pub(crate) fn ext_file_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.ext.as_ref().map_or(Vec::new(), |t| t.store.file_fds())
     }
 }

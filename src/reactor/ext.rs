@@ -9,6 +9,9 @@ use crate::items::{Cache, ExtTier};
 use crate::settings::Settings;
 use std::io;
 
+/// Items written out in one turn beyond which the next turn comes at once.
+const EXT_BATCH: usize = 64;
+
 /// memcached's `storage_init`: the compaction thresholds default to a
 /// quarter of the first file's pages; a failure is its message and exit 1.
 pub(super) fn open(cache: &mut Cache, settings: &mut Settings) -> io::Result<()> {
@@ -23,13 +26,17 @@ pub(super) fn open(cache: &mut Cache, settings: &mut Settings) -> io::Result<()>
             cache.ext = Some(Box::new(ExtTier::new(store)));
             Ok(())
         }
-        Err(InitError::Config(why)) => Err(io::Error::other(format!(
-            "Failed to initialize external storage: {why}"
-        ))),
-        Err(InitError::Open(e)) => Err(io::Error::other(format!(
-            "Failed to initialize external storage: failed to open file\nextstore open: {}",
-            crate::sys::strerror(&e)
-        ))),
+        Err(InitError::Config(why)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("Failed to initialize external storage: {why}"),
+        )),
+        Err(InitError::Open(e)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "Failed to initialize external storage: failed to open file\nextstore open: {}",
+                crate::sys::strerror(&e)
+            ),
+        )),
     }
 }
 
@@ -55,7 +62,9 @@ impl Reactor {
         if self.cache.ext.is_none() {
             return;
         }
-        self.cache.ext_write_out(&self.settings.ext);
+        // A full batch written: more may be waiting, so the loop should
+        // not sleep.
+        self.ext_busy = self.cache.ext_write_out(&self.settings.ext) >= EXT_BATCH;
         self.cache.ext_compact_step(&self.settings.ext);
         let now = self.cache.now();
         if now != self.ext_last_tick {

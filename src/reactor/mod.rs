@@ -117,6 +117,8 @@ pub(crate) struct Reactor {
     paused: Option<accept::Pause>,
     /// Second of the last extstore maintenance pass.
     ext_last_tick: u32,
+    /// extstore has more cold items to write out right away.
+    ext_busy: bool,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -184,6 +186,7 @@ impl Reactor {
             durability,
             paused: None,
             ext_last_tick: 0,
+            ext_busy: false,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -284,7 +287,8 @@ impl Reactor {
                 || self.crawl_can_progress()
                 || self.repl.as_ref().is_some_and(repl::Repl::busy)
                 || self.cache.rebalance_pending()
-                || self.automove_again;
+                || self.automove_again
+                || self.ext_busy;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
