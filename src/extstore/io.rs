@@ -112,6 +112,9 @@ impl Io {
 }
 
 fn worker(rx: Receiver<Job>, shared: Arc<Shared>) {
+    // Signals are the reactor's (its signalfd): a thread that left them
+    // unblocked would take SIGTERM or SIGUSR1 with the default action.
+    let _ = nix::sys::signal::SigSet::all().thread_block();
     while let Ok(job) = rx.recv() {
         let done = run_job(job);
         shared.done.lock().unwrap().push(done);
