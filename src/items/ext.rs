@@ -57,6 +57,18 @@ struct Compaction {
     reading: bool,
 }
 
+/// Values read ahead for keys a multi-get had not reached are kept until
+/// it does; if the item changed meanwhile they are never taken. Past this
+/// many, the oldest go (a later request reads again).
+const RESULTS_KEPT: usize = 4096;
+
+fn push_result(results: &mut Vec<Result_>, r: Result_) {
+    if results.len() >= RESULTS_KEPT {
+        results.remove(0);
+    }
+    results.push(r);
+}
+
 /// Whether a get may go on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ExtFetch {
@@ -64,6 +76,9 @@ pub(crate) enum ExtFetch {
     Ready,
     /// A read is in flight: wait for it.
     Wait,
+    /// No memory for the value read back (memcached's
+    /// `get_oom_extstore`): the get fails.
+    Oom,
 }
 
 impl ExtTier {
@@ -135,6 +150,23 @@ impl Cache {
         if tier.waiting.iter().any(|w| (w.0, w.1) == (fd, loc)) {
             return ExtFetch::Wait;
         }
+        // memcached reads the value into an item it allocates (which may
+        // evict): without room for one, the get fails. Here the value is
+        // read into a buffer of its own, so the item is only tried.
+        let v = self.view(it);
+        let (flags, exptime, nbytes) = (v.flags(), v.exptime(), v.nbytes() as usize);
+        match self.alloc(key, flags, exptime, nbytes) {
+            Ok(probe) => self.free_unlinked(probe),
+            Err(_) => {
+                self.ext.as_mut().unwrap().store.counters.get_oom += 1;
+                return ExtFetch::Oom;
+            }
+        }
+        // The allocation may have evicted the header.
+        match self.hash.find(&self.slabs.arena, key, hv) {
+            Some(found) if found == it => {}
+            _ => return ExtFetch::Ready,
+        }
         let len = self.ext_record_len(it);
         let fetched = self.view(it).is(FETCHED);
         let tier = self.ext.as_mut().unwrap();
@@ -147,13 +179,34 @@ impl Cache {
             ReadStart::Ready(data) => Some(data),
             ReadStart::Gone => None,
         };
-        tier.results.push(Result_ {
-            fd,
-            loc,
-            data,
-            fetched,
-        });
+        push_result(
+            &mut tier.results,
+            Result_ {
+                fd,
+                loc,
+                data,
+                fetched,
+            },
+        );
         ExtFetch::Ready
+    }
+
+    /// A get that memcached refuses after looking its keys up (a key too
+    /// long further on): it had started a read for each flash item before
+    /// it, and aborts them (`get_aborted_extstore`).
+    pub(crate) fn ext_abort(&mut self, key: &[u8]) {
+        if self.ext.is_none() {
+            return;
+        }
+        let hv = self.hv(key);
+        let Some(it) = self.hash.find(&self.slabs.arena, key, hv) else {
+            return;
+        };
+        if self.is_ext(it) && !self.is_flushed(it) && !self.is_expired(it) {
+            let c = &mut self.ext.as_mut().unwrap().store.counters;
+            c.get_extstore += 1;
+            c.get_aborted += 1;
+        }
     }
 
     /// The value of the flash item `it` (found by a get after
@@ -172,8 +225,12 @@ impl Cache {
             self.unlink(it);
             return None;
         };
-        let i = tier.results.iter().position(|r| r.fd == fd && r.loc == loc);
-        let result = i.map(|i| tier.results.swap_remove(i));
+        let Some(i) = tier.results.iter().position(|r| r.fd == fd && r.loc == loc) else {
+            // Not prepared (a get memcached refuses after looking its keys
+            // up): the header stays, and the caller drops its reply.
+            return None;
+        };
+        let result = Some(tier.results.swap_remove(i));
         let value = match result {
             Some(Result_ {
                 data: Some(data),
@@ -208,21 +265,27 @@ impl Cache {
     /// before brings the value back into RAM (after the reply is built,
     /// since allocating may evict).
     pub(crate) fn ext_recache(&mut self, key: &[u8], value: &[u8], rate: u32, was_fetched: bool) {
-        let Some(tier) = &mut self.ext else {
-            return;
-        };
-        if rate == 0 || !was_fetched {
-            return;
-        }
-        let turn = tier.recache_counter;
-        tier.recache_counter = tier.recache_counter.wrapping_add(1);
-        if turn % rate != 0 {
+        if self.ext.is_none() || rate == 0 || !was_fetched {
             return;
         }
         let hv = self.hv(key);
         let Some(old) = self.hash.find(&self.slabs.arena, key, hv) else {
             return;
         };
+        let v = self.view(old);
+        // memcached's test that the header was touched lately, with its
+        // unsigned arithmetic: in a process's first minute the bound wraps
+        // and nothing is recached. Only then does the counter move.
+        let recent = self.now().wrapping_sub(super::clock::ITEM_UPDATE_INTERVAL);
+        if v.time() <= recent {
+            return;
+        }
+        let tier = self.ext.as_mut().unwrap();
+        let turn = tier.recache_counter;
+        tier.recache_counter = tier.recache_counter.wrapping_add(1);
+        if turn % rate != 0 {
+            return;
+        }
         let v = self.view(old);
         let (flags, exptime, cas) = (v.flags(), v.exptime(), v.cas());
         let Ok(new) = self.alloc(key, flags, exptime, value.len()) else {
@@ -271,12 +334,15 @@ impl Cache {
                         continue;
                     };
                     let (_, _, fetched) = tier.waiting.swap_remove(i);
-                    tier.results.push(Result_ {
-                        fd,
-                        loc: f.loc,
-                        data: f.data,
-                        fetched,
-                    });
+                    push_result(
+                        &mut tier.results,
+                        Result_ {
+                            fd,
+                            loc: f.loc,
+                            data: f.data,
+                            fetched,
+                        },
+                    );
                     woken.push(fd);
                 }
             }

@@ -163,6 +163,7 @@ fn process_get(
         // commands alike -- and sends only the error.
         for key in keys.take(stop.at) {
             let mark = r.out.len();
+            ctx.cache.ext_abort(key);
             get_one(ctx, key, r, return_cas, exptime);
             r.out.truncate(mark);
         }
@@ -186,8 +187,26 @@ fn process_get(
         if r.out.len() > OUTPUT_HIGH_WATER && i > resume {
             return Next::Suspend(i);
         }
-        if ctx.cache.ext_prepare(key, ctx.fd) == ExtFetch::Wait {
-            return Next::AwaitExt(i);
+        match ctx.cache.ext_prepare(key, ctx.fd) {
+            ExtFetch::Wait => {
+                // Start the reads of the keys after it too: they come back
+                // together instead of one wait per key.
+                for later in words_after(line, touch, i + 1) {
+                    ctx.cache.ext_prepare(later, ctx.fd);
+                }
+                return Next::AwaitExt(i);
+            }
+            ExtFetch::Oom => {
+                // As memcached: the replies not yet sent go, the error
+                // takes their place.
+                if r.trace {
+                    eprintln!(">{} END", r.fd);
+                }
+                r.out.truncate(r.written);
+                ctx.resp_room = resp_cap(ctx.settings).saturating_sub(1);
+                return r.line("SERVER_ERROR out of memory writing get response");
+            }
+            ExtFetch::Ready => {}
         }
         get_one(ctx, key, r, return_cas, exptime);
     }
@@ -196,6 +215,14 @@ fn process_get(
     }
     r.out.extend_from_slice(b"END\r\n");
     Next::Flush
+}
+
+/// The keys of a get line from index `from` on.
+fn words_after(line: &[u8], touch: bool, from: usize) -> impl Iterator<Item = &[u8]> {
+    let skip = 1 + usize::from(touch);
+    line.split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .skip(skip + from)
 }
 
 /// Where a get stops short: the key at index `at` is too long, or there

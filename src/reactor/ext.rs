@@ -24,6 +24,9 @@ pub(super) fn open(cache: &mut Cache, settings: &mut Settings) -> io::Result<()>
     match ExtStore::open(ext, true) {
         Ok(store) => {
             cache.ext = Some(Box::new(ExtTier::new(store)));
+            // memcached: "page mover algorithm for extstore needs memory
+            // prefilled".
+            cache.slabs.prefill_global();
             Ok(())
         }
         Err(InitError::Config(why)) => Err(io::Error::new(

@@ -98,7 +98,8 @@ def test_settings_and_stats_lines_match_memcached(tmp_path, start_server):
                          if l.startswith((b"STAT ext_", b"STAT slab_automove_freeratio"))]
             pages = request(s, b"stats extstore\r\n", lambda b: b.endswith(b"END\r\n"))
             st = stats_over(s)
-            counters = {k: v for k, v in st.items() if "extstore" in k}
+            counters = {k: v for k, v in st.items()
+                        if "extstore" in k or k in ("total_malloced", "slab_global_page_pool")}
             answers = request(s, commands, lambda b: b.count(b"\r\n") == 5)
             after = request(s, b"stats settings\r\n", lambda b: b.endswith(b"END\r\n"))
             after = [l for l in after.split(b"\r\n") if l.startswith(b"STAT ext_")]
@@ -273,3 +274,25 @@ def test_a_warm_restart_with_extstore_starts_clean(kind, tmp_path, start_server)
     if kind == "ours":
         assert "[restart] memory restart with extstore not presently supported." in \
             again.stderr.text()
+
+
+def test_the_full_copy_carries_values_that_live_on_flash(tmp_path, start_server):
+    """A replica that joins after the values went to flash gets them whole
+    (the copy reads them back)."""
+    from repl_helpers import wait_linked, wait_role
+    ports = {"a": free_port(), "b": free_port()}
+
+    def node(name, *extra):
+        other = "b" if name == "a" else "a"
+        return start_server("ours", "-x", f"127.0.0.1:{ports[other]}",
+                            "--repl-port", str(ports[name]), *extra)
+
+    a = node("a", "-o", ext_opts(tmp_path / "f"))
+    wait_role(a, "master")
+    n = 100
+    fill_and_wait(a, n)
+    b = node("b")
+    wait_linked(a, b)
+    with b.connect() as s:
+        for i in range(n):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
