@@ -283,7 +283,7 @@ impl Cache {
         let tier = self.ext.as_mut().unwrap();
         let turn = tier.recache_counter;
         tier.recache_counter = tier.recache_counter.wrapping_add(1);
-        if turn % rate != 0 {
+        if !turn.is_multiple_of(rate) {
             return;
         }
         let v = self.view(old);
