@@ -215,10 +215,6 @@ impl Cache {
     /// (memcached recaches only items read more than once).
     pub(crate) fn ext_take(&mut self, it: ChunkRef, fd: i32) -> Option<(Vec<u8>, bool)> {
         let loc = self.ext_loc(it);
-        let key_matches = |data: &[u8], key: &[u8]| match record::check(data) {
-            record::Check::Good(p) => p.key == key,
-            _ => false,
-        };
         let Some(tier) = self.ext.as_mut() else {
             // A header kept by `-e` from a run with extstore: its value is
             // out of reach.
@@ -239,7 +235,7 @@ impl Cache {
             }) => {
                 let key = self.view(it).key();
                 match record::check(&data) {
-                    record::Check::Good(p) if key_matches(&data, key) => {
+                    record::Check::Good(p) if p.key == key => {
                         let start = data.len() - p.value.len();
                         Some((data, start, fetched))
                     }
