@@ -160,6 +160,8 @@ pub(crate) struct ExtStore {
     /// None in unit tests: jobs run at once on the calling thread.
     io: Option<Io>,
     done_inline: Vec<Done>,
+    /// Write buffers handed to the I/O threads and not yet back.
+    writes_in_flight: usize,
 }
 
 /// Why the store could not start, in memcached's words.
@@ -232,6 +234,7 @@ impl ExtStore {
             counters: Counters::default(),
             io,
             done_inline: Vec::new(),
+            writes_in_flight: 0,
         }
     }
 
@@ -256,6 +259,11 @@ impl ExtStore {
     /// The eventfd the reactor watches for finished I/O.
     pub(crate) fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
         self.io.as_ref().map(Io::wake_fd)
+    }
+
+    /// Whether a write buffer is free (all may be on their way to disk).
+    pub(crate) fn has_spare_wbuf(&self) -> bool {
+        !self.spare.is_empty()
     }
 
     pub(crate) fn pages_free(&self) -> usize {
@@ -302,7 +310,16 @@ impl ExtStore {
                     self.buckets[bucket] = None;
                     continue;
                 }
-                let buf = self.spare.pop()?;
+                let Some(buf) = self.spare.pop() else {
+                    // Every buffer is open in another bucket or on its way
+                    // to disk. With none on its way, nothing would come
+                    // back: send the fullest open one, so a later write
+                    // finds it.
+                    if self.writes_in_flight == 0 {
+                        self.flush_fullest_open(bucket);
+                    }
+                    return None;
+                };
                 page.wbuf = Some(Wbuf {
                     buf: Arc::new(buf),
                     offset: page.allocated,
@@ -330,6 +347,18 @@ impl ExtStore {
             return Some(loc);
         }
         None
+    }
+
+    fn flush_fullest_open(&mut self, except: usize) {
+        let fullest = (0..BUCKETS)
+            .filter(|&b| b != except)
+            .filter_map(|b| self.buckets[b])
+            .filter_map(|p| Some((self.pages[p as usize].wbuf.as_ref()?.used, p)))
+            .filter(|&(used, _)| used > 0)
+            .max();
+        if let Some((_, p)) = fullest {
+            self.submit_wbuf(p);
+        }
     }
 
     fn allocate(&mut self, bucket: usize) -> Option<u16> {
@@ -370,6 +399,7 @@ impl ExtStore {
             offset: w.offset,
         };
         page.flushing.push(w);
+        self.writes_in_flight += 1;
         self.run(job);
     }
 
@@ -478,6 +508,7 @@ impl ExtStore {
     }
 
     fn written(&mut self, p: u16, offset: u32, ok: bool) {
+        self.writes_in_flight -= 1;
         let page = &mut self.pages[p as usize];
         if let Some(i) = page.flushing.iter().position(|w| w.offset == offset) {
             let w = page.flushing.swap_remove(i);

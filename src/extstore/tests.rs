@@ -149,3 +149,22 @@ fn jbod_pages_interleave_across_files() {
     let m = 8u64 << 20;
     assert_eq!(bases, [0, 0, m, m, 2 * m]);
 }
+
+#[test]
+fn a_bucket_without_a_buffer_gets_one_back_from_another_bucket() {
+    let (mut s, path) = store(8);
+    // Four buckets each hold an open, partly filled buffer: none is spare.
+    for b in 0..BUCKETS {
+        assert!(s.write(b, 100, |x| x.fill(1)).is_some());
+    }
+    // The default bucket's buffer fills and goes out; the next write needs
+    // a fresh one while the other three are open: it fails, but sends the
+    // fullest open one to disk...
+    put(&mut s, 2, 2 * MB as usize - 100).unwrap();
+    assert!(put(&mut s, 3, 10).is_none());
+    // ...and once the writes are done, buffers are back.
+    s.complete();
+    assert!(s.has_spare_wbuf());
+    assert!(put(&mut s, 3, 10).is_some());
+    std::fs::remove_file(path).unwrap();
+}

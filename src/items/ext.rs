@@ -37,6 +37,9 @@ pub(crate) struct ExtTier {
     results: Vec<Result_>,
     recache_counter: u32,
     compact: Option<Compaction>,
+    /// Cold items wait to go out and every write buffer is on its way to
+    /// disk (see `ext_backpressure`).
+    stalled: bool,
     /// A compaction read came back.
     compact_span: Option<Option<Vec<u8>>>,
 }
@@ -89,6 +92,7 @@ impl ExtTier {
             results: Vec::new(),
             recache_counter: 0,
             compact: None,
+            stalled: false,
             compact_span: None,
         }
     }
@@ -321,7 +325,11 @@ impl Cache {
             return Vec::new();
         };
         let mut woken = Vec::new();
-        for f in tier.store.complete() {
+        let finished = tier.store.complete();
+        if tier.store.has_spare_wbuf() {
+            tier.stalled = false;
+        }
+        for f in finished {
             match f.ticket {
                 Ticket::Compact => tier.compact_span = Some(f.data),
                 Ticket::Conn(fd) => {
@@ -434,6 +442,9 @@ impl Cache {
             }
             record::seal(buf);
         });
+        if loc.is_none() && !tier.store.has_spare_wbuf() {
+            tier.stalled = true;
+        }
         self.ext = Some(tier);
         let Some(loc) = loc else {
             self.slabs.free(hdr, hdr_class);
@@ -549,6 +560,20 @@ impl Cache {
         c.compact_rescues += rescues;
         c.compact_lost += lost;
         c.compact_skipped += skipped;
+    }
+
+    /// The loop should take no more requests for now: memory is short (no
+    /// page left in the global pool) and cold items cannot go to flash
+    /// until a write buffer comes back. memcached's writer thread runs
+    /// beside its workers; here the loop holds clients back for the
+    /// moment a buffer takes to be written rather than evict what would
+    /// have gone to flash.
+    pub(crate) fn ext_backpressure(&self) -> bool {
+        // Something must be on its way to disk, or nothing would end it.
+        self.ext
+            .as_ref()
+            .is_some_and(|t| t.stalled && t.store.io_queue() > 0)
+            && self.slabs.free_pages() == 0
     }
 
     /// Once a second: memcached's maintenance pass and its default for

@@ -47,7 +47,22 @@ impl Reactor {
     /// The I/O threads finished something: connections whose reads came
     /// back run again.
     pub(super) fn ext_io_done(&mut self) {
-        for fd in self.cache.ext_complete() {
+        let woken = self.cache.ext_complete();
+        if !self.ext_deferred.is_empty() {
+            // Make room first, then let the held clients go on.
+            self.cache.ext_write_out(&self.settings.ext);
+            if !self.cache.ext_backpressure() {
+                for fd in std::mem::take(&mut self.ext_deferred) {
+                    if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
+                        && !c.queued
+                    {
+                        c.queued = true;
+                        self.ready.push_back(fd);
+                    }
+                }
+            }
+        }
+        for fd in woken {
             if let Some(Slot::Client(c)) = self.slots.get_mut(fd as usize)
                 && c.awaits_ext()
                 && !c.queued
@@ -57,6 +72,18 @@ impl Reactor {
             }
         }
         self.cache.ext_compact_step(&self.settings.ext);
+    }
+
+    /// Holds client `fd` back while extstore applies backpressure (see
+    /// `Cache::ext_backpressure`); it runs again when a buffer returns.
+    pub(super) fn ext_hold(&mut self, fd: std::os::fd::RawFd) -> bool {
+        if !self.cache.ext_backpressure() {
+            return false;
+        }
+        if !self.ext_deferred.contains(&fd) {
+            self.ext_deferred.push(fd);
+        }
+        true
     }
 
     /// Every loop turn: cold items out, a compaction step; once a second

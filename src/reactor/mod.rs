@@ -119,6 +119,8 @@ pub(crate) struct Reactor {
     ext_last_tick: u32,
     /// extstore has more cold items to write out right away.
     ext_busy: bool,
+    /// Clients held back until extstore has a write buffer again.
+    ext_deferred: Vec<RawFd>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -187,6 +189,7 @@ impl Reactor {
             paused: None,
             ext_last_tick: 0,
             ext_busy: false,
+            ext_deferred: Vec::new(),
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -562,6 +565,9 @@ impl Reactor {
     fn drive(&mut self, fd: RawFd, extra: usize) {
         let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
+            if self.ext_hold(fd) {
+                return;
+            }
             let held = self.read_buf_charge(fd);
             let action = self.step(fd, &mut budget);
             if let Action::Shutdown(graceful) = action {
