@@ -49,6 +49,9 @@ pub(crate) struct ItemState<'a> {
     pub(crate) marks: Marks,
     /// The value, one slice per chunk it is stored in.
     pub(crate) value: Segments<'a>,
+    /// For an item whose value is on flash: the value read back, or None
+    /// when its record is gone (the item then reads as absent).
+    pub(crate) flash: Option<Option<Vec<u8>>>,
 }
 
 /// One change, as it stands once made.
@@ -188,6 +191,7 @@ impl Cache {
                 key_binary: v.is(KEY_BINARY),
             },
             value: self.value_segments(it),
+            flash: self.is_ext(it).then(|| self.ext_value_blocking(it)),
         }
     }
 

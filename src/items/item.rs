@@ -15,7 +15,8 @@
 //! 38  lru      u8    the LRU that holds the item: its class in the low six
 //!                    bits, its segment (HOT, WARM, COLD, TEMP) in the top
 //!                    two, as memcached's `slabs_clsid`
-//! 39  lflags   u8    ACTIVE (memcached's ITEM_ACTIVE; no room in iflags)
+//! 39  xflags   u8    EXT: the value is on flash, the body is its location;
+//!                    ACTIVE (memcached's ITEM_ACTIVE; no room in iflags)
 //! 40  key, then the value -- or, for a chunked item, one u32 chunk
 //!     reference per `chunk_max` bytes of value
 //! ```
@@ -59,15 +60,18 @@ const FLAGS: usize = 32;
 const NKEY: usize = 36;
 const IFLAGS: usize = 37;
 const LRU: usize = 38;
-const LFLAGS: usize = 39;
+const XFLAGS: usize = 39;
 
 /// The class bits of the `lru` byte (the top two name the segment, see
 /// `lru.rs`).
 pub(crate) const CLASS_MASK: u8 = 63;
 
-/// Fetched again since it last moved (memcached's ITEM_ACTIVE): the
-/// segmented LRU's sign that an item is worth keeping. In `lflags`.
-pub(crate) const ACTIVE: u8 = 1;
+/// In `xflags`: the value lives in extstore; the body holds its
+/// [`crate::extstore::Loc`], and `nbytes` is still the value's length.
+pub(crate) const EXT: u8 = 1;
+/// In `xflags`: fetched again since it last moved (memcached's
+/// ITEM_ACTIVE), the segmented LRU's sign that an item is worth keeping.
+pub(crate) const ACTIVE: u8 = 2;
 
 /// Typed access to the header fields of the item at `it`.
 pub(crate) struct View<'a> {
@@ -161,9 +165,9 @@ field!(
     u8,
     read_u8,
     write_u8,
-    lflags,
-    set_lflags,
-    LFLAGS,
+    xflags,
+    set_xflags,
+    XFLAGS,
     also_read_mut
 );
 
@@ -187,7 +191,7 @@ impl<'a> View<'a> {
     }
 
     pub(crate) fn is_active(&self) -> bool {
-        self.lflags() & ACTIVE != 0
+        self.xflags() & ACTIVE != 0
     }
 
     /// Byte offset of the value (or of the chunk list) in the arena.
@@ -219,8 +223,8 @@ impl ViewMut<'_> {
     }
 
     pub(crate) fn set_active(&mut self, on: bool) {
-        let f = self.lflags();
-        self.set_lflags(if on { f | ACTIVE } else { f & !ACTIVE });
+        let f = self.xflags();
+        self.set_xflags(if on { f | ACTIVE } else { f & !ACTIVE });
     }
 }
 

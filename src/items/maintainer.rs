@@ -113,7 +113,7 @@ impl Cache {
         }
         let now = self.now();
         let mut v = item::view_mut(&mut self.slabs.arena, it);
-        if v.lflags() & item::ACTIVE != 0 {
+        if v.xflags() & item::ACTIVE != 0 {
             return;
         }
         if v.iflags() & item::FETCHED == 0 {

@@ -17,6 +17,7 @@ pub(crate) mod automove;
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod crawler;
+mod ext;
 mod given;
 pub(crate) mod hash;
 pub(crate) mod item;
@@ -33,6 +34,7 @@ use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
+pub(crate) use ext::{ExtFetch, ExtTier};
 pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, LINKED};
@@ -291,6 +293,8 @@ pub(crate) struct Cache {
     /// The append-only file is failing: the protocols answer mutations with
     /// an error before they change anything (set by the event loop).
     pub(crate) writes_refused: bool,
+    /// The flash tier, with `-o ext_path` (see `ext.rs`).
+    pub(crate) ext: Option<Box<ExtTier>>,
 }
 
 /// How many times an allocation retries after freeing something.
@@ -343,6 +347,7 @@ impl Cache {
             last_miss: FetchStatus::NotFound,
             cas_lane: None,
             writes_refused: false,
+            ext: None,
         }
     }
 
@@ -430,11 +435,17 @@ impl Cache {
     /// The value of `it`, as one slice per chunk it is stored in.
     pub(crate) fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
         let v = self.view(it);
+        // A flash item's value is not in the arena (see `ext.rs`).
+        let left = if v.xflags() & item::EXT != 0 {
+            0
+        } else {
+            v.nbytes() as usize
+        };
         Segments {
             cache: self,
             body: v.body_offset(),
             chunked: v.is(CHUNKED),
-            left: v.nbytes() as usize,
+            left,
             index: 0,
         }
     }
@@ -698,7 +709,7 @@ impl Cache {
         v.set_cas(0);
         v.set_flags(flags);
         v.set_iflags(iflags | item::ALLOCATED);
-        v.set_lflags(0);
+        v.set_xflags(0);
         v.set_lru(lru);
         v.set_key(key);
     }
@@ -894,6 +905,7 @@ impl Cache {
         self.stats.bytes -= size as u64;
         self.stats.classes[id as usize].mem_requested -= size as u64;
         self.count_size(size, cas, false);
+        self.ext_forget_item(it);
         self.free_chunks(it);
     }
 
@@ -963,6 +975,11 @@ impl Cache {
             return StoreResult::NotStored;
         };
         let ov = self.view(old);
+        if ov.xflags() & item::EXT != 0 {
+            // As memcached: the value would have to come back first.
+            self.free_unlinked(it);
+            return StoreResult::NotStored;
+        }
         if cas_in != 0 && cas_in != ov.cas() {
             self.free_unlinked(it);
             return StoreResult::Exists;

@@ -9,6 +9,7 @@
 mod accept;
 mod binary_conn;
 mod conn;
+mod ext;
 pub mod harness;
 mod idle;
 mod listen;
@@ -68,6 +69,8 @@ enum Slot {
     /// the `-l` entry's `proto[...]`).
     Listener(listen::Listener, Protocol),
     Signals,
+    /// extstore's eventfd: its I/O threads finished something.
+    ExtIo,
     Client(Box<Conn>),
     /// A replication socket: its listener, the link, a connection attempt
     /// or a candidate; the socket itself is held by `Reactor::repl`.
@@ -114,6 +117,12 @@ pub(crate) struct Reactor {
     durability: Durability,
     /// Set while accepting is paused (memcached's "listen disabled").
     paused: Option<accept::Pause>,
+    /// Second of the last extstore maintenance pass.
+    ext_last_tick: u32,
+    /// extstore has more cold items to write out right away.
+    ext_busy: bool,
+    /// Clients held back until extstore has a write buffer again.
+    ext_deferred: Vec<RawFd>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -146,6 +155,9 @@ impl Reactor {
         if settings.memory_file.is_some() {
             crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
         }
+        if settings.ext.enabled() {
+            ext::open(&mut cache, &mut settings)?;
+        }
         // AOF recovery comes before any listener is open.
         let durability = Durability::open(&settings, &mut cache)?;
         if settings.track_sizes {
@@ -177,6 +189,9 @@ impl Reactor {
             repl: None,
             durability,
             paused: None,
+            ext_last_tick: 0,
+            ext_busy: false,
+            ext_deferred: Vec::new(),
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -184,6 +199,9 @@ impl Reactor {
         // (it ignores SIGHUP then).
         let sigfd = sys::termination_signals(!r.settings.daemonize)?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
+        if let Some(fd) = r.cache.ext.as_ref().and_then(|t| t.store.wake_fd()) {
+            r.register(fd, Slot::ExtIo, sys::READ)?;
+        }
         r.open_listeners()?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
@@ -276,7 +294,8 @@ impl Reactor {
                 || self.crawl_can_progress()
                 || self.repl.as_ref().is_some_and(repl::Repl::busy)
                 || self.cache.rebalance_pending()
-                || self.automove_again;
+                || self.automove_again
+                || self.ext_busy;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
@@ -294,6 +313,7 @@ impl Reactor {
                 self.dispatch(fd, bits);
             }
             self.run_ready();
+            self.ext_turn();
             self.retry_accepting();
             self.auto_crawl();
             self.between_turns();
@@ -384,6 +404,7 @@ impl Reactor {
             Some(Slot::Listener(..)) => self.on_listener(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
+            Some(Slot::ExtIo) => self.ext_io_done(),
             Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
@@ -546,6 +567,7 @@ impl Reactor {
                 let _ = turn::flush(&mut Socket, &mut c, &mut self.stats);
             }
             self.cache.crawl_cancel_for(fd);
+            self.cache.ext_forget_conn(fd);
             self.note_close(fd, &mut c);
             let mut ctx = Ctx::new(&mut self.cache, &mut self.stats, &mut self.settings, fd);
             c.shut(&mut ctx);
@@ -565,6 +587,9 @@ impl Reactor {
     fn drive(&mut self, fd: RawFd, extra: usize) {
         let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
+            if self.ext_hold(fd) {
+                return;
+            }
             let held = self.read_buf_charge(fd);
             let action = self.step(fd, &mut budget);
             if let Action::Shutdown(graceful) = action {

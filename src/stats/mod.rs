@@ -164,6 +164,15 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "get_misses", stats.get_misses);
     stat(&mut o, "get_expired", is.get_expired);
     stat(&mut o, "get_flushed", is.get_flushed);
+    if let Some(tier) = &cache.ext {
+        let c = &tier.store.counters;
+        stat(&mut o, "get_extstore", c.get_extstore);
+        stat(&mut o, "get_aborted_extstore", c.get_aborted);
+        stat(&mut o, "get_oom_extstore", c.get_oom);
+        stat(&mut o, "recache_from_extstore", c.recache);
+        stat(&mut o, "miss_from_extstore", c.miss);
+        stat(&mut o, "badcrc_from_extstore", c.badcrc);
+    }
     stat(&mut o, "delete_misses", stats.delete_misses);
     stat(&mut o, "delete_hits", sum(|c| c.delete_hits));
     stat(&mut o, "incr_misses", stats.incr_misses);
@@ -243,6 +252,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "log_watcher_skipped", ls.watcher_skipped);
     stat(&mut o, "log_watcher_sent", ls.watcher_sent);
     stat(&mut o, "log_watchers", cache.logger.watcher_count());
+    if let Some(tier) = &cache.ext {
+        extstore_lines(&mut o, &tier.store);
+    }
     for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         stat(&mut o, name, 0);
     }
@@ -486,6 +498,24 @@ pub(crate) fn settings(s: &Settings) -> String {
     stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
     stat(&mut o, "track_sizes", yes(s.track_sizes));
     stat(&mut o, "inline_ascii_response", "no");
+    // Debian's memcached is built with extstore: these are printed whether
+    // or not `ext_path` is given.
+    let e = &s.ext;
+    stat(&mut o, "ext_item_size", e.item_size);
+    stat(&mut o, "ext_item_age", e.item_age);
+    stat(&mut o, "ext_low_ttl", e.low_ttl);
+    stat(&mut o, "ext_recache_rate", e.recache_rate);
+    stat(&mut o, "ext_wbuf_size", e.wbuf_size);
+    stat(&mut o, "ext_compact_under", e.compact_under);
+    stat(&mut o, "ext_drop_under", e.drop_under);
+    stat(&mut o, "ext_max_sleep", e.max_sleep);
+    stat(&mut o, "ext_max_frag", c_fixed(e.max_frag, 2));
+    stat(
+        &mut o,
+        "slab_automove_freeratio",
+        c_fixed(e.slab_automove_freeratio, 3),
+    );
+    stat(&mut o, "ext_drop_unread", yes(e.drop_unread));
     // memcached prints `settings.num_napi_ids` with `%s`: "(null)" for the
     // default 0 (and it crashes for any `-N`). The count is printed here.
     // One thread serves every connection, so `-N` changes nothing else.
@@ -543,4 +573,49 @@ pub(crate) fn cachedump(cache: &Cache, id: u32, limit: u32) -> Vec<u8> {
     }
     out.extend_from_slice(b"END\r\n");
     out
+}
+
+/// memcached's `storage_stats`: the `extstore_*` lines of `stats`.
+fn extstore_lines(o: &mut String, store: &crate::extstore::ExtStore) {
+    let c = &store.counters;
+    let pages = store.page_count() as u64;
+    let free = store.pages_free() as u64;
+    let page_size = store.page_size() as u64;
+    stat(o, "extstore_compact_lost", c.compact_lost);
+    stat(o, "extstore_compact_rescues", c.compact_rescues);
+    stat(o, "extstore_compact_skipped", c.compact_skipped);
+    stat(o, "extstore_page_allocs", c.page_allocs);
+    stat(o, "extstore_page_evictions", c.page_evictions);
+    stat(o, "extstore_page_reclaims", c.page_reclaims);
+    stat(o, "extstore_pages_free", free);
+    stat(o, "extstore_pages_used", pages - free);
+    stat(o, "extstore_objects_evicted", c.objects_evicted);
+    stat(o, "extstore_objects_read", c.objects_read);
+    stat(o, "extstore_objects_written", c.objects_written);
+    stat(o, "extstore_objects_used", c.objects_used);
+    stat(o, "extstore_bytes_evicted", c.bytes_evicted);
+    stat(o, "extstore_bytes_written", c.bytes_written);
+    stat(o, "extstore_bytes_read", c.bytes_read);
+    stat(o, "extstore_bytes_used", c.bytes_used);
+    // Open and half-filled pages count as fragmented, as in memcached.
+    let fragmented = ((pages - free) * page_size).saturating_sub(c.bytes_used);
+    stat(o, "extstore_bytes_fragmented", fragmented);
+    stat(o, "extstore_limit_maxbytes", pages * page_size);
+    stat(o, "extstore_io_queue", store.io_queue());
+}
+
+/// `stats extstore`: each page's version, bytes, bucket and free bucket
+/// (nothing without extstore).
+pub(crate) fn extstore(cache: &Cache) -> String {
+    let mut o = String::new();
+    if let Some(tier) = &cache.ext {
+        for (i, row) in tier.store.page_rows().iter().enumerate() {
+            let _ = write!(o, "STAT {i}:version {}\r\n", row.version);
+            let _ = write!(o, "STAT {i}:bytes {}\r\n", row.bytes_used);
+            let _ = write!(o, "STAT {i}:bucket {}\r\n", row.bucket);
+            let _ = write!(o, "STAT {i}:free_bucket 0\r\n");
+        }
+    }
+    o.push_str("END\r\n");
+    o
 }
