@@ -460,3 +460,14 @@ pub(crate) fn ignore_sighup() -> nix::Result<()> {
     // signal context.
     unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }.map(drop)
 }
+
+/// The calling thread's id as OpenSSL prints it at the start of its error
+/// lines (`ERR_print_errors_fp`): the `pthread_t`'s bytes in hex.
+pub(crate) fn thread_id_hex() -> String {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    let id = unsafe { libc::pthread_self() };
+    id.to_ne_bytes()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}

@@ -35,6 +35,8 @@ pub(crate) struct Ctx<'a> {
     /// replies are next written (see [`resp_cap`]); `usize::MAX` without
     /// `-o read_buf_mem_limit`.
     pub(crate) resp_room: usize,
+    /// `-Z`'s context, for `refresh_certs` (set for client connections).
+    pub(crate) tls: Option<&'a mut crate::tls::Server>,
 }
 
 impl<'a> Ctx<'a> {
@@ -52,6 +54,7 @@ impl<'a> Ctx<'a> {
             settings,
             fd,
             resp_room: usize::MAX,
+            tls: None,
         }
     }
 }

@@ -87,12 +87,16 @@ impl Reactor {
 fn peer_of(stream: &Stream) -> Option<Peer> {
     match stream {
         // A peer already gone (reset) has no address left to ask for.
-        Stream::Tcp(s) => {
-            Some(Peer::Tcp(s.peer_addr().unwrap_or_else(|_| {
-                std::net::SocketAddr::from(([0, 0, 0, 0], 0))
-            })))
-        }
+        Stream::Tcp(s) => Some(tcp_peer(s)),
+        Stream::Tls(s) => Some(tcp_peer(s.tcp())),
         Stream::Unix(_) => Some(Peer::Local),
         Stream::Udp(_) => None,
     }
+}
+
+fn tcp_peer(s: &std::net::TcpStream) -> Peer {
+    Peer::Tcp(
+        s.peer_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+    )
 }

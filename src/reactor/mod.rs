@@ -31,6 +31,7 @@ use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
 use crate::sys::{self, Epoll};
+use crate::tls;
 use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
 use std::io;
@@ -62,9 +63,10 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    /// A listening socket and the protocol its clients speak (`-B`, or
-    /// the `-l` entry's `proto[...]`).
-    Listener(listen::Listener, Protocol),
+    /// A listening socket, the protocol its clients speak (`-B`, or the
+    /// `-l` entry's `proto[...]`), and whether they speak it over TLS
+    /// (`-Z`, unless the entry says `notls:`).
+    Listener(listen::Listener, Protocol, bool),
     Signals,
     Client(Box<Conn>),
     /// A replication socket: its listener, the link, a connection attempt
@@ -112,13 +114,21 @@ pub(crate) struct Reactor {
     durability: Durability,
     /// Set while accepting is paused (memcached's "listen disabled").
     paused: Option<accept::Pause>,
+    /// `-Z`: the context TLS listeners' clients get their sessions from.
+    tls: Option<tls::Server>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
 /// once the sockets are bound and the cache is ready, before the first
-/// request (memcached writes its pid file at that point).
-pub fn serve(settings: Settings, listening: impl FnOnce()) -> io::Result<()> {
+/// request (memcached writes its pid file at that point). `tls`: the
+/// context `-Z` built at start-up (`tls::Server::start`).
+pub fn serve(
+    settings: Settings,
+    tls: Option<tls::Server>,
+    listening: impl FnOnce(),
+) -> io::Result<()> {
     let mut reactor = Reactor::new(settings)?;
+    reactor.tls = tls;
     listening();
     reactor.run()
 }
@@ -175,6 +185,7 @@ impl Reactor {
             repl: None,
             durability,
             paused: None,
+            tls: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -218,7 +229,7 @@ impl Reactor {
             f.publish(&bound);
         }
         let v = self.settings.verbose;
-        for (listener, protocol) in bound.streams {
+        for (listener, protocol, tls) in bound.streams {
             let fd = listener.as_raw_fd();
             if v > 1 {
                 eprintln!("<{fd} server listening ({})", protocol.name());
@@ -226,7 +237,7 @@ impl Reactor {
             self.count_listener();
             self.register(
                 fd,
-                Slot::Listener(listener, protocol),
+                Slot::Listener(listener, protocol, tls),
                 sys::READ | sys::EDGE,
             )?;
         }
@@ -385,6 +396,13 @@ impl Reactor {
                 if bits & sys::WRITE != 0 {
                     c.writable = true;
                 }
+                let (read_on_write, write_on_read) = c.stream.turned_around();
+                if read_on_write && bits & sys::WRITE != 0 {
+                    c.readable = true;
+                }
+                if write_on_read && bits & libc::EPOLLIN as u32 != 0 {
+                    c.writable = true;
+                }
                 // A yielded connection waits for its turn in the ready
                 // queue; the event only updates its readiness.
                 if c.queued {
@@ -523,6 +541,9 @@ impl Reactor {
             if c.unsent() > 0 {
                 let _ = turn::flush(&mut Socket, &mut c, &mut self.stats);
             }
+            if c.stream.finish() {
+                self.stats.tls_handshake_errors += 1;
+            }
             self.cache.crawl_cancel_for(fd);
             self.note_close(fd, &mut c);
             let mut ctx = Ctx::new(&mut self.cache, &mut self.stats, &mut self.settings, fd);
@@ -595,7 +616,7 @@ impl Reactor {
         };
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Listener(l, _) => {
+                Slot::Listener(l, ..) => {
                     if let Some(addr) = l.addr_text() {
                         line(fd, "addr", &addr);
                     }
@@ -672,12 +693,14 @@ impl Reactor {
             settings,
             scratch,
             durability,
+            tls,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
             return Action::Idle;
         };
         let mut ctx = Ctx::new(cache, stats, settings, fd);
+        ctx.tls = tls.as_mut();
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }

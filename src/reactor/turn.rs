@@ -239,7 +239,7 @@ fn read_into(wire: &mut impl Wire, c: &mut Conn, buf: &mut [u8]) -> ReadOutcome 
                 // A short read drained the socket and epoll will report more
                 // -- unless the peer has closed, when only reading on finds
                 // the end of file.
-                if n < buf.len() && !c.peer_closed {
+                if n < buf.len() && !c.peer_closed && !c.stream.end_pending() {
                     c.readable = false;
                 }
                 return ReadOutcome::Data(n);
