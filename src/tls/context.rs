@@ -159,7 +159,7 @@ fn load_error(what: &str, stack: &ErrorStack) -> LoadError {
                 "error:{:08X}:{}::{}",
                 e.code(),
                 e.library().unwrap_or(""),
-                e.reason().unwrap_or("")
+                reason(e)
             )
         })
         .unwrap_or_default();
@@ -173,7 +173,7 @@ fn load_error(what: &str, stack: &ErrorStack) -> LoadError {
                 e.code(),
                 e.library().unwrap_or(""),
                 e.function().as_deref().unwrap_or(""),
-                e.reason().unwrap_or(""),
+                reason(e),
                 e.file(),
                 e.line(),
                 e.data().unwrap_or("")
@@ -185,6 +185,21 @@ fn load_error(what: &str, stack: &ErrorStack) -> LoadError {
         queue,
     }
 }
+
+/// OpenSSL's reason text; for the system library, the C library's text
+/// for the errno the reason code is.
+fn reason(e: &openssl::error::Error) -> String {
+    match e.reason() {
+        Some(text) => text.to_string(),
+        None if e.library_code() == ERR_LIB_SYS => {
+            crate::sys::strerror(&std::io::Error::from_raw_os_error(e.reason_code()))
+        }
+        None => String::new(),
+    }
+}
+
+/// OpenSSL's `ERR_LIB_SYS`.
+const ERR_LIB_SYS: i32 = 2;
 
 fn version(v: i32) -> Option<SslVersion> {
     Some(match v - crate::settings::TLS1_VERSION {

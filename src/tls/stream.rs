@@ -94,8 +94,12 @@ impl TlsStream {
         Ok(filled)
     }
 
+    /// A handshake that breaks (not one whose peer just went away, as a
+    /// port probe does) counts as an `ssl_handshake_errors`; memcached
+    /// counts only those that break in its first `SSL_accept`, which a
+    /// client sending garbage right after connecting may or may not reach.
     fn ended(&mut self, end: End) -> io::Result<usize> {
-        if !self.inner.ssl().is_init_finished() {
+        if matches!(end, End::Broken) && !self.inner.ssl().is_init_finished() {
             self.handshake_failed = true;
         }
         self.end = Some(end);
