@@ -463,6 +463,7 @@ pub(crate) fn ignore_sighup() -> nix::Result<()> {
 
 /// The calling thread's id as OpenSSL prints it at the start of its error
 /// lines (`ERR_print_errors_fp`): the `pthread_t`'s bytes in hex.
+#[cfg(feature = "tls")]
 pub(crate) fn thread_id_hex() -> String {
     // SAFETY: pthread_self has no preconditions and cannot fail.
     let id = unsafe { libc::pthread_self() };

@@ -891,7 +891,9 @@ fn stat_names(reply: &[u8]) -> Vec<String> {
         .into_iter()
         .map(|(_, _, k, _)| String::from_utf8_lossy(&k).into_owned())
         .filter(|n| {
-            !(n.starts_with("ext_") || n.starts_with("ssl_") || n == "slab_automove_freeratio")
+            !(n.starts_with("ext_")
+                || (n.starts_with("ssl_") && !cfg!(feature = "tls"))
+                || n == "slab_automove_freeratio")
         })
         .collect()
 }

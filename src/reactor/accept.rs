@@ -250,7 +250,7 @@ impl Reactor {
             other => return Some(other),
         };
         match server.accept(tcp) {
-            Ok(session) => Some(Stream::Tls(session)),
+            Ok(session) => Some(Stream::Tls(Box::new(session))),
             Err(Refused::Session) => {
                 if self.settings.verbose > 0 {
                     eprintln!("Failed to created the SSL object");

@@ -37,6 +37,10 @@ impl Reactor {
             self.cache.logger.remove_watcher(fd);
             return Ok(());
         };
+        if matches!(c.stream, Stream::Tls(_)) {
+            // Its bytes go through the TLS session, never straight out.
+            self.cache.logger.no_sink_for(fd);
+        }
         while c.writable {
             let pending = self.cache.logger.pending(fd);
             if pending.is_empty() {

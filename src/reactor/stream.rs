@@ -13,7 +13,8 @@ use crate::tls::TlsStream;
 pub(super) enum Stream {
     Tcp(TcpStream),
     /// A TLS session over TCP; set non-blocking before the session began.
-    Tls(TlsStream),
+    /// Boxed: a connection stays small (see `Conn`'s size bound).
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
     /// A UDP port's connection: its datagrams are read and answered by the
     /// reactor's UDP path, never through `Read`/`Write`.
@@ -90,6 +91,20 @@ impl Stream {
             Stream::Tls(s) => (s.read_wants_write(), s.write_wants_read()),
             _ => (false, false),
         }
+    }
+
+    /// TLS: sends what OpenSSL was given and could not send yet; true
+    /// once nothing is left.
+    pub(super) fn drain(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.drain(),
+            _ => Ok(true),
+        }
+    }
+
+    /// TLS holds output the connection's buffer no longer has.
+    pub(super) fn holds_output(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.holds_output())
     }
 
     /// Before the descriptor closes: TLS says goodbye (close_notify) and

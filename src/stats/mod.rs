@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static TLS_NEW_SESSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// A new TLS session was made (with `-o ssl_session_cache`).
+#[cfg(feature = "tls")]
 pub(crate) fn count_new_tls_session() {
     TLS_NEW_SESSIONS.fetch_add(1, Ordering::Relaxed);
 }

@@ -20,6 +20,8 @@ const SSL_OP_ENABLE_KTLS: u64 = 1 << 3;
 /// The TLS side of the server: the context new connections are made from.
 pub struct Server {
     context: SslContext,
+    /// `ssl_wbuf_size`: the most plaintext given to OpenSSL at once.
+    chunk: usize,
 }
 
 /// A failed certificate load: memcached's one-line message for the client
@@ -38,7 +40,10 @@ impl Server {
             return Ok(None);
         }
         match build(settings) {
-            Ok(context) => Ok(Some(Server { context })),
+            Ok(context) => Ok(Some(Server {
+                context,
+                chunk: settings.wbuf_size as usize,
+            })),
             Err(Failure::Certificates(e)) => Err(e.queue + &e.message),
             Err(Failure::Ciphers) => Err(format!(
                 "Error setting the provided cipher(s): {}\n",
@@ -71,7 +76,7 @@ impl Server {
     /// that fails.
     pub(crate) fn accept(&self, tcp: TcpStream) -> Result<TlsStream, Refused> {
         let ssl = Ssl::new(&self.context).map_err(|_| Refused::Session)?;
-        TlsStream::accept(ssl, tcp)
+        TlsStream::accept(ssl, tcp, self.chunk)
     }
 }
 
@@ -172,7 +177,7 @@ fn load_error(what: &str, stack: &ErrorStack) -> LoadError {
                 "{tid}:error:{:08X}:{}:{}:{}:{}:{}:{}\n",
                 e.code(),
                 e.library().unwrap_or(""),
-                e.function().as_deref().unwrap_or(""),
+                e.function().unwrap_or(""),
                 reason(e),
                 e.file(),
                 e.line(),

@@ -23,6 +23,12 @@ pub(crate) struct TlsStream {
     end: Option<End>,
     /// The session failed before its handshake finished.
     handshake_failed: bool,
+    /// Plaintext OpenSSL was given and has not finished sending: after
+    /// `WANT_WRITE` it must be offered again, the same bytes, which the
+    /// caller's buffer need not still hold (memcached's `ssl_wbuf`).
+    unsent: Vec<u8>,
+    /// The largest plaintext given to OpenSSL at once (`ssl_wbuf_size`).
+    chunk: usize,
 }
 
 /// Why an accepted socket got no session (it is closed either way).
@@ -47,7 +53,7 @@ impl TlsStream {
     /// memcached's `SSL_accept` right after `accept`: usually the client's
     /// hello is not there yet and the handshake goes on in the reads. A
     /// socket that already failed it (garbage, a closed peer) is closed.
-    pub(super) fn accept(ssl: Ssl, tcp: TcpStream) -> Result<TlsStream, Refused> {
+    pub(super) fn accept(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
         let mut inner = SslStream::new(ssl, tcp).map_err(|_| Refused::Session)?;
         match inner.accept() {
             Ok(()) => {}
@@ -60,6 +66,8 @@ impl TlsStream {
             write_wants_read: false,
             end: None,
             handshake_failed: false,
+            unsent: Vec::new(),
+            chunk: chunk.max(1),
         })
     }
 
@@ -82,6 +90,7 @@ impl TlsStream {
                         }
                         ErrorCode::ZERO_RETURN => self.ended(End::Closed),
                         ErrorCode::SYSCALL if e.io_error().is_none() => self.ended(End::Closed),
+                        ErrorCode::SSL if unexpected_eof(&e) => self.ended(End::Closed),
                         _ => self.ended(End::Broken),
                     };
                     if filled == 0 {
@@ -106,16 +115,54 @@ impl TlsStream {
         end.result()
     }
 
-    /// Plaintext out; as much as the socket takes.
+    /// Plaintext out, at most `ssl_wbuf_size` bytes of it: what OpenSSL
+    /// took, or copied to be offered again when the socket takes it (so
+    /// the caller may change or drop its buffer after any call).
+    /// `WouldBlock` only when nothing new could be taken.
     pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.drain()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let chunk = &buf[..buf.len().min(self.chunk)];
+        match self.ssl_write(chunk)? {
+            Some(n) => Ok(n),
+            None => {
+                self.unsent.extend_from_slice(chunk);
+                Ok(chunk.len())
+            }
+        }
+    }
+
+    /// Offers OpenSSL what it is waiting to send; true once all is sent.
+    pub(crate) fn drain(&mut self) -> io::Result<bool> {
+        while !self.unsent.is_empty() {
+            let unsent = std::mem::take(&mut self.unsent);
+            let written = self.ssl_write(&unsent);
+            self.unsent = unsent;
+            match written? {
+                Some(n) => drop(self.unsent.drain(..n)),
+                None => return Ok(false),
+            }
+        }
+        self.unsent = Vec::new();
+        Ok(true)
+    }
+
+    /// Bytes OpenSSL still has to be offered.
+    pub(crate) fn holds_output(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// One `SSL_write`: `None` when it must be retried with the same bytes.
+    fn ssl_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
         self.write_wants_read = false;
         match self.inner.ssl_write(buf) {
-            Ok(n) => Ok(n),
+            Ok(n) => Ok(Some(n)),
             Err(e) => match e.code() {
-                ErrorCode::WANT_WRITE => Err(io::ErrorKind::WouldBlock.into()),
+                ErrorCode::WANT_WRITE => Ok(None),
                 ErrorCode::WANT_READ => {
                     self.write_wants_read = true;
-                    Err(io::ErrorKind::WouldBlock.into())
+                    Ok(None)
                 }
                 _ => {
                     if !self.inner.ssl().is_init_finished() {
@@ -153,10 +200,26 @@ impl TlsStream {
     /// memcached's `SSL_shutdown` before closing: one try at sending
     /// close_notify, not waiting for the peer's.
     pub(crate) fn close_notify(&mut self) {
-        if self.inner.ssl().is_init_finished() && !matches!(self.end, Some(End::Broken)) {
+        if self.inner.ssl().is_init_finished()
+            && !matches!(self.end, Some(End::Broken))
+            && matches!(self.drain(), Ok(true))
+        {
             let _: Result<ShutdownResult, _> = self.inner.shutdown();
         }
     }
+}
+
+/// OpenSSL 3 reports a peer that closed without close_notify as an SSL
+/// error (`SSL_R_UNEXPECTED_EOF_WHILE_READING`): a peer gone, not one
+/// that broke the protocol.
+fn unexpected_eof(e: &openssl::ssl::Error) -> bool {
+    const SSL_R_UNEXPECTED_EOF_WHILE_READING: i32 = 294;
+    e.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    })
 }
 
 impl End {
