@@ -13,14 +13,16 @@ TOOL = REPO_ROOT / "tools" / "rooms"
 # What each room may name. A room missing here may name nothing.
 ALLOWED = {
     "reactor": {"authfile", "items", "logger", "persist", "proto", "repl", "settings",
-                "slab", "stats", "sys"},
+                "slab", "stats", "sys", "tls"},
     "repl": {"items", "persist", "settings", "stats", "sys"},
     "persist": {"items", "settings", "slab", "stats", "sys"},
-    "proto": {"items", "logger", "numbers", "settings", "slab", "stats"},
+    "proto": {"items", "logger", "numbers", "settings", "slab", "stats", "tls"},
     "items": {"logger", "numbers", "settings", "slab"},
     "stats": {"items", "numbers", "settings"},
     "options": {"numbers", "process", "repl", "settings"},
-    "process": {"authfile", "numbers", "settings", "sys"},
+    "process": {"authfile", "numbers", "settings", "sys", "tls"},
+    # TLS sessions and the server's context; counts new sessions in stats.
+    "tls": {"settings", "stats", "sys"},
     "settings": {"authfile"},
 }
 
