@@ -892,7 +892,7 @@ fn stat_names(reply: &[u8]) -> Vec<String> {
         .map(|(_, _, k, _)| String::from_utf8_lossy(&k).into_owned())
         .filter(|n| {
             !(n.starts_with("ext_")
-                || (n.starts_with("ssl_") && !cfg!(feature = "tls"))
+                || (!cfg!(feature = "tls") && n.starts_with("ssl_"))
                 || n == "slab_automove_freeratio")
         })
         .collect()

@@ -34,7 +34,7 @@ fn values(reply: &[u8], wanted: &[&str]) -> Vec<String> {
 
 fn omitted(name: &str) -> bool {
     name.starts_with("ext_")
-        || (name.starts_with("ssl_") && !cfg!(feature = "tls"))
+        || (!cfg!(feature = "tls") && name.starts_with("ssl_"))
         || name == "slab_automove_freeratio"
 }
 
