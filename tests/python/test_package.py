@@ -224,14 +224,15 @@ def scratch_root(path):
         (admin / sub).mkdir(parents=True)
     (admin / "available").touch()
     stanzas = open("/var/lib/dpkg/status").read().split("\n\n")
-    wanted = [s for s in stanzas if re.search(r"^Package: (libc6|libgcc-s1|passwd)$", s, re.M)]
+    wanted = [s for s in stanzas
+              if re.search(r"^Package: (libc6|libgcc-s1|libssl3|passwd)$", s, re.M)]
     (admin / "status").write_text("\n\n".join(wanted) + "\n")
     # Empty file lists (dpkg warns when they are missing); multi-arch
     # libraries' lists carry the architecture.
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, check=True
     ).stdout.decode().strip()
-    for pkg in ("libc6", "libgcc-s1", "passwd"):
+    for pkg in ("libc6", "libgcc-s1", "libssl3", "passwd"):
         for name in (pkg, f"{pkg}:{arch}"):
             (admin / "info" / f"{name}.list").touch()
     etc = path / "etc"
