@@ -11,10 +11,10 @@ use memcached::reactor;
 fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let parsed = options::parse_args(&argv).unwrap_or_else(|exit| exit.leave());
-    let settings =
+    let (settings, tls) =
         process::start(parsed.settings, &parsed.warnings).unwrap_or_else(|exit| exit.leave());
     let mut pid_file = PidFile::new(&settings);
-    let served = reactor::serve(settings, || pid_file.save());
+    let served = reactor::serve(settings, tls, || pid_file.save());
     pid_file.remove();
     if let Err(e) = served {
         Exit::serving_failed(&e).leave();
