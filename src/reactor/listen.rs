@@ -2,6 +2,7 @@
 //! socket under `-s` (and nothing else), otherwise TCP on `-p` and UDP on
 //! `-U`, on every `-l` entry (or on every address when there is none).
 
+use super::inherited::Inherited;
 use super::stream::{self, Stream};
 use crate::settings::{Protocol, Settings};
 use crate::sys;
@@ -65,6 +66,8 @@ pub(super) struct Bound {
     /// Stream listeners and the protocol each speaks (`proto[...]:`).
     pub(crate) streams: Vec<(Listener, Protocol)>,
     pub(crate) udp: Vec<UdpPort>,
+    /// The HTTP endpoint for `GET /metrics`, when asked for.
+    pub(crate) metrics: Option<TcpListener>,
 }
 
 pub(super) struct UdpPort {
@@ -153,8 +156,50 @@ fn parse_port(text: &str) -> Result<u16, BadEntry> {
     Ok(n as u16)
 }
 
+/// Every socket to serve: the inherited ones when the server was started
+/// with some (socket activation), else those the options ask for; and the
+/// metrics endpoint, bound here unless it came inherited.
+pub(super) fn open_all(s: &Settings, inherited: Option<Inherited>) -> io::Result<Bound> {
+    let mut bound = match inherited {
+        Some(sockets) => sockets.into_bound(s)?,
+        None => bind_all(s)?,
+    };
+    if bound.metrics.is_none() && s.metrics.port != 0 {
+        bound.metrics = Some(bind_metrics(s)?);
+    }
+    Ok(bound)
+}
+
+/// The metrics port, on `metrics_addr`, else on the first `-l` host, else
+/// on every IPv4 address.
+fn bind_metrics(s: &Settings) -> io::Result<TcpListener> {
+    let port = s.metrics.port;
+    let first_listen = s.listen.first().and_then(|l| l.split(',').next());
+    let host = match (&s.metrics.addr, first_listen) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(entry)) => parse_entry(entry)
+            .ok()
+            .and_then(|e| e.host)
+            .unwrap_or_else(|| "0.0.0.0".into()),
+        (None, None) => "0.0.0.0".into(),
+    };
+    let failed = |e: io::Error| {
+        let msg = format!(
+            "failed to listen on metrics port {host}:{port}: {}",
+            strerror(&e)
+        );
+        io::Error::new(e.kind(), msg)
+    };
+    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+        .to_socket_addrs()
+        .map_err(failed)?
+        .next()
+        .ok_or_else(|| failed(io::ErrorKind::AddrNotAvailable.into()))?;
+    bind_tcp(addr, s.backlog).map_err(failed)
+}
+
 /// Every socket the options ask for.
-pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
+fn bind_all(s: &Settings) -> io::Result<Bound> {
     let mut bound = Bound::default();
     if let Some(path) = &s.socket_path {
         let l = bind_unix(path, s.access_mask, s.backlog)?;
@@ -170,18 +215,24 @@ pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
     if s.udp_port != 0 {
         for (addr, _) in addresses(s, s.udp_port, "UDP")? {
             let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", s.udp_port, e))?;
-            let send_buffer = maximize_send_buffer(socket.as_raw_fd());
-            let shadows = (1..s.udp_conns_per_port())
-                .map(|_| sys::dup(socket.as_raw_fd()))
-                .collect::<io::Result<_>>()?;
-            bound.udp.push(UdpPort {
-                socket,
-                shadows,
-                send_buffer,
-            });
+            bound.udp.push(udp_port(s, socket)?);
         }
     }
     Ok(bound)
+}
+
+/// A bound UDP socket made ready to serve: a large send buffer, and a
+/// descriptor per `-t` thread as memcached has.
+pub(super) fn udp_port(s: &Settings, socket: UdpSocket) -> io::Result<UdpPort> {
+    let send_buffer = maximize_send_buffer(socket.as_raw_fd());
+    let shadows = (1..s.udp_conns_per_port())
+        .map(|_| sys::dup(socket.as_raw_fd()))
+        .collect::<io::Result<_>>()?;
+    Ok(UdpPort {
+        socket,
+        shadows,
+        send_buffer,
+    })
 }
 
 /// The addresses to bind for one transport, each with its protocol.
