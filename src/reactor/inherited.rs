@@ -132,6 +132,20 @@ fn local_port(fd: &OwnedFd) -> Option<u16> {
     l.local_addr().ok().map(|a| a.port())
 }
 
+/// Every socket to serve: the inherited ones when the server was started
+/// with some (socket activation), else those the options ask for; and the
+/// metrics endpoint, bound here unless it came inherited.
+pub(super) fn open_all(s: &Settings, inherited: Option<Inherited>) -> io::Result<Bound> {
+    let mut bound = match inherited {
+        Some(sockets) => sockets.into_bound(s)?,
+        None => listen::bind_all(s)?,
+    };
+    if bound.metrics.is_none() && s.metrics.port != 0 {
+        bound.metrics = Some(listen::bind_metrics(s)?);
+    }
+    Ok(bound)
+}
+
 /// How many descriptors the variables give this process: none when
 /// `LISTEN_PID` names another process or either value is not a number.
 fn for_us(pid: &str, count: &str) -> Option<RawFd> {

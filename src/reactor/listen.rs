@@ -2,7 +2,6 @@
 //! socket under `-s` (and nothing else), otherwise TCP on `-p` and UDP on
 //! `-U`, on every `-l` entry (or on every address when there is none).
 
-use super::inherited::Inherited;
 use super::stream::{self, Stream};
 use crate::settings::{Protocol, Settings};
 use crate::sys;
@@ -156,23 +155,9 @@ fn parse_port(text: &str) -> Result<u16, BadEntry> {
     Ok(n as u16)
 }
 
-/// Every socket to serve: the inherited ones when the server was started
-/// with some (socket activation), else those the options ask for; and the
-/// metrics endpoint, bound here unless it came inherited.
-pub(super) fn open_all(s: &Settings, inherited: Option<Inherited>) -> io::Result<Bound> {
-    let mut bound = match inherited {
-        Some(sockets) => sockets.into_bound(s)?,
-        None => bind_all(s)?,
-    };
-    if bound.metrics.is_none() && s.metrics.port != 0 {
-        bound.metrics = Some(bind_metrics(s)?);
-    }
-    Ok(bound)
-}
-
 /// The metrics port, on `metrics_addr`, else on the first `-l` host, else
 /// on every IPv4 address.
-fn bind_metrics(s: &Settings) -> io::Result<TcpListener> {
+pub(super) fn bind_metrics(s: &Settings) -> io::Result<TcpListener> {
     let port = s.metrics.port;
     let first_listen = s.listen.first().and_then(|l| l.split(',').next());
     let host = match (&s.metrics.addr, first_listen) {
@@ -199,7 +184,7 @@ fn bind_metrics(s: &Settings) -> io::Result<TcpListener> {
 }
 
 /// Every socket the options ask for.
-fn bind_all(s: &Settings) -> io::Result<Bound> {
+pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
     let mut bound = Bound::default();
     if let Some(path) = &s.socket_path {
         let l = bind_unix(path, s.access_mask, s.backlog)?;

@@ -33,7 +33,15 @@ pub(super) struct HttpConn {
     since: u32,
     /// The response is the last: close once it is written.
     close_after: bool,
+    /// The last response is written and our side shut: what the client
+    /// still sends is read and dropped until it closes (closing with
+    /// unread input would reset the connection, and the client could lose
+    /// the response), for at most [`DRAIN_SECONDS`].
+    draining: bool,
 }
+
+/// Seconds a finished connection waits for its client to close.
+const DRAIN_SECONDS: u32 = 2;
 
 /// What the loop keeps for the endpoint.
 #[derive(Default)]
@@ -89,6 +97,7 @@ impl Reactor {
             out_pos: 0,
             since: self.cache.now(),
             close_after: false,
+            draining: false,
         };
         let events = sys::READ | sys::WRITE | sys::EDGE;
         if self
@@ -122,8 +131,20 @@ impl Reactor {
                 Ok(false) => break false,
                 Err(_) => break true,
             }
-            if c.close_after {
-                break true;
+            if c.close_after && !c.draining {
+                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                c.draining = true;
+                c.input.clear();
+                c.since = now;
+            }
+            if c.draining {
+                match c.stream.read(&mut scratch[..READ_CHUNK]) {
+                    Ok(0) => break true,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break true,
+                }
             }
             if let http::Parsed::Request { len, answer } = http::parse(&c.input) {
                 c.input.drain(..len.min(c.input.len()));
@@ -163,14 +184,19 @@ impl Reactor {
     /// close; a failed accept is retried.
     pub(super) fn http_tick(&mut self) {
         let now = self.cache.now();
-        let mut expired = Vec::new();
+        let (mut expired, mut timed_out) = (Vec::new(), Vec::new());
         for (fd, slot) in self.slots.iter_mut().enumerate() {
             if let Slot::Http(c) = slot {
                 let age = now.saturating_sub(c.since);
-                if !c.input.is_empty() && c.out.is_empty() && age > REQUEST_SECONDS {
+                if c.draining {
+                    if age > DRAIN_SECONDS {
+                        expired.push(fd as RawFd);
+                    }
+                } else if !c.input.is_empty() && c.out.is_empty() && age > REQUEST_SECONDS {
                     http::refuse(&mut c.out, http::Status::RequestTimeout);
-                    let _ = c.flush();
-                    expired.push(fd as RawFd);
+                    c.input.clear();
+                    c.close_after = true;
+                    timed_out.push(fd as RawFd);
                 } else if age > IDLE_SECONDS {
                     expired.push(fd as RawFd);
                 }
@@ -178,6 +204,9 @@ impl Reactor {
         }
         for fd in expired {
             self.close_http(fd);
+        }
+        for fd in timed_out {
+            self.drive_http(fd);
         }
         if std::mem::take(&mut self.metrics.retry_accept) {
             let listeners: Vec<RawFd> = (0..self.slots.len())

@@ -230,7 +230,7 @@ impl Reactor {
     /// does; traces them at `-vv` in memcached's order.
     fn open_listeners(&mut self, inherited: Option<Inherited>) -> io::Result<()> {
         let port_file = port_file::PortFile::open(self.settings.socket_path.is_some());
-        let mut bound = listen::open_all(&self.settings, inherited)?;
+        let mut bound = inherited::open_all(&self.settings, inherited)?;
         if let Some(f) = port_file {
             f.publish(&bound);
         }
