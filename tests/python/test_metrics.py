@@ -232,6 +232,9 @@ def test_metrics_addr_and_keep_alive(start_server):
     assert r.status == 200 and int(r.getheader("Content-Length")) > 1000
     assert r.read() == b""
     c.close()
+    with srv.connect() as s:
+        settings = stats_over(s, "settings")
+    assert (settings["metrics_port"], settings["metrics_addr"]) == (str(mport), "127.0.0.1")
     # HTTP connections are not memcached connections.
     with srv.connect() as s:
         before = stats_over(s)["curr_connections"]
