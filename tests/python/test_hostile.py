@@ -163,7 +163,11 @@ def test_huge_multiget_memory_bounded(start_server, kind):
     greedy.sendall(line)
     assert serve_round_trips(srv, 20, b"other") < 1.0
     rss1 = srv.rss_kb()
-    assert rss1 - rss0 < 24 * 1024, f"VmRSS grew {rss0} -> {rss1} kB"
+    # The whole reply is ~51 MB. Ours holds a bounded window of it; Debian's
+    # memcached holds more (its response objects for the pending keys), once
+    # measured at 25.6 MB, so its bound only proves it is not the whole reply.
+    bound_mb = 24 if kind == "ours" else 36
+    assert rss1 - rss0 < bound_mb * 1024, f"VmRSS grew {rss0} -> {rss1} kB"
     # The reply is complete and correct once read.
     got = recv_until(greedy, lambda b: b.endswith(b"END\r\n"), timeout=60)
     assert got.count(b"VALUE ") == 50_000
