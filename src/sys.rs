@@ -246,6 +246,9 @@ pub(crate) struct SocketKind {
     pub(crate) family: i32,
     pub(crate) kind: i32,
     pub(crate) listening: bool,
+    /// A stream socket with a peer: one connection (systemd's
+    /// `Accept=yes`), not a socket to listen on.
+    pub(crate) connected: bool,
 }
 
 /// Looks at descriptor `fd` (not ours yet): an error if it is no socket.
@@ -257,10 +260,22 @@ pub(crate) fn socket_kind(fd: RawFd) -> io::Result<SocketKind> {
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `sa`.
     check(unsafe { libc::getsockname(fd, &mut sa as *mut _ as *mut libc::sockaddr, &mut len) })?;
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut peer_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `peer_len` bytes into `peer`.
+    let connected = unsafe {
+        libc::getpeername(
+            fd,
+            &mut peer as *mut _ as *mut libc::sockaddr,
+            &mut peer_len,
+        )
+    } == 0;
     Ok(SocketKind {
         family: i32::from(sa.ss_family),
         kind,
         listening,
+        connected,
     })
 }
 

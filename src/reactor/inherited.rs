@@ -171,6 +171,9 @@ impl InheritedSocket {
     pub(super) fn role(&self, metrics_port: u16, local_port: Option<u16>) -> Role {
         let k = &self.kind;
         let inet = k.family == libc::AF_INET || k.family == libc::AF_INET6;
+        if k.connected && !k.listening {
+            return Role::Unusable("a connection, not a socket to listen on (Accept=yes)");
+        }
         match (k.kind, inet, k.family == libc::AF_UNIX) {
             (libc::SOCK_STREAM, true, _)
                 if self.name == "metrics"
@@ -196,6 +199,47 @@ impl InheritedSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn socket(family: i32, kind: i32, name: &str) -> InheritedSocket {
+        let fd = sys::dup(0).unwrap();
+        let kind = sys::SocketKind {
+            family,
+            kind,
+            listening: true,
+            connected: false,
+        };
+        InheritedSocket {
+            fd,
+            name: name.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn roles_follow_type_family_name_and_port() {
+        let (inet, inet6, unix) = (libc::AF_INET, libc::AF_INET6, libc::AF_UNIX);
+        let (stream, dgram) = (libc::SOCK_STREAM, libc::SOCK_DGRAM);
+        assert_eq!(socket(inet, stream, "").role(0, Some(11211)), Role::Tcp);
+        assert_eq!(socket(inet6, stream, "mc").role(0, Some(11211)), Role::Tcp);
+        assert_eq!(socket(unix, stream, "").role(0, None), Role::Unix);
+        assert_eq!(socket(inet, dgram, "").role(0, Some(11211)), Role::Udp);
+        assert_eq!(
+            socket(inet, stream, "metrics").role(0, Some(1)),
+            Role::Metrics
+        );
+        assert_eq!(
+            socket(inet, stream, "").role(9150, Some(9150)),
+            Role::Metrics
+        );
+        assert_eq!(socket(inet, stream, "").role(9150, Some(11211)), Role::Tcp);
+        assert!(matches!(
+            socket(unix, dgram, "").role(0, None),
+            Role::Unusable(_)
+        ));
+        let mut accepted = socket(inet, stream, "connection");
+        (accepted.kind.listening, accepted.kind.connected) = (false, true);
+        assert!(matches!(accepted.role(0, Some(1)), Role::Unusable(_)));
+    }
 
     #[test]
     fn variables_for_another_process_are_ignored() {

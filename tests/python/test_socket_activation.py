@@ -37,8 +37,8 @@ pytestmark = pytest.mark.skipif(
 class Activated:
     """systemd-socket-activate with `listen` sockets, running `command`."""
 
-    def __init__(self, listen, command, datagram=False, names=None, env=None):
-        args = [ACTIVATE]
+    def __init__(self, listen, command, datagram=False, names=None, env=None, accept=False):
+        args = [ACTIVATE] + (["--accept"] if accept else [])
         for addr in listen:
             args += ["-l", addr]
         if datagram:
@@ -286,3 +286,26 @@ def test_inherited_sockets_publish_their_ports(activated, tmp_path):
         pass
     text = poll_until(lambda: port_file.exists() and port_file.read_text(), 10, "the port file")
     assert text == f"TCP INET: {port}\n"
+
+
+def test_a_socket_on_the_metrics_port_serves_metrics(activated):
+    port, mport = free_port(), free_port()
+    activated([f"127.0.0.1:{port}", f"127.0.0.1:{mport}"], server(f"--metrics-port={mport}"))
+    with connect_tcp(mport) as h:
+        h.sendall(b"GET /nothing HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert h.recv(100).startswith(b"HTTP/1.1 404 Not Found\r\n")
+    with connect_tcp(port) as s:
+        assert request(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
+
+
+def test_accept_yes_connections_are_refused_with_a_reason(activated):
+    """systemd's Accept=yes hands over one connection, not a listener:
+    the server says so and does not start."""
+    port = free_port()
+    a = activated([f"127.0.0.1:{port}"], server(), accept=True)
+    with connect_tcp(port) as c:
+        c.settimeout(IO_TIMEOUT)
+        assert c.recv(100) == b""  # closed: the server exited
+    a.stop()
+    assert b"inherited descriptor 3 is a connection, not a socket to listen on" in a.stderr
+    assert b"LISTEN_FDS gave no TCP, UDP or unix socket to serve" in a.stderr
