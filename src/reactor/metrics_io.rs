@@ -26,6 +26,8 @@ const READ_CHUNK: usize = 4096;
 pub(super) struct HttpConn {
     stream: TcpStream,
     input: Vec<u8>,
+    /// How far the pending request's head has been scanned.
+    scan: http::HeadScan,
     out: Vec<u8>,
     out_pos: usize,
     /// The second the pending request's first byte came, or the last
@@ -93,6 +95,7 @@ impl Reactor {
         let conn = HttpConn {
             stream,
             input: Vec::new(),
+            scan: http::HeadScan::default(),
             out: Vec::new(),
             out_pos: 0,
             since: self.cache.now(),
@@ -146,8 +149,9 @@ impl Reactor {
                     Err(_) => break true,
                 }
             }
-            if let http::Parsed::Request { len, answer } = http::parse(&c.input) {
+            if let http::Parsed::Request { len, answer } = http::parse(&c.input, &mut c.scan) {
                 c.input.drain(..len.min(c.input.len()));
+                c.scan = http::HeadScan::default();
                 http::respond(&mut c.out, &answer, || {
                     metrics::render(stats, cache, settings)
                 });
