@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The loss bench/soak.py found, reduced (run as root; prints LOST or OK).
 
-With `aof_sync=always`, while a node's AOF is failing, the records it
-applies from its peer (and a full copy it receives) are applied in memory
-but dropped from its file, and nothing writes them once the file works
-again. Its file is then an older state: after a kill -9 it recovers that
-state, and at the heal its stale items bring back keys the pair deleted
-(the tombstones that would stop them live in memory).
+Before the fix (04d2fb3 and earlier), with `aof_sync=always`, while a
+node's AOF was failing, the records it applied from its peer (and a full
+copy it received) were applied in memory but dropped from its file, and
+nothing wrote them once the file worked again. Its file was then an older
+state: after a kill -9 it recovered that state, and at the heal its stale
+items brought back keys the pair deleted (the tombstones that would have
+stopped them lived in memory). Now prints OK; the same scenario and its
+variants are tests/python/test_repl_aof_faults.py.
 
 Steps: a pair, b's AOF alone on a small tmpfs; `set k` on a (reaches b's
 file); b's disk filled (and sets on b until one is refused); `delete k` on a (DELETED; b applies it, its file

@@ -104,10 +104,11 @@ impl Default for Tuning {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `-p`: TCP port; 0 disables TCP.
-    pub port: u16,
-    /// `-U`: UDP port; 0 (the default) disables UDP.
-    pub udp_port: u16,
+    /// `-p`: TCP port; 0 disables TCP, -1 asks for an ephemeral one. Kept
+    /// as memcached's `int` so `stats settings` prints what was given.
+    pub port: i32,
+    /// `-U`: UDP port; 0 (the default) disables UDP, -1 is ephemeral.
+    pub udp_port: i32,
     /// `-s`: unix socket path (disables network listeners).
     pub socket_path: Option<String>,
     /// `-a`: permission mask of the unix socket.

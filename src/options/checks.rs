@@ -215,12 +215,12 @@ impl ParseState {
 
     /// The validated C values, in `Settings`' types. Out-of-range values
     /// memcached lets through map onto what memcached does with them: ports
-    /// wrap to 16 bits as in its `bind`, negative counts become their floor.
+    /// stay as given (the listener maps them as memcached's `bind` does), negative counts become their floor.
     fn to_settings(&self) -> Settings {
         let ints = &self.c_ints;
         let mut settings = self.settings.clone();
-        settings.port = ints.port as u16;
-        settings.udp_port = ints.udp_port as u16;
+        settings.port = ints.port;
+        settings.udp_port = ints.udp_port;
         settings.access_mask = ints.access as u32;
         settings.max_conns = ints.max_conns as usize;
         settings.chunk_size = ints.chunk_size.max(0) as usize;

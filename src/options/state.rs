@@ -31,8 +31,8 @@ pub(super) struct CInts {
 impl CInts {
     fn from_settings(s: &Settings) -> CInts {
         CInts {
-            port: i32::from(s.port),
-            udp_port: i32::from(s.udp_port),
+            port: s.port,
+            udp_port: s.udp_port,
             access: s.access_mask as i32,
             max_conns: s.max_conns as i32,
             chunk_size: s.chunk_size as i32,

@@ -21,19 +21,33 @@
 //! **Failures.** A write is all or nothing (`tail.rs` cuts a torn record
 //! off), and a failing file is retried once a second (`health.rs`):
 //!
-//! - `always`: the records of a turn whose write or sync failed are taken
-//!   back; the replies held for them become errors (the reactor's
-//!   business), and mutations are refused until a retry succeeds.
-//! - `everysec` and `no`: the records wait in memory (the backlog) and are
-//!   written first when the file takes writes again; the replies go out,
-//!   within the grace `health.rs` gives, after which mutations are refused.
+//! - `always`: the replies held for the records of a turn whose write or
+//!   sync failed become errors (the reactor's business), and mutations are
+//!   refused until a retry succeeds.
+//! - `everysec` and `no`: the replies go out, within the grace `health.rs`
+//!   gives, after which mutations are refused the same way.
+//!
+//! Whatever the policy, every record of a failing spell waits in memory
+//! (the backlog) and is written first when the file takes writes again:
+//! the file must describe what the cache holds. A refused change was made
+//! in memory before its record failed (readers may see it, the peer has
+//! it); a peer's change applied meanwhile was acknowledged by the peer. If
+//! they were dropped, nothing would ever write them, and a restart would
+//! bring back what they replaced -- an acknowledged delete among them.
+//! The backlog is bounded ([`BACKLOG_MAX`]): past it, this node's own
+//! mutations are refused and replication stops reading the peer
+//! ([`Aof::backlog_full`]), which keeps its records until then.
 //!
 //! **Rewrite.** When the file is over `aof_rewrite_min` and has grown
 //! `aof_rewrite_pct` percent since the last rewrite (or the start), a
-//! snapshot replaces it (see `rewrite.rs`). A rewrite that fails keeps the
-//! old file, is counted, and is tried again after a back-off.
+//! snapshot replaces it (see `rewrite.rs`). So does a full copy received
+//! from a replication peer, whatever the size: the wipe before it is no
+//! record, so until a snapshot replaces the file, the file still holds
+//! what the copy did not (`mutations::request_snapshot`). A rewrite that
+//! fails keeps the old file, is counted, and is tried again after a
+//! back-off.
 
-use super::health::Health;
+use super::health::{BACKLOG_MAX, Health};
 use super::mutations;
 use super::recover::recover;
 use super::rewrite::{self, Rewrite};
@@ -76,26 +90,40 @@ pub(super) struct Aof {
     /// Records were written since the last fdatasync.
     unsynced: bool,
     last_sync: Instant,
-    /// Acknowledged records the failing file has not taken yet
-    /// (`everysec` and `no`).
+    /// Records of changes in memory that the failing file has not taken
+    /// yet: written first when it recovers.
     backlog: Vec<u8>,
     health: Health,
     rewrite: Option<Rewrite>,
     /// No rewrite starts before this (after failures).
     rewrite_not_before: Option<Instant>,
     rewrite_backoff: Duration,
+    /// Snapshots asked for (`mutations::snapshot_requests`) that the
+    /// running rewrite answers, and that installed rewrites have answered.
+    snapshots_running: u64,
+    snapshots_done: u64,
     pub(super) stats: AofStats,
 }
 
 impl Aof {
     /// Replays the file into `cache`, then starts logging to it.
-    pub(super) fn open(settings: &AofSettings, cache: &mut Cache, verbose: u8) -> io::Result<Aof> {
+    /// With `keep_tombs` (replication on), this node's deletes in the file
+    /// are its tombstones again.
+    pub(super) fn open(
+        settings: &AofSettings,
+        cache: &mut Cache,
+        verbose: u8,
+        keep_tombs: bool,
+    ) -> io::Result<Aof> {
         let path = PathBuf::from(settings.path.as_deref().unwrap_or_default());
         // A rewrite cut short by a crash left an incomplete snapshot; the
         // file itself is whole.
         let _ = fs::remove_file(rewrite::rewrite_path(&path));
-        let recovered = recover(&path, settings.fix, cache, verbose)?;
+        let mut recovered = recover(&path, settings.fix, cache, verbose, keep_tombs)?;
         mutations::enable(cache);
+        if keep_tombs {
+            mutations::keep_tombstones(cache, recovered.tombs.take());
+        }
         let now = Instant::now();
         Ok(Aof {
             path,
@@ -112,6 +140,8 @@ impl Aof {
             rewrite: None,
             rewrite_not_before: None,
             rewrite_backoff: REWRITE_BACKOFF,
+            snapshots_running: 0,
+            snapshots_done: mutations::snapshot_requests(cache),
             stats: AofStats {
                 bytes: recovered.bytes,
                 recovered_items: cache.stats.curr_items,
@@ -124,6 +154,12 @@ impl Aof {
     /// the policy allows).
     pub(super) fn refusing(&self) -> bool {
         self.health.refusing()
+    }
+
+    /// Whether the records waiting for a failing file have reached their
+    /// bound: no more changes may be taken from a peer until it recovers.
+    pub(super) fn backlog_full(&self) -> bool {
+        self.backlog.len() >= BACKLOG_MAX
     }
 
     /// How long the loop may sleep before this needs it again.
@@ -151,7 +187,7 @@ impl Aof {
         } else {
             self.write(now, records)
         };
-        if !self.health.failing() && self.rewrite_due(now) {
+        if !self.health.failing() && self.rewrite_due(now, cache) {
             self.start_rewrite(cache);
         }
         self.health
@@ -175,9 +211,13 @@ impl Aof {
             self.health.failed(now, "sync", &e, &mut self.stats);
             if self.sync == AofSync::Always {
                 // Not known to be durable, so not acknowledged: taken back
-                // (if the cut fails, the next append retries it).
+                // (if the cut fails, the next append retries it) and kept
+                // to be written again -- after a failed fdatasync the
+                // kernel may have dropped the pages, so a later sync of
+                // the same bytes proves nothing.
                 let _ = self.tail.forget_since(&mut self.file, before);
                 self.stats.bytes = self.tail.len();
+                self.backlog.extend_from_slice(records);
                 return Turn::Refuse;
             }
         }
@@ -188,17 +228,19 @@ impl Aof {
         Turn::Acknowledge
     }
 
-    /// A failing file: `always` acknowledges nothing it has not synced;
-    /// the others keep the records to write them first once it recovers.
+    /// A failing file: the records are kept to be written first once it
+    /// recovers; `always` acknowledges nothing it has not synced, the
+    /// others acknowledge within their grace (after it, `health.rs` has
+    /// mutations refused before they change anything).
     fn while_failing(&mut self, records: &[u8]) -> Turn {
         if records.is_empty() {
             return Turn::Acknowledge;
         }
-        if self.sync == AofSync::Always {
-            return Turn::Refuse;
-        }
         self.backlog.extend_from_slice(records);
-        Turn::Acknowledge
+        match self.sync {
+            AofSync::Always => Turn::Refuse,
+            _ => Turn::Acknowledge,
+        }
     }
 
     fn sync_due(&self) -> bool {
@@ -267,12 +309,16 @@ impl Aof {
 
     // ----- rewrite -----------------------------------------------------------
 
-    fn rewrite_due(&self, now: Instant) -> bool {
+    /// Grown enough, or asked for by a full copy (even with automatic
+    /// rewrites off: the file must describe the cache).
+    fn rewrite_due(&self, now: Instant, cache: &Cache) -> bool {
         let grown = self.base.saturating_mul(100 + self.rewrite_pct as u64) / 100;
-        self.rewrite.is_none()
-            && self.rewrite_pct > 0
+        let by_size = self.rewrite_pct > 0
             && self.stats.bytes >= self.rewrite_min
-            && self.stats.bytes >= grown
+            && self.stats.bytes >= grown;
+        let asked = mutations::snapshot_requests(cache) > self.snapshots_done;
+        self.rewrite.is_none()
+            && (by_size || asked)
             && self.rewrite_not_before.is_none_or(|t| now >= t)
     }
 
@@ -283,6 +329,8 @@ impl Aof {
             Ok(r) => {
                 self.stats.rewrite_in_progress = true;
                 self.rewrite = Some(r);
+                // A snapshot asked for after this fork is not this one.
+                self.snapshots_running = mutations::snapshot_requests(cache);
             }
             Err(e) => self.rewrite_failed(Instant::now(), &format!("fork failed: {e}")),
         }
@@ -304,6 +352,7 @@ impl Aof {
             Ok(()) => {
                 self.rewrite_not_before = None;
                 self.rewrite_backoff = REWRITE_BACKOFF;
+                self.snapshots_done = self.snapshots_done.max(self.snapshots_running);
             }
             Err(e) => {
                 r.discard();

@@ -11,6 +11,8 @@
 //!   writing and syncing, rewriting, replaying at start; `tail.rs` keeps
 //!   a failed write from leaving a torn record behind, `health.rs` decides
 //!   when a failing file means refusing writes.
+//! - `tombs.rs`: this node's recent deletes (replication's tombstones),
+//!   kept by the feed and, through its records, in the file.
 //! - `warm.rs`: warm restart (`-e`), the metadata saved beside the arena.
 //!
 //! The event loop reaches the append-only file through [`Durability`]
@@ -25,6 +27,7 @@ pub(crate) mod replay;
 mod rewrite;
 pub(crate) mod snapshot;
 mod tail;
+pub(crate) mod tombs;
 pub(crate) mod warm;
 
 use crate::items::Cache;
@@ -64,7 +67,12 @@ impl Durability {
     /// from now on. Runs before any listener is open.
     pub(crate) fn open(settings: &Settings, cache: &mut Cache) -> io::Result<Durability> {
         let aof = match &settings.aof.path {
-            Some(_) => Some(Aof::open(&settings.aof, cache, settings.verbose)?),
+            Some(_) => Some(Aof::open(
+                &settings.aof,
+                cache,
+                settings.verbose,
+                settings.repl.enabled(),
+            )?),
             None => None,
         };
         Ok(Durability {
@@ -101,6 +109,12 @@ impl Durability {
     /// the file has been failing for longer than its sync policy allows.
     pub(crate) fn refusing(&self) -> bool {
         self.aof.as_ref().is_some_and(Aof::refusing)
+    }
+
+    /// Whether changes from a replication peer must wait (their reader
+    /// stops reading): the failing file's backlog is at its bound.
+    pub(crate) fn peer_must_wait(&self) -> bool {
+        self.aof.as_ref().is_some_and(Aof::backlog_full)
     }
 
     /// Writes the changes so far (the end of a turn, or before a UDP reply,

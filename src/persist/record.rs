@@ -10,7 +10,7 @@
 //!
 //! kind 1 PUT     flags:u32 exptime:u64 cas:u64 mflags:u8 nkey:u8 key value
 //!                (the value is the rest of the body)
-//! kind 2 DELETE  nkey:u8 key
+//! kind 2 DELETE  nkey:u8 key [stamp:u64]
 //! kind 3 TOUCH   exptime:u64 nkey:u8 key
 //! kind 4 FLUSH   at:u64
 //! ```
@@ -30,6 +30,12 @@
 //!   a delayed `flush_all` needs: FLUSH's `at` is the unix time the flush
 //!   takes effect (`at == ts` for an immediate flush), and on replay it
 //!   removes everything stored by a record whose `ts` is before `at`.
+//! - **A DELETE's stamp** is there when the delete is this node's own (its
+//!   clients'), with tombstones kept (replication on): the CAS counter when
+//!   it deleted, which recovery rebuilds the tombstone set from (see
+//!   `tombs.rs`). A delete applied from the peer, and every delete written
+//!   by an older build, has none. An older build refuses a file holding a
+//!   stamped DELETE as a malformed record.
 //! - **`mflags`** keeps the meta protocol's item markers that are part of
 //!   an item's state: bit 0 stale, bit 1 recache token sent, bit 2 the key
 //!   was given base64 encoded.
@@ -77,9 +83,18 @@ pub(crate) struct Put<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op<'a> {
     Put(Put<'a>),
-    Delete { key: &'a [u8] },
-    Touch { key: &'a [u8], exptime: u64 },
-    Flush { at: u64 },
+    /// `stamp`: this node's own delete, a tombstone (see above).
+    Delete {
+        key: &'a [u8],
+        stamp: Option<u64>,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: u64,
+    },
+    Flush {
+        at: u64,
+    },
 }
 
 /// One decoded record.
@@ -222,6 +237,14 @@ pub(crate) fn encode_delete(out: &mut Vec<u8>, ts: u64, key: &[u8]) -> usize {
     Encoder::begin(out, KIND_DELETE, ts).key(key).finish()
 }
 
+/// A DELETE carrying its tombstone stamp (this node's own delete).
+pub(crate) fn encode_stamped_delete(out: &mut Vec<u8>, ts: u64, key: &[u8], stamp: u64) -> usize {
+    Encoder::begin(out, KIND_DELETE, ts)
+        .key(key)
+        .u64(stamp)
+        .finish()
+}
+
 pub(crate) fn encode_touch(out: &mut Vec<u8>, ts: u64, key: &[u8], exptime: u64) -> usize {
     Encoder::begin(out, KIND_TOUCH, ts)
         .u64(exptime)
@@ -237,7 +260,11 @@ pub(crate) fn encode_flush(out: &mut Vec<u8>, ts: u64, at: u64) -> usize {
 pub(crate) fn encode(out: &mut Vec<u8>, rec: &Record<'_>) -> usize {
     match rec.op {
         Op::Put(p) => encode_put(out, rec.ts, &p, std::iter::once(p.value)),
-        Op::Delete { key } => encode_delete(out, rec.ts, key),
+        Op::Delete { key, stamp: None } => encode_delete(out, rec.ts, key),
+        Op::Delete {
+            key,
+            stamp: Some(stamp),
+        } => encode_stamped_delete(out, rec.ts, key, stamp),
         Op::Touch { key, exptime } => encode_touch(out, rec.ts, key, exptime),
         Op::Flush { at } => encode_flush(out, rec.ts, at),
     }
@@ -306,10 +333,12 @@ fn parse_body(body: &[u8]) -> Option<Record<'_>> {
         }
         KIND_DELETE => {
             let (key, tail) = take_key(rest)?;
-            if !tail.is_empty() {
-                return None;
-            }
-            Op::Delete { key }
+            let stamp = match tail.len() {
+                0 => None,
+                8 => Some(le_u64(tail)),
+                _ => return None,
+            };
+            Op::Delete { key, stamp }
         }
         KIND_TOUCH => {
             let (key, tail) = take_key(rest.get(8..)?)?;
@@ -424,7 +453,17 @@ mod tests {
             },
             Record {
                 ts: 9,
-                op: Op::Delete { key: b"k" },
+                op: Op::Delete {
+                    key: b"k",
+                    stamp: None,
+                },
+            },
+            Record {
+                ts: 9,
+                op: Op::Delete {
+                    key: b"gone",
+                    stamp: Some(1 << 40),
+                },
             },
             Record {
                 ts: 10,

@@ -9,9 +9,13 @@
 //! - Items whose absolute expiry passed while the server was down are not
 //!   stored. Items that do not fit into `-m` are evicted as any store
 //!   would evict, or with `-M` counted and reported.
+//! - With tombstones kept (replication on), every stamped DELETE -- a
+//!   delete of this node's own -- is remembered again (`tombs.rs`), the
+//!   last `TOMBS` of them, in the order they were made.
 
-use super::record::{self, Decoded, MAGIC};
+use super::record::{self, Decoded, MAGIC, Op};
 use super::replay::{Applied, Replay};
+use super::tombs::Tombs;
 use crate::items::Cache;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -27,6 +31,8 @@ const REHASH_STEP: usize = 64;
 pub(crate) struct Recovered {
     pub(crate) file: File,
     pub(crate) bytes: u64,
+    /// This node's deletes the file remembers, when asked for.
+    pub(crate) tombs: Option<Tombs>,
 }
 
 #[derive(Default)]
@@ -34,15 +40,24 @@ struct Counts {
     records: u64,
     expired: u64,
     did_not_fit: u64,
+    /// Stamped DELETEs, when tombstones are kept.
+    tombs: Option<Tombs>,
 }
 
+/// Replays the file at `path` into `cache`; with `keep_tombs`, rebuilds
+/// the tombstones its stamped DELETEs are.
 pub(crate) fn recover(
     path: &Path,
     fix: bool,
     cache: &mut Cache,
     verbose: u8,
+    keep_tombs: bool,
 ) -> io::Result<Recovered> {
-    recover_in_pieces(path, fix, cache, verbose, READ_CHUNK)
+    let mut counts = Counts {
+        tombs: keep_tombs.then(Tombs::new),
+        ..Counts::default()
+    };
+    recover_in_pieces(path, fix, cache, verbose, READ_CHUNK, &mut counts)
 }
 
 /// `recover`, reading `chunk` bytes at a time (small in tests, so records
@@ -53,6 +68,7 @@ fn recover_in_pieces(
     cache: &mut Cache,
     verbose: u8,
     chunk: usize,
+    counts: &mut Counts,
 ) -> io::Result<Recovered> {
     let started = Instant::now();
     let mut file = OpenOptions::new()
@@ -69,20 +85,12 @@ fn recover_in_pieces(
         return Ok(Recovered {
             file,
             bytes: MAGIC.len() as u64,
+            tombs: counts.tombs.take(),
         });
     }
     let evictions_before = cache.stats.evictions;
-    let mut counts = Counts::default();
     let mut replayed = Replay::recovery();
-    let good_end = replay(
-        path,
-        fix,
-        &mut file,
-        cache,
-        &mut replayed,
-        &mut counts,
-        chunk,
-    )?;
+    let good_end = replay(path, fix, &mut file, cache, &mut replayed, counts, chunk)?;
     replayed.finish(cache);
     if good_end < len {
         file.set_len(good_end)?;
@@ -91,7 +99,7 @@ fn recover_in_pieces(
     report(
         path,
         cache,
-        &counts,
+        counts,
         cache.stats.evictions - evictions_before,
     );
     if verbose > 0 {
@@ -106,6 +114,7 @@ fn recover_in_pieces(
     Ok(Recovered {
         file,
         bytes: good_end,
+        tombs: counts.tombs.take(),
     })
 }
 
@@ -153,6 +162,16 @@ fn replay(
                     Applied::DidNotFit => counts.did_not_fit += 1,
                 }
                 counts.records += 1;
+                if let (
+                    Some(tombs),
+                    Op::Delete {
+                        key,
+                        stamp: Some(stamp),
+                    },
+                ) = (&mut counts.tombs, rec.op)
+                {
+                    tombs.record(key, stamp);
+                }
                 pos += used;
                 if cache.hash.is_expanding() {
                     cache.rehash_step(REHASH_STEP);
@@ -299,7 +318,7 @@ mod tests {
     fn a_missing_file_is_created_with_its_header() {
         let f = TempFile::new("new");
         let mut c = cache();
-        let r = recover(&f.0, false, &mut c, 0).unwrap();
+        let r = recover(&f.0, false, &mut c, 0, false).unwrap();
         assert_eq!(r.bytes, MAGIC.len() as u64);
         assert_eq!(std::fs::read(&f.0).unwrap(), MAGIC);
     }
@@ -311,7 +330,7 @@ mod tests {
         std::fs::write(&f.0, &buf).unwrap();
         let mut c = cache();
         // 7 bytes a read: every record straddles reads.
-        let r = recover_in_pieces(&f.0, false, &mut c, 0, 7).unwrap();
+        let r = recover_in_pieces(&f.0, false, &mut c, 0, 7, &mut Counts::default()).unwrap();
         assert_eq!(r.bytes, buf.len() as u64);
         assert_eq!(c.stats.curr_items, 2999);
         let it = c.meta_find(b"k2999", false).unwrap();
@@ -326,7 +345,7 @@ mod tests {
         let last = *starts.last().unwrap();
         std::fs::write(&f.0, &buf[..buf.len() - 1]).unwrap();
         let mut c = cache();
-        let r = recover_in_pieces(&f.0, false, &mut c, 0, 5).unwrap();
+        let r = recover_in_pieces(&f.0, false, &mut c, 0, 5, &mut Counts::default()).unwrap();
         assert_eq!(r.bytes, last as u64);
         assert_eq!(std::fs::metadata(&f.0).unwrap().len(), last as u64);
         // The DELETE was the torn record: k0 stays.
@@ -339,7 +358,7 @@ mod tests {
         let (mut buf, starts) = log(5);
         buf[starts[2] + 12] ^= 1;
         std::fs::write(&f.0, &buf).unwrap();
-        let err = recover(&f.0, false, &mut cache(), 0).err().unwrap();
+        let err = recover(&f.0, false, &mut cache(), 0, false).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         let text = err.to_string();
         assert!(
@@ -348,7 +367,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(&f.0).unwrap(), buf, "left alone");
         let mut c = cache();
-        let r = recover_in_pieces(&f.0, true, &mut c, 0, 11).unwrap();
+        let r = recover_in_pieces(&f.0, true, &mut c, 0, 11, &mut Counts::default()).unwrap();
         assert_eq!(r.bytes, starts[2] as u64);
         assert_eq!(c.stats.curr_items, 2);
     }
@@ -357,11 +376,27 @@ mod tests {
     fn a_foreign_file_is_refused_and_a_torn_header_restarted() {
         let f = TempFile::new("foreign");
         std::fs::write(&f.0, b"not an aof at all").unwrap();
-        let err = recover(&f.0, false, &mut cache(), 0).err().unwrap();
+        let err = recover(&f.0, false, &mut cache(), 0, false).err().unwrap();
         assert!(err.to_string().contains("bad header"));
         std::fs::write(&f.0, &MAGIC[..3]).unwrap();
-        let r = recover(&f.0, false, &mut cache(), 0).unwrap();
+        let r = recover(&f.0, false, &mut cache(), 0, false).unwrap();
         assert_eq!(r.bytes, MAGIC.len() as u64);
         assert_eq!(std::fs::read(&f.0).unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn stamped_deletes_are_tombstones_again_when_kept() {
+        let f = TempFile::new("tombs");
+        let (mut buf, _) = log(3);
+        crate::persist::record::encode_stamped_delete(&mut buf, 3, b"k1", 101);
+        std::fs::write(&f.0, &buf).unwrap();
+        let mut c = cache();
+        let r = recover(&f.0, false, &mut c, 0, true).unwrap();
+        let t = r.tombs.unwrap();
+        // k0's delete is plain (a peer's, or an older build's); k1's is ours.
+        assert_eq!((t.cas_of(b"k0"), t.cas_of(b"k1")), (None, Some(101)));
+        assert_eq!(c.stats.curr_items, 1);
+        let r = recover(&f.0, false, &mut cache(), 0, false).unwrap();
+        assert!(r.tombs.is_none());
     }
 }

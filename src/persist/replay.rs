@@ -12,7 +12,9 @@
 //! `to_feed` says whether the applied change is itself logged: recovery
 //! replays the file it would be logging into, so it passes false; a replica
 //! that keeps its own AOF passes true (and must not forward its feed to
-//! other replicas, which is replication's choice, not the cache's).
+//! other replicas, which is replication's choice, not the cache's). A change
+//! fed that way is marked as given, not this node's own: a delete is not
+//! one of its tombstones (see `mutations.rs`).
 
 use super::mutations;
 use super::record::{Op, Put, Record};
@@ -57,6 +59,7 @@ impl Replay {
     /// [`Replay::finish`] after the last one.
     pub(crate) fn apply(&mut self, cache: &mut Cache, rec: &Record<'_>, to_feed: bool) -> Applied {
         let feed = if to_feed {
+            mutations::set_given(cache, true);
             None
         } else {
             cache.take_change_sink()
@@ -69,7 +72,7 @@ impl Replay {
         }
         let result = match rec.op {
             Op::Put(p) => self.apply_put(cache, &p),
-            Op::Delete { key } => {
+            Op::Delete { key, .. } => {
                 cache.discard(key);
                 Applied::Done
             }
@@ -86,8 +89,12 @@ impl Replay {
                 Applied::Done
             }
         };
-        if let Some(feed) = feed {
-            cache.set_change_sink(feed);
+        match feed {
+            Some(feed) => cache.set_change_sink(feed),
+            None => {
+                mutations::set_given(cache, false);
+                mutations::catch_up(cache);
+            }
         }
         result
     }

@@ -2,9 +2,12 @@
 //! once, in a forked child) and for replication's full copy (a bounded
 //! batch at a time, from inside the event loop).
 //!
-//! **The rewrite** walks each class's LRU from its oldest item, so a replay
-//! links the items in their LRU order, and ends with the delayed
-//! `flush_all` still to come, if any.
+//! **The rewrite** starts with this node's tombstones, if it keeps them
+//! (stamped DELETEs, oldest first: recovery rebuilds them, and replaying
+//! them before the items cannot remove a key set again after its delete),
+//! then walks each class's LRU from its oldest item, so a replay links the
+//! items in their LRU order, and ends with the delayed `flush_all` still
+//! to come, if any.
 //!
 //! **The full copy** walks the arena in address order -- page by page,
 //! chunk by chunk -- rather than the hash table or the LRUs: chunks never
@@ -15,12 +18,12 @@
 //! change. Each item is encoded as it is at the moment it is visited, so
 //! everything sent is current when it is sent.
 
-use super::mutations::encode_item;
+use super::mutations::{self, encode_item};
 use super::record;
 use crate::items::Cache;
 
-/// The snapshot of a rewrite: a PUT per live item, then the delayed
-/// `flush_all` still to come, if any. Calls `sink` whenever `out` holds
+/// The snapshot of a rewrite: the tombstones, a PUT per live item, then
+/// the delayed `flush_all` still to come, if any. Calls `sink` whenever `out` holds
 /// more than `batch` bytes (and once at the end), so memory stays bounded.
 pub(crate) fn rewrite(
     cache: &Cache,
@@ -30,6 +33,15 @@ pub(crate) fn rewrite(
 ) -> std::io::Result<u64> {
     let ts = cache.unix_now();
     let mut items = 0;
+    for (key, stamp) in mutations::tombstones(cache)
+        .into_iter()
+        .flat_map(|t| t.iter())
+    {
+        record::encode_stamped_delete(out, ts, key, stamp);
+        if out.len() >= batch {
+            sink(out)?;
+        }
+    }
     for it in cache.live_items_oldest_first() {
         encode_item(out, ts, cache.item_state(it));
         items += 1;

@@ -147,6 +147,13 @@ pub(super) fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
 
 /// memcached's `safe_strtol` on the port text; like memcached, a number
 /// that is no port wraps into one when it is bound.
+/// The port a `-p`/`-U` value binds: memcached turns -1 into 0 (the kernel
+/// picks a free port, which `MEMCACHED_PORT_FILENAME` then reports); any
+/// other value reaches `bind` truncated to 16 bits.
+fn bind_port(given: i32) -> u16 {
+    if given == -1 { 0 } else { given as u16 }
+}
+
 fn parse_port(text: &str) -> Result<u16, BadEntry> {
     let bad = || BadEntry(format!("Invalid port number: \"{text}\"\n"));
     let trimmed = text.trim_start();
@@ -192,14 +199,16 @@ pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
         return Ok(bound);
     }
     if s.port != 0 {
-        for (addr, proto) in addresses(s, s.port, "TCP")? {
-            let l = bind_tcp(addr, s.backlog).map_err(|e| bind_error(s, "TCP", s.port, e))?;
+        let port = bind_port(s.port);
+        for (addr, proto) in addresses(s, port, "TCP")? {
+            let l = bind_tcp(addr, s.backlog).map_err(|e| bind_error(s, "TCP", port, e))?;
             bound.streams.push((Listener::Tcp(l), proto));
         }
     }
     if s.udp_port != 0 {
-        for (addr, _) in addresses(s, s.udp_port, "UDP")? {
-            let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", s.udp_port, e))?;
+        let port = bind_port(s.udp_port);
+        for (addr, _) in addresses(s, port, "UDP")? {
+            let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", port, e))?;
             bound.udp.push(udp_port(s, socket)?);
         }
     }
@@ -388,6 +397,13 @@ pub(super) fn strerror(e: &io::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ports_bind_as_memcached_binds_them() {
+        assert_eq!(bind_port(-1), 0);
+        assert_eq!(bind_port(11211), 11211);
+        assert_eq!(bind_port(70000), 4464);
+    }
+
     use super::*;
 
     fn entry(text: &str) -> Entry {

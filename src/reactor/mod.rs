@@ -386,6 +386,9 @@ impl Reactor {
         };
         self.stats.aof = self.durability.stats();
         self.cache.writes_refused = self.durability.refusing();
+        if let Some(r) = &mut self.repl {
+            r.hold_peer(self.durability.peer_must_wait());
+        }
         self.clear_feed();
         written
     }

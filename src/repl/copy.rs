@@ -4,8 +4,8 @@
 //! **Upload, so a heal loses nothing.** A node joining as replica may hold
 //! writes the master never saw (both took writes while apart). Before the
 //! master's copy replaces its data, it sends its tombstones for keys it no
-//! longer holds (`tombs.rs`), then walks its own arena exactly as the
-//! master's copy does, then UPLOADED. The master applies all of it under
+//! longer holds (`crate::persist::tombs`), then walks its own arena exactly
+//! as the master's copy does, then UPLOADED. The master applies all of it under
 //! the conflict rule (`receive.rs`) and answers UPLOADED with RESYNC: the
 //! wipe that follows loses nothing the master does not now hold or
 //! supersede.
@@ -54,9 +54,11 @@ impl Repl {
     /// then the walk of its arena (`copy_step`), then UPLOADED. The master
     /// applies all of it under the conflict rule before its own full copy.
     pub(super) fn start_upload(&mut self, cache: &Cache) {
-        self.note_own_deletes(cache);
         let link = self.link.as_mut().expect("a link is up");
-        for (key, cas) in self.tombs.iter() {
+        for (key, cas) in mutations::tombstones(cache)
+            .into_iter()
+            .flat_map(|t| t.iter())
+        {
             if cache.cas_of(key).is_none() {
                 link.tomb(key, cas);
             }

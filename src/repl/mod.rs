@@ -17,7 +17,9 @@
 //! - `receive.rs`: what the peer sends, and the conflict rule.
 //! - `copy.rs`: the replica's upload, the full copy a replica starts from;
 //!   the buffer bound.
-//! - `tombs.rs`: the recent deletes a heal after a cut must not undo.
+//! - this node's tombstones, the recent deletes a heal must not undo, are
+//!   kept by the mutation feed (`crate::persist::tombs`), so that they are
+//!   in the append-only file and survive a restart.
 //! - `peer.rs`: the peer's address, and the `-Y` digest.
 //! - `stats.rs`: the `repl_*` lines of `stats`.
 
@@ -27,7 +29,6 @@ mod link;
 mod peer;
 mod receive;
 mod roles;
-mod tombs;
 
 pub(crate) use peer::split_peer;
 
@@ -44,7 +45,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
-use tombs::Tombs;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -86,10 +86,9 @@ pub(crate) struct Repl {
     backoff: Duration,
     /// Bytes at the front of the cache's feed already handled this turn.
     feed_mark: usize,
-    /// Bytes at the front of the feed already read for tombstones.
-    tomb_mark: usize,
-    /// This node's recent deletes (see `tombs.rs`).
-    tombs: Tombs,
+    /// The peer's records must wait: this node's append-only file is
+    /// failing and its backlog is full (see `hold_peer`).
+    held: bool,
     /// Applies what the peer sends.
     replay: Replay,
     resyncs: u64,
@@ -152,7 +151,7 @@ impl Repl {
             Some(path) => Some(link_secret(&std::fs::read(path)?)),
             None => None,
         };
-        mutations::enable(ctx.cache);
+        mutations::keep_tombstones(ctx.cache, None);
         let mut r = Repl {
             peer_text,
             peer,
@@ -165,8 +164,7 @@ impl Repl {
             next_attempt: Instant::now(),
             backoff: BACKOFF_MIN,
             feed_mark: 0,
-            tomb_mark: 0,
-            tombs: Tombs::new(),
+            held: false,
             replay: Replay::default(),
             resyncs: 0,
             verbose: settings.verbose,
@@ -185,9 +183,31 @@ impl Repl {
 
     /// Whether replication has work for the next loop turn right away.
     pub(crate) fn busy(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|l| l.readable || (l.copy.is_some() && l.unsent() < COPY_LOW_WATER))
+        self.link.as_ref().is_some_and(|l| {
+            (l.readable && !self.held) || (l.copy.is_some() && l.unsent() < COPY_LOW_WATER)
+        })
+    }
+
+    /// Stops (or resumes) reading the peer. A change applied here must
+    /// reach this node's append-only file; while the file fails, its
+    /// records wait in the file's backlog, and once that is full (`hold`)
+    /// the peer's changes are left where they are -- in the socket, then
+    /// in the peer's buffer, which its bound turns into a full copy if the
+    /// file stays down that long. The peer's heartbeats wait with them, so
+    /// its silence does not count while held.
+    pub(crate) fn hold_peer(&mut self, hold: bool) {
+        if self.held == hold {
+            return;
+        }
+        self.held = hold;
+        if hold {
+            self.log("the AOF cannot take more: not reading the peer until it can");
+        } else {
+            self.log("the AOF takes writes again: reading the peer");
+            if let Some(link) = &mut self.link {
+                link.last_heard = Instant::now();
+            }
+        }
     }
 
     /// Epoll reported something on one of replication's sockets: the
@@ -212,6 +232,15 @@ impl Repl {
             } else {
                 self.connected(ctx)
             };
+        }
+        if self.held {
+            // Newcomers wait too (their first frames would be applied);
+            // one that waits too long is dropped and tries again.
+            if let Some(c) = self.candidates.iter_mut().find(|c| c.fd == fd) {
+                c.readable |= bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0;
+                c.writable |= bits & sys::WRITE != 0;
+                return;
+            }
         }
         if let Some(i) = self.candidates.iter().position(|c| c.fd == fd) {
             let c = &mut self.candidates[i];
@@ -262,7 +291,6 @@ impl Repl {
     /// peer is streaming). The event loop calls it before it empties the
     /// feed, so the records reach the peer whoever else reads them.
     pub(crate) fn collect_feed(&mut self, cache: &Cache) {
-        self.note_own_deletes(cache);
         let feed = mutations::bytes(cache);
         let new = feed.get(self.feed_mark..).unwrap_or_default();
         if let Some(link) = &mut self.link
@@ -274,20 +302,9 @@ impl Repl {
         self.feed_mark = feed.len();
     }
 
-    /// Remembers the deletes this node's clients made since the last look
-    /// (see `tombs.rs`).
-    pub(super) fn note_own_deletes(&mut self, cache: &Cache) {
-        let feed = mutations::bytes(cache);
-        let new = feed.get(self.tomb_mark..).unwrap_or_default();
-        self.tombs.note_feed(new, true);
-        self.tombs.caught_up(cache.cas_counter());
-        self.tomb_mark = feed.len();
-    }
-
     /// The reactor emptied the feed (every consumer has its records).
     pub(crate) fn feed_cleared(&mut self) {
         self.feed_mark = 0;
-        self.tomb_mark = 0;
     }
 
     pub(super) fn flush(&mut self, ctx: &mut Ctx) {

@@ -13,11 +13,11 @@
 //! master's order. Either way both nodes end with the same value and CAS.
 //!
 //! **During the replica's upload** (`copy.rs`) the master also weighs its
-//! own tombstones (`tombs.rs`): a key it holds no item for but deleted
-//! after the write the replica sends stays deleted; and a TOMB frame from
-//! the replica removes the master's item if the delete came after it. Only
-//! then, in the steady state, do deletes simply apply in the master's
-//! order.
+//! own tombstones (`crate::persist::tombs`): a key it holds no item for
+//! but deleted after the write the replica sends stays deleted; and a TOMB
+//! frame from the replica removes the master's item if the delete came
+//! after it. Only then, in the steady state, do deletes simply apply in the
+//! master's order.
 
 use super::link::{
     KIND_ACK, KIND_AUTH, KIND_HELLO, KIND_RESYNC, KIND_SYNCED, KIND_TOMB, KIND_UPLOADED,
@@ -43,7 +43,7 @@ impl Repl {
             let Some(link) = self.link.as_mut() else {
                 return Ok(());
             };
-            if !link.readable || budget == 0 {
+            if !link.readable || budget == 0 || self.held {
                 return Ok(());
             }
             match link.stream.read(&mut chunk) {
@@ -168,6 +168,9 @@ impl Repl {
                 }
             }
             (KIND_SYNCED, Role::Replica) => {
+                // The copy replaced the cache; the wipe before it is in no
+                // file: a rewrite makes the file describe the cache again.
+                mutations::request_snapshot(ctx.cache);
                 link.synced = true;
                 self.backoff = BACKOFF_MIN;
                 self.log("in sync");
@@ -191,13 +194,10 @@ impl Repl {
     /// One record from the peer, under the conflict rule.
     pub(super) fn apply(&mut self, rec: &record::Record<'_>, ctx: &mut Ctx) {
         // The replica's own writes so far go to the master before this
-        // record's effects enter the feed; either way our own deletes so
-        // far are remembered before the peer's change is mixed in.
+        // record's effects enter the feed.
         let replica = self.role == Role::Replica;
         if replica {
             self.collect_feed(ctx.cache);
-        } else {
-            self.note_own_deletes(ctx.cache);
         }
         // Master, while the replica sends what it holds: a key we have no
         // item for but deleted after the write it sends stays deleted.
@@ -205,7 +205,12 @@ impl Repl {
         let older = match rec.op {
             Op::Put(p) if p.cas != 0 => match ctx.cache.cas_of(p.key) {
                 Some(c) => c >= p.cas,
-                None => uploading && self.tombs.cas_of(p.key).is_some_and(|t| t >= p.cas),
+                None => {
+                    uploading
+                        && mutations::tombstones(ctx.cache)
+                            .and_then(|t| t.cas_of(p.key))
+                            .is_some_and(|t| t >= p.cas)
+                }
             },
             _ => false,
         };
@@ -216,9 +221,6 @@ impl Repl {
         if let Some(link) = &mut self.link {
             link.applied += 1;
         }
-        // The peer's change is not one of our deletes.
-        self.tombs.caught_up(ctx.cache.cas_counter());
-        self.tomb_mark = feed_len;
         if replica {
             // What the master sent is not sent back to it.
             self.feed_mark = feed_len;
@@ -239,17 +241,16 @@ impl Repl {
                 "unexpected tombstone",
             ));
         }
-        self.note_own_deletes(ctx.cache);
         ctx.cache.observe_cas(cas);
+        // Our own deletes from now on sort after the peer's.
+        mutations::catch_up(ctx.cache);
         if ctx.cache.cas_of(key).is_some_and(|c| c != 0 && c <= cas) {
             let rec = record::Record {
                 ts: ctx.cache.unix_now(),
-                op: Op::Delete { key },
+                op: Op::Delete { key, stamp: None },
             };
             self.replay.apply(ctx.cache, &rec, true);
         }
-        self.tombs.caught_up(ctx.cache.cas_counter());
-        self.tomb_mark = mutations::len(ctx.cache);
         Ok(())
     }
 }

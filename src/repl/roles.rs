@@ -258,6 +258,7 @@ impl Repl {
             self.drop_candidate(fd, "it did not prove itself in time", ctx);
         }
         if let Some(link) = &self.link
+            && !self.held
             && link.last_heard.elapsed() > PEER_TIMEOUT
         {
             return self.link_lost("the peer stopped answering", ctx);

@@ -161,7 +161,10 @@ def test_huge_multiget_memory_bounded(start_server, kind):
     greedy = srv.connect()
     line = b"get " + b" ".join(b"h%d" % (i % 1000) for i in range(50_000)) + b"\r\n"
     greedy.sendall(line)
-    assert serve_round_trips(srv, 20, b"other") < 1.0
+    # A server blocked on the greedy client would never answer (each round
+    # trip times out after 5 s); the bound is loose because a loaded
+    # 2-core machine once took 1.96 s for a round trip here.
+    assert serve_round_trips(srv, 20, b"other") < 3.0
     rss1 = srv.rss_kb()
     # The whole reply is ~51 MB. Ours holds a bounded window of it; Debian's
     # memcached holds more (its response objects for the pending keys), once

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from daemon_helpers import poll_until
-from mc_helpers import binary_for
+from mc_helpers import binary_for, recv_until
 
 
 def have_ipv6_loopback():
@@ -92,5 +92,35 @@ def test_no_file_under_a_unix_socket(tmp_path):
                 assert c.recv(100) == b"VERSION 1.6.18\r\n"
             assert not path.exists() and not (tmp_path / f"ports.{kind}.lck").exists()
         finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_minus_one_asks_for_ephemeral_ports(tmp_path):
+    """`-p -1 -U -1`: memcached binds ports the kernel picks (it turns -1
+    into 0) and `stats settings` still says -1. Two servers started this way
+    at once must both start (a fixed port such as 65535 would collide)."""
+    procs, ports = [], {}
+    try:
+        for kind in ("oracle", "ours"):
+            path = tmp_path / f"ports.{kind}"
+            procs.append(subprocess.Popen(
+                [str(binary_for(kind)), "-u", "root", "-l", "127.0.0.1", "-p", "-1", "-U", "-1"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={**os.environ, "MEMCACHED_PORT_FILENAME": str(path)},
+            ))
+            poll_until(path.exists, 5, f"{kind} writes {path}")
+            lines = dict(line.split(": ") for line in path.read_text().splitlines())
+            assert set(lines) == {"TCP INET", "UDP INET"}
+            ports[kind] = int(lines["TCP INET"]), int(lines["UDP INET"])
+        for kind, (tcp, udp) in ports.items():
+            assert 0 < tcp < 65535 and 0 < udp < 65535, (kind, tcp, udp)
+            with socket.create_connection(("127.0.0.1", tcp), timeout=10) as c:
+                c.sendall(b"stats settings\r\n")
+                reply = recv_until(c, lambda b: b.endswith(b"END\r\n"))
+            assert b"STAT tcpport -1\r\n" in reply and b"STAT udpport -1\r\n" in reply
+        assert ports["ours"][0] != ports["oracle"][0]
+    finally:
+        for proc in procs:
             proc.kill()
             proc.wait(timeout=10)
