@@ -9,7 +9,8 @@ round and the order rotates between rounds, so drift on a noisy machine
 spreads over all of them. Medians over rounds are reported.
 
 Then memory: RSS of a fresh server, after 1,000,000 100-byte items, and
-with 10,000 idle connections open.
+with 10,000 idle connections open. Then scan resistance (`bench/scan.py`):
+a cache-aside hot set's hit ratio while one-hit keys flood `-m 32`.
 
 Everything started here is stopped here, by PID. Only 127.0.0.1.
 """
@@ -25,6 +26,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import scan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = os.path.join(ROOT, "target", "release", "memcached")
@@ -311,7 +314,7 @@ def spread(rs):
     return (max(v) - min(v)) / m * 100 if m else 0.0
 
 
-def report(args, results, mem):
+def report(args, results, mem, scanned=None):
     lines = []
     p = lines.append
     if not results:
@@ -360,6 +363,10 @@ def report(args, results, mem):
         p(f"| bytes per item ((after - idle) / {args.items:,}) | {mc['bytes_per_item']:.1f} | {us['bytes_per_item']:.1f} |")
         p(f"| RSS with {args.idle_conns:,} idle connections | {mb(mc['rss_conns_kb'])} | {mb(us['rss_conns_kb'])} |")
         p(f"| bytes per idle connection | {mc['bytes_per_conn']:,.0f} | {us['bytes_per_conn']:,.0f} |")
+    if scanned:
+        p("")
+        for line in scan.report_lines(scanned[0], scanned[1]):
+            p(line)
     bad = [(k, r) for k, rs in results.items() for r in rs
            if r["errors"] or r["dead_conns"] or r["preload_errors"]]
     runs = [r for rs in results.values() for r in rs]
@@ -406,6 +413,7 @@ def main():
                     help="fraction of either core busy with other work that makes a run disturbed")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-scan", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench"),
                     help="directory for results.json and results.md")
     args = ap.parse_args()
@@ -426,13 +434,17 @@ def main():
     try:
         results = {} if args.skip_throughput else throughput(args, log)
         mem = None if args.skip_memory else memory(args, log)
+        scanned = None
+        if not args.skip_scan:
+            scan_args = scan.parser().parse_args(["--core", SERVER_CORE])
+            scanned = (scan_args, scan.run_scan(scan_args, log))
     finally:
         stop_all()
-    table = report(args, results, mem)
+    table = report(args, results, mem, scanned)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"throughput": {f"{k[0]} | {k[1]}": v for k, v in results.items()},
-                   "memory": mem}, f, indent=1)
+                   "memory": mem, "scan": scanned[1] if scanned else None}, f, indent=1)
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(table + "\n")
     print()

@@ -20,6 +20,7 @@
 //!   calls them, for the protocol and the command line alike.
 
 pub mod authfile;
+mod extstore;
 mod items;
 mod logger;
 mod metrics;

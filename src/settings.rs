@@ -205,6 +205,8 @@ pub struct Settings {
     pub tuning: Tuning,
     /// The append-only file (this server's addition).
     pub aof: AofSettings,
+    /// `-o ext_*`: the flash tier (extstore).
+    pub ext: ExtSettings,
     /// Replication (`-x`, `--repl-peer`, `--repl-port`, `-X <port>`); off by
     /// default.
     pub repl: ReplSettings,
@@ -315,6 +317,7 @@ impl Default for Settings {
             aof: AofSettings::default(),
             metrics: MetricsSettings::default(),
             socket_activated: false,
+            ext: ExtSettings::default(),
         }
     }
 }
@@ -382,6 +385,66 @@ impl Default for AofSettings {
             rewrite_pct: 100,
             rewrite_min: 64 << 20,
             fix: false,
+        }
+    }
+}
+
+/// One `-o ext_path=FILE:SIZE`: a file and the whole pages it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtPath {
+    pub file: std::path::PathBuf,
+    pub page_count: u32,
+}
+
+/// memcached's `ext_*` settings (its `storage_init_config` defaults), and
+/// `slab_automove_freeratio`, which memcached parses with them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExtSettings {
+    /// In the order memcached keeps them: the last given first.
+    pub paths: Vec<ExtPath>,
+    /// In bytes (the option is in megabytes).
+    pub page_size: u32,
+    /// In bytes (the option is in megabytes).
+    pub wbuf_size: u32,
+    pub threads: u32,
+    pub io_depth: u32,
+    pub item_size: u32,
+    pub item_age: u32,
+    pub low_ttl: u32,
+    pub recache_rate: u32,
+    /// 0 until start-up sets memcached's default (a quarter of the pages).
+    pub compact_under: u32,
+    pub drop_under: u32,
+    pub max_sleep: u32,
+    pub max_frag: f64,
+    pub drop_unread: bool,
+    pub slab_automove_freeratio: f64,
+}
+
+impl ExtSettings {
+    pub fn enabled(&self) -> bool {
+        !self.paths.is_empty()
+    }
+}
+
+impl Default for ExtSettings {
+    fn default() -> Self {
+        ExtSettings {
+            paths: Vec::new(),
+            page_size: 64 << 20,
+            wbuf_size: 4 << 20,
+            threads: 1,
+            io_depth: 1,
+            item_size: 512,
+            item_age: u32::MAX,
+            low_ttl: 0,
+            recache_rate: 2000,
+            compact_under: 0,
+            drop_under: 0,
+            max_sleep: 1_000_000,
+            max_frag: 0.8,
+            drop_unread: false,
+            slab_automove_freeratio: 0.01,
         }
     }
 }

@@ -325,9 +325,10 @@ pub(crate) enum Forked {
 /// (the arena included), which the AOF rewrite snapshots while the parent
 /// goes on serving.
 pub(crate) fn fork() -> io::Result<Forked> {
-    // SAFETY: the server is single-threaded, so the child cannot inherit a
-    // lock held by another thread (allocator included); the child only
-    // reads memory, writes one file and leaves through `exit_child`.
+    // SAFETY: the server's state is owned by one thread; the only other
+    // threads are extstore's I/O threads, whose locks the child never
+    // takes (glibc's fork resets the allocator's). The child only reads
+    // memory and files, writes one file and leaves through `exit_child`.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
@@ -339,11 +340,12 @@ pub(crate) fn fork() -> io::Result<Forked> {
 /// In a forked child: closes every descriptor from 3 up (listeners,
 /// clients, epoll), so that connections the parent closes really close and
 /// a restarted server can bind its port while the child still runs.
-pub(crate) fn close_inherited_fds() {
+/// `keep`: descriptors the child still reads (extstore's files).
+pub(crate) fn close_inherited_fds(keep: &[RawFd]) {
     let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
         Ok(dir) => dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|&fd| fd > 2)
+            .filter(|&fd| fd > 2 && !keep.contains(&fd))
             .collect(),
         Err(_) => return,
     };
@@ -522,4 +524,27 @@ pub(crate) fn ignore_sighup() -> nix::Result<()> {
     // SAFETY: SIG_IGN installs no handler code, so nothing can run in
     // signal context.
     unsafe { signal(Signal::SIGHUP, SigHandler::SigIgn) }.map(drop)
+}
+
+/// A non-blocking eventfd: extstore's I/O threads add to it when they have
+/// finished something; the reactor has it in its epoll set.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes no pointers; the descriptor it returns is new
+    // and owned by nobody else.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: `fd` was just created above and is closed only by this OwnedFd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Takes a write lock on the whole of `fd`'s file (memcached's guard
+/// against two servers sharing an extstore file); fails if another
+/// process holds one.
+pub(crate) fn lock_whole_file(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a zeroed `flock` is a valid value of the plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: `lock` lives across the call, and F_SETLK only reads it.
+    check(unsafe { libc::fcntl(fd, libc::F_SETLK, &lock) })?;
+    Ok(())
 }

@@ -890,9 +890,7 @@ fn stat_names(reply: &[u8]) -> Vec<String> {
     packets(reply)
         .into_iter()
         .map(|(_, _, k, _)| String::from_utf8_lossy(&k).into_owned())
-        .filter(|n| {
-            !(n.starts_with("ext_") || n.starts_with("ssl_") || n == "slab_automove_freeratio")
-        })
+        .filter(|n| !n.starts_with("ssl_"))
         .collect()
 }
 

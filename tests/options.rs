@@ -1,8 +1,8 @@
 //! The command line, compared with the real memcached 1.6.18: for each bad
 //! invocation both binaries must print the same stdout and stderr and exit
-//! with the same code; `-h` must equal memcached's minus the TLS and
-//! extstore lines (filtered from memcached's own output, so the expectation
-//! stays honest). Both are started with argv[0] "memcached" because getopt
+//! with the same code; `-h` must equal memcached's minus the TLS lines
+//! (filtered from memcached's own output, so the expectation stays
+//! honest). Both are started with argv[0] "memcached" because getopt
 //! prefixes its messages with it.
 //!
 //! The oracle is `$MEMCACHED_ORACLE` or `/usr/bin/memcached`; without it the
@@ -323,34 +323,22 @@ fn root_without_a_user_fails_like_memcached() {
 }
 
 /// memcached's help text without what this server does not build: the
-/// TLS notes under `-l`, `-Z`, the extstore block (with the blank line
-/// before it) and `ssl_*`. An entry's continuation lines are indented
-/// by 26 spaces.
+/// TLS notes under `-l`, `-Z` and `ssl_*`. An entry's continuation lines
+/// are indented by 26 spaces.
 fn without_unbuilt_features(help: &[u8]) -> Vec<u8> {
-    const DROPPED_ENTRIES: [&str; 5] = [
-        "-Z,",
-        "   - ext_",
-        "   - ssl_",
-        "   - slab_automove_freeratio:",
-        "   - External storage",
-    ];
+    const DROPPED_ENTRIES: [&str; 2] = ["-Z,", "   - ssl_"];
     let text = String::from_utf8_lossy(help);
-    let lines: Vec<&str> = text.split('\n').collect();
     let mut kept = Vec::new();
     let mut in_dropped_entry = false;
-    for (i, line) in lines.iter().enumerate() {
+    for line in text.split('\n') {
         let continuation = line.starts_with(&" ".repeat(26));
         if in_dropped_entry && continuation {
             continue;
         }
         in_dropped_entry = DROPPED_ENTRIES.iter().any(|head| line.starts_with(head));
         let tls_note = line.contains("TLS/SSL is enabled") || line.contains("(-l notls:");
-        let blank_before_ext = line.is_empty()
-            && lines
-                .get(i + 1)
-                .is_some_and(|next| next.starts_with("   - External storage"));
-        if !in_dropped_entry && !tls_note && !blank_before_ext {
-            kept.push(*line);
+        if !in_dropped_entry && !tls_note {
+            kept.push(line);
         }
     }
     kept.join("\n").into_bytes()
@@ -424,11 +412,11 @@ fn license_is_our_own_notice() {
     assert!(!text.contains("Danga"), "{text}");
 }
 
-/// Where this server deliberately differs: it has no TLS nor extstore, and
+/// Where this server deliberately differs: it has no TLS, and
 /// it reports the `-o` values memcached crashes on.
 #[test]
 fn unbuilt_features_and_memcached_crashes_are_refused_clearly() {
-    let cases: [(&str, i32, &str); 9] = [
+    let cases: [(&str, i32, &str); 7] = [
         ("-Z", 64, "This server is not built with TLS support.\n"),
         (
             "--enable-ssl",
@@ -439,16 +427,6 @@ fn unbuilt_features_and_memcached_crashes_are_refused_clearly() {
             "-o ssl_key=/x",
             64,
             "This server is not built with TLS support (-o ssl_key).\n",
-        ),
-        (
-            "-o ext_path=/tmp/x:1G",
-            64,
-            "This server is not built with extstore support (-o ext_path).\n",
-        ),
-        (
-            "-o slab_automove_freeratio=0.5",
-            64,
-            "This server is not built with extstore support (-o slab_automove_freeratio).\n",
         ),
         ("-o slab_chunk_max", 1, "Missing slab_chunk_max argument\n"),
         (

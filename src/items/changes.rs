@@ -49,6 +49,9 @@ pub(crate) struct ItemState<'a> {
     pub(crate) marks: Marks,
     /// The value, one slice per chunk it is stored in.
     pub(crate) value: Segments<'a>,
+    /// For an item whose value is on flash: the value read back, or None
+    /// when its record is gone (the item then reads as absent).
+    pub(crate) flash: Option<Option<Vec<u8>>>,
 }
 
 /// One change, as it stands once made.
@@ -188,14 +191,19 @@ impl Cache {
                 key_binary: v.is(KEY_BINARY),
             },
             value: self.value_segments(it),
+            flash: self.is_ext(it).then(|| self.ext_value_blocking(it)),
         }
     }
 
     /// Every item a lookup would find, class by class, each class's oldest
-    /// first (so a replay links them in their LRU order).
+    /// first (COLD, WARM, HOT, then TEMP, each from its tail), so a replay
+    /// links them in about their LRU order.
     pub(crate) fn live_items_oldest_first(&self) -> impl Iterator<Item = ChunkRef> + '_ {
-        (1..=self.slabs.largest()).flat_map(move |id| {
-            let mut it = self.lrus[id as usize].tail;
+        use super::lru::{COLD, HOT, TEMP, WARM, index};
+        let lists = (1..=self.slabs.largest())
+            .flat_map(|id| [COLD, WARM, HOT, TEMP].map(move |seg| index(id | seg)));
+        lists.flat_map(move |list| {
+            let mut it = self.lrus[list].tail;
             std::iter::from_fn(move || {
                 while it != NIL {
                     let cur = it;

@@ -3,13 +3,15 @@
 //! crawl`, and automatically) or to list live items (`lru_crawler
 //! metadump`).
 //!
-//! memcached runs this as a thread that parks a placeholder item in the LRU;
-//! here it is a cursor advanced between requests. A cursor whose item went
-//! away meanwhile (deleted, evicted, reused) restarts that class from its
-//! tail; a per-class budget (the LRU's length when the class was started,
-//! or `tocrawl`) guarantees the walk ends.
+//! memcached runs this as a thread that parks a placeholder item in each
+//! LRU; here it is a cursor advanced between requests, walking each of a
+//! class's segments (HOT, WARM, COLD, TEMP) in turn. A cursor whose item
+//! went away meanwhile (deleted, evicted, moved to another segment,
+//! reused) restarts that list from its tail; a per-list budget (the
+//! list's length when it was started, or `tocrawl`) guarantees the walk
+//! ends.
 
-use super::{Cache, item};
+use super::{Cache, item, lru};
 use crate::slab::{ChunkRef, NIL};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +25,10 @@ pub(crate) enum CrawlKind {
 #[derive(Debug)]
 pub(crate) struct CrawlJob {
     pub(crate) kind: CrawlKind,
-    /// Classes still to walk, in the order they will be walked.
+    /// Lists (class | segment) still to walk, the next one last.
     pending: Vec<u8>,
-    class: u8,
+    /// The list being walked.
+    list: u8,
     cursor: ChunkRef,
     left: usize,
     limit: u32,
@@ -91,20 +94,21 @@ impl Cache {
         if self.crawl.is_some() {
             return CrawlStart::Busy;
         }
-        let mut pending: Vec<u8> = classes
-            .iter()
-            .copied()
-            .filter(|&c| self.lru_len(c) > 0)
-            .collect();
-        if pending.is_empty() && kind == CrawlKind::Expired {
+        let started = classes.iter().filter(|&&c| self.lru_len(c) > 0).count();
+        if started == 0 && kind == CrawlKind::Expired {
             return CrawlStart::NotStarted;
         }
+        let mut pending: Vec<u8> = classes
+            .iter()
+            .flat_map(|&c| lru::SEGMENTS.map(|seg| c | seg))
+            .filter(|&l| self.segment_len(l & lru::CLASS_MASK, lru::segment(l)) > 0)
+            .collect();
         pending.reverse();
-        self.stats.lru_crawler_starts += pending.len() as u64;
+        self.stats.lru_crawler_starts += started as u64;
         self.crawl = Some(CrawlJob {
             kind,
             pending,
-            class: 0,
+            list: 0,
             cursor: NIL,
             left: 0,
             limit,
@@ -130,15 +134,15 @@ impl Cache {
         let mut budget = budget;
         while budget > 0 {
             if job.left == 0 || job.cursor == NIL {
-                let Some(class) = job.pending.pop() else {
+                let Some(list) = job.pending.pop() else {
                     if let CrawlKind::Metadump { .. } = job.kind {
                         out.extend_from_slice(b"END\r\n");
                     }
                     return Some(job);
                 };
-                job.class = class;
-                job.cursor = self.lrus[class as usize].tail;
-                let len = self.lru_len(class);
+                job.list = list;
+                job.cursor = self.lrus[lru::index(list)].tail;
+                let len = self.lrus[lru::index(list)].len;
                 job.left = if job.limit == 0 {
                     len
                 } else {
@@ -148,10 +152,11 @@ impl Cache {
             }
             let it = job.cursor;
             let v = self.view(it);
-            if !v.is(item::LINKED) || v.lru() != job.class {
-                // The item went away under the cursor: start the class over.
-                job.cursor = self.lrus[job.class as usize].tail;
-                job.left = job.left.min(self.lru_len(job.class));
+            if !v.is(item::LINKED) || v.lru() != job.list {
+                // The item went away under the cursor: start the list over.
+                let list = &self.lrus[lru::index(job.list)];
+                job.cursor = list.tail;
+                job.left = job.left.min(list.len);
                 continue;
             }
             job.cursor = v.prev();
@@ -168,7 +173,8 @@ impl Cache {
         let exp = v.exptime();
         let gone = (exp != 0 && exp < self.now()) || self.is_flushed(it);
         job.saw_ttl |= exp != 0;
-        let c = job.class as usize;
+        let class = job.list & lru::CLASS_MASK;
+        let c = class as usize;
         match job.kind {
             CrawlKind::Expired => {
                 self.stats.crawler_items_checked += 1;
@@ -179,7 +185,7 @@ impl Cache {
                         eprintln!(
                             "LRU crawler found an expired item (flags: {}, slab: {}): {}",
                             v.iflags(),
-                            job.class,
+                            class,
                             String::from_utf8_lossy(v.key())
                         );
                     }
@@ -207,7 +213,7 @@ impl Cache {
                     self.clock.to_unix(v.time()),
                     v.cas(),
                     if v.is(item::FETCHED) { "yes" } else { "no" },
-                    job.class,
+                    class,
                     size
                 );
                 out.extend_from_slice(line.as_bytes());

@@ -125,9 +125,9 @@ impl Cache {
     /// Unlinks every item, reporting nothing (a replayed delayed flush
     /// whose time came).
     pub(crate) fn remove_all(&mut self) {
-        for id in 1..=self.slabs.largest() {
-            while self.lrus[id as usize].tail != NIL {
-                let it = self.lrus[id as usize].tail;
+        for list in 0..self.lrus.len() {
+            while self.lrus[list].tail != NIL {
+                let it = self.lrus[list].tail;
                 self.unlink(it);
             }
         }

@@ -12,8 +12,11 @@
 //! 36  nkey     u8
 //! 37  iflags   u8    LINKED, FETCHED, CHUNKED, the meta protocol's
 //!                    STALE, TOKEN_SENT, KEY_BINARY, PINNED, and ALLOCATED
-//! 38  lru      u8    the class whose LRU holds the item
-//! 39  (spare)
+//! 38  lru      u8    the LRU that holds the item: its class in the low six
+//!                    bits, its segment (HOT, WARM, COLD, TEMP) in the top
+//!                    two, as memcached's `slabs_clsid`
+//! 39  xflags   u8    EXT: the value is on flash, the body is its location;
+//!                    ACTIVE (memcached's ITEM_ACTIVE; no room in iflags)
 //! 40  key, then the value -- or, for a chunked item, one u32 chunk
 //!     reference per `chunk_max` bytes of value
 //! ```
@@ -57,6 +60,18 @@ const FLAGS: usize = 32;
 const NKEY: usize = 36;
 const IFLAGS: usize = 37;
 const LRU: usize = 38;
+const XFLAGS: usize = 39;
+
+/// The class bits of the `lru` byte (the top two name the segment, see
+/// `lru.rs`).
+pub(crate) const CLASS_MASK: u8 = 63;
+
+/// In `xflags`: the value lives in extstore; the body holds its
+/// [`crate::extstore::Loc`], and `nbytes` is still the value's length.
+pub(crate) const EXT: u8 = 1;
+/// In `xflags`: fetched again since it last moved (memcached's
+/// ITEM_ACTIVE), the segmented LRU's sign that an item is worth keeping.
+pub(crate) const ACTIVE: u8 = 2;
 
 /// Typed access to the header fields of the item at `it`.
 pub(crate) struct View<'a> {
@@ -131,15 +146,7 @@ fn write_u8(arena: &mut Arena, at: usize, v: u8) {
 field!(u32, read_u32, write_u32, h_next, set_h_next, H_NEXT);
 field!(u32, read_u32, write_u32, prev, set_prev, PREV);
 field!(u32, read_u32, write_u32, next, set_next, NEXT);
-field!(
-    u32,
-    read_u32,
-    write_u32,
-    time,
-    set_time,
-    TIME,
-    also_read_mut
-);
+field!(u32, read_u32, write_u32, time, set_time, TIME);
 field!(u32, read_u32, write_u32, exptime, set_exptime, EXPTIME);
 field!(u32, read_u32, write_u32, nbytes, set_nbytes, NBYTES);
 field!(u32, read_u32, write_u32, flags, set_flags, FLAGS);
@@ -154,6 +161,15 @@ field!(
     also_read_mut
 );
 field!(u8, read_u8, write_u8, lru, set_lru, LRU, also_read_mut);
+field!(
+    u8,
+    read_u8,
+    write_u8,
+    xflags,
+    set_xflags,
+    XFLAGS,
+    also_read_mut
+);
 
 impl<'a> View<'a> {
     pub(crate) fn cas(&self) -> u64 {
@@ -167,6 +183,15 @@ impl<'a> View<'a> {
 
     pub(crate) fn is(&self, flag: u8) -> bool {
         self.iflags() & flag != 0
+    }
+
+    /// The slab class whose statistics the item counts toward.
+    pub(crate) fn class(&self) -> u8 {
+        self.lru() & CLASS_MASK
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.xflags() & ACTIVE != 0
     }
 
     /// Byte offset of the value (or of the chunk list) in the arena.
@@ -195,6 +220,11 @@ impl ViewMut<'_> {
     pub(crate) fn clear_flag(&mut self, flag: u8) {
         let f = self.iflags();
         self.set_iflags(f & !flag);
+    }
+
+    pub(crate) fn set_active(&mut self, on: bool) {
+        let f = self.xflags();
+        self.set_xflags(if on { f | ACTIVE } else { f & !ACTIVE });
     }
 }
 

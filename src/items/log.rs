@@ -147,7 +147,7 @@ impl Cache {
         key[..nkey].copy_from_slice(v.key());
         let entry = EvictEntry {
             key: &key[..nkey],
-            fetched: v.is(super::FETCHED),
+            fetched: v.is(super::item::FETCHED),
             exptime: v.exptime(),
             time: v.time(),
             clsid: self.memcached_class(it),

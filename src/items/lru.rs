@@ -1,14 +1,51 @@
 //! One LRU list: items doubly linked through their `prev`/`next` header
 //! fields, newest at the head, eviction candidates at the tail.
+//!
+//! Each slab class has four, memcached's segments (see its
+//! `doc/new_lru.txt`): new items enter HOT, items fetched again move to
+//! WARM, both drain into COLD, and evictions come from COLD's tail; TEMP
+//! holds items whose TTL is short (`-o temporary_ttl`), never bumped nor
+//! evicted. With the LRU flat (`-o no_lru_maintainer`, `lru mode flat`)
+//! every new item goes to COLD, the one list memcached keeps then. An
+//! item's header names its list as memcached's `slabs_clsid` does: the
+//! class in the low six bits, the segment in the top two.
 
 use super::item;
 use crate::slab::{ChunkRef, NIL, arena::Arena};
+
+pub(crate) const HOT: u8 = 0;
+pub(crate) const WARM: u8 = 64;
+pub(crate) const COLD: u8 = 128;
+pub(crate) const TEMP: u8 = 192;
+pub(crate) use super::item::CLASS_MASK;
+const SEGMENT_MASK: u8 = 192;
+/// Lists per class, in the order memcached reports them.
+pub(crate) const SEGMENTS: [u8; 4] = [HOT, WARM, COLD, TEMP];
+
+/// The segment bits of an item's `lru` byte.
+pub(crate) fn segment(lru: u8) -> u8 {
+    lru & SEGMENT_MASK
+}
+
+/// Where the list `lru` (class | segment) sits in the cache's table:
+/// a class's four segments side by side.
+pub(crate) fn index(lru: u8) -> usize {
+    (lru & CLASS_MASK) as usize * SEGMENTS.len() + (lru >> 6) as usize
+}
+
+/// 0 for HOT .. 3 for TEMP: a segment's place in per-segment arrays.
+pub(crate) fn ordinal(lru: u8) -> usize {
+    (lru >> 6) as usize
+}
 
 #[derive(Debug, Default)]
 pub(super) struct Lru {
     pub(crate) head: ChunkRef,
     pub(crate) tail: ChunkRef,
     pub(crate) len: usize,
+    /// memcached's size formula summed over the list (its `sizes_bytes`):
+    /// what HOT and WARM are capped by.
+    pub(crate) bytes: u64,
 }
 
 impl Lru {

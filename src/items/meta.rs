@@ -226,7 +226,7 @@ impl Cache {
         };
         let v = self.view(it);
         let len = v.nbytes() as usize;
-        if len == 0 || v.is(item::CHUNKED) {
+        if len == 0 || v.is(item::CHUNKED) || v.xflags() & item::EXT != 0 {
             return MetaDelta::NonNumeric;
         }
         if cas_in != 0 && v.cas() != cas_in {

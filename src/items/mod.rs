@@ -17,11 +17,13 @@ pub(crate) mod automove;
 mod changes;
 pub(crate) mod clock;
 pub(crate) mod crawler;
+mod ext;
 mod given;
 pub(crate) mod hash;
 pub(crate) mod item;
 mod log;
-mod lru;
+pub(crate) mod lru;
+pub(crate) mod maintainer;
 mod meta;
 mod pair;
 pub(crate) mod rebalance;
@@ -32,10 +34,12 @@ use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
+pub(crate) use ext::{ExtFetch, ExtTier};
 pub(crate) use given::GivenItem;
 use hash::HashTable;
-use item::{CHUNKED, FETCHED, LINKED};
+use item::{CHUNKED, LINKED};
 use lru::Lru;
+use maintainer::LruTuning;
 pub(crate) use meta::{MetaDelete, MetaDelta};
 use std::io::{self, Write as _};
 
@@ -186,6 +190,13 @@ pub(crate) struct ClassStats {
     pub(crate) mem_requested: u64,
     pub(crate) crawler_reclaimed: u64,
     pub(crate) crawler_items_checked: u64,
+    pub(crate) evicted_active: u64,
+    pub(crate) moves_to_cold: u64,
+    pub(crate) moves_to_warm: u64,
+    pub(crate) moves_within_lru: u64,
+    pub(crate) direct_reclaims: u64,
+    /// `get` hits by the segment the item was in (HOT, WARM, COLD, TEMP).
+    pub(crate) lru_hits: [u64; 4],
 }
 
 #[derive(Debug, Default)]
@@ -203,6 +214,7 @@ pub(crate) struct ItemStats {
     pub(crate) crawler_reclaimed: u64,
     pub(crate) crawler_items_checked: u64,
     pub(crate) lru_crawler_starts: u64,
+    pub(crate) lru_maintainer_juggles: u64,
     pub(crate) slabs_moved: u64,
     pub(crate) slab_reassign_rescues: u64,
     pub(crate) slab_reassign_chunk_rescues: u64,
@@ -228,6 +240,7 @@ impl SizeHistogram {
 pub(crate) struct Cache {
     pub(crate) slabs: Slabs,
     pub(crate) hash: HashTable,
+    /// Four per class (see `lru.rs`), indexed by `lru::index`.
     lrus: Vec<Lru>,
     pub(crate) clock: Clock,
     cfg: CacheConfig,
@@ -248,10 +261,11 @@ pub(crate) struct Cache {
     /// should come at once rather than on its schedule, so their chunks
     /// free up (and `slabs automove` can give idle pages back to the pool).
     pub(crate) crawl_soon: bool,
-    /// memcached's `lru_segmented` (`-o no_modern`, `no_lru_maintainer`
-    /// and `lru mode flat` clear it): without segments every allocation
-    /// first reclaims what is expired or flushed at its class's LRU tail.
-    pub(crate) lru_segmented: bool,
+    /// The LRU's knobs: segmented or flat, the segments' shares, the
+    /// maintainer on or off (see `maintainer.rs`).
+    lru: LruTuning,
+    /// The maintainer's schedule and queued bumps.
+    maint: maintainer::Maintainer,
     /// For each largest-class chunk position (arena offset / chunk_max): the
     /// header of the chunked item whose value it holds, or NIL.
     body_owner: Vec<ChunkRef>,
@@ -279,10 +293,10 @@ pub(crate) struct Cache {
     /// The append-only file is failing: the protocols answer mutations with
     /// an error before they change anything (set by the event loop).
     pub(crate) writes_refused: bool,
+    /// The flash tier, with `-o ext_path` (see `ext.rs`).
+    pub(crate) ext: Option<Box<ExtTier>>,
 }
 
-/// How many items from an LRU tail are examined per attempt to free memory.
-const TAIL_SEARCH: usize = 5;
 /// How many times an allocation retries after freeing something.
 const ALLOC_TRIES: usize = 10;
 
@@ -302,7 +316,9 @@ impl Cache {
         };
         Cache {
             hash: HashTable::new(power, cfg.hash_expand, cfg.hash_seed),
-            lrus: (0..nclasses).map(|_| Lru::default()).collect(),
+            lrus: (0..nclasses * lru::SEGMENTS.len())
+                .map(|_| Lru::default())
+                .collect(),
             clock: Clock::new(),
             cas_id: 0,
             oldest_live: 0,
@@ -318,7 +334,8 @@ impl Cache {
             crawl: None,
             crawler_running: false,
             crawl_soon: false,
-            lru_segmented: true,
+            lru: LruTuning::default(),
+            maint: maintainer::Maintainer::default(),
             body_owner: Vec::new(),
             rebalance: None,
             automove_seen: Vec::new(),
@@ -330,6 +347,7 @@ impl Cache {
             last_miss: FetchStatus::NotFound,
             cas_lane: None,
             writes_refused: false,
+            ext: None,
         }
     }
 
@@ -341,14 +359,20 @@ impl Cache {
         self.clock.now
     }
 
-    /// Items in the LRU of class `id`.
+    /// Items of class `id`, in all its segments.
     pub(crate) fn lru_len(&self, id: u8) -> usize {
-        self.lrus[id as usize].len
+        lru::SEGMENTS.iter().map(|&s| self.segment_len(id, s)).sum()
     }
 
-    /// The items of class `id`'s LRU, newest first.
+    /// The items of class `id`'s COLD segment, newest first (what
+    /// memcached's `stats cachedump` walks; flat, every item).
     pub(crate) fn lru_iter(&self, id: u8) -> impl Iterator<Item = ChunkRef> + '_ {
-        let mut it = self.lrus[id as usize].head;
+        self.segment_iter(id, lru::COLD)
+    }
+
+    /// The items of segment `seg` of class `id`, newest first.
+    pub(crate) fn segment_iter(&self, id: u8, seg: u8) -> impl Iterator<Item = ChunkRef> + '_ {
+        let mut it = self.lrus[lru::index(id | seg)].head;
         std::iter::from_fn(move || {
             if it == NIL {
                 return None;
@@ -359,14 +383,10 @@ impl Cache {
         })
     }
 
-    /// Age in seconds of the oldest item in class `id`'s LRU.
+    /// Age in seconds of the oldest item in class `id`'s COLD segment
+    /// (memcached's `age`, and what its page mover compares).
     pub(crate) fn lru_tail_age(&self, id: u8) -> u32 {
-        let tail = self.lrus[id as usize].tail;
-        if tail == NIL {
-            return 0;
-        }
-        self.now()
-            .saturating_sub(item::view(&self.slabs.arena, tail).time())
+        self.segment_tail_age(id, lru::COLD)
     }
 
     /// The key of `it`, copied into `buf`.
@@ -399,17 +419,33 @@ impl Cache {
 
     /// The class whose statistics an item counts toward.
     pub(crate) fn class_of(&self, it: ChunkRef) -> u8 {
-        self.view(it).lru()
+        self.view(it).class()
+    }
+
+    /// Counts a `get` hit on `it` toward its class and the segment it is in
+    /// (memcached's `lru_hits`, shown as `hits_to_hot` ...).
+    pub(crate) fn count_get_hit(&mut self, it: ChunkRef) {
+        let v = self.view(it);
+        let (c, seg) = (v.class() as usize, lru::ordinal(v.lru()));
+        let cs = &mut self.stats.classes[c];
+        cs.get_hits += 1;
+        cs.lru_hits[seg] += 1;
     }
 
     /// The value of `it`, as one slice per chunk it is stored in.
     pub(crate) fn value_segments(&self, it: ChunkRef) -> Segments<'_> {
         let v = self.view(it);
+        // A flash item's value is not in the arena (see `ext.rs`).
+        let left = if v.xflags() & item::EXT != 0 {
+            0
+        } else {
+            v.nbytes() as usize
+        };
         Segments {
             cache: self,
             body: v.body_offset(),
             chunked: v.is(CHUNKED),
-            left: v.nbytes() as usize,
+            left,
             index: 0,
         }
     }
@@ -501,25 +537,6 @@ impl Cache {
             self.bump(it);
         }
         live
-    }
-
-    fn bump(&mut self, it: ChunkRef) {
-        item::view_mut(&mut self.slabs.arena, it).add_flag(FETCHED);
-        self.update(it);
-    }
-
-    /// memcached's `do_item_update`: refresh the access time (and LRU
-    /// position) at most once per `ITEM_UPDATE_INTERVAL`, without marking
-    /// the item fetched (`add` on an existing key, `incr` in place).
-    fn update(&mut self, it: ChunkRef) {
-        let now = self.now();
-        let mut v = item::view_mut(&mut self.slabs.arena, it);
-        if v.time() < now.saturating_sub(clock::ITEM_UPDATE_INTERVAL) {
-            v.set_time(now);
-            let id = v.lru();
-            self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
-            self.lrus[id as usize].push_head(&mut self.slabs.arena, it);
-        }
     }
 
     /// A fetch (`get`/`gets`, or `gat`/`gats` with a new expiry).
@@ -620,6 +637,7 @@ impl Cache {
         s.evicted_unfetched = 0;
         s.get_expired = 0;
         s.get_flushed = 0;
+        s.lru_maintainer_juggles = 0;
         self.logger.reset_stats();
         for c in s.classes.iter_mut() {
             // mem_requested is a gauge, not a counter.
@@ -680,6 +698,7 @@ impl Cache {
         iflags: u8,
     ) {
         let now = self.now();
+        let lru = lru | self.entry_segment(exptime);
         let mut v = item::view_mut(&mut self.slabs.arena, it);
         v.set_h_next(NIL);
         v.set_prev(NIL);
@@ -690,6 +709,7 @@ impl Cache {
         v.set_cas(0);
         v.set_flags(flags);
         v.set_iflags(iflags | item::ALLOCATED);
+        v.set_xflags(0);
         v.set_lru(lru);
         v.set_key(key);
     }
@@ -736,75 +756,14 @@ impl Cache {
         Ok(head)
     }
 
-    /// A chunk of class `id`, reclaiming or evicting from its LRU as needed.
-    /// As memcached's `do_item_alloc_pull`: without segments the tail's
-    /// expired and flushed items are reclaimed (and counted) before each
-    /// try, even while free chunks remain.
+    /// A chunk of class `id`, reclaiming or evicting from its LRU as needed
+    /// (see `maintainer.rs`).
     fn alloc_chunk(&mut self, id: u8) -> Option<ChunkRef> {
-        for _ in 0..ALLOC_TRIES {
-            if !self.lru_segmented {
-                self.pull_tail(id, false);
-            }
-            if let Some(c) = self.slabs.alloc(id) {
-                return Some(c);
-            }
-            if !self.pull_tail(id, true) {
-                break;
-            }
+        let got = self.alloc_pull(id);
+        if got.is_none() {
+            self.stats.classes[id as usize].outofmemory += 1;
         }
-        self.stats.classes[id as usize].outofmemory += 1;
-        None
-    }
-
-    /// memcached's `lru_pull_tail` for an allocation: reclaim expired items
-    /// at the tail, then, if `evict` and evictions are allowed, evict the
-    /// first live one. True if anything was freed.
-    fn pull_tail(&mut self, id: u8, evict: bool) -> bool {
-        let mut freed = false;
-        let mut it = self.lrus[id as usize].tail;
-        for _ in 0..TAIL_SEARCH {
-            if it == NIL {
-                break;
-            }
-            let v = self.view(it);
-            let prev = v.prev();
-            let exp = v.exptime();
-            let fetched = v.is(FETCHED);
-            let c = id as usize;
-            if (exp != 0 && exp < self.now()) || self.is_flushed(it) {
-                self.stats.reclaimed += 1;
-                self.stats.classes[c].reclaimed += 1;
-                if !fetched {
-                    self.stats.expired_unfetched += 1;
-                    self.stats.classes[c].expired_unfetched += 1;
-                }
-                self.unlink(it);
-                freed = true;
-                it = prev;
-                continue;
-            }
-            if evict && self.cfg.evict_to_free {
-                let age = self.now().saturating_sub(v.time());
-                let cs = &mut self.stats.classes[c];
-                cs.evicted += 1;
-                cs.evicted_time = age;
-                if exp != 0 {
-                    cs.evicted_nonzero += 1;
-                }
-                if !fetched {
-                    cs.evicted_unfetched += 1;
-                    self.stats.evicted_unfetched += 1;
-                }
-                self.stats.evictions += 1;
-                if self.logger.wants(logger::EVICTIONS) {
-                    self.log_eviction(it);
-                }
-                self.unlink(it);
-                freed = true;
-            }
-            break;
-        }
-        freed
+        got
     }
 
     /// Frees an item that was never linked (a failed or abandoned store).
@@ -882,10 +841,13 @@ impl Cache {
         v.add_flag(LINKED);
         v.set_time(now);
         v.set_cas(cas);
-        let id = v.lru();
+        let lru_id = v.lru();
+        let id = lru_id & lru::CLASS_MASK;
         self.hash.insert(&mut self.slabs.arena, it, hv);
-        self.lrus[id as usize].push_head(&mut self.slabs.arena, it);
         let size = self.memcached_size(it);
+        let list = &mut self.lrus[lru::index(lru_id)];
+        list.push_head(&mut self.slabs.arena, it);
+        list.bytes += size as u64;
         self.stats.curr_items += 1;
         self.stats.total_items += 1;
         self.stats.bytes += size as u64;
@@ -932,15 +894,18 @@ impl Cache {
     fn unlink(&mut self, it: ChunkRef) {
         let v = self.view(it);
         let hv = self.hv(v.key());
-        let id = v.lru();
+        let (lru_id, id) = (v.lru(), v.class());
         let size = self.memcached_size(it);
         let cas = v.cas();
         self.hash.remove(&mut self.slabs.arena, it, hv);
-        self.lrus[id as usize].unlink(&mut self.slabs.arena, it);
+        let list = &mut self.lrus[lru::index(lru_id)];
+        list.unlink(&mut self.slabs.arena, it);
+        list.bytes -= size as u64;
         self.stats.curr_items -= 1;
         self.stats.bytes -= size as u64;
         self.stats.classes[id as usize].mem_requested -= size as u64;
         self.count_size(size, cas, false);
+        self.ext_forget_item(it);
         self.free_chunks(it);
     }
 
@@ -1010,6 +975,11 @@ impl Cache {
             return StoreResult::NotStored;
         };
         let ov = self.view(old);
+        if ov.xflags() & item::EXT != 0 {
+            // As memcached: the value would have to come back first.
+            self.free_unlinked(it);
+            return StoreResult::NotStored;
+        }
         if cas_in != 0 && cas_in != ov.cas() {
             self.free_unlinked(it);
             return StoreResult::Exists;

@@ -217,7 +217,7 @@ impl Cache {
         let v = self.view(new);
         let (hv, lru, chunked) = (self.hv(v.key()), v.lru(), v.is(item::CHUNKED));
         self.hash.replace(&mut self.slabs.arena, old, new, hv);
-        self.lrus[lru as usize].replace(&mut self.slabs.arena, old, new);
+        self.lrus[super::lru::index(lru)].replace(&mut self.slabs.arena, old, new);
         if chunked {
             let chunk_max = self.slabs.chunk_max();
             let v = self.view(new);

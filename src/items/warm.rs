@@ -21,6 +21,9 @@ use super::{Cache, item};
 use crate::slab::warm::SlabState;
 use crate::slab::{ChunkRef, NIL, Slabs};
 
+/// LRU lists per class (its segments), each saved as its own `LruEnds`.
+pub(crate) const LRUS_PER_CLASS: usize = super::lru::SEGMENTS.len();
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LruEnds {
     pub(crate) head: ChunkRef,
@@ -31,7 +34,7 @@ pub(crate) struct LruEnds {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct CacheState {
     pub(crate) slabs: SlabState,
-    /// Indexed by class id.
+    /// Indexed by `lru::index`: four lists per class id.
     pub(crate) lrus: Vec<LruEnds>,
     /// (full-size chunk position, header of the large item it belongs to).
     pub(crate) body_owners: Vec<(usize, ChunkRef)>,
@@ -98,6 +101,7 @@ impl Cache {
             lru.head = saved.head;
             lru.tail = saved.tail;
             lru.len = saved.len;
+            lru.bytes = 0;
         }
         self.cas_id = state.cas_id;
         self.oldest_live = state.oldest_live;
@@ -154,7 +158,9 @@ impl Cache {
         let hv = self.hv(self.view(it).key());
         self.hash.insert(&mut self.slabs.arena, it, hv);
         let size = self.memcached_size(it) as u64;
-        let id = self.view(it).lru() as usize;
+        let lru_id = self.view(it).lru();
+        self.lrus[super::lru::index(lru_id)].bytes += size;
+        let id = (lru_id & super::lru::CLASS_MASK) as usize;
         self.stats.curr_items += 1;
         self.stats.total_items += 1;
         self.stats.bytes += size;

@@ -127,6 +127,13 @@ impl Reports {
                 out.add(desc, Kind::Counter, v, &[]);
             }
         }
+        // The exporter takes extstore_limit_maxbytes as the sign that
+        // extstore is on and every extstore line is there.
+        if s.contains_key("extstore_limit_maxbytes") {
+            for (desc, kind, key) in EXTSTORE {
+                put(out, desc, *kind, s, key, &[]);
+            }
+        }
         for (desc, kind, key) in GENERAL {
             put(out, desc, *kind, s, key, &[]);
         }
@@ -665,6 +672,150 @@ desc!(
     "Total number of all requests broken down by command (get, set, etc.) and status per slab.",
     ["slab", "command", "status"]
 );
+
+desc!(
+    EXT_COMPACT_LOST,
+    "memcached_extstore_compact_lost_total",
+    "Total number of items lost because they were locked during extstore compaction."
+);
+desc!(
+    EXT_COMPACT_RESCUES,
+    "memcached_extstore_compact_rescued_total",
+    "Total number of items moved to a new page during extstore compaction,"
+);
+desc!(
+    EXT_COMPACT_SKIPPED,
+    "memcached_extstore_compact_skipped_total",
+    "Total number of items dropped due to inactivity during extstore compaction."
+);
+desc!(
+    EXT_PAGE_ALLOCS,
+    "memcached_extstore_pages_allocated_total",
+    "Total number of times a page was allocated in extstore."
+);
+desc!(
+    EXT_PAGE_EVICTIONS,
+    "memcached_extstore_pages_evicted_total",
+    "Total number of times a page was evicted from extstore."
+);
+desc!(
+    EXT_PAGE_RECLAIMS,
+    "memcached_extstore_pages_reclaimed_total",
+    "Total number of times an empty extstore page was freed."
+);
+desc!(
+    EXT_PAGES_FREE,
+    "memcached_extstore_pages_free",
+    "Number of extstore pages not yet containing any items."
+);
+desc!(
+    EXT_PAGES_USED,
+    "memcached_extstore_pages_used",
+    "Number of extstore pages containing at least one item."
+);
+desc!(
+    EXT_OBJECTS_EVICTED,
+    "memcached_extstore_objects_evicted_total",
+    "Total number of items evicted from extstore to free up space."
+);
+desc!(
+    EXT_OBJECTS_READ,
+    "memcached_extstore_objects_read_total",
+    "Total number of items read from extstore."
+);
+desc!(
+    EXT_OBJECTS_WRITTEN,
+    "memcached_extstore_objects_written_total",
+    "Total number of items written to extstore."
+);
+desc!(
+    EXT_OBJECTS_USED,
+    "memcached_extstore_objects_used",
+    "Number of items stored in extstore."
+);
+desc!(
+    EXT_BYTES_EVICTED,
+    "memcached_extstore_bytes_evicted_total",
+    "Total number of bytes evicted from extstore to free up space."
+);
+desc!(
+    EXT_BYTES_WRITTEN,
+    "memcached_extstore_bytes_written_total",
+    "Total number of bytes written to extstore."
+);
+desc!(
+    EXT_BYTES_READ,
+    "memcached_extstore_bytes_read_total",
+    "Total number of bytes read from extstore."
+);
+desc!(
+    EXT_BYTES_USED,
+    "memcached_extstore_bytes_used",
+    "Current number of bytes used to store items in extstore."
+);
+desc!(
+    EXT_BYTES_FRAGMENTED,
+    "memcached_extstore_bytes_fragmented",
+    "Current number of bytes in extstore pages allocated but not used to store an object."
+);
+desc!(
+    EXT_BYTES_LIMIT,
+    "memcached_extstore_bytes_limit",
+    "Number of bytes of external storage allocated for this server."
+);
+desc!(
+    EXT_IO_QUEUE,
+    "memcached_extstore_io_queue_depth",
+    "Number of items in the I/O queue waiting to be processed."
+);
+
+/// The extstore lines, as the exporter reads them (bytes_used as a
+/// counter: the exporter's type).
+static EXTSTORE: &[(&Desc, Kind, &str)] = &[
+    (&EXT_COMPACT_LOST, Kind::Counter, "extstore_compact_lost"),
+    (
+        &EXT_COMPACT_RESCUES,
+        Kind::Counter,
+        "extstore_compact_rescues",
+    ),
+    (
+        &EXT_COMPACT_SKIPPED,
+        Kind::Counter,
+        "extstore_compact_skipped",
+    ),
+    (&EXT_PAGE_ALLOCS, Kind::Counter, "extstore_page_allocs"),
+    (
+        &EXT_PAGE_EVICTIONS,
+        Kind::Counter,
+        "extstore_page_evictions",
+    ),
+    (&EXT_PAGE_RECLAIMS, Kind::Counter, "extstore_page_reclaims"),
+    (&EXT_PAGES_FREE, Kind::Gauge, "extstore_pages_free"),
+    (&EXT_PAGES_USED, Kind::Gauge, "extstore_pages_used"),
+    (
+        &EXT_OBJECTS_EVICTED,
+        Kind::Counter,
+        "extstore_objects_evicted",
+    ),
+    (&EXT_OBJECTS_READ, Kind::Counter, "extstore_objects_read"),
+    (
+        &EXT_OBJECTS_WRITTEN,
+        Kind::Counter,
+        "extstore_objects_written",
+    ),
+    (&EXT_OBJECTS_USED, Kind::Gauge, "extstore_objects_used"),
+    (&EXT_BYTES_EVICTED, Kind::Counter, "extstore_bytes_evicted"),
+    (&EXT_BYTES_WRITTEN, Kind::Counter, "extstore_bytes_written"),
+    (&EXT_BYTES_READ, Kind::Counter, "extstore_bytes_read"),
+    (&EXT_BYTES_USED, Kind::Counter, "extstore_bytes_used"),
+    (
+        &EXT_BYTES_FRAGMENTED,
+        Kind::Gauge,
+        "extstore_bytes_fragmented",
+    ),
+    (&EXT_BYTES_LIMIT, Kind::Gauge, "extstore_limit_maxbytes"),
+    (&EXT_IO_QUEUE, Kind::Gauge, "extstore_io_queue"),
+];
 
 // This server's own families.
 desc!(

@@ -22,6 +22,7 @@ impl ParseState {
         self.check_napi()?;
         self.check_item_size()?;
         self.check_slab_chunk_max()?;
+        self.check_ext()?;
         self.parse_slab_sizes()?;
         self.check_lru()?;
         self.check_auth()?;

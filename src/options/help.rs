@@ -12,8 +12,8 @@ use crate::settings::{AofSettings, VERSION};
 impl ParseState {
     /// memcached's `usage()`, which prints the *current* values as the
     /// defaults and gives up (exit 1) when some of them differ from the
-    /// defaults its text hard-codes. TLS, extstore and -N lines are left
-    /// out: this server has none of them.
+    /// defaults its text hard-codes. TLS lines are left out: this server
+    /// has no TLS.
     pub(super) fn usage(&self) -> (Vec<u8>, i32) {
         let mut out = Vec::new();
         if let Err(param) = self.usage_into(&mut out) {
@@ -39,6 +39,8 @@ impl ParseState {
         out.extend_from_slice(
             b"   - sock_cookie_id:      attributes an ID to a socket for ip filtering/firewalls \n",
         );
+        self.usage_ext(out);
+        verify_default("ext_item_age", self.settings.ext.item_age == u32::MAX)?;
         // memcached's last line (after its TLS ones), its text kept whole.
         out.extend_from_slice(
             b"-N, --napi_ids            number of napi ids. see doc/napi_ids.txt for more details\n",
@@ -251,6 +253,45 @@ fn usage_operations(out: &mut Vec<u8>) {
           TCP and unix streams as memcached ports, UDP as the UDP port, and one\n\
           named \"metrics\" (LISTEN_FDNAMES) or on the metrics port as /metrics.\n",
     );
+}
+
+impl ParseState {
+    /// memcached's extstore block, with the values parsed so far.
+    fn usage_ext(&self, out: &mut Vec<u8>) {
+        let e = &self.settings.ext;
+        let _ = write!(
+            out,
+            "\n   - External storage (ext_*) related options (see: https://memcached.org/extstore)\n\
+             \x20  - ext_path:            file to write to for external storage.\n\
+             \x20                         ie: ext_path=/mnt/d1/extstore:1G\n\
+             \x20  - ext_page_size:       size in megabytes of storage pages. (default: {})\n\
+             \x20  - ext_wbuf_size:       size in megabytes of page write buffers. (default: {})\n\
+             \x20  - ext_threads:         number of IO threads to run. (default: {})\n\
+             \x20  - ext_item_size:       store items larger than this (bytes, default {})\n\
+             \x20  - ext_item_age:        store items idle at least this long (seconds, default: no age limit)\n\
+             \x20  - ext_low_ttl:         consider TTLs lower than this specially (default: {})\n\
+             \x20  - ext_drop_unread:     don't re-write unread values during compaction (default: {})\n\
+             \x20  - ext_recache_rate:    recache an item every N accesses (default: {})\n\
+             \x20  - ext_compact_under:   compact when fewer than this many free pages\n\
+             \x20                         (default: 1/4th of the assigned storage)\n\
+             \x20  - ext_drop_under:      drop COLD items when fewer than this many free pages\n\
+             \x20                         (default: 1/4th of the assigned storage)\n\
+             \x20  - ext_max_frag:        max page fragmentation to tolerate (default: {})\n\
+             \x20  - ext_max_sleep:       max sleep time of background threads in us (default: {})\n\
+             \x20  - slab_automove_freeratio: ratio of memory to hold free as buffer.\n\
+             \x20                         (see doc/storage.txt for more info, default: {})\n",
+            e.page_size >> 20,
+            self.settings.ext.wbuf_size >> 20,
+            e.threads,
+            e.item_size,
+            e.low_ttl,
+            if e.drop_unread { "enabled" } else { "disabled" },
+            e.recache_rate,
+            c_fixed(e.max_frag, 2),
+            e.max_sleep,
+            c_fixed(e.slab_automove_freeratio, 3),
+        );
+    }
 }
 
 fn verify_default(param: &'static str, holds: bool) -> Result<(), &'static str> {

@@ -22,12 +22,13 @@
 //! the `process` room's.
 //!
 //! Deliberate differences from the Debian build of memcached 1.6.18: no TLS
-//! (`-Z`, `ssl_*`), no extstore (`ext_*`), and no help text for `-N`; and
+//! (`-Z`, `ssl_*`), and no help text for `-N`; and
 //! where memcached crashes on a bad `-o` value (`slab_chunk_max`,
 //! `slab_sizes` without a value) we print its message and exit 1 instead.
 
 mod aof;
 mod checks;
+mod ext;
 mod getopt;
 mod help;
 mod rules;

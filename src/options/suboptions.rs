@@ -1,7 +1,8 @@
 //! `-o key=value,...`: memcached's extended options, split the way glibc's
 //! `getsubopt` splits them, each validated with memcached's message, plus
-//! this server's own (`repl_*`, `aof*`, `metrics_*`). TLS and extstore keys are refused
-//! with a message saying this server is built without them.
+//! this server's own (`repl_*`, `aof*`, `metrics_*`), and extstore's
+//! (`options/ext.rs`). TLS keys are refused with a message saying this
+//! server is built without them.
 
 use super::aof::{is_aof_key, set_aof};
 use super::state::{Outcome, ParseState};
@@ -108,11 +109,7 @@ impl ParseState {
                     format!("This server is not built with TLS support (-o {key_text}).\n");
                 return self.fail(EX_USAGE, message);
             }
-            _ if is_extstore_key(key_text) => {
-                let message =
-                    format!("This server is not built with extstore support (-o {key_text}).\n");
-                return self.fail(EX_USAGE, message);
-            }
+            _ if super::ext::is_ext_key(key_text) => return self.ext_option(key_text, value),
             _ => {
                 let mut message = b"Illegal suboption \"".to_vec();
                 message.extend_from_slice(token);
@@ -319,27 +316,5 @@ fn is_tls_key(key: &str) -> bool {
             | "ssl_session_cache"
             | "ssl_kernel_tls"
             | "ssl_min_version"
-    )
-}
-
-/// The keys memcached hands to its extstore configuration.
-fn is_extstore_key(key: &str) -> bool {
-    matches!(
-        key,
-        "ext_page_size"
-            | "ext_wbuf_size"
-            | "ext_threads"
-            | "ext_io_depth"
-            | "ext_path"
-            | "ext_item_size"
-            | "ext_item_age"
-            | "ext_low_ttl"
-            | "ext_recache_rate"
-            | "ext_compact_under"
-            | "ext_drop_under"
-            | "ext_max_sleep"
-            | "ext_max_frag"
-            | "ext_drop_unread"
-            | "slab_automove_freeratio"
     )
 }

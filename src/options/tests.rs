@@ -397,7 +397,23 @@ fn extended_option_errors() {
         e("worker_logbuf_size=10").1,
         "slab size 10 is out of valid range\n"
     );
-    assert_eq!(e("ext_path=/tmp/x:1G").0, EX_USAGE);
+    assert_eq!(
+        e("ext_path=/tmp/x:1G,ext_page_size=8").1,
+        "Must specify ext_page_size before any ext_path arguments\n"
+    );
+    assert_eq!(
+        e("ext_threads=x").1,
+        "could not parse argument to ext_threads\n"
+    );
+    assert_eq!(e("ext_max_frag").1, "Missing ext_max_frag argument\n");
+    assert_eq!(
+        e("ext_path").1,
+        "missing argument to ext_path, ie: ext_path=/d/file:5G\n"
+    );
+    assert_eq!(
+        e("ext_path=/tmp/x").1,
+        "must supply size to ext_path, ie: ext_path=/f/e:64m (M|G|T|P supported)\nfailed to parse ext_path argument\n"
+    );
     assert_eq!(e("ssl_key=x").0, EX_USAGE);
     assert_eq!(
         e("proxy_config=x").1,
@@ -546,7 +562,12 @@ fn help_version_and_license() {
     let (code, text) = stdout(&["-h"]);
     assert_eq!(code, 0);
     assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
-    assert!(!text.contains("TLS") && !text.contains("ext_"));
+    assert!(!text.contains("TLS") && !text.contains("ssl_"));
+    assert!(
+        text.contains(
+            "   - ext_page_size:       size in megabytes of storage pages. (default: 64)\n"
+        )
+    );
     // memcached's text ends there; blocks of our own options follow.
     let last =
         "-N, --napi_ids            number of napi ids. see doc/napi_ids.txt for more details\n";

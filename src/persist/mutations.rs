@@ -75,7 +75,12 @@ pub(crate) fn encode_item(out: &mut Vec<u8>, ts: u64, item: ItemState<'_>) -> us
         key: item.key,
         value: &[],
     };
-    record::encode_put(out, ts, &put, item.value)
+    match &item.flash {
+        Some(Some(value)) => record::encode_put(out, ts, &put, std::iter::once(&value[..])),
+        // A flash item whose record is gone is absent: nothing to write.
+        Some(None) => 0,
+        None => record::encode_put(out, ts, &put, item.value),
+    }
 }
 
 /// An item's markers as a PUT's `mflags`.

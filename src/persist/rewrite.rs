@@ -43,7 +43,8 @@ impl Rewrite {
         let tmp = rewrite_path(path);
         match sys::fork()? {
             Forked::Child => {
-                sys::close_inherited_fds();
+                // The values on flash are read from extstore's files.
+                sys::close_inherited_fds(&cache.ext_file_fds());
                 let code = match write_snapshot(&tmp, cache) {
                     Ok(()) => 0,
                     Err(e) => {

@@ -23,7 +23,7 @@
 //! over the kept arena; this file is the metadata's format, its checks, and
 //! the order of open, resume and save.
 
-use crate::items::warm::{CacheState, LruEnds, Recovered};
+use crate::items::warm::{CacheState, LRUS_PER_CLASS, LruEnds, Recovered};
 use crate::items::{Cache, CacheConfig};
 use crate::settings::Settings;
 use crate::slab::arena::Arena;
@@ -91,6 +91,12 @@ pub(crate) fn open(
         eprintln!(
             "[restart] memory file is not the size it was saved at, starting with a clean cache"
         );
+        saved = None;
+    }
+    if saved.is_some() && settings.ext.enabled() {
+        // memcached 1.6.18 cannot bring back headers whose values are on
+        // flash (its issue #871): it starts clean.
+        eprintln!("[restart] memory restart with extstore not presently supported.");
         saved = None;
     }
     prepare_file(&file, len, saved.is_some())
@@ -591,7 +597,7 @@ fn parse_arena(lines: &[(&str, &str)], shape: &Shape, state: &mut CacheState) ->
     let fits = len_ok
         && state.slabs.page_class.len() == shape.pages
         && state.slabs.classes.len() == shape.classes
-        && state.lrus.len() == shape.classes;
+        && state.lrus.len() == shape.classes * LRUS_PER_CLASS;
     fits.then_some(())
 }
 

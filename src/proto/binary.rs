@@ -14,7 +14,7 @@
 
 use super::request::{Ctx, KEY_MAX_LENGTH, Next, Pending, REFUSED_TEXT};
 use crate::items::item::CHUNKED;
-use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult};
+use crate::items::{AllocError, ExtFetch, MetaDelete, MetaDelta, StoreMode, StoreResult};
 use crate::settings::VERSION;
 use crate::stats;
 use std::io::Write as _;
@@ -620,7 +620,10 @@ fn get_or_touch(
 ) -> Next {
     let touch = matches!(cmd, op::TOUCH | op::GAT | op::GATK);
     let return_key = matches!(cmd, op::GETK | op::GATK);
-    if r.trace {
+    if cmd != op::TOUCH && ctx.cache.ext_prepare(key, ctx.fd) == ExtFetch::Wait {
+        return Next::AwaitExt(0);
+    }
+    if r.trace && !ctx.rerun {
         trace_key(ctx.fd, if touch { "TOUCH" } else { "GET" }, key, "");
     }
     let exptime = touch.then(|| exptime_of(ctx, be32(ext)));
@@ -629,7 +632,11 @@ fn get_or_touch(
         let delim = ctx.settings.prefix_delimiter;
         ctx.stats.prefixes.record_get(key, delim, found.is_some());
     }
-    let Some(it) = found else {
+    // A flash item whose record is gone reads as a miss (its header goes).
+    let flash = found
+        .filter(|&it| cmd != op::TOUCH && ctx.cache.is_ext(it))
+        .map(|it| ctx.cache.ext_take(it, ctx.fd));
+    let Some(it) = found.filter(|_| !matches!(flash, Some(None))) else {
         if touch {
             ctx.stats.touch_cmds += 1;
             ctx.stats.touch_misses += 1;
@@ -648,14 +655,13 @@ fn get_or_touch(
             _ => r.error(s, Status::KeyEnoent),
         };
     };
-    let class = ctx.cache.class_of(it) as usize;
-    let cs = &mut ctx.cache.stats.classes[class];
     if touch {
         ctx.stats.touch_cmds += 1;
-        cs.touch_hits += 1;
+        let class = ctx.cache.class_of(it) as usize;
+        ctx.cache.stats.classes[class].touch_hits += 1;
     } else {
         ctx.stats.get_cmds += 1;
-        cs.get_hits += 1;
+        ctx.cache.count_get_hit(it);
     }
     // Referenced by the reply until it is written, as memcached holds it.
     ctx.cache.pin(it);
@@ -670,9 +676,18 @@ fn get_or_touch(
         r.out.extend_from_slice(key);
     }
     if with_value {
-        for seg in ctx.cache.value_segments(it) {
-            r.out.extend_from_slice(seg);
+        match &flash {
+            Some(Some((value, _))) => r.out.extend_from_slice(value),
+            _ => {
+                for seg in ctx.cache.value_segments(it) {
+                    r.out.extend_from_slice(seg);
+                }
+            }
         }
+    }
+    if let Some(Some((value, fetched))) = flash {
+        let rate = ctx.settings.ext.recache_rate;
+        ctx.cache.ext_recache(key, &value, rate, fetched);
     }
     Next::Continue
 }

@@ -22,7 +22,9 @@ use super::request::{
 };
 use super::tokens::Tokens;
 use crate::items::clock::Clock;
-use crate::items::{AllocError, MetaDelete, MetaDelta, StoreMode, StoreResult, format_u64};
+use crate::items::{
+    AllocError, ExtFetch, MetaDelete, MetaDelta, StoreMode, StoreResult, format_u64,
+};
 use crate::numbers::{safe_strtol, safe_strtoul, safe_strtoull};
 use std::io::Write as _;
 
@@ -282,8 +284,20 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         return error(r, WRITES_REFUSED);
     }
     let key = of.key(t, &kbuf);
+    let fd = ctx.fd;
+    if of.value && ctx.cache.ext_prepare(key, fd) == ExtFetch::Wait {
+        return Next::AwaitExt(0);
+    }
     let cache = &mut *ctx.cache;
     let mut found = cache.meta_find(key, !of.locked && !of.no_update);
+    // A flash item whose record is gone reads as a miss (its header goes).
+    let flash = match found {
+        Some(it) if of.value && cache.is_ext(it) => Some(cache.ext_take(it, fd)),
+        _ => None,
+    };
+    if let Some(None) = flash {
+        found = None;
+    }
     let mut created = false;
     if found.is_none() && of.vivify {
         found = cache.vivify(key);
@@ -366,8 +380,13 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     }
     out.extend_from_slice(b"\r\n");
     if of.value {
-        for seg in cache.value_segments(it) {
-            out.extend_from_slice(seg);
+        match &flash {
+            Some(Some((value, _))) => out.extend_from_slice(value),
+            _ => {
+                for seg in cache.value_segments(it) {
+                    out.extend_from_slice(seg);
+                }
+            }
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -376,13 +395,13 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     if of.locked && !of.no_update {
         cache.meta_bump(it);
     }
-    let class = cache.class_of(it) as usize;
     if ttl_set {
         ctx.stats.touch_cmds += 1;
+        let class = cache.class_of(it) as usize;
         cache.stats.classes[class].touch_hits += 1;
     } else {
         ctx.stats.get_cmds += 1;
-        cache.stats.classes[class].get_hits += 1;
+        cache.count_get_hit(it);
     }
     Next::Continue
 }

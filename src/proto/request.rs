@@ -35,6 +35,9 @@ pub(crate) struct Ctx<'a> {
     /// replies are next written (see [`resp_cap`]); `usize::MAX` without
     /// `-o read_buf_mem_limit`.
     pub(crate) resp_room: usize,
+    /// The request runs again (a paused get, or one that waited for
+    /// flash): what it traced the first time is not traced again.
+    pub(crate) rerun: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -52,6 +55,7 @@ impl<'a> Ctx<'a> {
             settings,
             fd,
             resp_room: usize::MAX,
+            rerun: false,
         }
     }
 }
@@ -146,6 +150,10 @@ pub(crate) enum Next {
     /// A get paused after this many keys; run the same line again with
     /// `resume` set once output has drained.
     Suspend(usize),
+    /// The value of the key after this many is being read from flash: run
+    /// the same request again from there once it has come (memcached's
+    /// conn_io_queue).
+    AwaitExt(usize),
 }
 
 /// The answer to a mutation while the append-only file is failing (see

@@ -10,7 +10,7 @@ use super::request::{
 };
 use super::tokens::Tokens;
 use super::{meta, tuning, watch};
-use crate::items::{AllocError, Delta, StoreMode, StoreResult, format_u64};
+use crate::items::{AllocError, Delta, ExtFetch, StoreMode, StoreResult, format_u64};
 use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
 use crate::settings::VERSION;
 use crate::stats;
@@ -37,7 +37,7 @@ pub(crate) fn process_line(
     };
     let trace = ctx.settings.verbose > 1;
     ctx.cache.verbose = ctx.settings.verbose;
-    if trace && resume == 0 {
+    if trace && resume == 0 && !ctx.rerun {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "<{} ", ctx.fd);
         let _ = err.write_all(line);
@@ -123,6 +123,7 @@ pub(crate) fn process_line(
             b"verbosity" if want(3, 4) => process_verbosity(ctx, &t, &mut r),
             b"watch" => watch::process_watch(ctx, &t, &mut r),
             b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
+            b"extstore" => process_extstore(ctx, &t, &mut r),
             b"lru" if n >= 3 => tuning::process_lru(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
@@ -162,6 +163,7 @@ fn process_get(
         // commands alike -- and sends only the error.
         for key in keys.take(stop.at) {
             let mark = r.out.len();
+            ctx.cache.ext_abort(key);
             get_one(ctx, key, r, return_cas, exptime);
             r.out.truncate(mark);
         }
@@ -185,6 +187,27 @@ fn process_get(
         if r.out.len() > OUTPUT_HIGH_WATER && i > resume {
             return Next::Suspend(i);
         }
+        match ctx.cache.ext_prepare(key, ctx.fd) {
+            ExtFetch::Wait => {
+                // Start the reads of the keys after it too: they come back
+                // together instead of one wait per key.
+                for later in words_after(line, touch, i + 1) {
+                    ctx.cache.ext_prepare(later, ctx.fd);
+                }
+                return Next::AwaitExt(i);
+            }
+            ExtFetch::Oom => {
+                // As memcached: the replies not yet sent go, the error
+                // takes their place.
+                if r.trace {
+                    eprintln!(">{} END", r.fd);
+                }
+                r.out.truncate(r.written);
+                ctx.resp_room = resp_cap(ctx.settings).saturating_sub(1);
+                return r.line("SERVER_ERROR out of memory writing get response");
+            }
+            ExtFetch::Ready => {}
+        }
         get_one(ctx, key, r, return_cas, exptime);
     }
     if r.trace {
@@ -192,6 +215,14 @@ fn process_get(
     }
     r.out.extend_from_slice(b"END\r\n");
     Next::Flush
+}
+
+/// The keys of a get line from index `from` on.
+fn words_after(line: &[u8], touch: bool, from: usize) -> impl Iterator<Item = &[u8]> {
+    let skip = 1 + usize::from(touch);
+    line.split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .skip(skip + from)
 }
 
 /// Where a get stops short: the key at index `at` is too long, or there
@@ -241,7 +272,11 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         let delim = ctx.settings.prefix_delimiter;
         ctx.stats.prefixes.record_get(key, delim, found.is_some());
     }
-    let Some(it) = found else {
+    // A flash item whose record is gone reads as a miss (its header goes).
+    let flash = found
+        .filter(|&it| ctx.cache.is_ext(it))
+        .map(|it| ctx.cache.ext_take(it, ctx.fd));
+    let Some(it) = found.filter(|_| !matches!(flash, Some(None))) else {
         if touch.is_some() {
             ctx.stats.touch_misses += 1;
         } else {
@@ -249,12 +284,11 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         }
         return;
     };
-    let class = ctx.cache.class_of(it) as usize;
-    let cs = &mut ctx.cache.stats.classes[class];
     if touch.is_some() {
-        cs.touch_hits += 1;
+        let class = ctx.cache.class_of(it) as usize;
+        ctx.cache.stats.classes[class].touch_hits += 1;
     } else {
-        cs.get_hits += 1;
+        ctx.cache.count_get_hit(it);
     }
     let v = ctx.cache.view(it);
     let mut num = [0u8; 20];
@@ -270,10 +304,19 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         out.extend_from_slice(format_u64(v.cas(), &mut num));
     }
     out.extend_from_slice(b"\r\n");
-    for seg in ctx.cache.value_segments(it) {
-        out.extend_from_slice(seg);
+    match &flash {
+        Some(Some((value, _))) => out.extend_from_slice(value),
+        _ => {
+            for seg in ctx.cache.value_segments(it) {
+                out.extend_from_slice(seg);
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
+    if let Some(Some((value, fetched))) = flash {
+        let rate = ctx.settings.ext.recache_rate;
+        ctx.cache.ext_recache(key, &value, rate, fetched);
+    }
     if r.trace {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, ">{} sending key ", r.fd);
@@ -544,6 +587,7 @@ fn process_stats(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             stats::cachedump(ctx.cache, id, limit)
         }
         b"slabs" => stats::slabs(ctx.cache).into_bytes(),
+        b"extstore" => stats::extstore(ctx.cache).into_bytes(),
         // Needs every connection: the reactor writes it.
         b"conns" => return Next::StatsConns,
         b"items" => stats::items(ctx.cache, ctx.settings).into_bytes(),
@@ -665,4 +709,34 @@ fn process_slabs(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         return r.line("OK");
     }
     r.line("ERROR")
+}
+
+/// memcached's `extstore` command: changes an `ext_*` setting at run time
+/// (`free_memchunks` is accepted and ignored, as in 1.6.18).
+fn process_extstore(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    set_noreply_maybe(t, r);
+    let e = &mut ctx.settings.ext;
+    let (what, value) = (t.get(1), t.get(2));
+    let num = |v: &mut u32| safe_strtoul(value).map(|n| *v = n).is_some();
+    let ok = t.ntokens() >= 4
+        && match what {
+            b"free_memchunks" => {
+                t.ntokens() > 4
+                    && safe_strtoul(value).is_some_and(|c| c < 64)
+                    && safe_strtoul(t.get(3)).is_some()
+            }
+            b"item_size" => num(&mut e.item_size),
+            b"item_age" => num(&mut e.item_age),
+            b"low_ttl" => num(&mut e.low_ttl),
+            b"recache_rate" => num(&mut e.recache_rate),
+            b"compact_under" => num(&mut e.compact_under),
+            b"drop_under" => num(&mut e.drop_under),
+            b"max_sleep" => num(&mut e.max_sleep),
+            b"max_frag" => safe_strtod(value).map(|f| e.max_frag = f).is_some(),
+            b"drop_unread" => safe_strtoul(value)
+                .map(|v| e.drop_unread = v != 0)
+                .is_some(),
+            _ => false,
+        };
+    r.line(if ok { "OK" } else { "ERROR" })
 }

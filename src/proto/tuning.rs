@@ -2,14 +2,13 @@
 //! and `cache_memlimit`. Replies, limits and parsing follow memcached
 //! 1.6's `process_lru_command` and `process_memlimit_command`.
 //!
-//! This server keeps one LRU per class, so `lru tune|temp_ttl` change only
-//! what `stats settings` reports (as the matching `-o` options do), and
-//! `lru mode flat` only makes allocations reclaim at the tail first;
-//! `cache_memlimit` really moves the page budget, opening more of the arena
+//! `lru tune|mode|temp_ttl` retune the segmented LRU (see
+//! `items/maintainer.rs`) from the next item or tick on; `cache_memlimit` really moves the page budget, opening more of the arena
 //! reserved at start or giving pooled pages back.
 
 use super::request::{Ctx, Next, Reply, set_noreply_maybe};
 use super::tokens::Tokens;
+use crate::items::maintainer::LruTuning;
 use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul};
 
 /// `lru tune <hot pct> <warm pct> <hot factor> <warm factor>`,
@@ -40,17 +39,18 @@ pub(super) fn process_lru(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             lru.warm_lru_pct = warm as i32;
             lru.hot_max_factor = hot_factor;
             lru.warm_max_factor = warm_factor;
+            ctx.cache.set_lru_tuning(LruTuning::from_settings(lru));
             r.line("OK")
         }
         b"mode" if n >= 4 && lru.lru_maintainer => match t.get(2) {
             b"flat" => {
                 lru.lru_segmented = false;
-                ctx.cache.lru_segmented = false;
+                ctx.cache.set_lru_tuning(LruTuning::from_settings(lru));
                 r.line("OK")
             }
             b"segmented" => {
                 lru.lru_segmented = true;
-                ctx.cache.lru_segmented = true;
+                ctx.cache.set_lru_tuning(LruTuning::from_settings(lru));
                 r.line("OK")
             }
             _ => r.line("ERROR"),
@@ -61,6 +61,7 @@ pub(super) fn process_lru(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
                 if ttl >= 0 {
                     lru.temporary_ttl = ttl;
                 }
+                ctx.cache.set_lru_tuning(LruTuning::from_settings(lru));
                 r.line("OK")
             }
             None => r.line("ERROR"),

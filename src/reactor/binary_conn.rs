@@ -29,7 +29,12 @@ impl Conn {
                     return (0, Some(BatchEnd::Close));
                 }
                 let before = self.out.len();
+                ctx.rerun = self.is_paused();
                 let next = binary::process(ctx, &mut self.bin, &rest[..len], &mut self.out);
+                if let Next::AwaitExt(_) = next {
+                    // The frame stays, to run again once the value is read.
+                    return (0, self.handled(ctx, next));
+                }
                 if !matches!(next, Next::ReadValue(_)) {
                     self.mark(at, before, writes_now(next));
                 }

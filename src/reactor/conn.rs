@@ -36,6 +36,7 @@
 //!    +-- Swallowed -- Swallow  <--------------+ Swallow
 //!    +-- Dumped ----- Dumping  <--------------+ Dump
 //!                     Paused   <--------------+ Suspend (a get waits for the client)
+//!                     ExtWait  <--------------+ AwaitExt (a get waits for flash)
 //!                     Watch    <--------------+ Watch
 //!                     Draining <--------------+ CloseAfterWrite (quit: write, close)
 //!                     Closing  <--------------+ Close, Shutdown; Junk from any state
@@ -76,6 +77,9 @@ pub(crate) enum State {
     /// reads; its line then runs again from there. memcached is still in
     /// conn_parse_cmd.
     Paused { keys_done: usize },
+    /// A get waits for a value being read from flash (memcached's
+    /// conn_io_queue); its request then runs again from key `keys_done`.
+    ExtWait { keys_done: usize },
     /// `lru_crawler metadump` is being written: no requests until the
     /// crawler has finished it (memcached: conn_new_cmd).
     Dumping,
@@ -128,6 +132,7 @@ impl State {
             Waiting => "conn_waiting",
             Read => "conn_read",
             ParseCmd | Paused { .. } => "conn_parse_cmd",
+            ExtWait { .. } => "conn_io_queue",
             Mwrite | Draining { binary: false } => "conn_mwrite",
             Nread(_) => "conn_nread",
             Swallow { .. } => "conn_swallow",
@@ -151,7 +156,7 @@ impl State {
         use State::*;
         matches!(
             self,
-            NewCmd | Waiting | Read | ParseCmd | Mwrite | Paused { .. }
+            NewCmd | Waiting | Read | ParseCmd | Mwrite | Paused { .. } | ExtWait { .. }
         )
     }
 }
@@ -204,6 +209,8 @@ pub(crate) enum BatchEnd {
     ConnsReport,
     /// `shutdown` was requested (true: `shutdown graceful`).
     Shutdown(bool),
+    /// A get waits for a flash read; nothing more until it comes.
+    AwaitIo,
 }
 
 pub(crate) struct Conn {
@@ -342,6 +349,7 @@ impl Conn {
             (Event::Handled(next), _) => match next {
                 Next::Continue | Next::StatsConns => self.go(NewCmd, v),
                 Next::Suspend(keys_done) => self.go(Paused { keys_done }, v),
+                Next::AwaitExt(keys_done) => self.go(ExtWait { keys_done }, v),
                 Next::Dump => self.go(Dumping, v),
                 Next::Watch => self.go(Watch, v),
                 Next::Flush => self.path(&[Mwrite, NewCmd], v),
@@ -494,13 +502,18 @@ impl Conn {
     }
 
     pub(crate) fn is_paused(&self) -> bool {
-        matches!(self.state, State::Paused { .. })
+        matches!(self.state, State::Paused { .. } | State::ExtWait { .. })
+    }
+
+    /// Waiting for a flash read: the reactor runs it again when it comes.
+    pub(crate) fn awaits_ext(&self) -> bool {
+        matches!(self.state, State::ExtWait { .. })
     }
 
     /// The keys a paused multi-key get has answered (0: none is paused).
     pub(super) fn keys_done(&self) -> usize {
         match self.state {
-            State::Paused { keys_done } => keys_done,
+            State::Paused { keys_done } | State::ExtWait { keys_done } => keys_done,
             _ => 0,
         }
     }
@@ -657,6 +670,7 @@ impl Conn {
         match next {
             Next::StatsConns => Some(BatchEnd::ConnsReport),
             Next::Dump | Next::Suspend(_) => Some(BatchEnd::Blocked),
+            Next::AwaitExt(_) => Some(BatchEnd::AwaitIo),
             Next::Close | Next::CloseAfterWrite => Some(BatchEnd::Close),
             Next::Shutdown(graceful) => Some(BatchEnd::Shutdown(graceful)),
             _ => None,

@@ -9,6 +9,7 @@
 mod accept;
 mod binary_conn;
 mod conn;
+mod ext;
 pub mod harness;
 mod idle;
 mod inherited;
@@ -26,6 +27,7 @@ mod udp;
 
 use crate::authfile::Credentials;
 use crate::items::crawler::{CrawlKind, CrawlStart};
+use crate::items::maintainer::LruTuning;
 use crate::items::{Cache, CacheConfig};
 use crate::persist::Durability;
 use crate::proto::request::{Ctx, OUTPUT_HIGH_WATER, WRITES_REFUSED};
@@ -37,6 +39,7 @@ use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 use stream::Stream;
 use turn::{Action, Socket};
 
@@ -70,6 +73,8 @@ enum Slot {
     /// the `-l` entry's `proto[...]`).
     Listener(listen::Listener, Protocol),
     Signals,
+    /// extstore's eventfd: its I/O threads finished something.
+    ExtIo,
     Client(Box<Conn>),
     /// A replication socket: its listener, the link, a connection attempt
     /// or a candidate; the socket itself is held by `Reactor::repl`.
@@ -122,6 +127,12 @@ pub(crate) struct Reactor {
     paused: Option<accept::Pause>,
     /// The metrics endpoint's connections.
     metrics: metrics_io::MetricsState,
+    /// Second of the last extstore maintenance pass.
+    ext_last_tick: u32,
+    /// extstore has more cold items to write out right away.
+    ext_busy: bool,
+    /// Clients held back until extstore has a write buffer again.
+    ext_deferred: Vec<RawFd>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
@@ -147,7 +158,7 @@ impl Reactor {
             None => (Cache::new(cfg)?, None),
         };
         cache.crawler_running = settings.lru_crawler;
-        cache.lru_segmented = settings.tuning.lru_segmented;
+        cache.set_lru_tuning(LruTuning::from_settings(&settings.tuning));
         if settings.verbose > 1 {
             for id in 1..=cache.slabs.largest() {
                 let c = cache.slabs.class(id);
@@ -159,6 +170,9 @@ impl Reactor {
         }
         if settings.memory_file.is_some() {
             crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
+        }
+        if settings.ext.enabled() {
+            ext::open(&mut cache, &mut settings)?;
         }
         // AOF recovery comes before any listener is open.
         let durability = Durability::open(&settings, &mut cache)?;
@@ -192,6 +206,9 @@ impl Reactor {
             durability,
             paused: None,
             metrics: metrics_io::MetricsState::default(),
+            ext_last_tick: 0,
+            ext_busy: false,
+            ext_deferred: Vec::new(),
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -199,6 +216,9 @@ impl Reactor {
         // (it ignores SIGHUP then).
         let sigfd = sys::termination_signals(!r.settings.daemonize)?;
         r.register(sigfd, Slot::Signals, sys::READ)?;
+        if let Some(fd) = r.cache.ext.as_ref().and_then(|t| t.store.wake_fd()) {
+            r.register(fd, Slot::ExtIo, sys::READ)?;
+        }
         r.open_listeners(inherited)?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
@@ -286,20 +306,25 @@ impl Reactor {
 
     pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
+        // When the turn began: read once per turn, for the LRU maintainer.
+        let mut turn_began = Instant::now();
         while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
                 || self.crawl_can_progress()
                 || self.repl.as_ref().is_some_and(repl::Repl::busy)
                 || self.cache.rebalance_pending()
-                || self.automove_again;
+                || self.automove_again
+                || self.ext_busy;
             let timeout = match self.durability.timeout() {
                 _ if busy => 0,
                 Some(t) => t.as_millis().min(1000) as i32,
                 None => 1000,
             };
             let timeout = self.accept_timeout(timeout);
+            let timeout = self.maintainer_timeout(timeout, turn_began);
             let n = self.epoll.wait(&mut events, timeout)?;
+            turn_began = Instant::now();
             if self.cache.clock.tick() {
                 self.kick_idle();
                 self.http_tick();
@@ -309,10 +334,12 @@ impl Reactor {
                 self.dispatch(fd, bits);
             }
             self.run_ready();
+            self.ext_turn();
             self.retry_accepting();
             self.auto_crawl();
             self.between_turns();
             self.rebalance();
+            self.cache.lru_maintain(turn_began);
             self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn();
             self.clear_feed();
@@ -400,6 +427,7 @@ impl Reactor {
             Some(Slot::Signals) => self.handle_signals(fd),
             Some(Slot::MetricsListener(_)) => self.on_metrics_listener(fd),
             Some(Slot::Http(_)) => self.drive_http(fd),
+            Some(Slot::ExtIo) => self.ext_io_done(),
             Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
             Some(Slot::Client(c)) => {
                 if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
@@ -422,6 +450,18 @@ impl Reactor {
                 self.drive(fd, extra);
             }
             _ => {}
+        }
+    }
+
+    /// The loop's wait, shortened to when the LRU maintainer is next due
+    /// (rounded up to the millisecond, so it never wakes early and spins).
+    fn maintainer_timeout(&self, timeout: i32, now: Instant) -> i32 {
+        match self.cache.maintainer_timeout(now) {
+            Some(d) => {
+                let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                if timeout < 0 { ms } else { timeout.min(ms) }
+            }
+            None => timeout,
         }
     }
 
@@ -550,6 +590,7 @@ impl Reactor {
                 let _ = turn::flush(&mut Socket, &mut c, &mut self.stats);
             }
             self.cache.crawl_cancel_for(fd);
+            self.cache.ext_forget_conn(fd);
             self.note_close(fd, &mut c);
             let mut ctx = Ctx::new(&mut self.cache, &mut self.stats, &mut self.settings, fd);
             c.shut(&mut ctx);
@@ -569,6 +610,9 @@ impl Reactor {
     fn drive(&mut self, fd: RawFd, extra: usize) {
         let mut budget = self.settings.reqs_per_event.max(1) + extra;
         loop {
+            if self.ext_hold(fd) {
+                return;
+            }
             let held = self.read_buf_charge(fd);
             let action = self.step(fd, &mut budget);
             if let Action::Shutdown(graceful) = action {

@@ -58,6 +58,7 @@ impl Conn {
             return (0, Some(BatchEnd::NeedInput));
         };
         let resume = self.keys_done();
+        ctx.rerun = self.is_paused();
         self.on(Event::Parsing, v);
         self.line_scanned = 0;
         // memcached's last_cmd_time, which `-o idle_timeout` and `stats
@@ -77,10 +78,14 @@ impl Conn {
         }
         let before = self.out.len();
         let next = text::process_line(ctx, line, &mut self.out, self.flush_mark, resume);
-        if let Next::Suspend(_) = next {
+        if let Next::Suspend(_) | Next::AwaitExt(_) = next {
             // The line stays, to run again.
             self.on(Event::Handled(next), ctx.settings.verbose);
-            return (0, Some(BatchEnd::Blocked));
+            let end = match next {
+                Next::AwaitExt(_) => BatchEnd::AwaitIo,
+                _ => BatchEnd::Blocked,
+            };
+            return (0, Some(end));
         }
         self.mark(at, before, writes_now(next));
         (nl + 1, self.handled(ctx, next))

@@ -91,6 +91,9 @@ pub(crate) fn step(
         let (used, end) = consume(c, ctx, &input, budget, durability.as_deref_mut());
         c.input = input;
         c.input.drain(..used);
+        if end == BatchEnd::AwaitIo {
+            return finish_turn(wire, c, ctx.stats);
+        }
         if let Some(action) = after_batch(c, end) {
             return action;
         }
@@ -146,6 +149,9 @@ pub(crate) fn step(
         c.input.drain(..used);
         end
     };
+    if end == BatchEnd::AwaitIo {
+        return finish_turn(wire, c, ctx.stats);
+    }
     after_batch(c, end).unwrap_or(Action::Again)
 }
 
@@ -201,6 +207,8 @@ fn after_batch(c: &Conn, end: BatchEnd) -> Option<Action> {
         BatchEnd::NeedInput => return None,
         BatchEnd::Budget => Action::Yield,
         BatchEnd::Blocked => Action::Again,
+        // Woken by the reactor when the read comes.
+        BatchEnd::AwaitIo => Action::Idle,
         BatchEnd::ConnsReport => Action::ConnsReport,
         // Writes first (the next step), then closes.
         BatchEnd::Close if c.close_after_write => Action::Again,

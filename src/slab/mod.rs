@@ -367,6 +367,21 @@ impl Slabs {
         self.draining = None;
     }
 
+    /// memcached's `slabs_prefill_global`, done when extstore is on: every
+    /// page up to the limit goes to the global pool at start, so page moves
+    /// (and its writer's test for a class short of memory) see all of `-m`
+    /// as handed out. The pages are not touched: no RSS until used.
+    pub(crate) fn prefill_global(&mut self) {
+        while self.mem_malloced < self.mem_limit && self.next_page < self.page_class.len() {
+            let page = self.next_page;
+            self.next_page += 1;
+            self.mem_malloced = self.mem_malloced.wrapping_add(self.page_size);
+            self.free_pages.push(page);
+        }
+        // The first pages are handed out first, as from a fresh arena.
+        self.free_pages.reverse();
+    }
+
     /// A page from the global pool, if any.
     pub(crate) fn take_pool_page(&mut self) -> Option<usize> {
         self.free_pages.pop()

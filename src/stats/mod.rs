@@ -8,7 +8,7 @@
 pub(crate) mod prefix;
 pub(crate) mod repl;
 
-use crate::items::Cache;
+use crate::items::{Cache, ClassStats};
 use crate::numbers::c_fixed;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
@@ -164,6 +164,15 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "get_misses", stats.get_misses);
     stat(&mut o, "get_expired", is.get_expired);
     stat(&mut o, "get_flushed", is.get_flushed);
+    if let Some(tier) = &cache.ext {
+        let c = &tier.store.counters;
+        stat(&mut o, "get_extstore", c.get_extstore);
+        stat(&mut o, "get_aborted_extstore", c.get_aborted);
+        stat(&mut o, "get_oom_extstore", c.get_oom);
+        stat(&mut o, "recache_from_extstore", c.recache);
+        stat(&mut o, "miss_from_extstore", c.miss);
+        stat(&mut o, "badcrc_from_extstore", c.badcrc);
+    }
     stat(&mut o, "delete_misses", stats.delete_misses);
     stat(&mut o, "delete_hits", sum(|c| c.delete_hits));
     stat(&mut o, "incr_misses", stats.incr_misses);
@@ -234,7 +243,7 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     }
     let maintainer = settings.tuning.lru_maintainer;
     if maintainer {
-        stat(&mut o, "lru_maintainer_juggles", 0);
+        stat(&mut o, "lru_maintainer_juggles", is.lru_maintainer_juggles);
     }
     stat(&mut o, "malloc_fails", 0);
     let ls = cache.logger.stats;
@@ -243,6 +252,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "log_watcher_skipped", ls.watcher_skipped);
     stat(&mut o, "log_watcher_sent", ls.watcher_sent);
     stat(&mut o, "log_watchers", cache.logger.watcher_count());
+    if let Some(tier) = &cache.ext {
+        extstore_lines(&mut o, &tier.store);
+    }
     for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         stat(&mut o, name, 0);
     }
@@ -252,8 +264,9 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "slab_global_page_pool", cache.slabs.free_pages());
     stat(&mut o, "expired_unfetched", is.expired_unfetched);
     stat(&mut o, "evicted_unfetched", is.evicted_unfetched);
+    let sum = |f: fn(&ClassStats) -> u64| is.classes.iter().map(f).sum::<u64>();
     if maintainer {
-        stat(&mut o, "evicted_active", 0);
+        stat(&mut o, "evicted_active", sum(|c| c.evicted_active));
     }
     stat(&mut o, "evictions", is.evictions);
     stat(&mut o, "reclaimed", is.reclaimed);
@@ -261,15 +274,11 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "crawler_items_checked", is.crawler_items_checked);
     stat(&mut o, "lrutail_reflocked", 0);
     if maintainer {
-        for name in [
-            "moves_to_cold",
-            "moves_to_warm",
-            "moves_within_lru",
-            "direct_reclaims",
-            "lru_bumps_dropped",
-        ] {
-            stat(&mut o, name, 0);
-        }
+        stat(&mut o, "moves_to_cold", sum(|c| c.moves_to_cold));
+        stat(&mut o, "moves_to_warm", sum(|c| c.moves_to_warm));
+        stat(&mut o, "moves_within_lru", sum(|c| c.moves_within_lru));
+        stat(&mut o, "direct_reclaims", sum(|c| c.direct_reclaims));
+        stat(&mut o, "lru_bumps_dropped", cache.lru_bumps_dropped());
     }
     if let Some(a) = &stats.aof {
         stat(&mut o, "aof_enabled", 1);
@@ -332,15 +341,12 @@ pub(crate) fn slabs(cache: &Cache) -> String {
     o
 }
 
-/// `stats items`: per-class LRU contents and eviction counters. There is
-/// one LRU per class here; it is reported as the segment where memcached
-/// keeps new items (hot, or cold when the LRU is flat), the others empty.
-///
-/// As in memcached, the segment lines (and `number_temp` with a temporary
-/// LRU) appear only while the LRU maintainer is on.
+/// `stats items`: per-class LRU contents and eviction counters, the
+/// segments' lines (and `number_temp` with a temporary LRU) only while the
+/// LRU maintainer is on, as memcached prints them.
 pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
+    use crate::items::lru::{COLD, HOT, TEMP, WARM};
     let maintainer = settings.tuning.lru_maintainer;
-    let segmented = settings.tuning.lru_segmented;
     let mut o = String::new();
     for id in 1..=cache.slabs.largest() {
         let n = cache.lru_len(id);
@@ -351,24 +357,20 @@ pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
         let p = |o: &mut String, name: &str, v: u64| {
             let _ = write!(o, "STAT items:{id}:{name} {v}\r\n");
         };
-        // memcached files new items in its hot segment when the LRU is
-        // segmented and in the cold one when it is flat: the one list here
-        // is reported as that segment.
-        let tail_age = cache.lru_tail_age(id) as u64;
-        let in_hot = |v: u64| if segmented { v } else { 0 };
-        let in_cold = |v: u64| if segmented { 0 } else { v };
+        let len = |seg: u8| cache.segment_len(id, seg) as u64;
+        let age = |seg: u8| u64::from(cache.segment_tail_age(id, seg));
         p(&mut o, "number", n as u64);
         if maintainer {
-            p(&mut o, "number_hot", in_hot(n as u64));
-            p(&mut o, "number_warm", 0);
-            p(&mut o, "number_cold", in_cold(n as u64));
+            p(&mut o, "number_hot", len(HOT));
+            p(&mut o, "number_warm", len(WARM));
+            p(&mut o, "number_cold", len(COLD));
             if settings.tuning.temp_lru {
-                p(&mut o, "number_temp", 0);
+                p(&mut o, "number_temp", len(TEMP));
             }
-            p(&mut o, "age_hot", in_hot(tail_age));
-            p(&mut o, "age_warm", 0);
+            p(&mut o, "age_hot", age(HOT));
+            p(&mut o, "age_warm", age(WARM));
         }
-        p(&mut o, "age", in_cold(tail_age));
+        p(&mut o, "age", age(COLD));
         p(&mut o, "mem_requested", cs.mem_requested);
         p(&mut o, "evicted", cs.evicted);
         p(&mut o, "evicted_nonzero", cs.evicted_nonzero);
@@ -379,20 +381,20 @@ pub(crate) fn items(cache: &Cache, settings: &Settings) -> String {
         p(&mut o, "expired_unfetched", cs.expired_unfetched);
         p(&mut o, "evicted_unfetched", cs.evicted_unfetched);
         if maintainer {
-            p(&mut o, "evicted_active", 0);
+            p(&mut o, "evicted_active", cs.evicted_active);
         }
         p(&mut o, "crawler_reclaimed", cs.crawler_reclaimed);
         p(&mut o, "crawler_items_checked", cs.crawler_items_checked);
         p(&mut o, "lrutail_reflocked", 0);
         if maintainer {
-            p(&mut o, "moves_to_cold", 0);
-            p(&mut o, "moves_to_warm", 0);
-            p(&mut o, "moves_within_lru", 0);
-            p(&mut o, "direct_reclaims", 0);
-            p(&mut o, "hits_to_hot", in_hot(cs.get_hits));
-            p(&mut o, "hits_to_warm", 0);
-            p(&mut o, "hits_to_cold", in_cold(cs.get_hits));
-            p(&mut o, "hits_to_temp", 0);
+            p(&mut o, "moves_to_cold", cs.moves_to_cold);
+            p(&mut o, "moves_to_warm", cs.moves_to_warm);
+            p(&mut o, "moves_within_lru", cs.moves_within_lru);
+            p(&mut o, "direct_reclaims", cs.direct_reclaims);
+            p(&mut o, "hits_to_hot", cs.lru_hits[0]);
+            p(&mut o, "hits_to_warm", cs.lru_hits[1]);
+            p(&mut o, "hits_to_cold", cs.lru_hits[2]);
+            p(&mut o, "hits_to_temp", cs.lru_hits[3]);
         }
     }
     o.push_str("END\r\n");
@@ -496,6 +498,24 @@ pub(crate) fn settings(s: &Settings) -> String {
     stat(&mut o, "read_buf_mem_limit", s.read_buf_mem_limit);
     stat(&mut o, "track_sizes", yes(s.track_sizes));
     stat(&mut o, "inline_ascii_response", "no");
+    // Debian's memcached is built with extstore: these are printed whether
+    // or not `ext_path` is given.
+    let e = &s.ext;
+    stat(&mut o, "ext_item_size", e.item_size);
+    stat(&mut o, "ext_item_age", e.item_age);
+    stat(&mut o, "ext_low_ttl", e.low_ttl);
+    stat(&mut o, "ext_recache_rate", e.recache_rate);
+    stat(&mut o, "ext_wbuf_size", e.wbuf_size);
+    stat(&mut o, "ext_compact_under", e.compact_under);
+    stat(&mut o, "ext_drop_under", e.drop_under);
+    stat(&mut o, "ext_max_sleep", e.max_sleep);
+    stat(&mut o, "ext_max_frag", c_fixed(e.max_frag, 2));
+    stat(
+        &mut o,
+        "slab_automove_freeratio",
+        c_fixed(e.slab_automove_freeratio, 3),
+    );
+    stat(&mut o, "ext_drop_unread", yes(e.drop_unread));
     // memcached prints `settings.num_napi_ids` with `%s`: "(null)" for the
     // default 0 (and it crashes for any `-N`). The count is printed here.
     // One thread serves every connection, so `-N` changes nothing else.
@@ -562,4 +582,49 @@ pub(crate) fn cachedump(cache: &Cache, id: u32, limit: u32) -> Vec<u8> {
     }
     out.extend_from_slice(b"END\r\n");
     out
+}
+
+/// memcached's `storage_stats`: the `extstore_*` lines of `stats`.
+fn extstore_lines(o: &mut String, store: &crate::extstore::ExtStore) {
+    let c = &store.counters;
+    let pages = store.page_count() as u64;
+    let free = store.pages_free() as u64;
+    let page_size = store.page_size() as u64;
+    stat(o, "extstore_compact_lost", c.compact_lost);
+    stat(o, "extstore_compact_rescues", c.compact_rescues);
+    stat(o, "extstore_compact_skipped", c.compact_skipped);
+    stat(o, "extstore_page_allocs", c.page_allocs);
+    stat(o, "extstore_page_evictions", c.page_evictions);
+    stat(o, "extstore_page_reclaims", c.page_reclaims);
+    stat(o, "extstore_pages_free", free);
+    stat(o, "extstore_pages_used", pages - free);
+    stat(o, "extstore_objects_evicted", c.objects_evicted);
+    stat(o, "extstore_objects_read", c.objects_read);
+    stat(o, "extstore_objects_written", c.objects_written);
+    stat(o, "extstore_objects_used", c.objects_used);
+    stat(o, "extstore_bytes_evicted", c.bytes_evicted);
+    stat(o, "extstore_bytes_written", c.bytes_written);
+    stat(o, "extstore_bytes_read", c.bytes_read);
+    stat(o, "extstore_bytes_used", c.bytes_used);
+    // Open and half-filled pages count as fragmented, as in memcached.
+    let fragmented = ((pages - free) * page_size).saturating_sub(c.bytes_used);
+    stat(o, "extstore_bytes_fragmented", fragmented);
+    stat(o, "extstore_limit_maxbytes", pages * page_size);
+    stat(o, "extstore_io_queue", store.io_queue());
+}
+
+/// `stats extstore`: each page's version, bytes, bucket and free bucket
+/// (nothing without extstore).
+pub(crate) fn extstore(cache: &Cache) -> String {
+    let mut o = String::new();
+    if let Some(tier) = &cache.ext {
+        for (i, row) in tier.store.page_rows().iter().enumerate() {
+            let _ = write!(o, "STAT {i}:version {}\r\n", row.version);
+            let _ = write!(o, "STAT {i}:bytes {}\r\n", row.bytes_used);
+            let _ = write!(o, "STAT {i}:bucket {}\r\n", row.bucket);
+            let _ = write!(o, "STAT {i}:free_bucket 0\r\n");
+        }
+    }
+    o.push_str("END\r\n");
+    o
 }

@@ -18,7 +18,10 @@ def stats(srv):
         return stats_over(s)
 
 
-def test_crawler_reclaims_expired_items_without_traffic(ours):
+def test_crawler_reclaims_expired_items_without_traffic(start_server):
+    # The LRU maintainer, off here, would reclaim them first at the tails
+    # (test_lru_maintainer.py); with it goes the segmented LRU.
+    ours = start_server("ours", "-o", "no_lru_maintainer")
     payload = b"".join(b"set t%d 0 1 1\r\nx\r\n" % i for i in range(100))
     payload += b"set keep 0 0 1\r\nk\r\n"
     command(ours, payload, lambda b: b.count(b"STORED") == 101)

@@ -12,15 +12,16 @@ TOOL = REPO_ROOT / "tools" / "rooms"
 
 # What each room may name. A room missing here may name nothing.
 ALLOWED = {
-    "reactor": {"authfile", "items", "logger", "metrics", "persist", "proto", "repl",
-                "settings", "slab", "stats", "sys"},
+    "reactor": {"authfile", "extstore", "items", "logger", "metrics", "persist", "proto",
+                "repl", "settings", "slab", "stats", "sys"},
     # The Prometheus endpoint: the stats room's reports, rendered.
     "metrics": {"items", "settings", "stats"},
     "repl": {"items", "persist", "settings", "stats", "sys"},
     "persist": {"items", "settings", "slab", "stats", "sys"},
     "proto": {"items", "logger", "numbers", "settings", "slab", "stats"},
-    "items": {"logger", "numbers", "settings", "slab"},
-    "stats": {"items", "numbers", "settings"},
+    "items": {"extstore", "logger", "numbers", "settings", "slab"},
+    "extstore": {"settings", "sys"},
+    "stats": {"extstore", "items", "numbers", "settings"},
     "options": {"numbers", "process", "repl", "settings"},
     "process": {"authfile", "numbers", "settings", "sys"},
     "settings": {"authfile"},

@@ -345,3 +345,16 @@ def test_metrics_port_option_errors():
         )
     assert r.returncode != 0
     assert f"failed to listen on metrics port 127.0.0.1:{port}: Address already in use".encode() in r.stderr
+
+
+def test_extstore_families(start_server, tmp_path):
+    mport = free_port()
+    srv = start_server("ours", "-m", "64", f"--metrics-port={mport}",
+                       "-o", f"ext_path={tmp_path / 'ext'}:64m")
+    traffic(srv)
+    with srv.connect() as s:
+        st = stats_over(s)
+    fams = families(scrape(mport)[2])
+    assert value(fams, "memcached_extstore_bytes_limit") == int(st["extstore_limit_maxbytes"])
+    assert fams["memcached_extstore_objects_written"].type == "counter"
+    assert fams["memcached_extstore_pages_free"].type == "gauge"

@@ -1,8 +1,8 @@
 """Retuning a running server: `lru tune|mode|temp_ttl` and
 `cache_memlimit`, against the oracle byte for byte.
 
-`lru` only changes what `stats settings` reports here (one LRU per class);
-`cache_memlimit` really moves the page budget, so a server told to use
+`lru` retunes the segmented LRU (its effect on the segments is compared in
+tests/diff_lru.rs); `cache_memlimit` really moves the page budget, so a server told to use
 less stops growing at the new limit exactly where memcached stops, and one
 told to use more grows as memcached grows.
 """

@@ -1,0 +1,298 @@
+"""extstore (`-o ext_path=FILE:SIZE`) against Debian's memcached: start-up
+errors and the `stats settings` / `stats extstore` / `stats` lines byte for
+byte, values that went to flash read back (text, meta, binary), what
+invalidates them, and a full disk at run time.
+
+Items go to flash once they are older than `ext_item_age` (here 0: at
+once) and at the tail of their class's LRU; the tests poll
+`extstore_objects_written` rather than sleep.
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from mc_helpers import (
+    binary_for,
+    free_port,
+    get,
+    request,
+    stats_over,
+    wait_stat,
+)
+
+VALUE_LEN = 20000
+SMALL = "ext_page_size=8,ext_wbuf_size=2,ext_threads=1,ext_item_size=512,ext_item_age=0"
+
+
+def value_of(n):
+    return (b"%07d-" % n) * (VALUE_LEN // 8)
+
+
+def ext_opts(path, extra=""):
+    opts = f"{SMALL},ext_path={path}:64m"
+    return opts + ("," + extra if extra else "")
+
+
+def run_to_exit(kind, args, timeout=3.0):
+    """Runs a server that should refuse to start: (exit code, stderr)."""
+    cmd = [str(binary_for(kind)), "-u", "root", "-l", "127.0.0.1", "-p", str(free_port())]
+    proc = subprocess.Popen(cmd + list(args), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return ("running", b"")
+    return (proc.returncode, err)
+
+
+@pytest.mark.parametrize("opts", [
+    ["-U", "0", "-o", "ext_path=/tmp/x"],
+    ["-U", "0", "-o", "ext_path=/tmp/x:64m:compact"],
+    ["-U", "0", "-o", "ext_path=/tmp/x:64m:bogus"],
+    ["-U", "0", "-o", "ext_path={d}/f:64m,ext_page_size=8"],
+    ["-U", "0", "-o", "ext_page_size=3,ext_path={d}/f:64m"],
+    ["-U", "0", "-o", "ext_wbuf_size=1,ext_path={d}/f:64m"],
+    ["-U", "0", "-o", "ext_path={d}/no/such/dir/f:64m"],
+    ["-U", "0", "-o", "ext_threads=x"],
+    ["-U", "0", "-o", "ext_max_frag=abc"],
+    ["-U", "0", "-o", "ext_path"],
+    ["-U", "0", "-o", "ext_item_size"],
+    ["-U", "0", "-I", "8m", "-o", "ext_path={d}/f:64m"],
+    ["-U", "11211", "-o", "ext_path={d}/f:64m"],
+])
+def test_start_up_errors_match_memcached(tmp_path, opts):
+    args = [a.replace("{d}", str(tmp_path)) for a in opts]
+    ours = run_to_exit("ours", args)
+    theirs = run_to_exit("oracle", args)
+    assert ours[0] != "running", "our server should have refused to start"
+    assert ours == theirs
+
+
+def test_a_second_server_cannot_share_the_file(tmp_path, start_server):
+    path = tmp_path / "shared"
+    start_server("ours", "-o", ext_opts(path))
+    ours = run_to_exit("ours", ["-U", "0", "-o", ext_opts(path)])
+    start_server("oracle", "-o", ext_opts(tmp_path / "other"))
+    theirs = run_to_exit("oracle", ["-U", "0", "-o", ext_opts(tmp_path / "other")])
+    assert ours[0] == 1
+    assert ours == theirs
+
+
+def test_settings_and_stats_lines_match_memcached(tmp_path, start_server):
+    extra = "ext_max_frag=0.5,ext_drop_unread,ext_recache_rate=7,ext_low_ttl=3"
+    commands = (b"extstore max_frag 0.25\r\nextstore bogus 1\r\nextstore item_age\r\n"
+                b"extstore drop_under 2\r\nextstore free_memchunks 1 2\r\n")
+    replies = {}
+    for kind in ("ours", "oracle"):
+        srv = start_server(kind, "-o", ext_opts(tmp_path / kind, extra))
+        with srv.connect() as s:
+            settings = request(s, b"stats settings\r\n", lambda b: b.endswith(b"END\r\n"))
+            ext_lines = [l for l in settings.split(b"\r\n")
+                         if l.startswith((b"STAT ext_", b"STAT slab_automove_freeratio"))]
+            pages = request(s, b"stats extstore\r\n", lambda b: b.endswith(b"END\r\n"))
+            st = stats_over(s)
+            counters = {k: v for k, v in st.items()
+                        if "extstore" in k or k in ("total_malloced", "slab_global_page_pool")}
+            answers = request(s, commands, lambda b: b.count(b"\r\n") == 5)
+            after = request(s, b"stats settings\r\n", lambda b: b.endswith(b"END\r\n"))
+            after = [l for l in after.split(b"\r\n") if l.startswith(b"STAT ext_")]
+        replies[kind] = (ext_lines, pages, counters, answers, after)
+    for ours, theirs in zip(replies["ours"], replies["oracle"]):
+        assert ours == theirs
+    assert b"STAT ext_compact_under 2" in replies["ours"][0]
+
+
+def test_no_ext_path_settings_lines_match(start_server):
+    lines = {}
+    for kind in ("ours", "oracle"):
+        with start_server(kind).connect() as s:
+            reply = request(s, b"stats settings\r\n", lambda b: b.endswith(b"END\r\n"))
+            lines[kind] = [l for l in reply.split(b"\r\n") if b"ext_" in l or b"freeratio" in l]
+            lines[kind].append(request(s, b"stats extstore\r\n", lambda b: b.endswith(b"END\r\n")))
+    assert lines["ours"] == lines["oracle"]
+
+
+def fill_and_wait(srv, n, prefix=b"k"):
+    with srv.connect() as s:
+        data = b"".join(b"set %s%d 0 0 %d noreply\r\n%s\r\n" % (prefix, i, VALUE_LEN, value_of(i))
+                        for i in range(n))
+        s.sendall(data)
+        st = wait_stat(srv, "extstore_objects_written", lambda v: v >= n, timeout=20, sock=s)
+    assert int(st["extstore_objects_written"]) >= n, st
+    return st
+
+
+@pytest.mark.parametrize("kind", ["ours", "oracle"])
+def test_values_come_back_from_flash(kind, tmp_path, start_server):
+    srv = start_server(kind, "-m", "64", "-o", ext_opts(tmp_path / "f"))
+    fill_and_wait(srv, 200)
+    with srv.connect() as s:
+        for i in range(0, 200, 7):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+        # A multi-get mixing flash items, a RAM item and a miss, in order.
+        request(s, b"set small 5 0 2\r\nhi\r\n")
+        reply = request(s, b"get k1 small nope k2\r\n", lambda b: b.endswith(b"END\r\n"))
+        assert reply == (b"VALUE k1 0 %d\r\n%s\r\nVALUE small 5 2\r\nhi\r\n"
+                         b"VALUE k2 0 %d\r\n%s\r\nEND\r\n"
+                         % (VALUE_LEN, value_of(1), VALUE_LEN, value_of(2)))
+        # Meta: the value and its size.
+        reply = request(s, b"mg k3 s v\r\n", lambda b: b.endswith(b"\r\n") and b.count(b"\r\n") >= 2)
+        assert reply == b"VA %d s%d\r\n%s\r\n" % (VALUE_LEN, VALUE_LEN, value_of(3))
+        # Binary get (a connection of its own: the first byte picks the
+        # protocol).
+        b = srv.connect()
+        key = b"k4"
+        b.sendall(struct.pack(">BBHBBHIIQ", 0x80, 0x00, len(key), 0, 0, 0, len(key), 0, 0) + key)
+        head = b""
+        while len(head) < 24:
+            head += b.recv(24 - len(head))
+        bodylen = struct.unpack(">I", head[8:12])[0]
+        body = b""
+        while len(body) < bodylen:
+            body += b.recv(bodylen - len(body))
+        assert head[6:8] == b"\0\0"
+        assert body[4:] == value_of(4)
+        b.close()
+        # What cannot work on a value that is not in RAM.
+        assert request(s, b"incr k5 1\r\n") == \
+            b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+        assert request(s, b"append k5 0 0 2\r\nhi\r\n") == b"NOT_STORED\r\n"
+        # Deletes, overwrites and flush_all invalidate.
+        before = int(stats_over(s)["extstore_objects_used"])
+        assert request(s, b"delete k6\r\n") == b"DELETED\r\n"
+        assert get(s, b"k6") == {}
+        assert int(stats_over(s)["extstore_objects_used"]) == before - 1
+        assert request(s, b"set k7 0 0 3\r\nnew\r\n") == b"STORED\r\n"
+        assert get(s, b"k7") == {b"k7": (0, b"new")}
+        assert request(s, b"flush_all\r\n") == b"OK\r\n"
+        assert get(s, b"k8", b"k9") == {}
+        assert stats_over(s)["miss_from_extstore"] == "0"
+
+
+@pytest.mark.parametrize("kind", ["ours", "oracle"])
+def test_expired_flash_items_are_gone(kind, tmp_path, start_server):
+    srv = start_server(kind, "-o", ext_opts(tmp_path / "f"))
+    with srv.connect() as s:
+        s.sendall(b"set e 0 2 %d\r\n%s\r\n" % (VALUE_LEN, value_of(1)))
+        assert s.recv(100) == b"STORED\r\n"
+        wait_stat(srv, "extstore_objects_written", lambda v: v >= 1, timeout=10, sock=s)
+        deadline = time.monotonic() + 10
+        while get(s, b"e") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert get(s, b"e") == {}
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 4 MiB tmpfs at tmp_path/fs, unmounted at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("kind", ["ours", "oracle"])
+def test_a_full_disk_gives_misses_and_the_server_stays_up(kind, small_fs, start_server):
+    """The ext file's size is promised, not reserved: 64 MB over a 4 MB
+    tmpfs runs out of space at run time. Values that could not be written
+    read as misses (memcached: a CRC mismatch), never as wrong data."""
+    srv = start_server(kind, "-o", ext_opts(small_fs / "ext"))
+    n = 400  # 8 MB of values: twice what the disk holds
+    with srv.connect() as s:
+        data = b"".join(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, VALUE_LEN, value_of(i))
+                        for i in range(n))
+        s.sendall(data)
+        wait_stat(srv, "extstore_objects_written", lambda v: v >= n, timeout=20, sock=s)
+        found = 0
+        for i in range(n):
+            got = get(s, b"k%d" % i)
+            if got:
+                assert got == {b"k%d" % i: (0, value_of(i))}
+                found += 1
+        st = stats_over(s)
+    assert srv.alive()
+    assert found < n
+    assert int(st["miss_from_extstore"]) + int(st["get_misses"]) >= n - found
+
+
+def test_the_aof_rewrite_carries_values_that_live_on_flash(tmp_path, start_server):
+    """A rewrite after the values went to flash writes them whole (its
+    forked child reads them back), so a restart finds every one."""
+    aof = tmp_path / "a.aof"
+    srv = start_server("ours", "-o", f"aof={aof},aof_rewrite_min=256k,aof_rewrite_pct=1",
+                       "-o", ext_opts(tmp_path / "f"))
+    n = 150
+    fill_and_wait(srv, n)
+    with srv.connect() as s:
+        before = int(stats_over(s)["aof_rewrites"])
+        deadline = time.monotonic() + 30
+        i = 0
+        while int(stats_over(s)["aof_rewrites"]) <= before:
+            assert time.monotonic() < deadline
+            request(s, b"set small%d 0 0 100\r\n%s\r\n" % (i % 50, b"s" * 100))
+            i += 1
+        wait_stat(srv, "aof_rewrite_in_progress", lambda v: v == 0, timeout=20, sock=s)
+        assert int(stats_over(s)["aof_rewrite_failures"]) == 0
+    srv.kill()
+    again = start_server("ours", "-o", f"aof={aof}")
+    with again.connect() as s:
+        for i in range(n):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+
+
+@pytest.mark.parametrize("kind", ["ours", "oracle"])
+def test_a_warm_restart_with_extstore_starts_clean(kind, tmp_path, start_server):
+    """memcached 1.6.18 cannot restart its memory with extstore on (its
+    issue #871): the restart is clean. (Its own check fails first, on a
+    metadata line; ours says why.) SIGUSR1 must stop the server with its
+    I/O threads running, not kill it."""
+    import signal as sig
+    from mc_helpers import wait_exit
+    mem = tmp_path / "mem"
+    args = ("-e", str(mem), "-o", ext_opts(tmp_path / "f"))
+    srv = start_server(kind, *args)
+    with srv.connect() as s:
+        assert request(s, b"set a 0 0 1\r\n1\r\n") == b"STORED\r\n"
+    srv.signal(sig.SIGUSR1)
+    assert wait_exit(srv.proc, 10) == 0
+    again = start_server(kind, *args)
+    with again.connect() as s:
+        assert get(s, b"a") == {}
+    if kind == "ours":
+        assert "[restart] memory restart with extstore not presently supported." in \
+            again.stderr.text()
+
+
+def test_the_full_copy_carries_values_that_live_on_flash(tmp_path, start_server):
+    """A replica that joins after the values went to flash gets them whole
+    (the copy reads them back)."""
+    from repl_helpers import wait_linked, wait_role
+    ports = {"a": free_port(), "b": free_port()}
+
+    def node(name, *extra):
+        other = "b" if name == "a" else "a"
+        return start_server("ours", "-x", f"127.0.0.1:{ports[other]}",
+                            "--repl-port", str(ports[name]), *extra)
+
+    a = node("a", "-o", ext_opts(tmp_path / "f"))
+    wait_role(a, "master")
+    n = 100
+    fill_and_wait(a, n)
+    b = node("b")
+    wait_linked(a, b)
+    with b.connect() as s:
+        for i in range(n):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
