@@ -51,11 +51,14 @@ test: deps test-rust test-python test-upstream
 # holds a warm-restart save at one system call for the kill -9 tests.
 # memcached's own suite (tests/upstream): dpkg-dev to unpack its source
 # package, perl for prove and the t/ files, gcc for its timedrun, iproute2
-# to bring loopback up in each file's network namespace. systemd for
-# systemd-socket-activate (the socket activation tests; no systemd needs
-# to run) and systemd-analyze (the units are verified).
+# to bring loopback up in each file's network namespace; systemd for
+# systemd-socket-activate and systemd-analyze (no systemd needs to run as
+# init); libio-socket-ssl-perl
+# for its run over TLS. To build: pkg-config and libssl-dev (the `tls`
+# feature links the system's OpenSSL; openssl, the command, makes the TLS
+# tests' certificates and is their s_client).
 DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules strace \
-	dpkg-dev perl gcc libc6-dev iproute2 systemd
+	dpkg-dev perl gcc libc6-dev iproute2 libio-socket-ssl-perl pkg-config libssl-dev openssl systemd
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
@@ -63,6 +66,8 @@ deps:
 	    && command -v gcc >/dev/null && command -v ip >/dev/null && command -v strace >/dev/null \
 	    && command -v systemd-socket-activate >/dev/null \
 	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
+	    && perl -MIO::Socket::SSL -e1 2>/dev/null && pkg-config --exists openssl \
+	    && command -v openssl >/dev/null \
 	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright, prometheus_client" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
@@ -70,9 +75,15 @@ deps:
 	    $(PYTHON) -m pip install -q -r tests/python/requirements.txt; \
 	fi
 
+# Also: a server built without TLS (--no-default-features) compiles, is
+# lint-clean and passes the option tests; the default build is rebuilt last
+# so the binary the other tests run has TLS.
 test-rust:
 	$(CARGO) build
 	$(CARGO) test
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
+	$(CARGO) test --no-default-features --lib
+	$(CARGO) build
 
 test-python:
 	$(CARGO) build
@@ -84,11 +95,14 @@ test-python:
 # runs in its own network namespace, two at a time, bounded per file and
 # as a whole. Fails on any file that does not pass and is not in
 # tests/upstream/known-failures.txt. UPSTREAM_ARGS=--oracle runs Debian's
-# memcached instead; file names select some files.
+# memcached instead; file names select some files. Then the suite again over
+# TLS (--ssl: SSL_TEST=1, every server with -Z), against
+# tests/upstream/known-failures-ssl.txt.
 UPSTREAM_ARGS ?=
 test-upstream: deps
 	$(CARGO) build
 	$(PYTHON) tests/upstream/run.py $(UPSTREAM_ARGS)
+	$(PYTHON) tests/upstream/run.py --ssl $(UPSTREAM_ARGS)
 
 lint:
 	$(CARGO) fmt --check
@@ -103,6 +117,7 @@ fmt:
 bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(PYTHON) bench/tls.py $(TLS_BENCH_ARGS)
 
 # The append-only file: set throughput per sync policy, recovery time.
 .PHONY: bench-aof

@@ -24,6 +24,12 @@ arch=$(dpkg --print-architecture)
 glibc=$(LC_ALL=C grep -ao 'GLIBC_2\.[0-9.]*[0-9]' "$stage/usr/bin/memcached" |
     sed 's/^GLIBC_//' | sort -u -V | tail -n 1)
 size=$(du -sk "$stage" | cut -f 1)
+# Built with TLS (the default `tls` feature), it links the system's
+# OpenSSL 3, as Debian's memcached does.
+ssl=
+if LC_ALL=C grep -aq 'libssl\.so\.3' "$stage/usr/bin/memcached"; then
+    ssl='libssl3 (>= 3.0.0), '
+fi
 
 install -d "$stage/DEBIAN"
 install -m 644 "$here/debian/conffiles" "$stage/DEBIAN/conffiles"
@@ -31,7 +37,7 @@ for script in preinst postinst prerm postrm; do
     install -m 755 "$here/debian/$script" "$stage/DEBIAN/$script"
 done
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \
-    -e "s/@GLIBC@/${glibc:-2.34}/" "$here/debian/control.in" >"$stage/DEBIAN/control"
+    -e "s/@GLIBC@/${glibc:-2.34}/" -e "s/@SSL@/$ssl/" "$here/debian/control.in" >"$stage/DEBIAN/control"
 (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' |
     LC_ALL=C sort -z | xargs -0 md5sum) >"$stage/DEBIAN/md5sums"
 

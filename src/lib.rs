@@ -16,6 +16,7 @@
 //! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
 //! - `settings`: the command-line options every room reads.
 //! - `authfile`: the `-Y` file of `user:password` pairs, loaded and checked.
+//! - `tls`: TLS for client connections (`-Z`), over the system's OpenSSL.
 //! - `numbers`: C's number parsers (`strtoul`, `strtod`, ...) as memcached
 //!   calls them, for the protocol and the command line alike.
 
@@ -35,3 +36,4 @@ pub mod settings;
 mod slab;
 mod stats;
 mod sys;
+pub mod tls;

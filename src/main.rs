@@ -15,10 +15,10 @@ fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let mut parsed = options::parse_args(&argv).unwrap_or_else(|exit| exit.leave());
     parsed.settings.socket_activated = inherited.is_some();
-    let settings =
+    let (settings, tls) =
         process::start(parsed.settings, &parsed.warnings).unwrap_or_else(|exit| exit.leave());
     let mut pid_file = PidFile::new(&settings);
-    let served = reactor::serve(settings, inherited, || pid_file.save());
+    let served = reactor::serve(settings, tls, inherited, || pid_file.save());
     pid_file.remove();
     if let Err(e) = served {
         Exit::serving_failed(&e).leave();

@@ -210,12 +210,74 @@ pub struct Settings {
     /// Replication (`-x`, `--repl-peer`, `--repl-port`, `-X <port>`); off by
     /// default.
     pub repl: ReplSettings,
+    /// `-Z` and the `ssl_*` options.
+    pub tls: TlsSettings,
     /// The Prometheus endpoint (`--metrics-port`, `-o metrics_port=`,
     /// `-o metrics_addr=`); off by default.
     pub metrics: MetricsSettings,
     /// Started with sockets to serve (LISTEN_FDS): `-l`, `-p`, `-U` and
     /// `-s` bind nothing.
     pub socket_activated: bool,
+}
+
+/// `-Z` and `-o ssl_*`, held as memcached holds them (OpenSSL's numbers
+/// for the verify mode, key format and protocol version), so `stats
+/// settings` prints the same values. Plain data: `src/tls` builds the
+/// server's TLS context from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `-Z`: TCP listeners speak TLS (except those under `notls:`).
+    pub enabled: bool,
+    pub chain_cert: Option<String>,
+    pub key: Option<String>,
+    /// OpenSSL's `SSL_VERIFY_*` bits: 0, 1 (peer), 3 (+fail if no
+    /// certificate), 7 (+client once).
+    pub verify_mode: i32,
+    /// OpenSSL's `SSL_FILETYPE_*`: 1 PEM, 2 ASN1 (DER); memcached passes any
+    /// number through.
+    pub keyformat: i32,
+    pub ciphers: Option<String>,
+    pub ca_cert: Option<String>,
+    /// In bytes (the option is in kilobytes).
+    pub wbuf_size: u32,
+    pub session_cache: bool,
+    pub kernel_tls: bool,
+    /// OpenSSL's protocol version number (`TLS1_2_VERSION` is 0x303).
+    pub min_version: i32,
+}
+
+/// OpenSSL's `TLS1_VERSION`; `TLS1_1_VERSION` .. `TLS1_3_VERSION` follow.
+pub const TLS1_VERSION: i32 = 0x301;
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            enabled: false,
+            chain_cert: None,
+            key: None,
+            verify_mode: 0,
+            keyformat: 1,
+            ciphers: None,
+            ca_cert: None,
+            wbuf_size: 16 * 1024,
+            session_cache: false,
+            kernel_tls: false,
+            min_version: TLS1_VERSION + 2,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// memcached's `ssl_proto_text`.
+    pub fn min_version_name(&self) -> &'static str {
+        match self.min_version - TLS1_VERSION {
+            0 => "tlsv1.0",
+            1 => "tlsv1.1",
+            2 => "tlsv1.2",
+            3 => "tlsv1.3",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Where `GET /metrics` is served (not a memcached option).
@@ -318,6 +380,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             socket_activated: false,
             ext: ExtSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }

@@ -548,3 +548,15 @@ pub(crate) fn lock_whole_file(fd: RawFd) -> io::Result<()> {
     check(unsafe { libc::fcntl(fd, libc::F_SETLK, &lock) })?;
     Ok(())
 }
+
+/// The calling thread's id as OpenSSL prints it at the start of its error
+/// lines (`ERR_print_errors_fp`): the `pthread_t`'s bytes in hex.
+#[cfg(feature = "tls")]
+pub(crate) fn thread_id_hex() -> String {
+    // SAFETY: pthread_self has no preconditions and cannot fail.
+    let id = unsafe { libc::pthread_self() };
+    id.to_ne_bytes()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
+}

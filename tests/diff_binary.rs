@@ -890,7 +890,7 @@ fn stat_names(reply: &[u8]) -> Vec<String> {
     packets(reply)
         .into_iter()
         .map(|(_, _, k, _)| String::from_utf8_lossy(&k).into_owned())
-        .filter(|n| !n.starts_with("ssl_"))
+        .filter(|n| cfg!(feature = "tls") || !n.starts_with("ssl_"))
         .collect()
 }
 

@@ -54,6 +54,9 @@ struct Watcher {
     /// again until the next (memcached's `failed_flush`), so a watcher
     /// that does not read costs no system call per line.
     stalled: bool,
+    /// The sink may write to its socket (not over TLS, where only the
+    /// connection's session may write).
+    sink_ok: bool,
 }
 
 impl Watcher {
@@ -126,6 +129,13 @@ impl Logger {
         self.sink = Some(sink);
     }
 
+    /// Watcher `fd` is written only through its connection (TLS).
+    pub(crate) fn no_sink_for(&mut self, fd: i32) {
+        if let Some(w) = self.watchers.iter_mut().find(|w| w.fd == fd) {
+            w.sink_ok = false;
+        }
+    }
+
     pub(crate) fn watcher_count(&self) -> usize {
         self.watchers.len()
     }
@@ -145,6 +155,7 @@ impl Logger {
             sent: 0,
             skipped: 0,
             stalled: false,
+            sink_ok: true,
         });
         self.flags |= flags;
         Ok(())
@@ -213,6 +224,7 @@ impl Logger {
             let fits = |w: &Watcher| w.pending() + line.len() + SKIP_RESERVE <= self.capacity;
             if !fits(w)
                 && !w.stalled
+                && w.sink_ok
                 && let Some(sink) = self.sink
             {
                 let n = sink(w.fd, &w.buf[w.sent..]);

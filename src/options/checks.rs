@@ -27,12 +27,25 @@ impl ParseState {
         self.check_lru()?;
         self.check_auth()?;
         self.check_port()?;
+        self.check_tls()?;
         let mut settings = self.to_settings();
         settings.tuning = self.tuning;
         Ok(Parsed {
             settings,
             warnings: self.stderr,
         })
+    }
+
+    /// memcached's first TLS step, before it loads the certificates
+    /// (`tls::Server::start`): TLS needs a TCP port.
+    fn check_tls(&mut self) -> Outcome {
+        if self.settings.tls.enabled && self.c_ints.port == 0 {
+            return self.fail(
+                EX_USAGE,
+                "ERROR: You cannot enable SSL without a TCP port.\n",
+            );
+        }
+        Ok(())
     }
 
     fn check_napi(&mut self) -> Outcome {

@@ -9,11 +9,22 @@ use super::state::ParseState;
 use crate::numbers::c_fixed;
 use crate::settings::{AofSettings, VERSION};
 
+/// The `-l` note and the `-Z` line of a build with TLS.
+#[cfg(feature = "tls")]
+const TLS_LISTEN_LINES: &str = "                          if TLS/SSL is enabled, 'notls' prefix can be used to\n                          \
+     disable for specific listeners (-l notls:<ip>:<port>) \n";
+#[cfg(feature = "tls")]
+const TLS_ENABLE_LINE: &str = "-Z, --enable-ssl          enable TLS/SSL\n";
+#[cfg(not(feature = "tls"))]
+const TLS_LISTEN_LINES: &str = "";
+#[cfg(not(feature = "tls"))]
+const TLS_ENABLE_LINE: &str = "";
+
 impl ParseState {
     /// memcached's `usage()`, which prints the *current* values as the
     /// defaults and gives up (exit 1) when some of them differ from the
-    /// defaults its text hard-codes. TLS lines are left out: this server
-    /// has no TLS.
+    /// defaults its text hard-codes. TLS lines are there in a build with
+    /// TLS.
     pub(super) fn usage(&self) -> (Vec<u8>, i32) {
         let mut out = Vec::new();
         if let Err(param) = self.usage_into(&mut out) {
@@ -41,6 +52,7 @@ impl ParseState {
         );
         self.usage_ext(out);
         verify_default("ext_item_age", self.settings.ext.item_age == u32::MAX)?;
+        self.usage_tls(out)?;
         // memcached's last line (after its TLS ones), its text kept whole.
         out.extend_from_slice(
             b"-N, --napi_ids            number of napi ids. see doc/napi_ids.txt for more details\n",
@@ -61,7 +73,7 @@ impl ParseState {
              -s, --unix-socket=<file>  UNIX socket to listen on (disables network support)\n\
              -a, --unix-mask=<mask>    access mask for UNIX socket, in octal (default: {:o})\n\
              -A, --enable-shutdown     enable ascii \"shutdown\" command\n\
-             -l, --listen=<addr>       interface to listen on (default: INADDR_ANY)\n\
+             -l, --listen=<addr>       interface to listen on (default: INADDR_ANY)\n{}\
              -d, --daemon              run as a daemon\n\
              -r, --enable-coredumps    maximize core file limit\n\
              -u, --user=<user>         assume identity of <username> (only when run as root)\n\
@@ -81,6 +93,7 @@ impl ParseState {
             ints.port,
             ints.udp_port,
             ints.access as u32,
+            TLS_LISTEN_LINES,
             settings.max_bytes / (1 << 20),
             ints.max_conns,
             c_fixed(settings.factor, 2),
@@ -119,7 +132,7 @@ impl ParseState {
              user:pass\\nuser2:pass2\\n\n\
              -e, --memory-file=<file>  (EXPERIMENTAL) mmap a file for item memory.\n                          \
              use only in ram disks or persistent memory mounts!\n                          \
-             enables restartable cache (stop with SIGUSR1)\n",
+             enables restartable cache (stop with SIGUSR1)\n{}",
             ints.num_threads,
             ints.reqs_per_event,
             settings.backlog,
@@ -127,7 +140,44 @@ impl ParseState {
             ints.item_size_max / (1 << 20),
             ITEM_SIZE_MAX_LOWER_LIMIT / (1 << 10),
             ITEM_SIZE_MAX_UPPER_LIMIT / (1 << 20),
+            TLS_ENABLE_LINE,
         );
+    }
+
+    /// memcached's `-o ssl_*` lines (a build with TLS only), with its
+    /// checks that the defaults printed are the defaults.
+    #[cfg(feature = "tls")]
+    fn usage_tls(&self, out: &mut Vec<u8>) -> Result<(), &'static str> {
+        let tls = &self.settings.tls;
+        let _ = write!(
+            out,
+            "   - ssl_chain_cert:      certificate chain file in PEM format\n   \
+             - ssl_key:             private key, if not part of the -ssl_chain_cert\n   \
+             - ssl_keyformat:       private key format (PEM, DER or ENGINE) (default: PEM)\n   \
+             - ssl_verify_mode:     peer certificate verification mode, default is 0(None).\n                          \
+             valid values are 0(None), 1(Request), 2(Require)\n                          \
+             or 3(Once)\n   \
+             - ssl_ciphers:         specify cipher list to be used\n   \
+             - ssl_ca_cert:         PEM format file of acceptable client CA's\n   \
+             - ssl_wbuf_size:       size in kilobytes of per-connection SSL output buffer\n                          \
+             (default: {})\n   \
+             - ssl_session_cache:   enable server-side SSL session cache, to support session\n                          \
+             resumption\n   \
+             - ssl_kernel_tls:      enable kernel TLS offload\n   \
+             - ssl_min_version:     minimum protocol version to accept (default: {})\n                          \
+             valid values are 0(tlsv1.0), 1(tlsv1.1), 2(tlsv1.2), or 3(tlsv1.3).\n",
+            tls.wbuf_size / (1 << 10),
+            tls.min_version_name(),
+        );
+        let defaults = crate::settings::TlsSettings::default();
+        verify_default("ssl_keyformat", tls.keyformat == defaults.keyformat)?;
+        verify_default("ssl_verify_mode", tls.verify_mode == defaults.verify_mode)?;
+        verify_default("ssl_min_version", tls.min_version == defaults.min_version)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn usage_tls(&self, _: &mut Vec<u8>) -> Result<(), &'static str> {
+        Ok(())
     }
 
     fn usage_extended(&self, out: &mut Vec<u8>) {

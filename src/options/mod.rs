@@ -22,7 +22,8 @@
 //! the `process` room's.
 //!
 //! Deliberate differences from the Debian build of memcached 1.6.18: no TLS
-//! (`-Z`, `ssl_*`), and no help text for `-N`; and
+//! (`-Z`, `ssl_*`) in a build without the `tls` feature, and no help text
+//! for `-N`; and
 //! where memcached crashes on a bad `-o` value (`slab_chunk_max`,
 //! `slab_sizes` without a value) we print its message and exit 1 instead.
 

@@ -17,6 +17,9 @@ impl ParseState {
         let arg = arg.unwrap_or_default();
         match c {
             b'A' => self.settings.shutdown_command = true,
+            #[cfg(feature = "tls")]
+            b'Z' => self.settings.tls.enabled = true,
+            #[cfg(not(feature = "tls"))]
             b'Z' => return self.fail(EX_USAGE, "This server is not built with TLS support.\n"),
             b'a' => self.c_ints.access = strtol(arg, 8).0 as i32,
             b'U' => {

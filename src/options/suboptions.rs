@@ -1,12 +1,13 @@
 //! `-o key=value,...`: memcached's extended options, split the way glibc's
 //! `getsubopt` splits them, each validated with memcached's message, plus
-//! this server's own (`repl_*`, `aof*`, `metrics_*`), and extstore's
-//! (`options/ext.rs`). TLS keys are refused with a message saying this
-//! server is built without them.
+//! this server's own (`repl_*`, `aof*`, `metrics_*`), and extstore's (`options/ext.rs`).
+//! TLS keys are refused with a message saying this server is built
+//! without them in a build without TLS.
 
 use super::aof::{is_aof_key, set_aof};
 use super::state::{Outcome, ParseState};
 use crate::numbers::{atof, atoi, safe_strtol, safe_strtoul};
+#[cfg(not(feature = "tls"))]
 use crate::process::EX_USAGE;
 use crate::settings::HashAlgorithm;
 
@@ -104,6 +105,9 @@ impl ParseState {
                     return self.fail(1, format!("{why}\n"));
                 }
             }
+            #[cfg(feature = "tls")]
+            _ if is_tls_key(key_text) => return self.tls_suboption(key_text, value),
+            #[cfg(not(feature = "tls"))]
             _ if is_tls_key(key_text) => {
                 let message =
                     format!("This server is not built with TLS support (-o {key_text}).\n");
@@ -298,6 +302,59 @@ impl ParseState {
             // Megabytes, multiplied in memcached's `uint32_t`.
             Some(mb) => self.c_ints.read_buf_mem_limit = mb.wrapping_mul(1024 * 1024),
             None => return self.fail(1, "could not parse argument to read_buf_mem_limit\n"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tls")]
+impl ParseState {
+    /// One `-o ssl_*` key, with memcached's messages (each exits 1).
+    fn tls_suboption(&mut self, key: &str, value: Option<&[u8]>) -> Outcome {
+        let missing = format!("Missing {key} argument");
+        let unparsable = format!("could not parse argument to {key}\n");
+        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+        match key {
+            "ssl_session_cache" => self.settings.tls.session_cache = true,
+            "ssl_kernel_tls" => self.settings.tls.kernel_tls = true,
+            "ssl_chain_cert" => {
+                self.settings.tls.chain_cert = Some(text(self.need(value, &missing)?))
+            }
+            "ssl_key" => self.settings.tls.key = Some(text(self.need(value, &missing)?)),
+            "ssl_ciphers" => self.settings.tls.ciphers = Some(text(self.need(value, &missing)?)),
+            "ssl_ca_cert" => self.settings.tls.ca_cert = Some(text(self.need(value, &missing)?)),
+            "ssl_keyformat" => match safe_strtol(self.need(value, &missing)?) {
+                Some(format) => self.settings.tls.keyformat = format,
+                None => return self.fail(1, unparsable),
+            },
+            "ssl_wbuf_size" => match safe_strtoul(self.need(value, &missing)?) {
+                Some(kb) => self.settings.tls.wbuf_size = kb.wrapping_mul(1024),
+                None => return self.fail(1, unparsable),
+            },
+            "ssl_verify_mode" => {
+                // OpenSSL's SSL_VERIFY_PEER, | FAIL_IF_NO_PEER_CERT, | CLIENT_ONCE.
+                let mode = match safe_strtol(self.need(value, &missing)?) {
+                    None => return self.fail(1, unparsable),
+                    Some(level @ 0..=3) => [0, 1, 3, 7][level as usize],
+                    Some(_) => {
+                        let message = "Invalid ssl_verify_mode. Use help to see valid options.\n";
+                        return self.fail(1, message);
+                    }
+                };
+                self.settings.tls.verify_mode = mode;
+            }
+            _ => {
+                // ssl_min_version
+                let version = match safe_strtol(self.need(value, &missing)?) {
+                    None => return self.fail(1, unparsable),
+                    Some(v @ 0..=3) => crate::settings::TLS1_VERSION + v,
+                    Some(_) => {
+                        let message = "Invalid ssl_min_version. Use help to see valid options.\n";
+                        return self.fail(1, message);
+                    }
+                };
+                self.settings.tls.min_version = version;
+            }
         }
         Ok(())
     }

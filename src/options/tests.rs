@@ -244,13 +244,23 @@ fn option_value_errors() {
         err(&["-N", "8"]).1,
         "Number of napi_ids(8) cannot be greater than number of threads(4)\n"
     );
-    assert_eq!(
-        err(&["-Z"]),
-        (
-            EX_USAGE,
-            "This server is not built with TLS support.\n".into()
-        )
-    );
+    if cfg!(feature = "tls") {
+        assert_eq!(
+            err(&["-Z", "-p", "0"]),
+            (
+                EX_USAGE,
+                "ERROR: You cannot enable SSL without a TCP port.\n".into()
+            )
+        );
+    } else {
+        assert_eq!(
+            err(&["-Z"]),
+            (
+                EX_USAGE,
+                "This server is not built with TLS support.\n".into()
+            )
+        );
+    }
 }
 
 #[test]
@@ -414,7 +424,12 @@ fn extended_option_errors() {
         e("ext_path=/tmp/x").1,
         "must supply size to ext_path, ie: ext_path=/f/e:64m (M|G|T|P supported)\nfailed to parse ext_path argument\n"
     );
-    assert_eq!(e("ssl_key=x").0, EX_USAGE);
+    if cfg!(feature = "tls") {
+        assert_eq!(e("ssl_verify_mode=4").0, 1);
+        assert_eq!(e("ssl_min_version").1, "Missing ssl_min_version argument\n");
+    } else {
+        assert_eq!(e("ssl_key=x").0, EX_USAGE);
+    }
     assert_eq!(
         e("proxy_config=x").1,
         "Illegal suboption \"proxy_config=x\"\n"
@@ -562,7 +577,7 @@ fn help_version_and_license() {
     let (code, text) = stdout(&["-h"]);
     assert_eq!(code, 0);
     assert!(text.starts_with(&format!("memcached {VERSION}\n-p, --port=<num>")));
-    assert!(!text.contains("TLS") && !text.contains("ssl_"));
+    assert_eq!(text.contains("TLS"), cfg!(feature = "tls"));
     assert!(
         text.contains(
             "   - ext_page_size:       size in megabytes of storage pages. (default: 64)\n"

@@ -15,6 +15,7 @@ mod limits;
 mod pid_file;
 
 use crate::settings::Settings;
+use crate::tls;
 use exit::eprint_bytes;
 
 pub(crate) use exit::EX_USAGE;
@@ -23,8 +24,12 @@ pub use pid_file::PidFile;
 
 /// Everything between parsing and serving: prints the parser's
 /// `warnings`, prepares the process for `settings`, and hands them back
-/// ready for the reactor (with the `-Y` credentials loaded).
-pub fn start(mut settings: Settings, warnings: &[u8]) -> Result<Settings, Exit> {
+/// ready for the reactor (with the `-Y` credentials loaded), with the TLS
+/// context when `-Z` asks for one.
+pub fn start(
+    mut settings: Settings,
+    warnings: &[u8],
+) -> Result<(Settings, Option<tls::Server>), Exit> {
     eprint_bytes(warnings);
     // `-d` changes to `/`: a relative AOF path means the starting directory.
     if let Some(path) = &mut settings.aof.path
@@ -32,11 +37,13 @@ pub fn start(mut settings: Settings, warnings: &[u8]) -> Result<Settings, Exit> 
     {
         *path = abs.to_string_lossy().into_owned();
     }
+    // memcached loads its certificates first, while still root.
+    let tls = tls::Server::start(&settings.tls).map_err(|text| Exit::error(EX_USAGE, text))?;
     prepare(&mut settings)?;
     if let Some(warning) = exposure::warning(&settings) {
         eprint_bytes(warning.as_bytes());
     }
-    Ok(settings)
+    Ok((settings, tls))
 }
 
 /// memcached's start-up steps between parsing and opening sockets, in its

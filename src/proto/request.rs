@@ -38,6 +38,8 @@ pub(crate) struct Ctx<'a> {
     /// The request runs again (a paused get, or one that waited for
     /// flash): what it traced the first time is not traced again.
     pub(crate) rerun: bool,
+    /// `-Z`'s context, for `refresh_certs` (set for client connections).
+    pub(crate) tls: Option<&'a mut crate::tls::Server>,
 }
 
 impl<'a> Ctx<'a> {
@@ -56,6 +58,7 @@ impl<'a> Ctx<'a> {
             fd,
             resp_room: usize::MAX,
             rerun: false,
+            tls: None,
         }
     }
 }

@@ -125,6 +125,8 @@ pub(crate) fn process_line(
             b"lru_crawler" => process_lru_crawler(ctx, &t, &mut r),
             b"extstore" => process_extstore(ctx, &t, &mut r),
             b"lru" if n >= 3 => tuning::process_lru(ctx, &t, &mut r),
+            #[cfg(feature = "tls")]
+            b"refresh_certs" => process_refresh_certs(ctx, &t, &mut r),
             _ if t.get(n - 2).starts_with(b"HTTP/") => Next::Close,
             _ => r.line("ERROR"),
         },
@@ -537,6 +539,29 @@ fn process_verbosity(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     // The new level already applies to this reply's trace.
     r.trace = ctx.settings.verbose > 1;
     r.line("OK")
+}
+
+/// `refresh_certs`: the certificates read again for new connections. A
+/// failure's text is memcached's, CRLF included, sent even under noreply;
+/// a server without `-Z` has no context to refresh.
+#[cfg(feature = "tls")]
+fn process_refresh_certs(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
+    set_noreply_maybe(t, r);
+    let refreshed = match ctx.tls.as_deref_mut() {
+        Some(server) => server.refresh(&ctx.settings.tls),
+        None => Err("Error TLS not enabled\r\n".to_string()),
+    };
+    match refreshed {
+        Ok(()) => {
+            ctx.stats.tls_cert_refreshed = ctx.cache.now();
+            r.line("OK")
+        }
+        Err(text) => {
+            r.noreply = false;
+            r.out.extend_from_slice(text.as_bytes());
+            Next::Continue
+        }
+    }
 }
 
 fn process_shutdown(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {

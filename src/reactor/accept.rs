@@ -20,6 +20,7 @@ use super::stream::Stream;
 use super::{Reactor, Slot};
 use crate::settings::Protocol;
 use crate::sys;
+use crate::tls::Refused;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -101,7 +102,7 @@ impl Reactor {
     fn accept_from(&mut self, lfd: RawFd) -> (usize, Option<Blocked>) {
         let mut taken = 0;
         loop {
-            let Some(&Slot::Listener(ref l, protocol)) = self.slots.get(lfd as usize) else {
+            let Some(&Slot::Listener(ref l, protocol, tls)) = self.slots.get(lfd as usize) else {
                 return (taken, None);
             };
             if !self.has_room() {
@@ -113,7 +114,7 @@ impl Reactor {
             match l.accept() {
                 Ok(stream) => {
                     taken += 1;
-                    self.admit(stream, protocol);
+                    self.admit(stream, protocol, tls);
                 }
                 Err(e) => match classify(&e) {
                     Failure::Drained => return (taken, None),
@@ -236,9 +237,40 @@ impl Reactor {
         }
     }
 
+    /// A client of a TLS listener gets its session, its handshake started
+    /// as memcached starts it; one that fails it at once is closed and
+    /// counted, as memcached does.
+    fn secure(&mut self, stream: Stream, tls: bool) -> Option<Stream> {
+        let server = match (&self.tls, tls) {
+            (Some(server), true) => server,
+            _ => return Some(stream),
+        };
+        let tcp = match stream {
+            Stream::Tcp(tcp) => tcp,
+            other => return Some(other),
+        };
+        match server.accept(tcp) {
+            Ok(session) => Some(Stream::Tls(Box::new(session))),
+            Err(Refused::Session) => {
+                if self.settings.verbose > 0 {
+                    eprintln!("Failed to created the SSL object");
+                }
+                None
+            }
+            Err(Refused::Handshake(code)) => {
+                if self.settings.verbose > 0 {
+                    let errno = sys::strerror(&io::Error::last_os_error());
+                    eprintln!("SSL connection failed with error code : {code} : {errno}");
+                }
+                self.stats.tls_handshake_errors += 1;
+                None
+            }
+        }
+    }
+
     /// Registers an accepted client, or turns it away with memcached's
     /// line when `maxconns_fast` is on and `-c` is reached.
-    fn admit(&mut self, stream: Stream, protocol: Protocol) {
+    fn admit(&mut self, stream: Stream, protocol: Protocol, tls: bool) {
         let fd = stream.as_raw_fd();
         if self.settings.maxconns_fast && self.clients >= self.max_clients {
             sys::send_nosignal(fd, b"ERROR Too many open connections\r\n");
@@ -249,6 +281,9 @@ impl Reactor {
             return;
         }
         stream.set_nodelay();
+        let Some(stream) = self.secure(stream, tls) else {
+            return;
+        };
         let authenticating = self.settings.auth_file.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         conn.choose_protocol(protocol);

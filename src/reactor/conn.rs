@@ -497,6 +497,11 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
+    /// Replies not yet written, in `out` or held by the TLS session.
+    pub(crate) fn has_output(&self) -> bool {
+        self.unsent() > 0 || self.stream.holds_output()
+    }
+
     pub(crate) fn blocked_on_output(&self) -> bool {
         self.unsent() > OUTPUT_HIGH_WATER || matches!(self.state, State::Dumping)
     }

@@ -79,6 +79,7 @@ impl Inherited {
             let fd = socket.fd.as_raw_fd();
             let port = local_port(&socket.fd);
             let role = socket.role(s.metrics.port, port);
+            let socket_name = socket.name.clone();
             if let Role::Tcp | Role::Unix | Role::Metrics = role
                 && !socket.listening()
             {
@@ -87,12 +88,14 @@ impl Inherited {
             match role {
                 Role::Tcp => {
                     let l = nonblocking_tcp(socket.fd)?;
-                    bound.streams.push((Listener::Tcp(l), s.protocol));
+                    // -Z applies to inherited TCP sockets too, except one named "notls".
+                    let tls = s.tls.enabled && socket_name != "notls";
+                    bound.streams.push((Listener::Tcp(l), s.protocol, tls));
                 }
                 Role::Unix => {
                     let l = UnixListener::from(socket.fd);
                     l.set_nonblocking(true)?;
-                    bound.streams.push((Listener::Unix(l), s.protocol));
+                    bound.streams.push((Listener::Unix(l), s.protocol, false));
                 }
                 Role::Udp => {
                     let u = UdpSocket::from(socket.fd);

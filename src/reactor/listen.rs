@@ -62,8 +62,9 @@ impl AsRawFd for Listener {
 /// order of creation.
 #[derive(Default)]
 pub(super) struct Bound {
-    /// Stream listeners and the protocol each speaks (`proto[...]:`).
-    pub(crate) streams: Vec<(Listener, Protocol)>,
+    /// Stream listeners, the protocol each speaks (`proto[...]:`), and
+    /// whether over TLS (`-Z` unless `notls:`).
+    pub(crate) streams: Vec<(Listener, Protocol, bool)>,
     pub(crate) udp: Vec<UdpPort>,
     /// The HTTP endpoint for `GET /metrics`, when asked for.
     pub(crate) metrics: Option<TcpListener>,
@@ -85,6 +86,8 @@ pub(super) struct Entry {
     pub(super) host: Option<String>,
     port: Option<u16>,
     protocol: Option<Protocol>,
+    /// `notls:`: plaintext on a server with `-Z` (a build with TLS only).
+    notls: bool,
 }
 
 /// Why an entry could not be used: memcached prints `message` itself, then
@@ -93,6 +96,11 @@ pub(super) struct BadEntry(String);
 
 pub(super) fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
     let mut protocol = None;
+    // memcached skips the word and the character after it, whatever it is.
+    let notls = cfg!(feature = "tls") && p.starts_with("notls");
+    if notls {
+        p = p.get("notls".len() + 1..).unwrap_or("");
+    }
     if let Some(rest) = p.strip_prefix("proto[") {
         // memcached quotes the spec from its bracket on.
         let (name, after) = rest
@@ -142,6 +150,7 @@ pub(super) fn parse_entry(mut p: &str) -> Result<Entry, BadEntry> {
         host: (host != "*").then(|| host.to_string()),
         port,
         protocol,
+        notls,
     })
 }
 
@@ -195,19 +204,19 @@ pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
     let mut bound = Bound::default();
     if let Some(path) = &s.socket_path {
         let l = bind_unix(path, s.access_mask, s.backlog)?;
-        bound.streams.push((Listener::Unix(l), s.protocol));
+        bound.streams.push((Listener::Unix(l), s.protocol, false));
         return Ok(bound);
     }
     if s.port != 0 {
         let port = bind_port(s.port);
-        for (addr, proto) in addresses(s, port, "TCP")? {
+        for (addr, proto, tls) in addresses(s, port, "TCP")? {
             let l = bind_tcp(addr, s.backlog).map_err(|e| bind_error(s, "TCP", port, e))?;
-            bound.streams.push((Listener::Tcp(l), proto));
+            bound.streams.push((Listener::Tcp(l), proto, tls));
         }
     }
     if s.udp_port != 0 {
         let port = bind_port(s.udp_port);
-        for (addr, _) in addresses(s, port, "UDP")? {
+        for (addr, ..) in addresses(s, port, "UDP")? {
             let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", port, e))?;
             bound.udp.push(udp_port(s, socket)?);
         }
@@ -229,8 +238,13 @@ pub(super) fn udp_port(s: &Settings, socket: UdpSocket) -> io::Result<UdpPort> {
     })
 }
 
-/// The addresses to bind for one transport, each with its protocol.
-fn addresses(s: &Settings, port: u16, transport: &str) -> io::Result<Vec<(SocketAddr, Protocol)>> {
+/// The addresses to bind for one transport, each with its protocol and
+/// whether it speaks TLS (TCP only).
+fn addresses(
+    s: &Settings,
+    port: u16,
+    transport: &str,
+) -> io::Result<Vec<(SocketAddr, Protocol, bool)>> {
     let wildcard = || -> Vec<SocketAddr> {
         vec![
             (std::net::Ipv4Addr::UNSPECIFIED, port).into(),
@@ -240,16 +254,21 @@ fn addresses(s: &Settings, port: u16, transport: &str) -> io::Result<Vec<(Socket
     if s.listen.is_empty() {
         return Ok(with_ipv6_if_present(wildcard())
             .into_iter()
-            .map(|a| (a, s.protocol))
+            .map(|a| (a, s.protocol, s.tls.enabled))
             .collect());
     }
     let mut out = Vec::new();
     for text in &s.listen {
-        let entry = parse_entry(text).map_err(|BadEntry(msg)| {
+        let bad = |BadEntry(msg)| {
             eprint!("{msg}");
             let e = io::Error::from_raw_os_error(0);
             listen_error(s, transport, port, e)
-        })?;
+        };
+        let entry = parse_entry(text).map_err(bad)?;
+        if entry.notls && !s.tls.enabled {
+            let msg = "'notls' option is valid only when SSL is enabled\n";
+            return Err(bad(BadEntry(msg.into())));
+        }
         let port = entry.port.unwrap_or(port);
         let addrs = match &entry.host {
             None => with_ipv6_if_present(wildcard()),
@@ -259,7 +278,8 @@ fn addresses(s: &Settings, port: u16, transport: &str) -> io::Result<Vec<(Socket
                 .collect(),
         };
         let proto = entry.protocol.unwrap_or(s.protocol);
-        out.extend(addrs.into_iter().map(|a| (a, proto)));
+        let tls = s.tls.enabled && !entry.notls;
+        out.extend(addrs.into_iter().map(|a| (a, proto, tls)));
     }
     Ok(out)
 }

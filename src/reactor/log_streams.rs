@@ -37,6 +37,10 @@ impl Reactor {
             self.cache.logger.remove_watcher(fd);
             return Ok(());
         };
+        if matches!(c.stream, Stream::Tls(_)) {
+            // Its bytes go through the TLS session, never straight out.
+            self.cache.logger.no_sink_for(fd);
+        }
         while c.writable {
             let pending = self.cache.logger.pending(fd);
             if pending.is_empty() {
@@ -87,12 +91,16 @@ impl Reactor {
 fn peer_of(stream: &Stream) -> Option<Peer> {
     match stream {
         // A peer already gone (reset) has no address left to ask for.
-        Stream::Tcp(s) => {
-            Some(Peer::Tcp(s.peer_addr().unwrap_or_else(|_| {
-                std::net::SocketAddr::from(([0, 0, 0, 0], 0))
-            })))
-        }
+        Stream::Tcp(s) => Some(tcp_peer(s)),
+        Stream::Tls(s) => Some(tcp_peer(s.tcp())),
         Stream::Unix(_) => Some(Peer::Local),
         Stream::Udp(_) => None,
     }
+}
+
+fn tcp_peer(s: &std::net::TcpStream) -> Peer {
+    Peer::Tcp(
+        s.peer_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+    )
 }

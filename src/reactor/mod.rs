@@ -35,6 +35,7 @@ use crate::repl;
 use crate::settings::{Protocol, Settings};
 use crate::stats::Stats;
 use crate::sys::{self, Epoll};
+use crate::tls;
 use conn::{Conn, READ_SIZE, State};
 use std::collections::VecDeque;
 use std::io;
@@ -69,9 +70,10 @@ const AUTO_CRAWL_IDLE: u32 = 60;
 
 enum Slot {
     Empty,
-    /// A listening socket and the protocol its clients speak (`-B`, or
-    /// the `-l` entry's `proto[...]`).
-    Listener(listen::Listener, Protocol),
+    /// A listening socket, the protocol its clients speak (`-B`, or the
+    /// `-l` entry's `proto[...]`), and whether they speak it over TLS
+    /// (`-Z`, unless the entry says `notls:`).
+    Listener(listen::Listener, Protocol, bool),
     Signals,
     /// extstore's eventfd: its I/O threads finished something.
     ExtIo,
@@ -133,19 +135,24 @@ pub(crate) struct Reactor {
     ext_busy: bool,
     /// Clients held back until extstore has a write buffer again.
     ext_deferred: Vec<RawFd>,
+    /// `-Z`: the context TLS listeners' clients get their sessions from.
+    tls: Option<tls::Server>,
 }
 
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
 /// once the sockets are bound and the cache is ready, before the first
-/// request (memcached writes its pid file at that point). `inherited`:
+/// request (memcached writes its pid file at that point). `tls`: the
+/// context `-Z` built at start-up (`tls::Server::start`). `inherited`:
 /// the sockets passed by systemd or another activator
 /// ([`Inherited::take`]), served instead of binding `-l`/`-p`/`-U`/`-s`.
 pub fn serve(
     settings: Settings,
+    tls: Option<tls::Server>,
     inherited: Option<Inherited>,
     listening: impl FnOnce(),
 ) -> io::Result<()> {
     let mut reactor = Reactor::new(settings, inherited)?;
+    reactor.tls = tls;
     listening();
     reactor.run()
 }
@@ -209,6 +216,7 @@ impl Reactor {
             ext_last_tick: 0,
             ext_busy: false,
             ext_deferred: Vec::new(),
+            tls: None,
         };
         r.started = r.cache.now();
         r.next_auto_crawl = r.started + AUTO_CRAWL_SOON;
@@ -255,7 +263,7 @@ impl Reactor {
             f.publish(&bound);
         }
         let v = self.settings.verbose;
-        for (listener, protocol) in bound.streams {
+        for (listener, protocol, tls) in bound.streams {
             let fd = listener.as_raw_fd();
             if v > 1 {
                 eprintln!("<{fd} server listening ({})", protocol.name());
@@ -263,7 +271,7 @@ impl Reactor {
             self.count_listener();
             self.register(
                 fd,
-                Slot::Listener(listener, protocol),
+                Slot::Listener(listener, protocol, tls),
                 sys::READ | sys::EDGE,
             )?;
         }
@@ -439,6 +447,13 @@ impl Reactor {
                 if bits & sys::WRITE != 0 {
                     c.writable = true;
                 }
+                let (read_on_write, write_on_read) = c.stream.turned_around();
+                if read_on_write && bits & sys::WRITE != 0 {
+                    c.readable = true;
+                }
+                if write_on_read && bits & libc::EPOLLIN as u32 != 0 {
+                    c.writable = true;
+                }
                 // A yielded connection waits for its turn in the ready
                 // queue; the event only updates its readiness.
                 if c.queued {
@@ -589,6 +604,9 @@ impl Reactor {
             if c.unsent() > 0 {
                 let _ = turn::flush(&mut Socket, &mut c, &mut self.stats);
             }
+            if c.stream.finish() {
+                self.stats.tls_handshake_errors += 1;
+            }
             self.cache.crawl_cancel_for(fd);
             self.cache.ext_forget_conn(fd);
             self.note_close(fd, &mut c);
@@ -665,7 +683,7 @@ impl Reactor {
         };
         for (fd, slot) in self.slots.iter().enumerate() {
             match slot {
-                Slot::Listener(l, _) => {
+                Slot::Listener(l, ..) => {
                     if let Some(addr) = l.addr_text() {
                         line(fd, "addr", &addr);
                     }
@@ -742,12 +760,14 @@ impl Reactor {
             settings,
             scratch,
             durability,
+            tls,
             ..
         } = self;
         let Some(Slot::Client(c)) = slots.get_mut(fd as usize) else {
             return Action::Idle;
         };
         let mut ctx = Ctx::new(cache, stats, settings, fd);
+        ctx.tls = tls.as_mut();
         let held = durability.holds_replies().then_some(durability);
         turn::step(&mut Socket, c, &mut ctx, scratch, budget, held)
     }

@@ -47,7 +47,7 @@ impl PortFile {
     /// memcached, a failed write or rename is not reported.
     pub(super) fn publish(mut self, bound: &Bound) {
         let mut text = String::new();
-        for (listener, _) in &bound.streams {
+        for (listener, ..) in &bound.streams {
             if let Listener::Tcp(l) = listener
                 && let Ok(addr) = l.local_addr()
             {

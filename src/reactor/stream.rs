@@ -1,14 +1,20 @@
-//! A client connection's socket: TCP, or a unix-domain stream under `-s`.
-//! Both read and write alike; they differ only in how `stats conns` names
-//! their addresses.
+//! A client connection's socket: TCP, TLS over TCP (`-Z`), or a
+//! unix-domain stream under `-s`. All read and write alike; they differ
+//! only in how `stats conns` names their addresses, and TLS in what it
+//! may need from the socket the other way round (`tls::TlsStream`).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+use crate::tls::TlsStream;
+
 pub(super) enum Stream {
     Tcp(TcpStream),
+    /// A TLS session over TCP; set non-blocking before the session began.
+    /// Boxed: a connection stays small (see `Conn`'s size bound).
+    Tls(Box<TlsStream>),
     Unix(UnixStream),
     /// A UDP port's connection: its datagrams are read and answered by the
     /// reactor's UDP path, never through `Read`/`Write`.
@@ -19,6 +25,7 @@ impl Stream {
     pub(super) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Tls(s) => s.tcp().set_nonblocking(true),
             Stream::Unix(s) => s.set_nonblocking(true),
             Stream::Udp(s) => s.set_nonblocking(true),
         }
@@ -26,8 +33,10 @@ impl Stream {
 
     /// Small replies go out at once (TCP only; unix sockets never delay).
     pub(super) fn set_nodelay(&self) {
-        if let Stream::Tcp(s) = self {
-            let _ = s.set_nodelay(true);
+        match self {
+            Stream::Tcp(s) => drop(s.set_nodelay(true)),
+            Stream::Tls(s) => drop(s.tcp().set_nodelay(true)),
+            _ => {}
         }
     }
 
@@ -36,6 +45,7 @@ impl Stream {
     pub(super) fn peer_text(&self) -> Option<String> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok().map(|a| addr_text("tcp", a)),
+            Stream::Tls(s) => s.tcp().peer_addr().ok().map(|a| addr_text("tcp", a)),
             Stream::Unix(_) => Some("?:<AF 0>".to_string()),
             Stream::Udp(s) => s.local_addr().ok().map(|a| addr_text("udp", a)),
         }
@@ -45,6 +55,7 @@ impl Stream {
     pub(super) fn local_text(&self) -> Option<String> {
         match self {
             Stream::Tcp(s) => s.local_addr().ok().map(|a| addr_text("tcp", a)),
+            Stream::Tls(s) => s.tcp().local_addr().ok().map(|a| addr_text("tcp", a)),
             Stream::Unix(s) => s.local_addr().ok().map(|a| unix_text(&a)),
             Stream::Udp(s) => s.local_addr().ok().map(|a| addr_text("udp", a)),
         }
@@ -62,6 +73,49 @@ impl Stream {
         match self {
             Stream::Udp(s) => s.recv_from(buf),
             _ => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
+    /// A read that returned less than asked for drained the socket --
+    /// unless TLS found the session's end after the data, which the next
+    /// read reports without the socket signalling again.
+    pub(super) fn end_pending(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.ends_after_data())
+    }
+
+    /// Readiness that TLS turns around: a read waiting for the socket to
+    /// take a handshake record resumes when it is writable, and a write
+    /// waiting for a record to arrive, when it is readable.
+    pub(super) fn turned_around(&self) -> (bool, bool) {
+        match self {
+            Stream::Tls(s) => (s.read_wants_write(), s.write_wants_read()),
+            _ => (false, false),
+        }
+    }
+
+    /// TLS: sends what OpenSSL was given and could not send yet; true
+    /// once nothing is left.
+    pub(super) fn drain(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.drain(),
+            _ => Ok(true),
+        }
+    }
+
+    /// TLS holds output the connection's buffer no longer has.
+    pub(super) fn holds_output(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.holds_output())
+    }
+
+    /// Before the descriptor closes: TLS says goodbye (close_notify) and
+    /// tells whether the session died in its handshake.
+    pub(super) fn finish(&mut self) -> bool {
+        match self {
+            Stream::Tls(s) => {
+                s.close_notify();
+                s.failed_in_handshake()
+            }
+            _ => false,
         }
     }
 }
@@ -86,6 +140,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
             Stream::Udp(s) => s.recv(buf),
         }
@@ -96,6 +151,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
             Stream::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
         }
@@ -110,6 +166,7 @@ impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.tcp().as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
             Stream::Udp(s) => s.as_raw_fd(),
         }

@@ -27,6 +27,10 @@ pub(crate) const CRAWL_STEP: usize = 1000;
 pub(crate) trait Wire {
     fn read(&mut self, stream: &mut Stream, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&mut self, stream: &mut Stream, bytes: &[u8]) -> io::Result<usize>;
+    /// Output the stream itself still holds (TLS); true once it is out.
+    fn drain(&mut self, _stream: &mut Stream) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// The connection's own socket.
@@ -39,6 +43,10 @@ impl Wire for Socket {
 
     fn write(&mut self, stream: &mut Stream, bytes: &[u8]) -> io::Result<usize> {
         stream.write(bytes)
+    }
+
+    fn drain(&mut self, stream: &mut Stream) -> io::Result<bool> {
+        stream.drain()
     }
 }
 
@@ -69,7 +77,7 @@ pub(crate) fn step(
     mut durability: Option<&mut Durability>,
 ) -> Action {
     // 1. Output first: it may unblock input.
-    if c.unsent() > 0 && c.writable && flush(wire, c, ctx.stats).is_err() {
+    if c.has_output() && c.writable && flush(wire, c, ctx.stats).is_err() {
         return Action::Close;
     }
     if c.close_after_write {
@@ -225,7 +233,7 @@ fn closed_by_peer(c: &mut Conn) -> Action {
 
 /// Writes what is pending at the end of a turn.
 pub(crate) fn finish_turn(wire: &mut impl Wire, c: &mut Conn, stats: &mut Stats) -> Action {
-    if c.unsent() > 0 && c.writable && flush(wire, c, stats).is_err() {
+    if c.has_output() && c.writable && flush(wire, c, stats).is_err() {
         return Action::Close;
     }
     Action::Idle
@@ -247,7 +255,7 @@ fn read_into(wire: &mut impl Wire, c: &mut Conn, buf: &mut [u8]) -> ReadOutcome 
                 // A short read drained the socket and epoll will report more
                 // -- unless the peer has closed, when only reading on finds
                 // the end of file.
-                if n < buf.len() && !c.peer_closed {
+                if n < buf.len() && !c.peer_closed && !c.stream.end_pending() {
                     c.readable = false;
                 }
                 return ReadOutcome::Data(n);
@@ -280,6 +288,9 @@ pub(crate) fn flush(wire: &mut impl Wire, c: &mut Conn, stats: &mut Stats) -> io
             }
             Err(e) => return Err(e),
         }
+    }
+    if c.unsent() == 0 && c.writable && !wire.drain(&mut c.stream)? {
+        c.writable = false;
     }
     if c.unsent() == 0 {
         c.out.clear();

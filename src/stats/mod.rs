@@ -12,6 +12,17 @@ use crate::items::{Cache, ClassStats};
 use crate::numbers::c_fixed;
 use crate::settings::{Settings, VERSION};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `ssl_new_sessions`: counted by OpenSSL's new-session callback, which
+/// runs inside a read on some connection and is given no context of ours.
+static TLS_NEW_SESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A new TLS session was made (with `-o ssl_session_cache`).
+#[cfg(feature = "tls")]
+pub(crate) fn count_new_tls_session() {
+    TLS_NEW_SESSIONS.fetch_add(1, Ordering::Relaxed);
+}
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Stats {
@@ -41,6 +52,11 @@ pub(crate) struct Stats {
     pub(crate) idle_kicks: u64,
     /// Connections closed because `-o read_buf_mem_limit` was reached.
     pub(crate) read_buf_oom: u64,
+    /// TLS sessions that failed before their handshake finished.
+    pub(crate) tls_handshake_errors: u64,
+    /// When the certificates were last loaded (relative time; memcached
+    /// loads them at start before its clock runs: 0).
+    pub(crate) tls_cert_refreshed: u32,
     /// Requests refused a response object under `-o read_buf_mem_limit`
     /// (memcached's `response_obj_oom`).
     pub(crate) response_obj_oom: u64,
@@ -84,14 +100,17 @@ impl Stats {
     /// curr_connections).
     pub(crate) fn reset(&mut self) {
         let keep = (self.curr_conns, self.conn_structures, self.accepting_conns);
+        let cert_refresh = self.tls_cert_refreshed;
         let (aof, repl) = (self.aof.take(), self.repl.take());
         *self = Stats {
             aof,
             repl,
             ..Stats::default()
         };
+        TLS_NEW_SESSIONS.store(0, Ordering::Relaxed);
         // memcached clears per-prefix counts on reset too.
         (self.curr_conns, self.conn_structures, self.accepting_conns) = keep;
+        self.tls_cert_refreshed = cert_refresh;
     }
 }
 
@@ -254,6 +273,15 @@ pub(crate) fn general(stats: &Stats, cache: &Cache, settings: &Settings) -> Stri
     stat(&mut o, "log_watchers", cache.logger.watcher_count());
     if let Some(tier) = &cache.ext {
         extstore_lines(&mut o, &tier.store);
+    }
+    if cfg!(feature = "tls") && settings.tls.enabled {
+        if settings.tls.session_cache {
+            let sessions = TLS_NEW_SESSIONS.load(Ordering::Relaxed);
+            stat(&mut o, "ssl_new_sessions", sessions);
+        }
+        stat(&mut o, "ssl_handshake_errors", stats.tls_handshake_errors);
+        let since = now.wrapping_sub(stats.tls_cert_refreshed);
+        stat(&mut o, "time_since_server_cert_refresh", since);
     }
     for name in ["unexpected_napi_ids", "round_robin_fallback"] {
         stat(&mut o, name, 0);
@@ -420,6 +448,27 @@ pub(crate) fn sizes(cache: &Cache) -> String {
 
 /// `stats settings`: memcached 1.6.18's fields in its order, including
 /// the knobs of machinery done differently here (reported as set).
+/// The `ssl_*` lines of `stats settings` (a build with TLS), in
+/// memcached's words: an unset certificate or key is C's "(null)".
+fn tls_settings(o: &mut String, t: &crate::settings::TlsSettings) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    stat(o, "ssl_enabled", yes(t.enabled));
+    stat(
+        o,
+        "ssl_chain_cert",
+        t.chain_cert.as_deref().unwrap_or("(null)"),
+    );
+    stat(o, "ssl_key", t.key.as_deref().unwrap_or("(null)"));
+    stat(o, "ssl_verify_mode", t.verify_mode);
+    stat(o, "ssl_keyformat", t.keyformat);
+    stat(o, "ssl_ciphers", t.ciphers.as_deref().unwrap_or("NULL"));
+    stat(o, "ssl_ca_cert", t.ca_cert.as_deref().unwrap_or("NULL"));
+    stat(o, "ssl_wbuf_size", t.wbuf_size);
+    stat(o, "ssl_session_cache", yes(t.session_cache));
+    stat(o, "ssl_kernel_tls", yes(t.kernel_tls));
+    stat(o, "ssl_min_version", t.min_version_name());
+}
+
 pub(crate) fn settings(s: &Settings) -> String {
     let mut o = String::new();
     let yes = |b: bool| if b { "yes" } else { "no" };
@@ -516,6 +565,9 @@ pub(crate) fn settings(s: &Settings) -> String {
         c_fixed(e.slab_automove_freeratio, 3),
     );
     stat(&mut o, "ext_drop_unread", yes(e.drop_unread));
+    if cfg!(feature = "tls") {
+        tls_settings(&mut o, &s.tls);
+    }
     // memcached prints `settings.num_napi_ids` with `%s`: "(null)" for the
     // default 0 (and it crashes for any `-N`). The count is printed here.
     // One thread serves every connection, so `-N` changes nothing else.

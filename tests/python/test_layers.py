@@ -13,17 +13,19 @@ TOOL = REPO_ROOT / "tools" / "rooms"
 # What each room may name. A room missing here may name nothing.
 ALLOWED = {
     "reactor": {"authfile", "extstore", "items", "logger", "metrics", "persist", "proto",
-                "repl", "settings", "slab", "stats", "sys"},
+                "repl", "settings", "slab", "stats", "sys", "tls"},
     # The Prometheus endpoint: the stats room's reports, rendered.
     "metrics": {"items", "settings", "stats"},
     "repl": {"items", "persist", "settings", "stats", "sys"},
     "persist": {"items", "settings", "slab", "stats", "sys"},
-    "proto": {"items", "logger", "numbers", "settings", "slab", "stats"},
+    "proto": {"items", "logger", "numbers", "settings", "slab", "stats", "tls"},
     "items": {"extstore", "logger", "numbers", "settings", "slab"},
     "extstore": {"settings", "sys"},
     "stats": {"extstore", "items", "numbers", "settings"},
     "options": {"numbers", "process", "repl", "settings"},
-    "process": {"authfile", "numbers", "settings", "sys"},
+    "process": {"authfile", "numbers", "settings", "sys", "tls"},
+    # TLS sessions and the server's context; counts new sessions in stats.
+    "tls": {"settings", "stats", "sys"},
     "settings": {"authfile"},
 }
 

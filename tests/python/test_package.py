@@ -89,7 +89,9 @@ def test_control_fields(deb):
     assert deb_field(deb, "Provides") == "memcached (= 1.6.18)"
     assert deb_field(deb, "Conflicts") == "memcached"
     assert deb_field(deb, "Replaces") == "memcached"
-    assert re.fullmatch(r"libc6 \(>= 2\.\d+\), libgcc-s1, passwd", deb_field(deb, "Depends"))
+    # The default build has TLS: it links OpenSSL 3, as Debian's memcached.
+    assert re.fullmatch(r"libc6 \(>= 2\.\d+\), libgcc-s1, libssl3 \(>= 3\.0\.0\), passwd",
+                        deb_field(deb, "Depends"))
     installed_kb = int(deb_field(deb, "Installed-Size"))
     assert 100 < installed_kb < 10_000
 
@@ -244,14 +246,15 @@ def scratch_root(path):
         (admin / sub).mkdir(parents=True)
     (admin / "available").touch()
     stanzas = open("/var/lib/dpkg/status").read().split("\n\n")
-    wanted = [s for s in stanzas if re.search(r"^Package: (libc6|libgcc-s1|passwd)$", s, re.M)]
+    wanted = [s for s in stanzas
+              if re.search(r"^Package: (libc6|libgcc-s1|libssl3|passwd)$", s, re.M)]
     (admin / "status").write_text("\n\n".join(wanted) + "\n")
     # Empty file lists (dpkg warns when they are missing); multi-arch
     # libraries' lists carry the architecture.
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, check=True
     ).stdout.decode().strip()
-    for pkg in ("libc6", "libgcc-s1", "passwd"):
+    for pkg in ("libc6", "libgcc-s1", "libssl3", "passwd"):
         for name in (pkg, f"{pkg}:{arch}"):
             (admin / "info" / f"{name}.list").touch()
     etc = path / "etc"

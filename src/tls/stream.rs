@@ -1,0 +1,232 @@
+//! One client's TLS session over its non-blocking socket.
+//!
+//! Reads and writes take and give plaintext. A read fills the buffer
+//! from as many records as are there, so a short read means the socket
+//! is drained, as with a plain socket (the reactor is edge-triggered and
+//! relies on that; OpenSSL hands out one record per call). The handshake
+//! happens inside the first reads; renegotiation is refused by the
+//! context (`SSL_OP_NO_RENEGOTIATION`).
+
+use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslStream};
+use std::io;
+use std::net::TcpStream;
+
+pub(crate) struct TlsStream {
+    inner: SslStream<TcpStream>,
+    /// The last read stopped because OpenSSL must write first (a
+    /// handshake record into a full socket): retry it when writable.
+    read_wants_write: bool,
+    /// The last write stopped because OpenSSL must read first.
+    write_wants_read: bool,
+    /// What a read found after the data it returned: the next read
+    /// reports it.
+    end: Option<End>,
+    /// The session failed before its handshake finished.
+    handshake_failed: bool,
+    /// Plaintext OpenSSL was given and has not finished sending: after
+    /// `WANT_WRITE` it must be offered again, the same bytes, which the
+    /// caller's buffer need not still hold (memcached's `ssl_wbuf`).
+    unsent: Vec<u8>,
+    /// The largest plaintext given to OpenSSL at once (`ssl_wbuf_size`).
+    chunk: usize,
+}
+
+/// Why an accepted socket got no session (it is closed either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// OpenSSL could not make one (memcached: "Failed to created the SSL
+    /// object").
+    Session,
+    /// The handshake failed at once (OpenSSL's `SSL_get_error` code):
+    /// counted in `ssl_handshake_errors`.
+    Handshake(i32),
+}
+
+#[derive(Clone, Copy)]
+enum End {
+    /// close_notify or end of file.
+    Closed,
+    Broken,
+}
+
+impl TlsStream {
+    /// memcached's `SSL_accept` right after `accept`: usually the client's
+    /// hello is not there yet and the handshake goes on in the reads. A
+    /// socket that already failed it (garbage, a closed peer) is closed.
+    pub(super) fn accept(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
+        let mut inner = SslStream::new(ssl, tcp).map_err(|_| Refused::Session)?;
+        match inner.accept() {
+            Ok(()) => {}
+            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
+            Err(e) => return Err(Refused::Handshake(e.code().as_raw())),
+        }
+        Ok(TlsStream {
+            inner,
+            read_wants_write: false,
+            write_wants_read: false,
+            end: None,
+            handshake_failed: false,
+            unsent: Vec::new(),
+            chunk: chunk.max(1),
+        })
+    }
+
+    /// Plaintext into `buf`: as much as the socket has, up to its size.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(end) = self.end {
+            return end.result();
+        }
+        let mut filled = 0;
+        self.read_wants_write = false;
+        while filled < buf.len() {
+            match self.inner.ssl_read(&mut buf[filled..]) {
+                Ok(n) => filled += n,
+                Err(e) => {
+                    let outcome = match e.code() {
+                        ErrorCode::WANT_READ => Err(io::ErrorKind::WouldBlock.into()),
+                        ErrorCode::WANT_WRITE => {
+                            self.read_wants_write = true;
+                            Err(io::ErrorKind::WouldBlock.into())
+                        }
+                        ErrorCode::ZERO_RETURN => self.ended(End::Closed),
+                        ErrorCode::SYSCALL if e.io_error().is_none() => self.ended(End::Closed),
+                        ErrorCode::SSL if unexpected_eof(&e) => self.ended(End::Closed),
+                        _ => self.ended(End::Broken),
+                    };
+                    if filled == 0 {
+                        return outcome;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(filled)
+    }
+
+    /// A handshake that breaks (not one whose peer just went away, as a
+    /// port probe does) counts as an `ssl_handshake_errors`; memcached
+    /// counts only those that break in its first `SSL_accept`, which a
+    /// client sending garbage right after connecting may or may not reach.
+    fn ended(&mut self, end: End) -> io::Result<usize> {
+        if matches!(end, End::Broken) && !self.inner.ssl().is_init_finished() {
+            self.handshake_failed = true;
+        }
+        self.end = Some(end);
+        end.result()
+    }
+
+    /// Plaintext out, at most `ssl_wbuf_size` bytes of it: what OpenSSL
+    /// took, or copied to be offered again when the socket takes it (so
+    /// the caller may change or drop its buffer after any call).
+    /// `WouldBlock` only when nothing new could be taken.
+    pub(crate) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.drain()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let chunk = &buf[..buf.len().min(self.chunk)];
+        match self.ssl_write(chunk)? {
+            Some(n) => Ok(n),
+            None => {
+                self.unsent.extend_from_slice(chunk);
+                Ok(chunk.len())
+            }
+        }
+    }
+
+    /// Offers OpenSSL what it is waiting to send; true once all is sent.
+    pub(crate) fn drain(&mut self) -> io::Result<bool> {
+        while !self.unsent.is_empty() {
+            let unsent = std::mem::take(&mut self.unsent);
+            let written = self.ssl_write(&unsent);
+            self.unsent = unsent;
+            match written? {
+                Some(n) => drop(self.unsent.drain(..n)),
+                None => return Ok(false),
+            }
+        }
+        self.unsent = Vec::new();
+        Ok(true)
+    }
+
+    /// Bytes OpenSSL still has to be offered.
+    pub(crate) fn holds_output(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// One `SSL_write`: `None` when it must be retried with the same bytes.
+    fn ssl_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        self.write_wants_read = false;
+        match self.inner.ssl_write(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) => match e.code() {
+                ErrorCode::WANT_WRITE => Ok(None),
+                ErrorCode::WANT_READ => {
+                    self.write_wants_read = true;
+                    Ok(None)
+                }
+                _ => {
+                    if !self.inner.ssl().is_init_finished() {
+                        self.handshake_failed = true;
+                    }
+                    Err(io::ErrorKind::BrokenPipe.into())
+                }
+            },
+        }
+    }
+
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        self.inner.get_ref()
+    }
+
+    /// The last read returned data and found the session's end after it:
+    /// the next read says so at once (the socket may not signal again).
+    pub(crate) fn ends_after_data(&self) -> bool {
+        self.end.is_some()
+    }
+
+    pub(crate) fn read_wants_write(&self) -> bool {
+        self.read_wants_write
+    }
+
+    pub(crate) fn write_wants_read(&self) -> bool {
+        self.write_wants_read
+    }
+
+    /// For `ssl_handshake_errors`.
+    pub(crate) fn failed_in_handshake(&self) -> bool {
+        self.handshake_failed
+    }
+
+    /// memcached's `SSL_shutdown` before closing: one try at sending
+    /// close_notify, not waiting for the peer's.
+    pub(crate) fn close_notify(&mut self) {
+        if self.inner.ssl().is_init_finished()
+            && !matches!(self.end, Some(End::Broken))
+            && matches!(self.drain(), Ok(true))
+        {
+            let _: Result<ShutdownResult, _> = self.inner.shutdown();
+        }
+    }
+}
+
+/// OpenSSL 3 reports a peer that closed without close_notify as an SSL
+/// error (`SSL_R_UNEXPECTED_EOF_WHILE_READING`): a peer gone, not one
+/// that broke the protocol.
+fn unexpected_eof(e: &openssl::ssl::Error) -> bool {
+    const SSL_R_UNEXPECTED_EOF_WHILE_READING: i32 = 294;
+    e.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    })
+}
+
+impl End {
+    fn result(self) -> io::Result<usize> {
+        match self {
+            End::Closed => Ok(0),
+            End::Broken => Err(io::ErrorKind::ConnectionAborted.into()),
+        }
+    }
+}
