@@ -6,7 +6,7 @@
 #               (`make test-upstream`); first installs what they need if it
 #               is missing (`make deps`: Debian packages and Python clients)
 #   make install    install the release binary, the man page, the start
-#               script, the config file (kept if present) and the systemd unit
+#               script, the config file (kept if present) and the systemd units
 #               under $(DESTDIR)$(PREFIX) (PREFIX defaults to /usr/local;
 #               see SYSCONFDIR, UNITDIR); make uninstall removes them
 #   make deb    a Debian package, target/deb/memcached-rs_*.deb (dpkg-deb)
@@ -51,21 +51,24 @@ test: deps test-rust test-python test-upstream
 # holds a warm-restart save at one system call for the kill -9 tests.
 # memcached's own suite (tests/upstream): dpkg-dev to unpack its source
 # package, perl for prove and the t/ files, gcc for its timedrun, iproute2
-# to bring loopback up in each file's network namespace; libio-socket-ssl-perl
+# to bring loopback up in each file's network namespace; systemd for
+# systemd-socket-activate and systemd-analyze (no systemd needs to run as
+# init); libio-socket-ssl-perl
 # for its run over TLS. To build: pkg-config and libssl-dev (the `tls`
 # feature links the system's OpenSSL; openssl, the command, makes the TLS
 # tests' certificates and is their s_client).
 DEB_DEPS := memcached libmemcached-tools netcat-openbsd groff-base nutcracker libsasl2-modules strace \
-	dpkg-dev perl gcc libc6-dev iproute2 libio-socket-ssl-perl pkg-config libssl-dev openssl
+	dpkg-dev perl gcc libc6-dev iproute2 libio-socket-ssl-perl pkg-config libssl-dev openssl systemd
 deps:
 	@if command -v memcached >/dev/null && command -v memccapable >/dev/null \
 	    && command -v nutcracker >/dev/null \
 	    && command -v dpkg-source >/dev/null && command -v prove >/dev/null \
 	    && command -v gcc >/dev/null && command -v ip >/dev/null && command -v strace >/dev/null \
+	    && command -v systemd-socket-activate >/dev/null \
 	    && ls /usr/lib/*/sasl2/libplain.so >/dev/null 2>&1 \
 	    && perl -MIO::Socket::SSL -e1 2>/dev/null && pkg-config --exists openssl \
 	    && command -v openssl >/dev/null \
-	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright" 2>/dev/null; then :; \
+	    && $(PYTHON) -c "import pytest, pymemcache, memcache, debian.copyright, prometheus_client" 2>/dev/null; then :; \
 	else \
 	    echo "installing test dependencies: $(DEB_DEPS) and tests/python/requirements.txt"; \
 	    apt-get update -q && apt-get install -y -q $(DEB_DEPS) && \
@@ -132,7 +135,8 @@ install-files:
 	$(SUBST) packaging/start-memcached > $(DESTDIR)$(SCRIPTDIR)/start-memcached
 	chmod 755 $(DESTDIR)$(SCRIPTDIR)/start-memcached
 	$(SUBST) packaging/memcached.service > $(DESTDIR)$(UNITDIR)/memcached.service
-	chmod 644 $(DESTDIR)$(UNITDIR)/memcached.service
+	$(SUBST) packaging/memcached.socket > $(DESTDIR)$(UNITDIR)/memcached.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/memcached.service $(DESTDIR)$(UNITDIR)/memcached.socket
 	install -m 644 packaging/memcached.tmpfiles $(DESTDIR)$(TMPFILESDIR)/memcached.conf
 	@# An existing configuration is the administrator's: never overwritten.
 	test -e $(DESTDIR)$(SYSCONFDIR)/memcached.conf || \
@@ -141,7 +145,8 @@ install-files:
 # The configuration goes only if it is still the one installed.
 uninstall:
 	rm -f $(BINDIR)/memcached $(MAN1DIR)/memcached.1 $(DESTDIR)$(SCRIPTDIR)/start-memcached \
-	    $(DESTDIR)$(UNITDIR)/memcached.service $(DESTDIR)$(TMPFILESDIR)/memcached.conf
+	    $(DESTDIR)$(UNITDIR)/memcached.service $(DESTDIR)$(UNITDIR)/memcached.socket \
+	    $(DESTDIR)$(TMPFILESDIR)/memcached.conf
 	-rmdir $(DESTDIR)$(SCRIPTDIR) $(DESTDIR)$(PREFIX)/share/memcached 2>/dev/null
 	! cmp -s packaging/memcached.conf $(DESTDIR)$(SYSCONFDIR)/memcached.conf || \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/memcached.conf

@@ -10,6 +10,7 @@
 //!   record format every change is written in.
 //! - `repl`: replication between a pair of servers.
 //! - `stats`: counters and their reports.
+//! - `metrics`: the Prometheus endpoint's exposition and HTTP requests.
 //! - `logger`: the `watch` log streams, entries formatted as memcached's.
 //! - `options`: the command line, parsed exactly as memcached parses it.
 //! - `process`: limits, `-u`, `-d`, `-P`, `-k` and how the process exits.
@@ -23,6 +24,7 @@ pub mod authfile;
 mod extstore;
 mod items;
 mod logger;
+mod metrics;
 mod numbers;
 pub mod options;
 mod persist;

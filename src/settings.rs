@@ -212,6 +212,12 @@ pub struct Settings {
     pub repl: ReplSettings,
     /// `-Z` and the `ssl_*` options.
     pub tls: TlsSettings,
+    /// The Prometheus endpoint (`--metrics-port`, `-o metrics_port=`,
+    /// `-o metrics_addr=`); off by default.
+    pub metrics: MetricsSettings,
+    /// Started with sockets to serve (LISTEN_FDS): `-l`, `-p`, `-U` and
+    /// `-s` bind nothing.
+    pub socket_activated: bool,
 }
 
 /// `-Z` and `-o ssl_*`, held as memcached holds them (OpenSSL's numbers
@@ -272,6 +278,17 @@ impl TlsSettings {
             _ => "unknown",
         }
     }
+}
+
+/// Where `GET /metrics` is served (not a memcached option).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// 0: no metrics endpoint (unless a socket named `metrics` is
+    /// inherited).
+    pub port: u16,
+    /// The address to bind; none means the first `-l` address, or every
+    /// address when there is no `-l`.
+    pub addr: Option<String>,
 }
 
 /// Port a replication peer is reached on and the replication listener
@@ -360,6 +377,8 @@ impl Default for Settings {
             tuning: Tuning::default(),
             repl: ReplSettings::default(),
             aof: AofSettings::default(),
+            metrics: MetricsSettings::default(),
+            socket_activated: false,
             ext: ExtSettings::default(),
             tls: TlsSettings::default(),
         }

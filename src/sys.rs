@@ -219,21 +219,84 @@ fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) 
     Ok(())
 }
 
-/// The socket's send buffer size (SO_SNDBUF), as getsockopt reports it.
-pub(crate) fn send_buffer(fd: RawFd) -> io::Result<i32> {
+fn get_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<i32> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `value`.
     check(unsafe {
         libc::getsockopt(
             fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
+            level,
+            name,
             &mut value as *mut i32 as *mut libc::c_void,
             &mut len,
         )
     })?;
     Ok(value)
+}
+
+/// The socket's send buffer size (SO_SNDBUF), as getsockopt reports it.
+pub(crate) fn send_buffer(fd: RawFd) -> io::Result<i32> {
+    get_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
+}
+
+/// What an inherited descriptor is: a socket's family (`AF_*`), type
+/// (`SOCK_*`) and whether it is already listening.
+pub(crate) struct SocketKind {
+    pub(crate) family: i32,
+    pub(crate) kind: i32,
+    pub(crate) listening: bool,
+    /// A stream socket with a peer: one connection (systemd's
+    /// `Accept=yes`), not a socket to listen on.
+    pub(crate) connected: bool,
+}
+
+/// Looks at descriptor `fd` (not ours yet): an error if it is no socket.
+pub(crate) fn socket_kind(fd: RawFd) -> io::Result<SocketKind> {
+    let kind = get_int_option(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let listening = get_int_option(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0;
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `sa`.
+    check(unsafe { libc::getsockname(fd, &mut sa as *mut _ as *mut libc::sockaddr, &mut len) })?;
+    // SAFETY: an all-zero sockaddr_storage is a valid value.
+    let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut peer_len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `peer_len` bytes into `peer`.
+    let connected = unsafe {
+        libc::getpeername(
+            fd,
+            &mut peer as *mut _ as *mut libc::sockaddr,
+            &mut peer_len,
+        )
+    } == 0;
+    Ok(SocketKind {
+        family: i32::from(sa.ss_family),
+        kind,
+        listening,
+        connected,
+    })
+}
+
+/// Takes ownership of descriptor `fd`, handed to this process by its
+/// parent (sd_listen_fds), marking it close-on-exec as sd_listen_fds does.
+pub(crate) fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD/F_SETFD take no pointers.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the LISTEN_FDS protocol gives this process descriptors
+    // 3..3+N; the caller adopts each once, at start, before anything else
+    // could own it, so exactly one OwnedFd closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Removes a variable from the environment (the LISTEN_* ones, so that
+/// children do not take the sockets for theirs).
+pub(crate) fn unset_env(name: &str) {
+    // SAFETY: called at start-up, before the server makes any thread or
+    // reads the environment anywhere else: nothing reads it concurrently.
+    unsafe { std::env::remove_var(name) };
 }
 
 /// Asks for a send buffer of `size` bytes; false if the kernel refuses.

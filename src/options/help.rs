@@ -59,6 +59,7 @@ impl ParseState {
         );
         self.usage_aof(out);
         self.usage_replication(out);
+        usage_operations(out);
         Ok(())
     }
 
@@ -286,6 +287,22 @@ impl ParseState {
             a.rewrite_min >> 20,
         );
     }
+}
+
+/// The metrics endpoint and socket activation (not in memcached).
+fn usage_operations(out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"Operations (not in memcached):\n    \
+          --metrics-port=<num>  serve GET /metrics (Prometheus text format) on this\n                          \
+          TCP port (default: 0, off)\n   \
+          - metrics_port:        the same as --metrics-port\n   \
+          - metrics_addr:        address for the metrics port (default: the first\n                          \
+          -l address, or every address)\n\
+          Started with LISTEN_FDS and LISTEN_PID (systemd socket activation), the\n\
+          server serves the sockets it inherits instead of binding -l/-p/-U/-s:\n\
+          TCP and unix streams as memcached ports, UDP as the UDP port, and one\n\
+          named \"metrics\" (LISTEN_FDNAMES) or on the metrics port as /metrics.\n",
+    );
 }
 
 impl ParseState {

@@ -5,7 +5,7 @@
 
 use super::help::license;
 use super::state::{Outcome, ParseState, contains, lossy};
-use super::table::{AOF_FILE, REPL_PORT};
+use super::table::{AOF_FILE, METRICS_PORT, REPL_PORT};
 use crate::numbers::{atof, atoi, safe_strtoul, strtol};
 use crate::process::EX_USAGE;
 use crate::repl::split_peer;
@@ -68,6 +68,7 @@ impl ParseState {
             b'x' => return self.repl_peer(arg),
             REPL_PORT => return self.repl_port(arg),
             AOF_FILE => self.settings.aof.path = Some(lossy(arg)),
+            METRICS_PORT => return self.metrics_port(arg),
             _ => unreachable!("getopt only returns listed options"),
         }
         Ok(())
@@ -209,6 +210,20 @@ impl ParseState {
             }
             _ => {
                 let message = format!("Invalid replication port \"{}\"\n", lossy(arg));
+                self.fail(EX_USAGE, message)
+            }
+        }
+    }
+
+    /// `--metrics-port`, `-o metrics_port=`: 0 turns the endpoint off.
+    pub(super) fn metrics_port(&mut self, arg: &[u8]) -> Outcome {
+        match safe_strtoul(arg) {
+            Some(port @ 0..=65535) => {
+                self.settings.metrics.port = port as u16;
+                Ok(())
+            }
+            _ => {
+                let message = format!("Invalid metrics port \"{}\"\n", lossy(arg));
                 self.fail(EX_USAGE, message)
             }
         }

@@ -1,6 +1,6 @@
 //! `-o key=value,...`: memcached's extended options, split the way glibc's
 //! `getsubopt` splits them, each validated with memcached's message, plus
-//! this server's own (`repl_*`, `aof*`), and extstore's (`options/ext.rs`).
+//! this server's own (`repl_*`, `aof*`, `metrics_*`), and extstore's (`options/ext.rs`).
 //! TLS keys are refused with a message saying this server is built
 //! without them in a build without TLS.
 
@@ -84,6 +84,14 @@ impl ParseState {
             "repl_peer" => {
                 let value = self.need(value, "Missing repl_peer argument")?;
                 return self.repl_peer(value);
+            }
+            "metrics_port" => {
+                let value = self.need(value, "Missing metrics_port argument")?;
+                return self.metrics_port(value);
+            }
+            "metrics_addr" => {
+                let value = self.need(value, "Missing metrics_addr argument")?;
+                self.settings.metrics.addr = Some(String::from_utf8_lossy(value).into_owned());
             }
             "repl_port" => {
                 let value = self.need(value, "Missing repl_port argument")?;

@@ -1,5 +1,5 @@
 //! Which options there are: memcached 1.6.18's `getopt_long` tables, in its
-//! order, plus this server's own (the append-only file and replication).
+//! order, plus this server's own (the append-only file, replication, metrics).
 
 use super::getopt::{HasArg, LongOpt, OptionTable, long};
 
@@ -17,6 +17,8 @@ const SHORT_OPTS: &[u8] = b"a:AZp:s:U:m:Mc:khiVrvdl:u:P:f:n:t:D:LR:Cb:B:I:SFXWY:
 /// short option letters.
 pub(super) const AOF_FILE: u8 = 1;
 pub(super) const REPL_PORT: u8 = 0x80;
+/// The value getopt returns for `--metrics-port`.
+pub(super) const METRICS_PORT: u8 = 0x81;
 
 /// memcached's `longopts`, in its order (the order of getopt's
 /// "possibilities" list for an ambiguous abbreviation).
@@ -63,4 +65,5 @@ const LONG_OPTS: &[LongOpt] = &[
     long("aof-file", HasArg::Required, AOF_FILE).never_abbreviated(),
     long("repl-peer", HasArg::Required, b'x').never_abbreviated(),
     long("repl-port", HasArg::Required, REPL_PORT).never_abbreviated(),
+    long("metrics-port", HasArg::Required, METRICS_PORT).never_abbreviated(),
 ];

@@ -555,6 +555,24 @@ fn replication_options() {
 }
 
 #[test]
+fn metrics_options() {
+    let s = settings(&["--metrics-port=9150"]);
+    assert_eq!(s.metrics.port, 9150);
+    let s = settings(&["-o", "metrics_port=9151,metrics_addr=127.0.0.2"]);
+    assert_eq!(
+        (s.metrics.port, s.metrics.addr.as_deref()),
+        (9151, Some("127.0.0.2"))
+    );
+    assert_eq!(settings(&[]).metrics, Default::default());
+    assert_eq!(
+        err(&["--metrics-port=x"]),
+        (64, "Invalid metrics port \"x\"\n".to_string())
+    );
+    // Never abbreviated: memcached's own prefixes keep their meaning.
+    assert!(parse(&["--metrics"]).is_err());
+}
+
+#[test]
 fn help_version_and_license() {
     let (code, text) = stdout(&["-h"]);
     assert_eq!(code, 0);
@@ -572,7 +590,11 @@ fn help_version_and_license() {
     let next_line = text[theirs_end..].lines().next().unwrap();
     assert!(next_line.ends_with(" (not in memcached):"), "{next_line}");
     assert!(text.contains("Replication (not in memcached):\n-x, --repl-peer="));
-    assert!(text.ends_with("- repl_port:           the same as --repl-port\n"));
+    assert!(text.contains(
+        "- repl_port:           the same as --repl-port\nOperations (not in memcached):\n"
+    ));
+    assert!(text.contains("    --metrics-port=<num>  serve GET /metrics"));
+    assert!(text.ends_with("on the metrics port as /metrics.\n"));
     assert!(text.contains("more details\nPersistence (not in memcached):\n"));
     // The current values are shown, as memcached does.
     assert!(

@@ -11,7 +11,8 @@ pub(super) fn warning(settings: &Settings) -> Option<String> {
     let authenticated = settings.auth_file.is_some() || settings.sasl;
     let listening =
         settings.socket_path.is_none() && (settings.port != 0 || settings.udp_port != 0);
-    if authenticated || !listening {
+    // Inherited sockets were bound by whoever passed them, not by -l.
+    if authenticated || !listening || settings.socket_activated {
         return None;
     }
     let wildcard = if settings.listen.is_empty() {

@@ -66,6 +66,8 @@ pub(super) struct Bound {
     /// whether over TLS (`-Z` unless `notls:`).
     pub(crate) streams: Vec<(Listener, Protocol, bool)>,
     pub(crate) udp: Vec<UdpPort>,
+    /// The HTTP endpoint for `GET /metrics`, when asked for.
+    pub(crate) metrics: Option<TcpListener>,
 }
 
 pub(super) struct UdpPort {
@@ -169,6 +171,34 @@ fn parse_port(text: &str) -> Result<u16, BadEntry> {
     Ok(n as u16)
 }
 
+/// The metrics port, on `metrics_addr`, else on the first `-l` host, else
+/// on every IPv4 address.
+pub(super) fn bind_metrics(s: &Settings) -> io::Result<TcpListener> {
+    let port = s.metrics.port;
+    let first_listen = s.listen.first().and_then(|l| l.split(',').next());
+    let host = match (&s.metrics.addr, first_listen) {
+        (Some(addr), _) => addr.clone(),
+        (None, Some(entry)) => parse_entry(entry)
+            .ok()
+            .and_then(|e| e.host)
+            .unwrap_or_else(|| "0.0.0.0".into()),
+        (None, None) => "0.0.0.0".into(),
+    };
+    let failed = |e: io::Error| {
+        let msg = format!(
+            "failed to listen on metrics port {host}:{port}: {}",
+            strerror(&e)
+        );
+        io::Error::new(e.kind(), msg)
+    };
+    let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+        .to_socket_addrs()
+        .map_err(failed)?
+        .next()
+        .ok_or_else(|| failed(io::ErrorKind::AddrNotAvailable.into()))?;
+    bind_tcp(addr, s.backlog).map_err(failed)
+}
+
 /// Every socket the options ask for.
 pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
     let mut bound = Bound::default();
@@ -188,18 +218,24 @@ pub(super) fn bind_all(s: &Settings) -> io::Result<Bound> {
         let port = bind_port(s.udp_port);
         for (addr, ..) in addresses(s, port, "UDP")? {
             let socket = bind_udp(addr).map_err(|e| bind_error(s, "UDP", port, e))?;
-            let send_buffer = maximize_send_buffer(socket.as_raw_fd());
-            let shadows = (1..s.udp_conns_per_port())
-                .map(|_| sys::dup(socket.as_raw_fd()))
-                .collect::<io::Result<_>>()?;
-            bound.udp.push(UdpPort {
-                socket,
-                shadows,
-                send_buffer,
-            });
+            bound.udp.push(udp_port(s, socket)?);
         }
     }
     Ok(bound)
+}
+
+/// A bound UDP socket made ready to serve: a large send buffer, and a
+/// descriptor per `-t` thread as memcached has.
+pub(super) fn udp_port(s: &Settings, socket: UdpSocket) -> io::Result<UdpPort> {
+    let send_buffer = maximize_send_buffer(socket.as_raw_fd());
+    let shadows = (1..s.udp_conns_per_port())
+        .map(|_| sys::dup(socket.as_raw_fd()))
+        .collect::<io::Result<_>>()?;
+    Ok(UdpPort {
+        socket,
+        shadows,
+        send_buffer,
+    })
 }
 
 /// The addresses to bind for one transport, each with its protocol and

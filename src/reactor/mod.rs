@@ -12,8 +12,10 @@ mod conn;
 mod ext;
 pub mod harness;
 mod idle;
+mod inherited;
 mod listen;
 mod log_streams;
+mod metrics_io;
 mod port_file;
 mod readbuf;
 mod repl_io;
@@ -41,6 +43,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 use stream::Stream;
 use turn::{Action, Socket};
+
+pub use inherited::Inherited;
 
 /// memcached refuses a client whose descriptor number reaches `-c` - 1, and
 /// before its first client it holds 7 descriptors plus 4 per worker thread
@@ -87,6 +91,10 @@ enum Slot {
         /// Boxed to keep every slot (one per descriptor) small.
         addr: Option<Box<std::net::SocketAddr>>,
     },
+    /// The metrics endpoint's listener (`--metrics-port`).
+    MetricsListener(std::net::TcpListener),
+    /// An HTTP connection to the metrics endpoint.
+    Http(Box<metrics_io::HttpConn>),
 }
 
 pub(crate) struct Reactor {
@@ -119,6 +127,8 @@ pub(crate) struct Reactor {
     durability: Durability,
     /// Set while accepting is paused (memcached's "listen disabled").
     paused: Option<accept::Pause>,
+    /// The metrics endpoint's connections.
+    metrics: metrics_io::MetricsState,
     /// Second of the last extstore maintenance pass.
     ext_last_tick: u32,
     /// extstore has more cold items to write out right away.
@@ -132,20 +142,23 @@ pub(crate) struct Reactor {
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
 /// once the sockets are bound and the cache is ready, before the first
 /// request (memcached writes its pid file at that point). `tls`: the
-/// context `-Z` built at start-up (`tls::Server::start`).
+/// context `-Z` built at start-up (`tls::Server::start`). `inherited`:
+/// the sockets passed by systemd or another activator
+/// ([`Inherited::take`]), served instead of binding `-l`/`-p`/`-U`/`-s`.
 pub fn serve(
     settings: Settings,
     tls: Option<tls::Server>,
+    inherited: Option<Inherited>,
     listening: impl FnOnce(),
 ) -> io::Result<()> {
-    let mut reactor = Reactor::new(settings)?;
+    let mut reactor = Reactor::new(settings, inherited)?;
     reactor.tls = tls;
     listening();
     reactor.run()
 }
 
 impl Reactor {
-    pub(crate) fn new(mut settings: Settings) -> io::Result<Reactor> {
+    pub(crate) fn new(mut settings: Settings, inherited: Option<Inherited>) -> io::Result<Reactor> {
         let cfg = CacheConfig::from_settings(&settings);
         let (mut cache, saved) = match settings.memory_file.clone() {
             Some(path) => crate::persist::warm::open(&path, &mut settings, cfg)?,
@@ -199,6 +212,7 @@ impl Reactor {
             repl: None,
             durability,
             paused: None,
+            metrics: metrics_io::MetricsState::default(),
             ext_last_tick: 0,
             ext_busy: false,
             ext_deferred: Vec::new(),
@@ -213,7 +227,7 @@ impl Reactor {
         if let Some(fd) = r.cache.ext.as_ref().and_then(|t| t.store.wake_fd()) {
             r.register(fd, Slot::ExtIo, sys::READ)?;
         }
-        r.open_listeners()?;
+        r.open_listeners(inherited)?;
         let listeners = r.stats.curr_conns as usize;
         // memcached's start-up check: its own descriptors must leave room.
         if listeners + 5 * r.settings.num_threads >= r.settings.max_conns.saturating_sub(1) {
@@ -242,9 +256,9 @@ impl Reactor {
 
     /// Opens every listener and counts each as a connection, as memcached
     /// does; traces them at `-vv` in memcached's order.
-    fn open_listeners(&mut self) -> io::Result<()> {
+    fn open_listeners(&mut self, inherited: Option<Inherited>) -> io::Result<()> {
         let port_file = port_file::PortFile::open(self.settings.socket_path.is_some());
-        let bound = listen::bind_all(&self.settings)?;
+        let mut bound = inherited::open_all(&self.settings, inherited)?;
         if let Some(f) = port_file {
             f.publish(&bound);
         }
@@ -286,6 +300,9 @@ impl Reactor {
             }
             self.count_listener();
         }
+        if let Some(listener) = bound.metrics.take() {
+            self.register_metrics(listener)?;
+        }
         Ok(())
     }
 
@@ -318,6 +335,7 @@ impl Reactor {
             turn_began = Instant::now();
             if self.cache.clock.tick() {
                 self.kick_idle();
+                self.http_tick();
             }
             for ev in &events[..n] {
                 let (fd, bits) = (ev.u64 as RawFd, ev.events);
@@ -415,6 +433,8 @@ impl Reactor {
             Some(Slot::Listener(..)) => self.on_listener(fd),
             Some(Slot::Udp(_)) => self.serve_datagrams(fd),
             Some(Slot::Signals) => self.handle_signals(fd),
+            Some(Slot::MetricsListener(_)) => self.on_metrics_listener(fd),
+            Some(Slot::Http(_)) => self.drive_http(fd),
             Some(Slot::ExtIo) => self.ext_io_done(),
             Some(Slot::Repl) => self.with_repl(|r, ctx| r.event(fd, bits, ctx)),
             Some(Slot::Client(c)) => {

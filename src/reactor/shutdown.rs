@@ -52,6 +52,7 @@ impl Reactor {
                     }
                     self.slots[fd] = Slot::Empty;
                 }
+                Slot::MetricsListener(_) | Slot::Http(_) => self.slots[fd] = Slot::Empty,
                 _ => {}
             }
         }

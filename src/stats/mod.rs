@@ -595,6 +595,15 @@ pub(crate) fn settings(s: &Settings) -> String {
         );
         stat(&mut o, "repl_port", s.repl.port);
     }
+    // Only when asked for, so a default `stats settings` stays memcached's.
+    if s.metrics.port != 0 {
+        stat(&mut o, "metrics_port", s.metrics.port);
+        stat(
+            &mut o,
+            "metrics_addr",
+            s.metrics.addr.as_deref().unwrap_or("(default)"),
+        );
+    }
     o.push_str("END\r\n");
     o
 }

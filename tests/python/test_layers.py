@@ -12,8 +12,10 @@ TOOL = REPO_ROOT / "tools" / "rooms"
 
 # What each room may name. A room missing here may name nothing.
 ALLOWED = {
-    "reactor": {"authfile", "extstore", "items", "logger", "persist", "proto", "repl",
-                "settings", "slab", "stats", "sys", "tls"},
+    "reactor": {"authfile", "extstore", "items", "logger", "metrics", "persist", "proto",
+                "repl", "settings", "slab", "stats", "sys", "tls"},
+    # The Prometheus endpoint: the stats room's reports, rendered.
+    "metrics": {"items", "settings", "stats"},
     "repl": {"items", "persist", "settings", "stats", "sys"},
     "persist": {"items", "settings", "slab", "stats", "sys"},
     "proto": {"items", "logger", "numbers", "settings", "slab", "stats", "tls"},

@@ -27,6 +27,7 @@ from mc_helpers import REPO_ROOT, ends_with, free_port, request
 EXPECTED_FILES = {
     "etc/memcached.conf",
     "lib/systemd/system/memcached.service",
+    "lib/systemd/system/memcached.socket",
     "usr/bin/memcached",
     "usr/lib/tmpfiles.d/memcached.conf",
     "usr/share/doc/memcached-rs/copyright",
@@ -210,6 +211,27 @@ def test_unit_is_hardened_and_verifies(unpacked, tmp_path):
     )
     assert out.returncode == 0, out.stderr.decode()
     assert b"memcached.service" not in out.stderr, out.stderr.decode()
+
+
+def test_socket_unit_verifies_beside_the_service(unpacked, tmp_path):
+    """The socket unit listens where the configuration's default does and
+    activates memcached.service (the unit of the same name)."""
+    need("systemd-analyze")
+    socket_unit = (unpacked / "lib/systemd/system/memcached.socket").read_text()
+    assert "\nListenStream=127.0.0.1:11211\n" in socket_unit
+    assert "\nWantedBy=sockets.target\n" in socket_unit
+    service = (unpacked / UNIT).read_text()
+    (tmp_path / "memcached.service").write_text(
+        service.replace(f"/{SCRIPT}", str(unpacked / SCRIPT))
+    )
+    (tmp_path / "memcached.socket").write_text(socket_unit)
+    out = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "memcached.socket")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"memcached.s" not in out.stderr, out.stderr.decode()
 
 
 # --- a real install into a scratch root ------------------------------------
