@@ -142,6 +142,63 @@ def kill_namespace(ns):
             pass
 
 
+def namespace_parents(ns):
+    """pid -> parent pid of every live (not zombie) process in the network
+    namespace `ns`."""
+    parents = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != ns:
+                continue
+            with open(f"/proc/{pid}/stat") as f:
+                # "pid (comm) state ppid ...": comm may hold spaces.
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+            # An exited test stays a zombie child of prove until prove has
+            # read its output to the end: it no longer runs.
+            if state != "Z":
+                parents[int(pid)] = int(ppid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return parents
+
+
+def kill_orphans(ns, prove_pid):
+    """Once the test script is gone (prove, the namespace's first process,
+    has no child left), what remains in the namespace is a server whose
+    timedrun died before it could kill it: MemcachedTest's DESTROY sends
+    SIGINT to timedrun, and a timedrun that has not yet installed its
+    handlers (a server that wrote its port file within microseconds of
+    being forked, on a loaded machine) dies of it, orphaning the server.
+    The orphan holds the test's stdout open, so prove waits for an EOF
+    that never comes; timedrun would have killed it, so the harness does."""
+    parents = namespace_parents(ns)
+    if any(ppid == prove_pid for ppid in parents.values()):
+        return
+    for pid in parents:
+        if pid != prove_pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def wait_for_file(proc, bound, held):
+    """Waits up to `bound` seconds for the file's prove to end, killing
+    orphaned servers meanwhile; False if the bound was reached."""
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            proc.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            return True
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                return False
+            if held is not None:
+                kill_orphans(held[0], proc.pid)
+
+
 def hold_namespace(proc, nsfile):
     """Opens the file's network namespace while its shell is in it, so the
     namespace (and its id) lives until the file is done and its leftovers
@@ -200,11 +257,8 @@ class Runner:
             with self.lock:
                 self.procs.add(proc)
             held = hold_namespace(proc, nsfile)
-            timed_out = False
-            try:
-                proc.wait(timeout=bound)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+            timed_out = not wait_for_file(proc, bound, held)
+            if timed_out:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             with self.lock:
