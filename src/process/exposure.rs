@@ -25,11 +25,20 @@ pub(super) fn warning(settings: &Settings) -> Option<String> {
             .find(|l| is_wildcard(host_of(l)))
             .map(|_| "-l names a wildcard address")
     }?;
+    // With TCP off (-p 0) the exposed port is the UDP one; -1 is ephemeral.
+    let port = if settings.port != 0 {
+        settings.port
+    } else {
+        settings.udp_port
+    };
+    let reach = match port {
+        -1 => "the port the kernel picks".to_string(),
+        _ => format!("port {port}"),
+    };
     Some(format!(
         "WARNING: listening on all interfaces ({wildcard}) with no authentication (-Y or -S): \
-         anyone who can reach port {} can read, change and flush the cache. Bind to a private \
-         interface with -l, or enable authentication.\n",
-        settings.port
+         anyone who can reach {reach} can read, change and flush the cache. Bind to a private \
+         interface with -l, or enable authentication.\n"
     ))
 }
 
@@ -75,5 +84,19 @@ mod tests {
         let mut s = with_listen(&[]);
         s.port = 0;
         assert!(warning(&s).is_none());
+    }
+
+    #[test]
+    fn names_the_port_actually_exposed() {
+        let mut s = with_listen(&[]);
+        s.port = -1;
+        assert!(
+            warning(&s)
+                .unwrap()
+                .contains("reach the port the kernel picks can")
+        );
+        s.port = 0;
+        s.udp_port = 11222;
+        assert!(warning(&s).unwrap().contains("reach port 11222 can"));
     }
 }
