@@ -38,6 +38,16 @@ def binary_for(kind):
     return ours_path() if kind == "ours" else oracle_path()
 
 
+def have_ipv6_loopback():
+    """Whether ::1 can be bound here (IPv6 tests skip without it)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -11,16 +11,7 @@ import subprocess
 
 import pytest
 
-from mc_helpers import binary_for, free_port, request, stats_over
-
-
-def have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
+from mc_helpers import binary_for, free_port, have_ipv6_loopback, request, stats_over
 
 
 needs_ipv6 = pytest.mark.skipif(not have_ipv6_loopback(), reason="no ::1 on this machine")

@@ -10,16 +10,7 @@ import subprocess
 import pytest
 
 from daemon_helpers import poll_until
-from mc_helpers import binary_for, recv_until
-
-
-def have_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
+from mc_helpers import binary_for, have_ipv6_loopback, recv_until
 
 
 def port_file(start_server, tmp_path, kind, *opts, stale=None):
