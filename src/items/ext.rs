@@ -35,7 +35,10 @@ pub(crate) struct ExtTier {
     /// Reads finished and not yet taken: None for a miss. `fetched`: the
     /// header had been fetched before, which a recache requires.
     results: Vec<Result_>,
-    recache_counter: u32,
+    /// memcached's per-connection `recache_counter`, by descriptor: its
+    /// connection objects are kept per descriptor and never reset, so
+    /// neither is this.
+    recache_counters: Vec<u32>,
     compact: Option<Compaction>,
     /// Cold items wait to go out and every write buffer is on its way to
     /// disk (see `ext_backpressure`).
@@ -90,7 +93,7 @@ impl ExtTier {
             store,
             waiting: Vec::new(),
             results: Vec::new(),
-            recache_counter: 0,
+            recache_counters: Vec::new(),
             compact: None,
             stalled: false,
             compact_span: None,
@@ -264,7 +267,14 @@ impl Cache {
     /// memcached's recache: every `rate`th fetch of a flash item fetched
     /// before brings the value back into RAM (after the reply is built,
     /// since allocating may evict).
-    pub(crate) fn ext_recache(&mut self, key: &[u8], value: &[u8], rate: u32, was_fetched: bool) {
+    pub(crate) fn ext_recache(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        rate: u32,
+        was_fetched: bool,
+        fd: i32,
+    ) {
         if self.ext.is_none() || rate == 0 || !was_fetched {
             return;
         }
@@ -281,8 +291,12 @@ impl Cache {
             return;
         }
         let tier = self.ext.as_mut().unwrap();
-        let turn = tier.recache_counter;
-        tier.recache_counter = tier.recache_counter.wrapping_add(1);
+        let slot = fd.max(0) as usize;
+        if tier.recache_counters.len() <= slot {
+            tier.recache_counters.resize(slot + 1, 0);
+        }
+        let turn = tier.recache_counters[slot];
+        tier.recache_counters[slot] = turn.wrapping_add(1);
         if !turn.is_multiple_of(rate) {
             return;
         }

@@ -687,7 +687,7 @@ fn get_or_touch(
     }
     if let Some(Some((value, fetched))) = flash {
         let rate = ctx.settings.ext.recache_rate;
-        ctx.cache.ext_recache(key, &value, rate, fetched);
+        ctx.cache.ext_recache(key, &value, rate, fetched, ctx.fd);
     }
     Next::Continue
 }

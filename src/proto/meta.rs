@@ -403,6 +403,10 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         ctx.stats.get_cmds += 1;
         cache.count_get_hit(it);
     }
+    // As a text get: a value read from flash may come back into RAM.
+    if let Some(Some((value, fetched))) = flash {
+        cache.ext_recache(key, &value, ctx.settings.ext.recache_rate, fetched, fd);
+    }
     Next::Continue
 }
 

@@ -317,7 +317,7 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
     out.extend_from_slice(b"\r\n");
     if let Some(Some((value, fetched))) = flash {
         let rate = ctx.settings.ext.recache_rate;
-        ctx.cache.ext_recache(key, &value, rate, fetched);
+        ctx.cache.ext_recache(key, &value, rate, fetched, ctx.fd);
     }
     if r.trace {
         let mut err = std::io::stderr().lock();

@@ -296,3 +296,30 @@ def test_the_full_copy_carries_values_that_live_on_flash(tmp_path, start_server)
     with b.connect() as s:
         for i in range(n):
             assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+
+
+def mg_value(s, key):
+    reply = request(s, b"mg %s v\r\n" % key,
+                    lambda b: b.startswith(b"EN") or b.count(b"\r\n") >= 2)
+    return reply
+
+
+@pytest.mark.parametrize("kind", ["ours", "oracle"])
+def test_meta_get_recaches_as_get_does(kind, tmp_path, start_server):
+    """With `ext_recache_rate=1`, the second read of a flash item (the
+    header fetched before) brings its value back into RAM, for mg as for
+    get; a read after that is not a flash read."""
+    srv = start_server(kind, "-o", ext_opts(tmp_path / "f", "ext_recache_rate=1"))
+    fill_and_wait(srv, 4)
+    counts = []
+    with srv.connect() as s:
+        for _ in range(3):
+            assert mg_value(s, b"k1") == b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(1))
+            st = stats_over(s)
+            counts.append((st["get_extstore"], st["recache_from_extstore"]))
+        # The text get, on another key, recaches the same way.
+        for _ in range(3):
+            assert get(s, b"k2") == {b"k2": (0, value_of(2))}
+        st = stats_over(s)
+        counts.append((st["get_extstore"], st["recache_from_extstore"]))
+    assert counts == [("1", "0"), ("2", "1"), ("2", "1"), ("4", "2")]
