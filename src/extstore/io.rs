@@ -11,11 +11,13 @@ use std::os::unix::fs::FileExt as _;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
-/// Who a read is for: a connection (by descriptor) or the compactor.
+/// Who a read is for: a connection (by descriptor), the compactor, or the
+/// replication full copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ticket {
     Conn(i32),
     Compact,
+    Copy,
 }
 
 pub(crate) enum Job {
@@ -115,7 +117,11 @@ fn worker(rx: Receiver<Job>, shared: Arc<Shared>) {
     // Signals are the reactor's (its signalfd): a thread that left them
     // unblocked would take SIGTERM or SIGUSR1 with the default action.
     let _ = nix::sys::signal::SigSet::all().thread_block();
+    let mut gate = test_gate::Gate::from_env();
     while let Ok(job) = rx.recv() {
+        if matches!(job, Job::Read { .. }) {
+            gate.pass();
+        }
         let done = run_job(job);
         shared.done.lock().unwrap().push(done);
         let _ = (&shared.wake).write(&1u64.to_ne_bytes());
@@ -157,5 +163,41 @@ pub(crate) fn run_job(job: Job) -> Done {
                 data,
             }
         }
+    }
+}
+
+/// A test hook, in debug builds only: with `MEMCACHED_TEST_EXT_GATE`
+/// naming a FIFO, each read waits for one byte from it, so a test holds a
+/// flash read in flight for as long as it likes (and shows that other
+/// clients are served meanwhile) without timing anything.
+mod test_gate {
+    #[cfg(debug_assertions)]
+    pub(super) struct Gate(Option<std::fs::File>);
+
+    #[cfg(debug_assertions)]
+    impl Gate {
+        pub(super) fn from_env() -> Gate {
+            let path = std::env::var_os("MEMCACHED_TEST_EXT_GATE");
+            Gate(path.and_then(|p| std::fs::File::open(p).ok()))
+        }
+
+        pub(super) fn pass(&mut self) {
+            use std::io::Read as _;
+            if let Some(f) = &mut self.0 {
+                let _ = f.read(&mut [0u8; 1]);
+            }
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) struct Gate;
+
+    #[cfg(not(debug_assertions))]
+    impl Gate {
+        pub(super) fn from_env() -> Gate {
+            Gate
+        }
+
+        pub(super) fn pass(&mut self) {}
     }
 }

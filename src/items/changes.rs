@@ -27,6 +27,7 @@ use super::item::{KEY_BINARY, LINKED, STALE, TOKEN_SENT};
 use super::{Cache, Segments};
 use crate::slab::{ChunkRef, NIL};
 use std::any::Any;
+use std::borrow::Cow;
 
 /// The meta protocol's item markers that are part of an item's state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,7 +52,7 @@ pub(crate) struct ItemState<'a> {
     pub(crate) value: Segments<'a>,
     /// For an item whose value is on flash: the value read back, or None
     /// when its record is gone (the item then reads as absent).
-    pub(crate) flash: Option<Option<Vec<u8>>>,
+    pub(crate) flash: Option<Option<Cow<'a, [u8]>>>,
 }
 
 /// One change, as it stands once made.
@@ -177,8 +178,23 @@ impl Cache {
         rel.clamp(1, u32::MAX as i64) as u32
     }
 
-    /// `it` as a change would report it.
+    /// `it` as a change would report it; a flash item's value was read
+    /// beforehand (see `ext_value_in_hand`).
     pub(crate) fn item_state(&self, it: ChunkRef) -> ItemState<'_> {
+        self.item_state_with(it, |c| c.ext_value_in_hand(it))
+    }
+
+    /// `it` as the AOF rewrite's forked child writes it: a flash value is
+    /// read there and then (the child blocks no client).
+    pub(crate) fn item_state_reading(&self, it: ChunkRef) -> ItemState<'_> {
+        self.item_state_with(it, |c| c.ext_value_blocking(it).map(Cow::Owned))
+    }
+
+    fn item_state_with<'a>(
+        &'a self,
+        it: ChunkRef,
+        flash: impl FnOnce(&'a Cache) -> Option<Cow<'a, [u8]>>,
+    ) -> ItemState<'a> {
         let v = self.view(it);
         ItemState {
             key: v.key(),
@@ -191,7 +207,7 @@ impl Cache {
                 key_binary: v.is(KEY_BINARY),
             },
             value: self.value_segments(it),
-            flash: self.is_ext(it).then(|| self.ext_value_blocking(it)),
+            flash: self.is_ext(it).then(|| flash(self)),
         }
     }
 

@@ -45,6 +45,31 @@ pub(crate) struct ExtTier {
     stalled: bool,
     /// A compaction read came back.
     compact_span: Option<Option<Vec<u8>>>,
+    /// The full copy's reads (see `ext_copy_fetch`), in flight or back.
+    copy_reads: Vec<CopyRead>,
+}
+
+/// A value the replication full copy reads from flash before it sends
+/// the item.
+struct CopyRead {
+    /// The header's chunk: the walk goes in chunk order, so a read for a
+    /// chunk it has passed is no longer wanted.
+    chunk: ChunkRef,
+    loc: Loc,
+    /// None while in flight; then the record, or None if it was gone.
+    data: Option<Option<Vec<u8>>>,
+}
+
+/// Flash reads the full copy keeps in flight ahead of its walk.
+pub(crate) const COPY_READ_AHEAD: usize = 32;
+
+/// Whether the full copy may send a flash item now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CopyFetch {
+    /// Its value is in hand (or its record is known gone).
+    Ready,
+    /// Its read is in flight: the walk waits at it.
+    Pending,
 }
 
 struct Result_ {
@@ -97,6 +122,7 @@ impl ExtTier {
             compact: None,
             stalled: false,
             compact_span: None,
+            copy_reads: Vec::new(),
         }
     }
 }
@@ -346,6 +372,12 @@ impl Cache {
         for f in finished {
             match f.ticket {
                 Ticket::Compact => tier.compact_span = Some(f.data),
+                Ticket::Copy => {
+                    let read = tier.copy_reads.iter_mut().find(|r| r.loc == f.loc);
+                    if let Some(r) = read.filter(|r| r.data.is_none()) {
+                        r.data = Some(f.data);
+                    }
+                }
                 Ticket::Conn(fd) => {
                     let Some(i) = tier.waiting.iter().position(|w| (w.0, w.1) == (fd, f.loc))
                     else {
@@ -599,15 +631,150 @@ impl Cache {
     }
 
     /// The value of a flash item read on the calling thread (None if its
-    /// record is gone): what the AOF rewrite and the full copy write.
+    /// record is gone): what the AOF rewrite's forked child writes, where
+    /// blocking stalls no client.
     pub(crate) fn ext_value_blocking(&self, it: ChunkRef) -> Option<Vec<u8>> {
         let tier = self.ext.as_ref()?;
         let data = tier
             .store
             .read_blocking(self.ext_loc(it), self.ext_record_len(it))?;
-        match record::check(&data) {
-            record::Check::Good(p) if p.key == self.view(it).key() => Some(p.value.to_vec()),
+        self.ext_value_of(it, &data).map(<[u8]>::to_vec)
+    }
+
+    /// The value in the record `data`, if it is `it`'s and whole.
+    fn ext_value_of<'d>(&self, it: ChunkRef, data: &'d [u8]) -> Option<&'d [u8]> {
+        match record::check(data) {
+            record::Check::Good(p) if p.key == self.view(it).key() => Some(p.value),
             _ => None,
+        }
+    }
+
+    /// The value of flash item `it` for a change record (`md ... I`) or
+    /// the full copy: read beforehand through the I/O threads
+    /// (`ext_read_for_change`, `ext_copy_fetch`), so nothing blocks here.
+    /// None: its record is gone.
+    pub(crate) fn ext_value_in_hand(&self, it: ChunkRef) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let loc = self.ext_loc(it);
+        let tier = self.ext.as_ref()?;
+        let copied = tier
+            .copy_reads
+            .iter()
+            .find(|r| r.loc == loc && r.chunk == it);
+        let record = match copied.and_then(|r| r.data.as_ref()) {
+            Some(data) => data.as_deref(),
+            None => match tier.results.iter().find(|r| r.loc == loc) {
+                Some(r) => r.data.as_deref(),
+                None => {
+                    // Every path that reports a flash item reads it first;
+                    // a new one that does not still gets the value.
+                    debug_assert!(false, "a flash value was not read beforehand");
+                    return self.ext_value_blocking(it).map(std::borrow::Cow::Owned);
+                }
+            },
+        };
+        record
+            .and_then(|d| self.ext_value_of(it, d))
+            .map(std::borrow::Cow::Borrowed)
+    }
+
+    /// Before `md ... I` marks flash item `key` stale: the change it
+    /// reports to the AOF or the peer carries the value, so with a change
+    /// sink the value is read first (the connection waits, as for a get;
+    /// no get is counted). Without one nothing is read, as in memcached.
+    pub(crate) fn ext_read_for_change(&mut self, key: &[u8], fd: i32) -> ExtFetch {
+        if self.ext.is_none() || self.changes.is_none() {
+            return ExtFetch::Ready;
+        }
+        let hv = self.hv(key);
+        let Some(it) = self.hash.find(&self.slabs.arena, key, hv) else {
+            return ExtFetch::Ready;
+        };
+        if !self.is_ext(it) || self.is_flushed(it) || self.is_expired(it) {
+            return ExtFetch::Ready;
+        }
+        let (loc, len) = (self.ext_loc(it), self.ext_record_len(it));
+        let tier = self.ext.as_mut().unwrap();
+        if tier.results.iter().any(|r| r.fd == fd && r.loc == loc) {
+            return ExtFetch::Ready;
+        }
+        if tier.waiting.iter().any(|w| (w.0, w.1) == (fd, loc)) {
+            return ExtFetch::Wait;
+        }
+        let data = match tier.store.read(loc, len, Ticket::Conn(fd)) {
+            ReadStart::Pending => {
+                tier.waiting.push((fd, loc, false));
+                return ExtFetch::Wait;
+            }
+            ReadStart::Ready(data) => Some(data),
+            ReadStart::Gone => None,
+        };
+        let r = Result_ {
+            fd,
+            loc,
+            data,
+            fetched: false,
+        };
+        push_result(&mut tier.results, r);
+        ExtFetch::Ready
+    }
+
+    /// A request of connection `fd` is done with what was read for it.
+    pub(crate) fn ext_done_with_reads(&mut self, fd: i32) {
+        if let Some(tier) = &mut self.ext {
+            tier.results.retain(|r| r.fd != fd);
+        }
+    }
+
+    /// The full copy's walk has reached flash item `it` (`ahead`: it only
+    /// looks ahead of where it waits): starts reading its value unless in
+    /// hand or in flight. Reads for chunks the walk has passed are dropped.
+    pub(crate) fn ext_copy_fetch(&mut self, it: ChunkRef, ahead: bool) -> CopyFetch {
+        let (loc, len) = (self.ext_loc(it), self.ext_record_len(it));
+        let Some(tier) = self.ext.as_mut() else {
+            return CopyFetch::Ready;
+        };
+        if !ahead {
+            tier.copy_reads
+                .retain(|r| r.chunk >= it || r.data.is_none());
+        }
+        let known = tier
+            .copy_reads
+            .iter()
+            .find(|r| r.chunk == it && r.loc == loc);
+        if let Some(r) = known {
+            return match r.data {
+                Some(_) => CopyFetch::Ready,
+                None => CopyFetch::Pending,
+            };
+        }
+        let data = match tier.store.read(loc, len, Ticket::Copy) {
+            ReadStart::Pending => None,
+            ReadStart::Ready(data) => Some(Some(data)),
+            ReadStart::Gone => Some(None),
+        };
+        let pending = data.is_none();
+        tier.copy_reads.push(CopyRead {
+            chunk: it,
+            loc,
+            data,
+        });
+        if pending {
+            CopyFetch::Pending
+        } else {
+            CopyFetch::Ready
+        }
+    }
+
+    /// Full-copy reads in flight or waiting to be sent.
+    pub(crate) fn ext_copy_reads(&self) -> usize {
+        self.ext.as_ref().map_or(0, |t| t.copy_reads.len())
+    }
+
+    /// The full copy ended or starts again: its reads are no longer
+    /// wanted (one still in flight is dropped when it comes back).
+    pub(crate) fn ext_copy_forget(&mut self) {
+        if let Some(tier) = &mut self.ext {
+            tier.copy_reads.clear();
         }
     }
 

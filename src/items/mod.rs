@@ -34,7 +34,7 @@ use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};
 pub(crate) use changes::{Change, ChangeSink, ItemState, Marks};
 use clock::Clock;
-pub(crate) use ext::{ExtFetch, ExtTier};
+pub(crate) use ext::{COPY_READ_AHEAD, CopyFetch, ExtFetch, ExtTier};
 pub(crate) use given::GivenItem;
 use hash::HashTable;
 use item::{CHUNKED, LINKED};

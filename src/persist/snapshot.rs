@@ -20,7 +20,7 @@
 
 use super::mutations::{self, encode_item};
 use super::record;
-use crate::items::Cache;
+use crate::items::{COPY_READ_AHEAD, Cache, CopyFetch};
 
 /// The snapshot of a rewrite: the tombstones, a PUT per live item, then
 /// the delayed `flush_all` still to come, if any. Calls `sink` whenever `out` holds
@@ -43,7 +43,7 @@ pub(crate) fn rewrite(
         }
     }
     for it in cache.live_items_oldest_first() {
-        encode_item(out, ts, cache.item_state(it));
+        encode_item(out, ts, cache.item_state_reading(it));
         items += 1;
         if out.len() >= batch {
             sink(out)?;
@@ -63,6 +63,8 @@ pub(crate) fn rewrite(
 pub(crate) struct SnapshotCursor {
     page: usize,
     chunk: usize,
+    /// The walk stopped at a flash item whose value is being read.
+    waiting: bool,
 }
 
 impl SnapshotCursor {
@@ -70,40 +72,95 @@ impl SnapshotCursor {
     /// `max_chunks` chunks and stopping once `out` holds `max_out` bytes.
     /// Returns the number of items encoded and whether the walk has reached
     /// the end of the arena.
+    ///
+    /// A flash item is sent once its value has been read through the I/O
+    /// threads: the walk stops at it (`waiting`), with the reads of the
+    /// next flash items started too, and goes on when the loop comes back
+    /// after the reads.
     pub(crate) fn step(
         &mut self,
-        cache: &Cache,
+        cache: &mut Cache,
         out: &mut Vec<u8>,
         max_chunks: usize,
         max_out: usize,
     ) -> (usize, bool) {
         let ts = cache.unix_now();
-        let slabs = &cache.slabs;
         let mut encoded = 0;
         let mut looked = 0;
-        while self.page < slabs.page_count() {
-            let id = slabs.page_owner(self.page);
-            let perslab = if id == 0 { 0 } else { slabs.class(id).perslab };
-            if self.chunk >= perslab {
-                self.page += 1;
-                self.chunk = 0;
-                continue;
-            }
+        self.waiting = false;
+        loop {
             if looked >= max_chunks || out.len() >= max_out {
-                return (encoded, false);
+                return (encoded, !self.skip_empty(cache));
             }
-            let chunk = slabs.page_chunk(self.page, id, self.chunk);
-            self.chunk += 1;
+            let here = *self;
+            let Some(chunk) = self.next_chunk(cache) else {
+                return (encoded, true);
+            };
             looked += 1;
             // Reading through the usual lookup rules would bump the item;
             // the walk only skips what a lookup would no longer find.
             let Some(it) = cache.live_item_at(chunk) else {
                 continue;
             };
+            if cache.is_ext(it) && cache.ext_copy_fetch(it, false) == CopyFetch::Pending {
+                *self = here;
+                self.read_ahead(cache, max_chunks);
+                self.waiting = true;
+                return (encoded, false);
+            }
             encode_item(out, ts, cache.item_state(it));
             encoded += 1;
         }
-        (encoded, true)
+    }
+
+    /// The walk is waiting for a flash read (the loop need not hurry).
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting
+    }
+
+    /// Moves past empty pages; whether a chunk is left.
+    fn skip_empty(&mut self, cache: &Cache) -> bool {
+        let slabs = &cache.slabs;
+        while self.page < slabs.page_count() {
+            let id = slabs.page_owner(self.page);
+            let perslab = if id == 0 { 0 } else { slabs.class(id).perslab };
+            if self.chunk < perslab {
+                return true;
+            }
+            self.page += 1;
+            self.chunk = 0;
+        }
+        false
+    }
+
+    /// The chunk here, and the cursor past it.
+    fn next_chunk(&mut self, cache: &Cache) -> Option<crate::slab::ChunkRef> {
+        if !self.skip_empty(cache) {
+            return None;
+        }
+        let id = cache.slabs.page_owner(self.page);
+        let chunk = cache.slabs.page_chunk(self.page, id, self.chunk);
+        self.chunk += 1;
+        Some(chunk)
+    }
+
+    /// Starts the reads of the flash items after the one the walk waits
+    /// at, so they come back together rather than one loop turn each.
+    fn read_ahead(&self, cache: &mut Cache, max_chunks: usize) {
+        let mut ahead = *self;
+        for _ in 0..max_chunks {
+            if cache.ext_copy_reads() >= COPY_READ_AHEAD {
+                return;
+            }
+            let Some(chunk) = ahead.next_chunk(cache) else {
+                return;
+            };
+            if let Some(it) = cache.live_item_at(chunk)
+                && cache.is_ext(it)
+            {
+                cache.ext_copy_fetch(it, true);
+            }
+        }
     }
 }
 

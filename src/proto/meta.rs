@@ -596,6 +596,10 @@ pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next 
         return error(r, WRITES_REFUSED);
     }
     let key = of.key(t, &kbuf);
+    // A flash item marked stale is reported with its value: read it first.
+    if of.set_stale && ctx.cache.ext_read_for_change(key, ctx.fd) == ExtFetch::Wait {
+        return Next::AwaitExt(0);
+    }
     let start = r.out.len();
     let out = &mut *r.out;
     // The code is written over this once known.
@@ -606,7 +610,11 @@ pub(super) fn process_mdelete(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next 
     }
     let cas = of.has_cas.then_some(of.req_cas_id);
     let exptime = of.new_ttl.then_some(of.exptime);
-    let code = match ctx.cache.meta_delete(key, cas, of.set_stale, exptime) {
+    let deleted = ctx.cache.meta_delete(key, cas, of.set_stale, exptime);
+    if of.set_stale {
+        ctx.cache.ext_done_with_reads(ctx.fd);
+    }
+    let code = match deleted {
         MetaDelete::Deleted | MetaDelete::MarkedStale if of.no_reply => {
             out.truncate(start);
             return Next::Continue;

@@ -39,7 +39,7 @@ const COPY_STEP: usize = 4096;
 
 impl Repl {
     /// Master: RESYNC, then the arena walk from the start.
-    pub(super) fn start_copy(&mut self, cache: &Cache) {
+    pub(super) fn start_copy(&mut self, cache: &mut Cache) {
         // The copy covers everything changed before it starts.
         self.feed_mark = mutations::len(cache);
         self.resyncs += 1;
@@ -48,12 +48,13 @@ impl Repl {
         link.control(KIND_RESYNC, 0);
         link.copy = Some(SnapshotCursor::default());
         link.synced = false;
+        cache.ext_copy_forget();
     }
 
     /// Replica, on joining: its tombstones for keys it holds no item for,
     /// then the walk of its arena (`copy_step`), then UPLOADED. The master
     /// applies all of it under the conflict rule before its own full copy.
-    pub(super) fn start_upload(&mut self, cache: &Cache) {
+    pub(super) fn start_upload(&mut self, cache: &mut Cache) {
         let link = self.link.as_mut().expect("a link is up");
         for (key, cas) in mutations::tombstones(cache)
             .into_iter()
@@ -64,6 +65,7 @@ impl Repl {
             }
         }
         link.copy = Some(SnapshotCursor::default());
+        cache.ext_copy_forget();
         self.log("sending what this node holds");
     }
 
@@ -79,6 +81,9 @@ impl Repl {
         let room = COPY_LOW_WATER.saturating_sub(link.unsent()) + link.out.len();
         let (items, done) = cursor.step(ctx.cache, &mut link.out, COPY_STEP, room);
         link.sent += items as u64;
+        if done {
+            ctx.cache.ext_copy_forget();
+        }
         if done && self.role == Role::Replica {
             link.control(KIND_UPLOADED, 0);
             self.log("sent what this node holds");

@@ -184,7 +184,8 @@ impl Repl {
     /// Whether replication has work for the next loop turn right away.
     pub(crate) fn busy(&self) -> bool {
         self.link.as_ref().is_some_and(|l| {
-            (l.readable && !self.held) || (l.copy.is_some() && l.unsent() < COPY_LOW_WATER)
+            let copying = l.copy.is_some_and(|c| !c.waiting());
+            (l.readable && !self.held) || (copying && l.unsent() < COPY_LOW_WATER)
         })
     }
 

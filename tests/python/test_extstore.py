@@ -323,3 +323,126 @@ def test_meta_get_recaches_as_get_does(kind, tmp_path, start_server):
         st = stats_over(s)
         counts.append((st["get_extstore"], st["recache_from_extstore"]))
     assert counts == [("1", "0"), ("2", "1"), ("2", "1"), ("4", "2")]
+
+
+@pytest.fixture
+def ext_gate(tmp_path):
+    """A FIFO the debug build's I/O threads read a byte from before each
+    flash read (`MEMCACHED_TEST_EXT_GATE`): a read stays in flight until
+    the test writes a byte. Closed at the end, which opens the gate."""
+    if os.environ.get("MEMCACHED_BIN"):
+        pytest.skip("the read gate is a test hook of the debug build")
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR)
+    yield {"MEMCACHED_TEST_EXT_GATE": str(fifo)}, fd
+    os.close(fd)
+
+
+def on_flash(srv, n, sock):
+    """Fills n values and waits until the first ones are on disk (not in a
+    write buffer, which would be read from RAM)."""
+    fill_and_wait(srv, n)
+    wait_stat(srv, "extstore_io_queue", lambda v: v == 0, timeout=20, sock=sock)
+
+
+def nothing_yet(sock):
+    sock.setblocking(False)
+    try:
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)
+    finally:
+        sock.setblocking(True)
+
+
+def others_are_served(srv, n):
+    with srv.connect() as s:
+        for i in range(n):
+            assert request(s, b"set ram%d 0 0 3\r\nabc\r\n" % i) == b"STORED\r\n"
+            assert get(s, b"ram%d" % i) == {b"ram%d" % i: (0, b"abc")}
+
+
+def test_a_held_flash_read_blocks_no_other_client(tmp_path, start_server, ext_gate):
+    """While a flash read waits in an I/O thread (held by the gate), other
+    clients are served; then the value arrives whole: text get, mg."""
+    env, gate = ext_gate
+    srv = start_server("ours", "-o", ext_opts(tmp_path / "f"), env=env)
+    with srv.connect() as ctl:
+        on_flash(srv, 200, ctl)
+        for cmd, key, want in [
+            (b"get k0\r\n", 0, b"VALUE k0 0 %d\r\n%s\r\nEND\r\n" % (VALUE_LEN, value_of(0))),
+            (b"mg k1 v\r\n", 1, b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(1))),
+        ]:
+            with srv.connect() as a:
+                before = int(stats_over(ctl)["get_extstore"])
+                a.sendall(cmd)
+                wait_stat(srv, "get_extstore", lambda v: v > before, sock=ctl)
+                assert int(stats_over(ctl)["extstore_io_queue"]) >= 1
+                others_are_served(srv, 20)
+                nothing_yet(a)
+                os.write(gate, b"x")
+                assert request(a, b"", ends_with_len(len(want))) == want
+
+
+def ends_with_len(n):
+    return lambda b: len(b) >= n
+
+
+def test_md_invalidate_of_a_flash_item_reads_it_without_blocking(tmp_path, start_server,
+                                                                    ext_gate):
+    """`md KEY I` of a flash item with the AOF on: the PUT it logs carries
+    the value, read through an I/O thread (others served meanwhile); a
+    restart from the file finds it whole and stale."""
+    env, gate = ext_gate
+    aof = tmp_path / "a.aof"
+    srv = start_server("ours", "-o", f"aof={aof}", "-o", ext_opts(tmp_path / "f"), env=env)
+    with srv.connect() as ctl:
+        on_flash(srv, 200, ctl)
+        before = int(stats_over(ctl)["extstore_objects_read"])
+        with srv.connect() as a:
+            a.sendall(b"md k3 I\r\n")
+            wait_stat(srv, "extstore_objects_read", lambda v: v > before, sock=ctl)
+            others_are_served(srv, 20)
+            nothing_yet(a)
+            os.write(gate, b"x")
+            assert request(a, b"") == b"HD\r\n"
+        # Without a read in flight the gate is not consulted again: no wait.
+        assert stats_over(ctl)["get_extstore"] == "0"
+    srv.kill()
+    again = start_server("ours", "-o", f"aof={aof}")
+    with again.connect() as s:
+        reply = request(s, b"mg k3 v\r\n", ends_with_len(VALUE_LEN + 10))
+        head, _, rest = reply.partition(b"\r\n")
+        assert head.startswith(b"VA %d" % VALUE_LEN) and b" X" in head, head
+        assert rest == value_of(3) + b"\r\n"
+
+
+def test_the_full_copy_reads_flash_without_blocking(tmp_path, start_server, ext_gate):
+    """The master's full copy waits for its flash reads in the I/O threads
+    while clients are served, then the replica has every value whole."""
+    from repl_helpers import wait_linked, wait_role
+    env, gate = ext_gate
+    ports = {"a": free_port(), "b": free_port()}
+
+    def node(name, *extra, env=None):
+        other = "b" if name == "a" else "a"
+        return start_server("ours", "-x", f"127.0.0.1:{ports[other]}",
+                            "--repl-port", str(ports[name]), *extra, env=env)
+
+    a = node("a", "-o", ext_opts(tmp_path / "f"), env=env)
+    wait_role(a, "master")
+    n = 200
+    with a.connect() as ctl:
+        on_flash(a, n, ctl)
+        before = int(stats_over(ctl)["extstore_objects_read"])
+        b = node("b")
+        # The copy has reached a flash item and waits for the gate.
+        wait_stat(a, "extstore_objects_read", lambda v: v > before, timeout=20, sock=ctl)
+        others_are_served(a, 20)
+        with b.connect() as s:
+            assert get(s, b"k0") == {}
+        os.write(gate, b"x" * (2 * n))
+        wait_linked(a, b)
+    with b.connect() as s:
+        for i in range(n):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
