@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
@@ -59,33 +60,45 @@ struct Shared {
     wake: File,
 }
 
+/// One I/O thread as the submitter sees it.
+struct Thread {
+    queue: Sender<Job>,
+    /// Jobs queued and not yet taken by the thread (memcached's `depth`).
+    depth: Arc<AtomicUsize>,
+}
+
 pub(crate) struct Io {
-    queues: Vec<Sender<Job>>,
-    next: usize,
+    threads: Vec<Thread>,
     shared: Arc<Shared>,
     /// Jobs handed out and not yet taken back (`extstore_io_queue`).
     pub(crate) in_flight: usize,
 }
 
 impl Io {
-    pub(crate) fn start(threads: usize) -> io::Result<Io> {
+    /// `threads` threads (`ext_threads`), each taking up to `depth` queued
+    /// jobs at a time (`ext_io_depth`).
+    pub(crate) fn start(threads: usize, depth: usize) -> io::Result<Io> {
         let efd: OwnedFd = crate::sys::eventfd()?;
         let shared = Arc::new(Shared {
             done: Mutex::new(Vec::new()),
             wake: File::from(efd),
         });
-        let mut queues = Vec::new();
+        let mut all = Vec::new();
         for _ in 0..threads.max(1) {
             let (tx, rx) = channel();
             let shared = Arc::clone(&shared);
+            let queued = Arc::new(AtomicUsize::new(0));
+            let mine = Arc::clone(&queued);
             std::thread::Builder::new()
                 .name("mc-ext-io".into())
-                .spawn(move || worker(rx, shared))?;
-            queues.push(tx);
+                .spawn(move || worker(rx, &shared, &mine, depth.max(1)))?;
+            all.push(Thread {
+                queue: tx,
+                depth: queued,
+            });
         }
         Ok(Io {
-            queues,
-            next: 0,
+            threads: all,
             shared,
             in_flight: 0,
         })
@@ -96,11 +109,23 @@ impl Io {
         self.shared.wake.as_raw_fd()
     }
 
+    /// Queues `job` on the thread with the fewest jobs waiting (the first
+    /// idle one), as memcached's `_get_io_thread` picks.
     pub(crate) fn submit(&mut self, job: Job) {
-        self.next = (self.next + 1) % self.queues.len();
+        let t = self
+            .threads
+            .iter()
+            .find(|t| t.depth.load(Ordering::Relaxed) == 0)
+            .or_else(|| {
+                self.threads
+                    .iter()
+                    .min_by_key(|t| t.depth.load(Ordering::Relaxed))
+            })
+            .expect("at least one thread");
+        t.depth.fetch_add(1, Ordering::Relaxed);
         self.in_flight += 1;
         // A worker only stops when its queue is dropped, with the store.
-        let _ = self.queues[self.next].send(job);
+        let _ = t.queue.send(job);
     }
 
     /// Everything finished since the last call (the eventfd is reset).
@@ -113,18 +138,32 @@ impl Io {
     }
 }
 
-fn worker(rx: Receiver<Job>, shared: Arc<Shared>) {
+/// An I/O thread: takes up to `io_depth` queued jobs at a time (so with
+/// several threads the queues stay even, as memcached's threads "chew
+/// small batches"), does each and hands each result back at once.
+fn worker(rx: Receiver<Job>, shared: &Shared, queued: &AtomicUsize, io_depth: usize) {
     // Signals are the reactor's (its signalfd): a thread that left them
     // unblocked would take SIGTERM or SIGUSR1 with the default action.
     let _ = nix::sys::signal::SigSet::all().thread_block();
     let mut gate = test_gate::Gate::from_env();
-    while let Ok(job) = rx.recv() {
-        if matches!(job, Job::Read { .. }) {
-            gate.pass();
+    let mut batch = Vec::with_capacity(io_depth);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < io_depth {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
         }
-        let done = run_job(job);
-        shared.done.lock().unwrap().push(done);
-        let _ = (&shared.wake).write(&1u64.to_ne_bytes());
+        queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        for job in batch.drain(..) {
+            if matches!(job, Job::Read { .. }) {
+                gate.pass();
+            }
+            let done = run_job(job);
+            shared.done.lock().unwrap().push(done);
+            let _ = (&shared.wake).write(&1u64.to_ne_bytes());
+        }
     }
 }
 

@@ -200,7 +200,7 @@ impl ExtStore {
             ));
         }
         let io = if threads {
-            Some(Io::start(s.threads as usize).map_err(InitError::Open)?)
+            Some(Io::start(s.threads as usize, s.io_depth as usize).map_err(InitError::Open)?)
         } else {
             None
         };

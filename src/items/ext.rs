@@ -511,11 +511,15 @@ impl Cache {
     /// memcached's compaction thread, a step per call: picks a page, reads
     /// it a write buffer at a time, rewrites what is still referenced (or
     /// drops what was never read, with `ext_drop_unread`), then closes it.
-    pub(crate) fn ext_compact_step(&mut self, s: &ExtSettings) {
+    /// `may_pick`: a page may be picked if none is being compacted.
+    pub(crate) fn ext_compact_step(&mut self, s: &ExtSettings, may_pick: bool) {
         let Some(tier) = &mut self.ext else {
             return;
         };
         if tier.compact.is_none() {
+            if !may_pick {
+                return;
+            }
             let Some((page, version, drop_unread)) = tier.store.compact_pick(s) else {
                 return;
             };
@@ -606,6 +610,11 @@ impl Cache {
         c.compact_rescues += rescues;
         c.compact_lost += lost;
         c.compact_skipped += skipped;
+    }
+
+    /// A page is being compacted.
+    pub(crate) fn ext_compacting(&self) -> bool {
+        self.ext.as_ref().is_some_and(|t| t.compact.is_some())
     }
 
     /// The loop should take no more requests for now: memory is short (no

@@ -8,6 +8,11 @@ use crate::extstore::{ExtStore, InitError};
 use crate::items::{Cache, ExtTier};
 use crate::settings::Settings;
 use std::io;
+use std::time::{Duration, Instant};
+
+/// memcached's `MIN_STORAGE_COMPACT_SLEEP`: the compaction thread's pause
+/// while it works through a page.
+const MIN_COMPACT_SLEEP_US: u32 = 10_000;
 
 /// Items written out in one turn beyond which the next turn comes at once.
 const EXT_BATCH: usize = 64;
@@ -71,7 +76,7 @@ impl Reactor {
                 self.ready.push_back(fd);
             }
         }
-        self.cache.ext_compact_step(&self.settings.ext);
+        self.cache.ext_compact_step(&self.settings.ext, false);
     }
 
     /// Holds client `fd` back while extstore applies backpressure (see
@@ -86,8 +91,12 @@ impl Reactor {
         true
     }
 
-    /// Every loop turn: cold items out, a compaction step; once a second
-    /// the store's maintenance.
+    /// Every loop turn: cold items out, a compaction step. Every
+    /// `ext_max_sleep` (10 ms while a page is being compacted), the store's
+    /// maintenance and the look for a page to compact: what memcached's
+    /// compaction thread does between its sleeps. The loop wakes for it
+    /// (`ext_timeout`), so the writer too looks at the LRU tails at least
+    /// that often, as memcached's writer thread sleeps at most that long.
     pub(super) fn ext_turn(&mut self) {
         if self.cache.ext.is_none() {
             return;
@@ -95,11 +104,29 @@ impl Reactor {
         // A full batch written: more may be waiting, so the loop should
         // not sleep.
         self.ext_busy = self.cache.ext_write_out(&self.settings.ext) >= EXT_BATCH;
-        self.cache.ext_compact_step(&self.settings.ext);
-        let now = self.cache.now();
-        if now != self.ext_last_tick {
-            self.ext_last_tick = now;
+        let now = Instant::now();
+        let tick = now >= self.ext_next_tick;
+        if tick {
             self.cache.ext_tick();
         }
+        self.cache.ext_compact_step(&self.settings.ext, tick);
+        if tick {
+            let us = if self.cache.ext_compacting() {
+                MIN_COMPACT_SLEEP_US
+            } else {
+                self.settings.ext.max_sleep
+            };
+            self.ext_next_tick = now + Duration::from_micros(us as u64);
+        }
+    }
+
+    /// The loop's wait, cut short for extstore's next tick.
+    pub(super) fn ext_timeout(&self, timeout: i32, now: Instant) -> i32 {
+        if self.cache.ext.is_none() {
+            return timeout;
+        }
+        let left = self.ext_next_tick.saturating_duration_since(now);
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        if timeout < 0 { ms } else { timeout.min(ms) }
     }
 }

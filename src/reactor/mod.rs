@@ -130,7 +130,9 @@ pub(crate) struct Reactor {
     /// The metrics endpoint's connections.
     metrics: metrics_io::MetricsState,
     /// Second of the last extstore maintenance pass.
-    ext_last_tick: u32,
+    /// When extstore's maintenance and compaction pick run next (see
+    /// `ext_turn`).
+    ext_next_tick: Instant,
     /// extstore has more cold items to write out right away.
     ext_busy: bool,
     /// Clients held back until extstore has a write buffer again.
@@ -213,7 +215,7 @@ impl Reactor {
             durability,
             paused: None,
             metrics: metrics_io::MetricsState::default(),
-            ext_last_tick: 0,
+            ext_next_tick: Instant::now(),
             ext_busy: false,
             ext_deferred: Vec::new(),
             tls: None,
@@ -331,6 +333,7 @@ impl Reactor {
             };
             let timeout = self.accept_timeout(timeout);
             let timeout = self.maintainer_timeout(timeout, turn_began);
+            let timeout = self.ext_timeout(timeout, turn_began);
             let n = self.epoll.wait(&mut events, timeout)?;
             turn_began = Instant::now();
             if self.cache.clock.tick() {
