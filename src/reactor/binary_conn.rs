@@ -18,10 +18,12 @@ impl Conn {
     ) -> (usize, Option<BatchEnd>) {
         let v = ctx.settings.verbose;
         let rest = &data[at..];
+        // A request run again after its flash read was traced the first time.
+        let traced = self.awaits_ext();
         if !rest.is_empty() {
             self.on(Event::Parsing, v);
         }
-        match self.next_frame(ctx, rest) {
+        match self.next_frame(ctx, rest, traced) {
             Ok(Some(len)) => {
                 *budget -= 1;
                 if !super::text_conn::take_response(ctx) {
@@ -54,11 +56,11 @@ impl Conn {
     /// The length of the complete request frame at the start of `rest`, if
     /// there is one; an error if the connection must close (bad magic, or
     /// a frame larger than memcached's read buffer can ever hold).
-    fn next_frame(&self, ctx: &Ctx, rest: &[u8]) -> Result<Option<usize>, ()> {
+    fn next_frame(&self, ctx: &Ctx, rest: &[u8], traced: bool) -> Result<Option<usize>, ()> {
         if rest.len() < HEADER_LEN {
             return Ok(None);
         }
-        if ctx.settings.verbose > 1 {
+        if ctx.settings.verbose > 1 && !traced {
             binary::trace_request_header(self.fd, rest);
         }
         let header = binary::Header::parse(rest);
