@@ -1,56 +1,266 @@
+#!/usr/bin/env python3
 """extstore, ours against Debian's memcached -t 1 with the same options on the
-same file system: 30,000 values of 4-15 KB (240 MB) into -m 64 over a 1 GB
-ext file (ext_item_age=0), then how many are readable, RSS, evictions, and
-8 clients' random gets for 8 s (most values on flash).
+same file system (issue 18's four targets), printed as a table:
 
-    python3 bench/extstore.py target/release/memcached [only]
+1. capacity: 512 MB of 4-16 KB values set as fast as one client sends them
+   into `-m 64` over a 1 GB ext file (memcached's defaults otherwise): how
+   many are readable afterwards, evictions, RSS;
+2. flash gets/s: values of 4-16 KB all on flash (`ext_item_age=0`, the fill
+   paced until written), then the load generator's random gets over them;
+3. RAM gets while flash reads are in flight: 100-byte values (never written
+   out) read by 4 connections, alone and then beside 1 connection reading
+   flash values; the loss of RAM gets/s;
+4. RSS after the capacity fill (from 1).
 
-A rough figure on a shared machine; nothing asserts on it."""
-import socket, subprocess, time, sys, random, threading, os
-def run(binary, label, extra):
-    path = "/tmp/extstore-bench-%s.ext" % label
-    probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
-    p = subprocess.Popen([binary, "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "64",
-        "-o", "ext_path=%s:1G,ext_item_age=0" % path] + extra, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    s = socket.create_connection(("127.0.0.1", port))
-    def req(d, end):
-        s.sendall(d); b = b""
-        while not b.endswith(end): b += s.recv(1 << 20)
+    python3 bench/extstore.py [--bin target/release/memcached] [--scale 0.25]
+        [--rounds 2] [--duration 5] [--only ours]
+
+`--scale` multiplies the data (and the file); the default run takes about
+three minutes. A shared machine gives rough figures: compare the two
+servers run side by side, never absolute numbers. Nothing asserts on them.
+"""
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOADGEN = os.path.join(ROOT, "bench", "loadgen", "target", "release", "loadgen")
+ORACLE = "/usr/bin/memcached"
+FLASH_KEY_SIZE = 11  # key:0000001, the load generator's keys
+RAM_KEY_SIZE = 12    # key:00000001: another key space
+RAM_KEYS = 1000
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Server:
+    def __init__(self, binary, label, ext_opts, threads_one):
+        self.dir = tempfile.mkdtemp(prefix="extbench-", dir=os.environ.get("EXT_BENCH_DIR", "/tmp"))
+        self.path = os.path.join(self.dir, "ext")
+        self.port = free_port()
+        cmd = [binary, "-u", "root", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+               "-m", "64", "-o", f"ext_path={self.path}:{ext_opts}"]
+        if threads_one:
+            cmd += ["-t", "1"]
+        self.label = label
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while True:
+            try:
+                self.sock = socket.create_connection(("127.0.0.1", self.port))
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"{label} did not start")
+                time.sleep(0.05)
+
+    def req(self, data, end):
+        self.sock.sendall(data)
+        b = b""
+        while not b.endswith(end):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise RuntimeError("server closed")
+            b += chunk
         return b
-    N = 30000
-    rnd = random.Random(1)
-    for base in range(0, N, 500):
-        s.sendall(b"".join(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, 4096 + (i % 12) * 1024, b"v" * (4096 + (i % 12) * 1024)) for i in range(base, base + 500)))
-    req(b"version\r\n", b"\r\n")
-    def st():
-        r = req(b"stats\r\n", b"END\r\n").decode()
-        return dict(l.split(" ")[1:3] for l in r.split("\r\n") if l.startswith("STAT"))
-    last = -1
-    while True:
-        w = int(st()["extstore_objects_written"])
-        if w == last: break
-        last = w; time.sleep(1.0)
-    x = st()
-    readable = 0
-    for base in range(0, N, 100):
-        r = req(b"get " + b" ".join(b"k%d" % i for i in range(base, base + 100)) + b"\r\n", b"END\r\n")
-        readable += r.count(b"VALUE ")
-    rss = int([l for l in open("/proc/%d/status" % p.pid) if l.startswith("VmRSS")][0].split()[1])
-    count = [0]
-    stop = time.time() + 8
-    def worker(seed):
-        c = socket.create_connection(("127.0.0.1", port)); r = random.Random(seed)
-        n = 0
-        while time.time() < stop:
-            c.sendall(b"get k%d\r\n" % r.randrange(N)); b = b""
-            while not b.endswith(b"END\r\n"): b += c.recv(1 << 16)
-            n += 1
-        count[0] += n
-    ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    [t.start() for t in ts]; [t.join() for t in ts]
-    print(label, "evictions", x["evictions"], "written", x["extstore_objects_written"], "readable", readable, "of", N, "rss_kb", rss,
-          "gets/s", count[0] // 8, "get_extstore", st().get("get_extstore"))
-    p.kill(); p.wait(); os.unlink(path)
-run(sys.argv[1], "ours", [])
-if len(sys.argv) < 3: run("/usr/bin/memcached", "memcached_t1", ["-t", "1"])
+
+    def stats(self):
+        r = self.req(b"stats\r\n", b"END\r\n").decode()
+        return {l.split(" ")[1]: l.split(" ")[2] for l in r.split("\r\n") if l.startswith("STAT")}
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+
+    def stop(self):
+        self.sock.close()
+        self.proc.kill()
+        self.proc.wait()
+        try:
+            os.unlink(self.path)
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+def key(i, size=FLASH_KEY_SIZE):
+    return b"key:%0*d" % (size - 4, i)
+
+
+def size_of(i):
+    return 4096 + (i * 7919 % 12289)  # 4-16 KB, spread
+
+
+def fill(srv, n, paced):
+    """Sets n values; `paced`: waits every batch until the store has
+    written what was sent (so nothing is evicted), else as fast as sent."""
+    for base in range(0, n, 500):
+        top = min(n, base + 500)
+        srv.sock.sendall(b"".join(b"set %s 0 0 %d noreply\r\n%s\r\n" % (key(i), size_of(i), b"v" * size_of(i))
+                                  for i in range(base, top)))
+        srv.req(b"version\r\n", b"\r\n")
+        if paced:
+            wait_written(srv, top)
+    settle(srv)
+
+
+def wait_written(srv, n, limit=60):
+    deadline = time.time() + limit
+    while int(srv.stats()["extstore_objects_written"]) < n and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def settle(srv, limit=60):
+    """Until the writer has nothing left to do (its count stops moving and
+    no I/O is queued)."""
+    last, deadline = -1, time.time() + limit
+    while time.time() < deadline:
+        st = srv.stats()
+        w = int(st["extstore_objects_written"])
+        if w == last and st["extstore_io_queue"] == "0":
+            return
+        last = w
+        time.sleep(0.3)
+
+
+def readable(srv, n):
+    found = 0
+    for base in range(0, n, 100):
+        r = srv.req(b"get " + b" ".join(key(i) for i in range(base, min(n, base + 100))) + b"\r\n",
+                    b"END\r\n")
+        found += r.count(b"\r\nVALUE ") + r.startswith(b"VALUE ")
+    return found
+
+
+def loadgen(srv, keys, key_size, conns, duration, extra=()):
+    cmd = [LOADGEN, "run", "--server", f"127.0.0.1:{srv.port}", "--conns", str(conns),
+           "--duration", str(duration), "--warmup", "1", "--keys", str(keys),
+           "--key-size", str(key_size), "--server-pid", str(srv.proc.pid)] + list(extra)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"loadgen: {out.stderr.strip()}")
+
+
+def flash_reader(srv, n, stop, count):
+    """One connection keeping a flash read in flight (Python-paced)."""
+    c = socket.create_connection(("127.0.0.1", srv.port))
+    r, done = random.Random(7), 0
+    while not stop.is_set():
+        c.sendall(b"get %s\r\n" % key(r.randrange(n)))
+        b = b""
+        while not b.endswith(b"END\r\n"):
+            b += c.recv(1 << 16)
+        done += 1
+    count.append(done)
+    c.close()
+
+
+def capacity(binary, label, threads_one, scale):
+    total = int(512 * scale) << 20
+    n = total // (10 * 1024)
+    srv = Server(binary, label, f"{max(1, int(1024 * scale))}m", threads_one)
+    try:
+        fill(srv, n, paced=False)
+        st = srv.stats()
+        return {"items": n, "readable": readable(srv, n), "evictions": int(st["evictions"]),
+                "written": int(st["extstore_objects_written"]), "rss_kb": srv.rss_kb()}
+    finally:
+        srv.stop()
+
+
+def throughput(binary, label, threads_one, scale, duration):
+    n = int(20000 * scale)
+    srv = Server(binary, label, f"{max(1, int(1024 * scale))}m,ext_item_age=0", threads_one)
+    try:
+        fill(srv, n, paced=True)
+        flash = loadgen(srv, n, FLASH_KEY_SIZE, 8, duration)
+        st = srv.stats()
+        ram_extra = ["--value-size", "100", "--preload"]
+        alone = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, ram_extra)
+        before = int(srv.stats()["get_extstore"])
+        stop, count = threading.Event(), []
+        t = threading.Thread(target=flash_reader, args=(srv, n, stop, count))
+        t.start()
+        beside = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration)
+        stop.set()
+        t.join()
+        during = int(srv.stats()["get_extstore"]) - before
+        return {"flash_gets": flash["ops_per_sec"], "flash_hits": flash["hits"],
+                "flash_gets_all": flash["gets"], "flash_p99_us": flash["p99_us"],
+                "flash_cpu_us": flash["server_cpu_us_per_req"],
+                "get_extstore": int(st["get_extstore"]),
+                "ram_alone": alone["ops_per_sec"], "ram_beside": beside["ops_per_sec"],
+                "ram_p99_alone": alone["p99_us"], "ram_p99_beside": beside["p99_us"],
+                "flash_reads_beside": during}
+    finally:
+        srv.stop()
+
+
+def med(rs, k):
+    return statistics.median(r[k] for r in rs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", nargs="?", default=os.path.join(ROOT, "target", "release", "memcached"))
+    ap.add_argument("--scale", type=float, default=1.0, help="data and file size factor [1]")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per server (medians) [1]")
+    ap.add_argument("--duration", type=float, default=5, help="seconds per measured get run [5]")
+    ap.add_argument("--only", choices=["ours"], help="skip memcached")
+    args = ap.parse_args()
+    if not os.path.exists(LOADGEN):
+        sys.exit(f"{LOADGEN} missing: cargo build --release --manifest-path bench/loadgen/Cargo.toml")
+    servers = [("ours", args.binary, False)]
+    if not args.only:
+        servers.append(("memcached -t 1", ORACLE, True))
+    cap, thr = {}, {}
+    for r in range(args.rounds):
+        for label, binary, t1 in servers:
+            c = capacity(binary, label, t1, args.scale)
+            print(f"# round {r + 1} {label} capacity {json.dumps(c)}", flush=True)
+            cap.setdefault(label, []).append(c)
+            t = throughput(binary, label, t1, args.scale, args.duration)
+            print(f"# round {r + 1} {label} gets {json.dumps(t)}", flush=True)
+            thr.setdefault(label, []).append(t)
+    n = cap["ours"][0]["items"]
+    print()
+    print(f"extstore, `-m 64`, {n:,} values of 4-16 KB ({512 * args.scale:.0f} MB) into a "
+          f"{1024 * args.scale:.0f} MB file; {args.rounds} round(s), medians; gets: "
+          f"{int(20000 * args.scale):,} values all on flash, 8 connections, {args.duration:g} s.")
+    print()
+    print("| | " + " | ".join(l for l, _, _ in servers) + " |")
+    print("|---|" + "---:|" * len(servers))
+    row = lambda name, f: print(f"| {name} | " + " | ".join(f(l) for l, _, _ in servers) + " |")
+    row("readable after the fill", lambda l: f"{med(cap[l], 'readable'):,.0f} of {n:,}")
+    row("evictions", lambda l: f"{med(cap[l], 'evictions'):,.0f}")
+    row("RSS after the fill", lambda l: f"{med(cap[l], 'rss_kb') / 1024:.0f} MB")
+    row("flash gets/s", lambda l: f"{med(thr[l], 'flash_gets'):,.0f}")
+    row("flash get p99 (µs)", lambda l: f"{med(thr[l], 'flash_p99_us'):,.0f}")
+    row("server CPU per flash get (µs)", lambda l: f"{med(thr[l], 'flash_cpu_us'):.1f}")
+    row("RAM gets/s alone", lambda l: f"{med(thr[l], 'ram_alone'):,.0f}")
+    row("RAM gets/s beside flash reads", lambda l: f"{med(thr[l], 'ram_beside'):,.0f}")
+    row("RAM gets lost beside flash reads",
+        lambda l: f"{(1 - med(thr[l], 'ram_beside') / med(thr[l], 'ram_alone')) * 100:.1f}%")
+    row("RAM get p99 alone / beside (µs)",
+        lambda l: f"{med(thr[l], 'ram_p99_alone'):.0f} / {med(thr[l], 'ram_p99_beside'):.0f}")
+    row("flash reads served meanwhile", lambda l: f"{med(thr[l], 'flash_reads_beside'):,.0f}")
+
+
+if __name__ == "__main__":
+    main()

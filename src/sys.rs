@@ -560,3 +560,38 @@ pub(crate) fn thread_id_hex() -> String {
         .map(|b| format!("{b:02X}"))
         .collect()
 }
+
+/// CRC-32C of `data` continuing from `crc` (pre- and post-inverted by the
+/// caller) with the CPU's `crc32` instruction (SSE4.2), when it has one:
+/// about ten times faster than tables, and every flash read is checked.
+/// None: no such instruction here.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn crc32c_hw(crc: u32, data: &[u8]) -> Option<u32> {
+    if !std::arch::is_x86_feature_detected!("sse4.2") {
+        return None;
+    }
+    // SAFETY: the one requirement of a `target_feature` function, that the
+    // CPU has the feature, was checked just above.
+    Some(unsafe { crc32c_sse42(crc, data) })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) fn crc32c_hw(_crc: u32, _data: &[u8]) -> Option<u32> {
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_sse42(mut crc: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u8, _mm_crc32_u64};
+    let mut words = data.chunks_exact(8);
+    let mut wide = crc as u64;
+    for w in &mut words {
+        wide = _mm_crc32_u64(wide, u64::from_le_bytes(w.try_into().unwrap()));
+    }
+    crc = wide as u32;
+    for &b in words.remainder() {
+        crc = _mm_crc32_u8(crc, b);
+    }
+    crc
+}

@@ -52,6 +52,9 @@ pub(crate) enum Done {
         version: u32,
         offset: u32,
         data: io::Result<Vec<u8>>,
+        /// For a connection's read, one record: whether its CRC matched
+        /// (checked here, off the loop, as memcached's I/O callback does).
+        crc_ok: Option<bool>,
     },
 }
 
@@ -161,8 +164,15 @@ fn worker(rx: Receiver<Job>, shared: &Shared, queued: &AtomicUsize, io_depth: us
                 gate.pass();
             }
             let done = run_job(job);
-            shared.done.lock().unwrap().push(done);
-            let _ = (&shared.wake).write(&1u64.to_ne_bytes());
+            let mut list = shared.done.lock().unwrap();
+            let first = list.is_empty();
+            list.push(done);
+            drop(list);
+            // The loop takes the whole list when woken: only the first
+            // result since it last did needs to wake it.
+            if first {
+                let _ = (&shared.wake).write(&1u64.to_ne_bytes());
+            }
         }
     }
 }
@@ -194,12 +204,17 @@ pub(crate) fn run_job(job: Job) -> Done {
         } => {
             let mut data = vec![0u8; len];
             let data = file.read_exact_at(&mut data, pos).map(|()| data);
+            let crc_ok = match (&data, ticket) {
+                (Ok(d), Ticket::Conn(_)) => Some(super::record::crc_matches(d)),
+                _ => None,
+            };
             Done::Read {
                 ticket,
                 page,
                 version,
                 offset,
                 data,
+                crc_ok,
             }
         }
     }

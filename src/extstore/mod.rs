@@ -135,6 +135,9 @@ pub(crate) struct Finished {
     pub(crate) ticket: Ticket,
     pub(crate) loc: Loc,
     pub(crate) data: Option<Vec<u8>>,
+    /// Whether the I/O thread found the record's CRC good (None: not
+    /// checked there).
+    pub(crate) crc_ok: Option<bool>,
 }
 
 /// A page as `stats extstore` and the compactor see it: version 0 for a
@@ -491,6 +494,7 @@ impl ExtStore {
                     version,
                     offset,
                     data,
+                    crc_ok,
                 } => {
                     let loc = Loc {
                         page,
@@ -500,7 +504,12 @@ impl ExtStore {
                     let pg = &mut self.pages[page as usize];
                     pg.refcount = pg.refcount.saturating_sub(1);
                     let data = if self.holds(loc) { data.ok() } else { None };
-                    finished.push(Finished { ticket, loc, data });
+                    finished.push(Finished {
+                        ticket,
+                        loc,
+                        data,
+                        crc_ok,
+                    });
                 }
             }
         }

@@ -77,6 +77,8 @@ struct Result_ {
     loc: Loc,
     data: Option<Vec<u8>>,
     fetched: bool,
+    /// The I/O thread's verdict on the CRC (None: not checked yet).
+    crc_ok: Option<bool>,
 }
 
 /// A page being compacted: read a write buffer at a time.
@@ -219,6 +221,7 @@ impl Cache {
                 loc,
                 data,
                 fetched,
+                crc_ok: None,
             },
         );
         ExtFetch::Ready
@@ -264,10 +267,19 @@ impl Cache {
             Some(Result_ {
                 data: Some(data),
                 fetched,
+                crc_ok,
                 ..
             }) => {
                 let key = self.view(it).key();
-                match record::check(&data) {
+                let verdict = match crc_ok {
+                    Some(true) => record::parse(&data),
+                    Some(false) => match record::parse(&data) {
+                        record::Check::Good(_) => record::Check::BadCrc,
+                        other => other,
+                    },
+                    None => record::check(&data),
+                };
+                match verdict {
                     record::Check::Good(p) if p.key == key => {
                         let start = data.len() - p.value.len();
                         Some((data, start, fetched))
@@ -391,6 +403,7 @@ impl Cache {
                             loc: f.loc,
                             data: f.data,
                             fetched,
+                            crc_ok: f.crc_ok,
                         },
                     );
                     woken.push(fd);
@@ -722,6 +735,7 @@ impl Cache {
             loc,
             data,
             fetched: false,
+            crc_ok: None,
         };
         push_result(&mut tier.results, r);
         ExtFetch::Ready
