@@ -595,3 +595,19 @@ fn crc32c_sse42(mut crc: u32, data: &[u8]) -> u32 {
     }
     crc
 }
+
+/// Gives the pages wholly inside `buf` back to the kernel
+/// (`MADV_DONTNEED`): they leave RSS and read as zeros when next touched.
+/// For an idle buffer that keeps its size but need not keep its memory.
+pub(crate) fn discard_pages(buf: &mut [u8]) {
+    const PAGE: usize = 4096;
+    let start = (buf.as_mut_ptr() as usize).next_multiple_of(PAGE);
+    let end = (buf.as_mut_ptr() as usize + buf.len()) / PAGE * PAGE;
+    if end <= start {
+        return;
+    }
+    // SAFETY: [start, end) lies inside `buf`, which this function holds
+    // exclusively; on private anonymous memory (the heap) MADV_DONTNEED
+    // only makes those bytes read as zero later, a valid value for u8.
+    unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+}

@@ -540,6 +540,18 @@ impl ExtStore {
 
     /// memcached's maintenance pass: frees pages that hold nothing (or were
     /// closed) and nobody reads; with no page free, evicts the oldest.
+    /// With nothing being written, the spare write buffers but one give
+    /// their memory back: a fill touches every buffer, an idle store needs
+    /// none of them resident (they are touched again when next used).
+    pub(crate) fn release_idle_buffers(&mut self) {
+        if self.writes_in_flight > 0 {
+            return;
+        }
+        for buf in self.spare.iter_mut().skip(1) {
+            crate::sys::discard_pages(buf);
+        }
+    }
+
     pub(crate) fn maint(&mut self) {
         let mut evict = self.free.is_empty();
         let mut oldest: Option<(u32, u16)> = None;

@@ -649,6 +649,7 @@ impl Cache {
     pub(crate) fn ext_tick(&mut self) {
         if let Some(tier) = &mut self.ext {
             tier.store.maint();
+            tier.store.release_idle_buffers();
         }
     }
 
