@@ -11,8 +11,8 @@
 #               see SYSCONFDIR, UNITDIR); make uninstall removes them
 #   make deb    a Debian package, target/deb/memcached-rs_*.deb (dpkg-deb)
 #   make bench  throughput, latency, CPU and memory against Debian's
-#               memcached (-t 1) and a null server; by hand, ~10 minutes,
-#               needs 2 cores (see bench/README.md)
+#               memcached (-t 1) and a null server, TLS, extstore; by hand,
+#               ~12 minutes, needs 2 cores (see bench/README.md)
 
 CARGO   ?= cargo
 PYTHON  ?= python3
@@ -112,12 +112,14 @@ fmt:
 	$(CARGO) fmt
 
 # The load generator is its own package (bench/loadgen), so the server's
-# dependencies stay libc/nix. BENCH_ARGS go to bench/run.py.
+# dependencies stay libc/nix. BENCH_ARGS go to bench/run.py,
+# EXT_BENCH_ARGS to bench/extstore.py (e.g. --scale 0.25 --rounds 3).
 .PHONY: bench
 bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 	$(PYTHON) bench/tls.py $(TLS_BENCH_ARGS)
+	$(PYTHON) bench/extstore.py $(BIN) $(EXT_BENCH_ARGS)
 
 # The append-only file: set throughput per sync policy, recovery time.
 .PHONY: bench-aof
