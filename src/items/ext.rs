@@ -25,6 +25,9 @@ const WRITES_PER_CLASS: usize = 256;
 /// memcached's `MIN_PAGES_FREE`: below this many pages' worth of free
 /// chunks (and no page in the global pool), age no longer matters.
 const MIN_PAGES_FREE: usize = 3;
+/// Pages of the global pool that classes of values leave to the others
+/// (the item headers' above all) when extstore is on.
+const EXT_POOL_RESERVE: usize = 8;
 
 /// The store and what the cache keeps about reads in flight.
 pub(crate) struct ExtTier {
@@ -45,6 +48,13 @@ pub(crate) struct ExtTier {
     stalled: bool,
     /// A compaction read came back.
     compact_span: Option<Option<Vec<u8>>>,
+    /// The settings a write-out made by an allocation needs (copied from
+    /// each `ext_write_out`: `extstore item_size` may change them).
+    item_size: u32,
+    low_ttl: u32,
+    /// An allocation is writing an item out (its header's allocation must
+    /// not write out another).
+    writing: bool,
     /// The full copy's reads (see `ext_copy_fetch`), in flight or back.
     copy_reads: Vec<CopyRead>,
 }
@@ -124,6 +134,9 @@ impl ExtTier {
             compact: None,
             stalled: false,
             compact_span: None,
+            item_size: u32::MAX,
+            low_ttl: 0,
+            writing: false,
             copy_reads: Vec::new(),
         }
     }
@@ -418,9 +431,11 @@ impl Cache {
     /// been idle longer than `ext_item_age` (any age when the class is
     /// short of memory) go to flash. Returns how many went.
     pub(crate) fn ext_write_out(&mut self, s: &ExtSettings) -> usize {
-        if self.ext.is_none() {
+        let Some(tier) = self.ext.as_mut() else {
             return 0;
-        }
+        };
+        tier.item_size = s.item_size;
+        tier.low_ttl = s.low_ttl;
         let Some(min_class) = self.slabs.class_for(s.item_size.max(1) as usize) else {
             return 0;
         };
@@ -435,6 +450,56 @@ impl Cache {
             }
         }
         moved
+    }
+
+    /// An allocation of class `class` found no free chunk: rather than
+    /// evict the item at COLD's tail, write its value out if it is large
+    /// enough (memory is short, so its age does not matter, as for
+    /// memcached's writer). False if nothing went (the caller evicts).
+    /// memcached's writer thread races its workers and loses during a fast
+    /// fill (they evict); here the cache is the writer's only client.
+    pub(super) fn ext_write_for_alloc(&mut self, class: u8) -> bool {
+        let Some(tier) = self.ext.as_ref() else {
+            return false;
+        };
+        if tier.writing {
+            return false;
+        }
+        let s = ExtSettings {
+            item_size: tier.item_size,
+            low_ttl: tier.low_ttl,
+            ..ExtSettings::default()
+        };
+        let it = self.ext_candidate(class);
+        if it == NIL {
+            return false;
+        }
+        let v = self.view(it);
+        if v.xflags() & EXT != 0
+            || v.is(PINNED)
+            || self.is_expired(it)
+            || self.is_flushed(it)
+            || (v.nbytes() as usize) < s.item_size as usize
+        {
+            return false;
+        }
+        self.ext.as_mut().unwrap().writing = true;
+        let written = self.ext_write_item(it, &s);
+        self.ext.as_mut().unwrap().writing = false;
+        written
+    }
+
+    /// Whether an allocation in `class` should leave the global pool's
+    /// last pages alone: extstore is on, `class` holds values that go to
+    /// flash, it has no free chunk, and the pool is down to its reserve.
+    pub(super) fn ext_pool_reserved(&self, class: u8) -> bool {
+        let Some(tier) = self.ext.as_ref() else {
+            return false;
+        };
+        let c = self.slabs.class(class);
+        c.free_chunks() == 0
+            && c.size >= tier.item_size as usize
+            && self.slabs.free_pages() <= EXT_POOL_RESERVE
     }
 
     /// The item of class `class` to write out next: the tail of its LRU.
@@ -641,7 +706,7 @@ impl Cache {
         self.ext
             .as_ref()
             .is_some_and(|t| t.stalled && t.store.io_queue() > 0)
-            && self.slabs.free_pages() == 0
+            && self.slabs.free_pages() <= EXT_POOL_RESERVE
     }
 
     /// Once a second: memcached's maintenance pass and its default for

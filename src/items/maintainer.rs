@@ -310,13 +310,33 @@ impl Cache {
         let mut budget = usize::MAX;
         let mut tries = 0;
         let mut got = None;
+        let mut writes = 0;
         while tries < super::ALLOC_TRIES {
             if !self.lru.segmented {
                 self.pull_tail(id, COLD, 0, Pull::Juggle, 0, &mut budget);
             }
-            got = self.slabs.alloc(id);
-            if got.is_some() {
-                break;
+            // With extstore, a class of values that reaches the global
+            // pool's reserve sends its oldest value to flash rather than
+            // take a page the headers' classes will need; failing that
+            // (every write buffer on its way to disk) it evicts from
+            // itself, but for its last try.
+            let reserved = tries + 1 < super::ALLOC_TRIES
+                && self.cfg.evict_to_free
+                && self.ext_pool_reserved(id);
+            if reserved && writes < super::ALLOC_TRIES && self.ext_write_for_alloc(id) {
+                writes += 1;
+            }
+            if !reserved || !self.ext_pool_reserved(id) {
+                got = self.slabs.alloc(id);
+                if got.is_some() {
+                    break;
+                }
+                // A value at COLD's tail goes to flash rather than being
+                // evicted, when it can.
+                if writes < super::ALLOC_TRIES && self.ext_write_for_alloc(id) {
+                    writes += 1;
+                    continue;
+                }
             }
             if self.pull_tail(id, COLD, 0, Pull::Evict, 0, &mut budget) == 0 {
                 if !self.lru.segmented {

@@ -487,3 +487,26 @@ def test_the_vv_trace_of_flash_gets_matches_memcached(tmp_path, start_server):
     assert b"<FD GET k8" in traces["oracle"]
     assert sum(b"Read binary protocol data" in l for l in traces["oracle"]) == 2
     assert traces["ours"] == traces["oracle"]
+
+
+def test_a_fast_fill_far_past_memory_loses_nothing(tmp_path, start_server):
+    """Values set as fast as one client sends them, four times what `-m`
+    holds, with memcached's default `ext_item_age` (values go out only when
+    memory runs short): each value's class writes its oldest value out
+    rather than take the global pool's last pages (kept for the headers'
+    class) or evict, and the loop holds clients while every write buffer
+    is on its way to disk. Every value is readable afterwards (memcached,
+    whose writer thread races its workers, evicts most of them)."""
+    opts = f"ext_page_size=8,ext_wbuf_size=2,ext_threads=1,ext_item_size=512,ext_path={tmp_path / 'f'}:256m"
+    srv = start_server("ours", "-m", "16", "-o", opts)
+    n = 3200  # 64 MB of values into 16 MB
+    with srv.connect() as s:
+        for base in range(0, n, 200):
+            s.sendall(b"".join(b"set k%d 0 0 %d noreply\r\n%s\r\n" % (i, VALUE_LEN, value_of(i))
+                               for i in range(base, base + 200)))
+        assert request(s, b"version\r\n").startswith(b"VERSION")
+        for i in range(n):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}, i
+        st = stats_over(s)
+    assert st["evictions"] == "0"
+    assert int(st["extstore_objects_written"]) > n // 2
