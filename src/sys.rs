@@ -611,3 +611,15 @@ pub(crate) fn discard_pages(buf: &mut [u8]) {
     // only makes those bytes read as zero later, a valid value for u8.
     unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
 }
+
+/// Waits up to `timeout_ms` for `fd` to have input; whether it has.
+pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, counted as one; poll writes only `revents`.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    rc > 0 && p.revents & libc::POLLIN != 0
+}

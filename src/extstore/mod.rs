@@ -149,6 +149,37 @@ pub(crate) struct PageRow {
     pub(crate) bucket: usize,
 }
 
+/// The page table as a warm restart (`-e`) keeps it, taken once every
+/// write buffer is on disk (`flush_for_restart`): with the files, it is
+/// all the store is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SavedPages {
+    /// The files and geometry it belongs to (filled and compared by the
+    /// warm restart's metadata).
+    pub(crate) layout: String,
+    pub(crate) next_version: u32,
+    /// Free pages, the next to hand out last.
+    pub(crate) free: Vec<u16>,
+    /// Each bucket's open page.
+    pub(crate) buckets: Vec<Option<u16>>,
+    /// Each file's length: a file that changed since is not trusted.
+    pub(crate) file_lens: Vec<u64>,
+    pub(crate) pages: Vec<SavedPage>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SavedPage {
+    pub(crate) version: u32,
+    pub(crate) obj_count: u64,
+    pub(crate) bytes_used: u64,
+    /// Bytes written from the page's start (every buffer was).
+    pub(crate) allocated: u32,
+    pub(crate) bucket: u8,
+    pub(crate) active: bool,
+    pub(crate) closed: bool,
+    pub(crate) free: bool,
+}
+
 pub(crate) struct ExtStore {
     files: Vec<Arc<File>>,
     pages: Vec<Page>,
@@ -174,15 +205,29 @@ pub(crate) enum InitError {
     Config(&'static str),
     /// Opening, locking or truncating a file failed.
     Open(std::io::Error),
+    /// A warm restart's saved page table does not fit the files as they
+    /// are now.
+    Changed,
 }
 
 impl ExtStore {
     /// Opens (creating and emptying) every file, as memcached's
     /// `extstore_init`: each is locked against a second server.
     pub(crate) fn open(s: &ExtSettings, threads: bool) -> Result<ExtStore, InitError> {
+        ExtStore::open_keeping(s, threads, None)
+    }
+
+    /// As `open`, but with `saved` (a warm restart's page table) the files
+    /// keep what they hold, if each is the length it was saved at; if not,
+    /// `Err(None)`-like: the caller opens them afresh.
+    pub(crate) fn open_keeping(
+        s: &ExtSettings,
+        threads: bool,
+        saved: Option<&SavedPages>,
+    ) -> Result<ExtStore, InitError> {
         check_config(s)?;
         let mut files = Vec::new();
-        for path in &s.paths {
+        for (i, path) in s.paths.iter().enumerate() {
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -192,7 +237,15 @@ impl ExtStore {
                 .map_err(InitError::Open)?;
             use std::os::fd::AsRawFd as _;
             crate::sys::lock_whole_file(file.as_raw_fd()).map_err(InitError::Open)?;
-            file.set_len(0).map_err(InitError::Open)?;
+            match saved {
+                Some(sp) => {
+                    let len = file.metadata().map_err(InitError::Open)?.len();
+                    if sp.file_lens.get(i) != Some(&len) {
+                        return Err(InitError::Changed);
+                    }
+                }
+                None => file.set_len(0).map_err(InitError::Open)?,
+            }
             files.push(Arc::new(file));
         }
         let counts: Vec<u32> = s.paths.iter().map(|p| p.page_count).collect();
@@ -207,13 +260,104 @@ impl ExtStore {
         } else {
             None
         };
-        Ok(ExtStore::with_files(
-            files,
-            &counts,
-            s.page_size,
-            s.wbuf_size,
-            io,
-        ))
+        let mut store = ExtStore::with_files(files, &counts, s.page_size, s.wbuf_size, io);
+        if let Some(sp) = saved {
+            store.restore(sp).map_err(|()| InitError::Changed)?;
+        }
+        Ok(store)
+    }
+
+    /// Takes back a saved page table (checked against this layout).
+    fn restore(&mut self, sp: &SavedPages) -> Result<(), ()> {
+        let n = self.pages.len();
+        let fits = |p: u16| (1..n).contains(&(p as usize));
+        if sp.pages.len() != n
+            || sp.buckets.len() != BUCKETS
+            || !sp.free.iter().all(|&p| fits(p))
+            || !sp.buckets.iter().flatten().all(|&p| fits(p))
+            || sp
+                .pages
+                .iter()
+                .any(|p| p.allocated > self.page_size || p.bucket as usize >= BUCKETS)
+        {
+            return Err(());
+        }
+        for (page, s) in self.pages.iter_mut().zip(&sp.pages).skip(1) {
+            page.version = s.version;
+            page.obj_count = s.obj_count;
+            page.bytes_used = s.bytes_used;
+            page.allocated = s.allocated;
+            page.written = s.allocated;
+            page.bucket = s.bucket as usize;
+            page.active = s.active;
+            page.closed = s.closed;
+            page.free = s.free;
+        }
+        self.free = sp.free.clone();
+        for (b, p) in self.buckets.iter_mut().zip(&sp.buckets) {
+            *b = *p;
+        }
+        self.skip_versions_to(sp.next_version);
+        self.counters.objects_used = self.pages.iter().map(|p| p.obj_count).sum();
+        self.counters.bytes_used = self.pages.iter().map(|p| p.bytes_used).sum();
+        Ok(())
+    }
+
+    /// Page versions from here on are at least `v`: a location a kept
+    /// header names can never match a page handed out anew.
+    pub(crate) fn skip_versions_to(&mut self, v: u32) {
+        self.next_version = self.next_version.max(v);
+    }
+
+    /// Before a warm restart's save: every open write buffer goes to disk
+    /// and the call waits until all are written and synced (at shutdown,
+    /// when blocking stalls nobody).
+    pub(crate) fn flush_for_restart(&mut self) -> std::io::Result<()> {
+        for p in 0..self.pages.len() {
+            if self.pages[p].wbuf.as_ref().is_some_and(|w| w.used > 0) {
+                self.submit_wbuf(p as u16);
+            }
+        }
+        while self.writes_in_flight > 0 {
+            if let Some(fd) = self.wake_fd() {
+                crate::sys::wait_readable(fd, 1000);
+            }
+            self.complete();
+        }
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// The page table for a warm restart's save (after
+    /// `flush_for_restart`).
+    pub(crate) fn saved_pages(&self) -> SavedPages {
+        SavedPages {
+            layout: String::new(),
+            next_version: self.next_version,
+            free: self.free.clone(),
+            buckets: self.buckets.to_vec(),
+            file_lens: self
+                .files
+                .iter()
+                .map(|f| f.metadata().map_or(u64::MAX, |m| m.len()))
+                .collect(),
+            pages: self
+                .pages
+                .iter()
+                .map(|p| SavedPage {
+                    version: p.version,
+                    obj_count: p.obj_count,
+                    bytes_used: p.bytes_used,
+                    allocated: p.written.min(p.allocated),
+                    bucket: p.bucket as u8,
+                    active: p.active,
+                    closed: p.closed,
+                    free: p.free,
+                })
+                .collect(),
+        }
     }
 
     fn with_files(

@@ -867,6 +867,20 @@ impl Cache {
         }
     }
 
+    /// Before a warm restart's save: every value still in a write buffer
+    /// goes to disk (see `ExtStore::flush_for_restart`); then the page
+    /// table the headers' locations need.
+    pub(crate) fn ext_flush_for_restart(
+        &mut self,
+    ) -> std::io::Result<Option<crate::extstore::SavedPages>> {
+        let Some(tier) = &mut self.ext else {
+            return Ok(None);
+        };
+        tier.compact = None;
+        tier.store.flush_for_restart()?;
+        Ok(Some(tier.store.saved_pages()))
+    }
+
     /// extstore's file descriptors, if any.
     pub(crate) fn ext_file_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.ext.as_ref().map_or(Vec::new(), |t| t.store.file_fds())

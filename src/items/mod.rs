@@ -29,6 +29,7 @@ mod pair;
 pub(crate) mod rebalance;
 pub(crate) mod warm;
 
+pub(crate) use crate::extstore::{SavedPage, SavedPages};
 use crate::logger::{self, FetchStatus, Logger};
 use crate::settings::Settings;
 use crate::slab::{ChunkRef, NIL, SlabConfig, Slabs};

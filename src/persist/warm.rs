@@ -24,7 +24,7 @@
 //! the order of open, resume and save.
 
 use crate::items::warm::{CacheState, LRUS_PER_CLASS, LruEnds, Recovered};
-use crate::items::{Cache, CacheConfig};
+use crate::items::{Cache, CacheConfig, SavedPage, SavedPages};
 use crate::settings::Settings;
 use crate::slab::arena::Arena;
 use crate::slab::warm::{ClassState, SlabState};
@@ -53,6 +53,15 @@ pub(crate) struct Saved {
     process_started: i64,
     downtime: u32,
     old_base: usize,
+    /// extstore's page table, when the cache ran with it.
+    ext: Option<SavedPages>,
+}
+
+impl Saved {
+    /// extstore's page table, for the store to open with.
+    pub(crate) fn take_ext(&mut self) -> Option<SavedPages> {
+        self.ext.take()
+    }
 }
 
 fn meta_path(path: &str) -> String {
@@ -93,9 +102,17 @@ pub(crate) fn open(
         );
         saved = None;
     }
-    if saved.is_some() && settings.ext.enabled() {
+    if let Some(s) = &saved
+        && settings.ext.enabled()
+        && s.ext
+            .as_ref()
+            .is_none_or(|e| e.layout != ext_layout(settings))
+    {
         // memcached 1.6.18 cannot bring back headers whose values are on
-        // flash (its issue #871): it starts clean.
+        // flash (its issue #871): it starts clean. Here a cache saved with
+        // the same extstore files and layout comes back with them (see
+        // `ExtStore::flush_for_restart`); any other starts clean, with
+        // memcached's words.
         eprintln!("[restart] memory restart with extstore not presently supported.");
         saved = None;
     }
@@ -181,8 +198,10 @@ fn unix_micros() -> String {
 /// complete file -- never the truncated file that an in-place write leaves
 /// (memcached's, which the next start then refuses, again and again).
 pub(crate) fn save(path: &str, cache: &mut Cache, settings: &Settings) -> io::Result<()> {
+    // Values on flash first: the headers the arena keeps point at them.
+    let ext = cache.ext_flush_for_restart()?;
     cache.slabs.arena.sync()?;
-    let text = render(settings, cache);
+    let text = render(settings, cache, ext.as_ref());
     let meta = meta_path(path);
     let tmp = tmp_path(path);
     if let Err(e) = write_synced(&tmp, text.as_bytes()) {
@@ -250,7 +269,7 @@ impl MetaText {
     }
 }
 
-fn render(settings: &Settings, cache: &mut Cache) -> String {
+fn render(settings: &Settings, cache: &mut Cache, ext: Option<&SavedPages>) -> String {
     let state = cache.save_state();
     let clock = &cache.clock;
     let yes = |b: bool| if b { "true" } else { "false" };
@@ -290,7 +309,112 @@ fn render(settings: &Settings, cache: &mut Cache) -> String {
         .map(|(i, o)| format!("{i}:{o}"))
         .collect();
     m.kv("body_owners", list(&owners));
+    if let Some(e) = ext {
+        render_ext(&mut m, settings, e);
+    }
     m.finish()
+}
+
+/// The files and page geometry a saved page table belongs to.
+fn ext_layout(settings: &Settings) -> String {
+    let e = &settings.ext;
+    let files: Vec<String> = e
+        .paths
+        .iter()
+        .map(|p| format!("{}:{}", p.file.display(), p.page_count))
+        .collect();
+    format!("{} {} {}", e.page_size, e.wbuf_size, files.join(","))
+}
+
+/// extstore's page table, in the arena section (`ext_` keys).
+fn render_ext(m: &mut MetaText, settings: &Settings, e: &SavedPages) {
+    let join = |v: Vec<String>| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    m.kv("ext_layout", ext_layout(settings));
+    m.kv("ext_next_version", e.next_version);
+    m.kv(
+        "ext_free",
+        join(e.free.iter().map(u16::to_string).collect()),
+    );
+    m.kv(
+        "ext_buckets",
+        join(
+            e.buckets
+                .iter()
+                .map(|b| b.map_or("x".to_string(), |p| p.to_string()))
+                .collect(),
+        ),
+    );
+    m.kv(
+        "ext_file_lens",
+        join(e.file_lens.iter().map(u64::to_string).collect()),
+    );
+    for p in &e.pages {
+        let flags = u8::from(p.active) | u8::from(p.closed) << 1 | u8::from(p.free) << 2;
+        m.kv(
+            "ext_page",
+            format_args!(
+                "{} {} {} {} {} {}",
+                p.version, p.obj_count, p.bytes_used, p.allocated, p.bucket, flags
+            ),
+        );
+    }
+}
+
+/// The `ext_` keys back into a page table (None: malformed).
+fn parse_ext(lines: &[(&str, &str)]) -> Option<SavedPages> {
+    let list = |v: &str| -> Option<Vec<u64>> {
+        if v == "-" {
+            return Some(Vec::new());
+        }
+        v.split(',').map(|n| n.parse().ok()).collect()
+    };
+    let mut e = SavedPages::default();
+    for &(key, val) in lines {
+        match key {
+            "ext_layout" => e.layout = val.to_string(),
+            "ext_next_version" => e.next_version = val.parse().ok()?,
+            "ext_free" => {
+                e.free = list(val)?
+                    .into_iter()
+                    .map(|p| u16::try_from(p).ok())
+                    .collect::<Option<_>>()?;
+            }
+            "ext_buckets" => {
+                e.buckets = val
+                    .split(',')
+                    .map(|b| match b {
+                        "x" => Some(None),
+                        p => p.parse().ok().map(Some),
+                    })
+                    .collect::<Option<_>>()?;
+            }
+            "ext_file_lens" => e.file_lens = list(val)?,
+            "ext_page" => {
+                let n: Vec<u64> = numbers(val)?;
+                let [version, obj_count, bytes_used, allocated, bucket, flags] = n[..] else {
+                    return None;
+                };
+                e.pages.push(SavedPage {
+                    version: u32::try_from(version).ok()?,
+                    obj_count,
+                    bytes_used,
+                    allocated: u32::try_from(allocated).ok()?,
+                    bucket: u8::try_from(bucket).ok()?,
+                    active: flags & 1 != 0,
+                    closed: flags & 2 != 0,
+                    free: flags & 4 != 0,
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(e)
 }
 
 fn render_slabs(m: &mut MetaText, s: &SlabState) {
@@ -451,12 +575,22 @@ fn parse(body: &str, settings: &Settings, shape: &Shape) -> Option<Saved> {
         process_started: 0,
         downtime: 0,
         old_base: 0,
+        ext: None,
     };
     check_main(&main, settings, &mut saved)?;
-    parse_arena(&arena, shape, &mut saved.state).or_else(|| {
-        eprintln!("[restart] corrupt metadata file");
-        None
-    })?;
+    let (ext, arena): (Lines, Lines) = arena.into_iter().partition(|(k, _)| k.starts_with("ext_"));
+    let corrupt = || eprintln!("[restart] corrupt metadata file");
+    if parse_arena(&arena, shape, &mut saved.state).is_none() {
+        corrupt();
+        return None;
+    }
+    if !ext.is_empty() {
+        let Some(e) = parse_ext(&ext) else {
+            corrupt();
+            return None;
+        };
+        saved.ext = Some(e);
+    }
     Some(saved)
 }
 
@@ -650,9 +784,36 @@ mod tests {
         let (mut cache, shape) = cache_for(&settings);
         let it = cache.alloc(b"k", 3, 0, 700_000).unwrap();
         cache.store(it, crate::items::StoreMode::Set, 0);
-        let text = render(&settings, &mut cache);
+        let ext = SavedPages {
+            layout: String::new(),
+            next_version: 9,
+            free: vec![3, 2],
+            buckets: vec![Some(1), None, None, Some(4)],
+            file_lens: vec![4 << 20],
+            pages: (0..5)
+                .map(|i| SavedPage {
+                    version: i,
+                    obj_count: 10 * i as u64,
+                    bytes_used: 1000 * i as u64,
+                    allocated: 2 << 20,
+                    bucket: (i % 4) as u8,
+                    active: i == 1,
+                    closed: i == 2,
+                    free: i == 3,
+                })
+                .collect(),
+        };
+        let text = render(&settings, &mut cache, Some(&ext));
         let body = verify(text.as_bytes()).unwrap();
         let saved = parse(body, &settings, &shape).unwrap();
+        // The page table comes back, with the layout it was saved under.
+        assert_eq!(
+            saved.ext,
+            Some(SavedPages {
+                layout: ext_layout(&settings),
+                ..ext
+            })
+        );
         let mut again = cache.save_state();
         again.cas_id -= 1; // this second save took one more
         assert_eq!(saved.state, again);

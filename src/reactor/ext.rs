@@ -4,7 +4,7 @@
 //! compacting, freeing pages).
 
 use super::{Reactor, Slot};
-use crate::extstore::{ExtStore, InitError};
+use crate::extstore::{ExtStore, InitError, SavedPages};
 use crate::items::{Cache, ExtTier};
 use crate::settings::Settings;
 use std::io;
@@ -19,14 +19,35 @@ const EXT_BATCH: usize = 64;
 
 /// memcached's `storage_init`: the compaction thresholds default to a
 /// quarter of the first file's pages; a failure is its message and exit 1.
-pub(super) fn open(cache: &mut Cache, settings: &mut Settings) -> io::Result<()> {
+///
+/// With `saved` (a warm restart's page table) the files keep their records
+/// for the headers the arena kept; if they changed since, they are opened
+/// afresh and those headers read as misses.
+pub(super) fn open(
+    cache: &mut Cache,
+    settings: &mut Settings,
+    saved: Option<SavedPages>,
+) -> io::Result<()> {
     let ext = &mut settings.ext;
     if ext.compact_under == 0 {
         let pages = ext.paths[0].page_count;
         ext.compact_under = pages / 4;
         ext.drop_under = pages / 4;
     }
-    match ExtStore::open(ext, true) {
+    let opened = match &saved {
+        Some(sp) => match ExtStore::open_keeping(ext, true, Some(sp)) {
+            Err(InitError::Changed) => {
+                eprintln!("[restart] extstore files changed since the save, their values are lost");
+                ExtStore::open(ext, true).map(|mut store| {
+                    store.skip_versions_to(sp.next_version);
+                    store
+                })
+            }
+            other => other,
+        },
+        None => ExtStore::open(ext, true),
+    };
+    match opened {
         Ok(store) => {
             cache.ext = Some(Box::new(ExtTier::new(store)));
             // memcached: "page mover algorithm for extstore needs memory
@@ -37,6 +58,9 @@ pub(super) fn open(cache: &mut Cache, settings: &mut Settings) -> io::Result<()>
         Err(InitError::Config(why)) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("Failed to initialize external storage: {why}"),
+        )),
+        Err(InitError::Changed) => Err(io::Error::other(
+            "Failed to initialize external storage: the files changed",
         )),
         Err(InitError::Open(e)) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -177,11 +177,15 @@ impl Reactor {
                 );
             }
         }
+        let mut saved = saved;
+        let ext_saved = saved
+            .as_mut()
+            .and_then(crate::persist::warm::Saved::take_ext);
         if settings.memory_file.is_some() {
             crate::persist::warm::resume(&mut cache, saved, settings.verbose)?;
         }
         if settings.ext.enabled() {
-            ext::open(&mut cache, &mut settings)?;
+            ext::open(&mut cache, &mut settings, ext_saved)?;
         }
         // AOF recovery comes before any listener is open.
         let durability = Durability::open(&settings, &mut cache)?;
