@@ -348,23 +348,33 @@ def mg_value(s, key):
 
 @pytest.mark.parametrize("kind", ["ours", "oracle"])
 def test_meta_get_recaches_as_get_does(kind, tmp_path, start_server):
-    """With `ext_recache_rate=1`, the second read of a flash item (the
-    header fetched before) brings its value back into RAM, for mg as for
-    get; a read after that is not a flash read."""
+    """With `ext_recache_rate=1`, a read of a flash item whose header was
+    fetched before brings its value back into RAM, for mg as for get (with
+    `ext_item_age=0` the writer may send it out again at once, so what
+    follows is not checked). Ours recaches at the second read;
+    memcached at the second too unless its `item_trylock` loses to one of
+    its background threads (it then drops the recache), so it may take a
+    read or two more."""
     srv = start_server(kind, "-o", ext_opts(tmp_path / "f", "ext_recache_rate=1"))
     fill_and_wait(srv, 4)
-    counts = []
+    reads_needed = {}
     with srv.connect() as s:
-        for _ in range(3):
-            assert mg_value(s, b"k1") == b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(1))
+        for key, read in [(b"k1", lambda k: mg_value(s, k)), (b"k2", lambda k: get(s, k))]:
+            before = stats_over(s)
+            recached = int(before["recache_from_extstore"])
+            n = 0
+            while int(stats_over(s)["recache_from_extstore"]) == recached and n < 10:
+                got = read(key)
+                n += 1
+                assert got in ({key: (0, value_of(int(key[1:])))},
+                               b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(int(key[1:]))))
+            reads_needed[key] = n
             st = stats_over(s)
-            counts.append((st["get_extstore"], st["recache_from_extstore"]))
-        # The text get, on another key, recaches the same way.
-        for _ in range(3):
-            assert get(s, b"k2") == {b"k2": (0, value_of(2))}
-        st = stats_over(s)
-        counts.append((st["get_extstore"], st["recache_from_extstore"]))
-    assert counts == [("1", "0"), ("2", "1"), ("2", "1"), ("4", "2")]
+            assert int(st["recache_from_extstore"]) == recached + 1
+            assert int(st["get_extstore"]) == int(before["get_extstore"]) + n
+    if kind == "ours":
+        assert reads_needed == {b"k1": 2, b"k2": 2}
+    assert all(2 <= n <= 10 for n in reads_needed.values())
 
 
 @pytest.fixture
