@@ -215,7 +215,25 @@ impl Cache {
     /// than `max_age` to COLD; COLD evicts it (`Pull::Evict`) or sends it to
     /// WARM if active; TEMP leaves it. Returns how many items it removed or
     /// moved. Each item looked at costs one of `budget`.
+    #[inline]
     pub(super) fn pull_tail(
+        &mut self,
+        id: u8,
+        seg: u8,
+        total_bytes: u64,
+        pull: Pull,
+        max_age: u32,
+        budget: &mut usize,
+    ) -> usize {
+        // A juggle pulls at every segment each round, most often at an
+        // empty one (HOT, when only gets come): no call for those.
+        if self.lrus[lru::index(id | seg)].tail == NIL {
+            return 0;
+        }
+        self.pull_tail_items(id, seg, total_bytes, pull, max_age, budget)
+    }
+
+    fn pull_tail_items(
         &mut self,
         id: u8,
         seg: u8,
@@ -377,18 +395,29 @@ impl Cache {
             hot_age = (f64::from(cold_age) * self.lru.hot_max_factor) as u32;
             warm_age = (f64::from(cold_age) * self.lru.warm_max_factor) as u32;
         }
+        // Within a juggle nothing enters HOT, and COLD's tail changes only
+        // by what a COLD pull does (moves land at a head; an item landing
+        // in an empty COLD is live and inactive): a HOT or COLD pull that
+        // did nothing would do nothing again, so it is not repeated.
+        let (mut hot_still, mut cold_still) = (false, false);
         for _ in 0..JUGGLE_ROUNDS {
             if *budget == 0 {
                 return (did_moves, false);
             }
             let mut more = 0;
-            if self.pull_tail(id, HOT, total, Pull::Juggle, hot_age, budget) > 0
-                || self.pull_tail(id, WARM, total, Pull::Juggle, warm_age, budget) > 0
-            {
+            let hot = if hot_still {
+                0
+            } else {
+                self.pull_tail(id, HOT, total, Pull::Juggle, hot_age, budget)
+            };
+            hot_still = hot == 0;
+            if hot > 0 || self.pull_tail(id, WARM, total, Pull::Juggle, warm_age, budget) > 0 {
                 more += 1;
             }
-            if self.lru.segmented {
-                more += self.pull_tail(id, COLD, total, Pull::Juggle, 0, budget);
+            if self.lru.segmented && !cold_still {
+                let cold = self.pull_tail(id, COLD, total, Pull::Juggle, 0, budget);
+                cold_still = cold == 0;
+                more += cold;
             }
             if more == 0 {
                 break;
