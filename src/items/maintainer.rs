@@ -233,6 +233,7 @@ impl Cache {
         self.pull_tail_items(id, seg, total_bytes, pull, max_age, budget)
     }
 
+    #[inline(never)]
     fn pull_tail_items(
         &mut self,
         id: u8,
@@ -246,6 +247,14 @@ impl Cache {
         let idx = lru::index(lru_id);
         let c = id as usize;
         let now = self.now();
+        // HOT and WARM: the share of the class's bytes past which the tail
+        // goes to COLD (HOT's own, or WARM's when HOT's is zero).
+        let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
+        let limit = match seg {
+            HOT if share(self.lru.hot_lru_pct) != 0 => share(self.lru.hot_lru_pct),
+            HOT | WARM => share(self.lru.warm_lru_pct),
+            _ => 0,
+        };
         let mut removed = 0;
         let mut search = self.lrus[idx].tail;
         for _ in 0..TAIL_SEARCH {
@@ -271,15 +280,6 @@ impl Cache {
             }
             match seg {
                 HOT | WARM => {
-                    let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
-                    let mut limit = if seg == HOT {
-                        share(self.lru.hot_lru_pct)
-                    } else {
-                        0
-                    };
-                    if limit == 0 {
-                        limit = share(self.lru.warm_lru_pct);
-                    }
                     if active {
                         item::view_mut(&mut self.slabs.arena, search).set_active(false);
                         removed += 1;
