@@ -6,9 +6,11 @@ does not move with the machine's load (wall-clock and CPU time do).
 
 Each BINARY runs under `valgrind --tool=callgrind` (`-t 1 -m 64`, TCP on a
 free 127.0.0.1 port, no UDP). One client connection preloads 10,000 keys
-of 100 bytes and 2,000 of 1 KB, then runs fixed workloads one after the
-other (keys drawn from a fixed seed, every reply read before the next
-request):
+of 100 bytes and 2,000 of 1 KB, fetches every key about four times
+(unmeasured: the items are fetched and the segmented LRU is in its steady
+state, as after `make bench`'s warm-up), waits until the idle server has
+settled, then runs fixed workloads one after the other (keys drawn from a
+fixed seed, every reply read before the next request):
 
     get        20,000 gets of one existing 100 B key
     mget10     2,000 gets of 10 existing keys (one request each)
@@ -18,18 +20,22 @@ request):
 
 Before and after each workload the server's Ir total is read live
 (`callgrind_control -e Ir`); a workload's figure is the difference divided
-by its requests, less what the server spends idle for as long as the
-workload took (measured first, over one idle second; a few Ir per request
-at most). The client is one connection doing one request (or batch) at a
-time, so a turn of the event loop serves one read: the figures include
-the loop's per-turn work (epoll, timers, the LRU maintainer's tick) but
-not the kernel's side of the syscalls, which callgrind does not see
-(count those with `strace -c -f -p PID`).
+by its requests (the idle server's own rate, printed as `idle Ir/s`, is a
+few hundred thousand a second at most, a few Ir per request). After each
+workload its counts are dumped to their own file (`callgrind_annotate
+target/bench/callgrind/N-NAME.PID.out.K`: K = 2 is `get`, 3 `mget10`, ...).
+The client is one connection doing one request (or batch) at a time, so a
+turn of the event loop serves one read: the figures include the loop's
+per-turn work (epoll, timers, the LRU maintainer's tick) but not the
+kernel's side of the syscalls, which callgrind does not see (count those
+with `strace -c -f -p PID`).
 
-Timers (the LRU maintainer's backoff, the clock) run in real time while
-the server runs ~50x slower under valgrind, so per-request shares of
-timer-driven work come out larger than at full speed; compare builds
-with this script, not with wall-clock figures. Build with symbols for
+Timers (the LRU maintainer's backoff, the clock, the LRU crawler's
+schedule) run in real time while the server runs ~50x slower under
+valgrind, so per-request shares of timer-driven work come out larger than
+at full speed, and a workload that an automatic crawl happens to fall in
+costs a few hundred Ir more per request; runs of one binary agree within
+about 1% otherwise. Compare builds with this script, on the same machine. Build with symbols for
 `callgrind_annotate` on the output files (kept in target/bench/callgrind/):
 
     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \\
@@ -83,7 +89,6 @@ class Client:
     def request(self, data, end, count=1):
         """Sends `data`, reads until `end` has been seen `count` times."""
         self.s.sendall(data)
-        seen = 0
         while True:
             n = self.buf.count(end)
             if n >= count:
@@ -97,7 +102,6 @@ class Client:
             if not chunk:
                 raise RuntimeError("server closed the connection")
             self.buf += chunk
-            seen += 1
 
 
 def set_cmd(k, v):
@@ -109,6 +113,16 @@ def preload(c):
         c.request(b"".join(set_cmd(key(i), SMALL) for i in range(lo, lo + 100)), b"STORED\r\n", 100)
     for lo in range(0, BIG_KEYS, 100):
         c.request(b"".join(set_cmd(big_key(i), BIG) for i in range(lo, lo + 100)), b"STORED\r\n", 100)
+
+
+def warm_up(c, rng):
+    """Every key fetched a few times, unmeasured: the items are fetched and
+    the segmented LRU's segments are in their steady state (a workload's
+    share of LRU moves would otherwise depend on the ones run before it)."""
+    for keyspace, n in ((key, KEYS), (big_key, BIG_KEYS)):
+        for _ in range(4 * n // 100):
+            batch = b"".join(b"get %s\r\n" % keyspace(rng.randrange(n)) for _ in range(100))
+            c.request(batch, b"END\r\n", 100)
 
 
 def workloads(scale):
@@ -202,6 +216,7 @@ def measure(binary, scale, server_args, outdir, label):
     try:
         c = Client(port)
         preload(c)
+        warm_up(c, random.Random(5))
         idle_rate = settle(srv.pid)
         results["idle Ir/s"] = idle_rate
         dump(srv.pid, "setup")

@@ -471,6 +471,16 @@ impl Cache {
         self.maint.wake = wake;
     }
 
+    /// Applies the queued bumps at once (a tick, juggling only the classes
+    /// that are due): the event loop is about to wait, and would otherwise
+    /// wake within `MIN_SLEEP` for them.
+    pub(crate) fn lru_apply_bumps_now(&mut self, now: u64) {
+        if !self.maint.bumps.is_empty() {
+            self.maint.wake = 0;
+            self.lru_maintain(now);
+        }
+    }
+
     /// Juggles each class whose time has come, then halves its wait if it
     /// did work or grows it by an eighth if not. Returns when the first
     /// class is due again.

@@ -468,7 +468,12 @@ impl Reactor {
 
     /// The loop's wait, shortened to when the LRU maintainer is next due
     /// (rounded up to the millisecond, so it never wakes early and spins).
-    fn maintainer_timeout(&self, timeout: i32) -> i32 {
+    fn maintainer_timeout(&mut self, timeout: i32) -> i32 {
+        if timeout != 0 {
+            // The loop may sleep: bumps queued since the last tick are
+            // applied now, not by a wake-up for them alone.
+            self.cache.lru_apply_bumps_now(self.cache.clock.mono_us);
+        }
         match self.cache.maintainer_timeout(self.cache.clock.mono_us) {
             Some(us) => {
                 let ms = us.div_ceil(1000).min(i32::MAX as u64) as i32;
