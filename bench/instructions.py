@@ -2,7 +2,7 @@
 """Instructions per request, counted by callgrind: a CPU-cost figure that
 does not move with the machine's load (wall-clock and CPU time do).
 
-    python3 bench/instructions.py BINARY [BINARY...] [--scale 0.5] [--server-arg=-o --server-arg=no_lru_maintainer]
+    python3 bench/instructions.py BINARY [BINARY...] [--rounds 3] [--scale 0.5] [--server-arg=-o --server-arg=no_lru_maintainer]
 
 Each BINARY runs under `valgrind --tool=callgrind` (`-t 1 -m 64`, TCP on a
 free 127.0.0.1 port, no UDP). One client connection preloads 10,000 keys
@@ -47,6 +47,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import socket
 import subprocess
 import sys
@@ -243,23 +244,27 @@ def main():
     ap.add_argument("binaries", nargs="+")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies every workload's request count")
     ap.add_argument("--server-arg", action="append", default=[], help="an extra server argument (repeatable)")
+    ap.add_argument("--rounds", type=int, default=1, help="runs of each binary; the median is printed")
     ap.add_argument("--out", default="target/bench/callgrind")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed (apt-get install valgrind)")
-    table = []
-    for i, b in enumerate(args.binaries):
-        label = "%d-%s" % (i, os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(b))))) or "bin")
-        r = measure(b, args.scale, args.server_arg, args.out, label)
-        table.append((b, r))
-        print("%s: %s" % (b, ", ".join("%s %.0f" % kv for kv in r.items())), flush=True)
     names = [w[0] for w in workloads(1.0)]
+    runs = {b: [] for b in args.binaries}
+    # Rounds alternate the binaries, so a busier spell of the machine (which
+    # changes how often timers fire per request) falls on all of them.
+    for rnd in range(args.rounds):
+        for i, b in enumerate(args.binaries):
+            label = "%d-%s" % (i, os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(b))))) or "bin")
+            r = measure(b, args.scale, args.server_arg, args.out, label)
+            runs[b].append(r)
+            print("round %d %s: %s" % (rnd + 1, b, ", ".join("%s %.0f" % kv for kv in r.items())), flush=True)
     print()
-    print("| Ir per request | " + " | ".join(names) + " |")
+    what = "median of %d rounds" % args.rounds if args.rounds > 1 else "one round"
+    print("| Ir per request (%s) | " % what + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
-    for b, r in table:
-        print("| %s | " % b + " | ".join("%.0f" % r[n] for n in names) + " |")
-
+    for b in args.binaries:
+        print("| %s | " % b + " | ".join("%.0f" % statistics.median(r[n] for r in runs[b]) for n in names) + " |")
 
 if __name__ == "__main__":
     main()

@@ -532,17 +532,19 @@ impl Cache {
             return false;
         }
         let mut bumps = std::mem::take(&mut self.maint.bumps);
+        let largest = self.slabs.largest();
         for &(it, cas) in &bumps {
-            let largest = self.slabs.largest();
+            // The header test first (a chunk holding a chunked value's bytes
+            // reads as anything); the page lookup only for what passes it.
+            let v = self.view(it);
+            let linked = item::LINKED | item::ALLOCATED;
+            if v.iflags() & linked != linked || v.cas() != cas {
+                continue;
+            }
             if self.slabs.class_of(it) == largest && self.body_owner(it).is_some() {
                 continue;
             }
-            let v = self.view(it);
-            if v.iflags() & (item::LINKED | item::ALLOCATED) == item::LINKED | item::ALLOCATED
-                && v.cas() == cas
-            {
-                self.update(it);
-            }
+            self.update(it);
         }
         bumps.clear();
         self.maint.bumps = bumps;
