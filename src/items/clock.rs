@@ -19,9 +19,14 @@ pub(crate) struct Clock {
     pub(crate) now: u32,
     /// Unix time of the relative epoch (memcached's `process_started`).
     pub(crate) process_started: i64,
-    /// Monotonic instant of the relative epoch's start-up reading.
-    mono_start: Instant,
-    /// `now` at `mono_start`.
+    /// Where the monotonic microseconds count from (never moves).
+    origin: Instant,
+    /// Microseconds since `origin` at the last tick: the LRU maintainer's
+    /// timeline.
+    pub(crate) mono_us: u64,
+    /// `mono_us` of the relative epoch's start-up reading.
+    start_us: u64,
+    /// `now` at `start_us`.
     base: u32,
 }
 
@@ -38,7 +43,9 @@ impl Clock {
         Clock {
             now: back,
             process_started: unix_secs() - back as i64,
-            mono_start: Instant::now(),
+            origin: Instant::now(),
+            mono_us: 0,
+            start_us: 0,
             base: back,
         }
     }
@@ -50,7 +57,8 @@ impl Clock {
     pub(crate) fn resume(&mut self, process_started: i64, stopped_at: u32, downtime: u32) {
         self.process_started = process_started;
         self.base = stopped_at.saturating_add(downtime);
-        self.mono_start = Instant::now();
+        self.tick_at(Instant::now());
+        self.start_us = self.mono_us;
         self.now = self.base;
     }
 
@@ -59,9 +67,12 @@ impl Clock {
         unix_secs()
     }
 
-    /// Re-reads the monotonic clock; true when the second changed.
-    pub(crate) fn tick(&mut self) -> bool {
-        let elapsed = self.mono_start.elapsed().as_secs() as u32;
+    /// The clock at `now`, a monotonic reading (the event loop reads the
+    /// time once per turn); true when the second changed.
+    pub(crate) fn tick_at(&mut self, now: Instant) -> bool {
+        let since = now.saturating_duration_since(self.origin);
+        self.mono_us = since.as_secs() * 1_000_000 + u64::from(since.subsec_micros());
+        let elapsed = (self.mono_us.saturating_sub(self.start_us) / 1_000_000) as u32;
         let now = self.base + elapsed;
         let changed = now != self.now;
         self.now = now;
@@ -120,7 +131,7 @@ mod tests {
         assert_eq!(c.now, 530);
         assert_eq!(c.to_unix(530), 1_000_530);
         assert_eq!(c.realtime(10), 540);
-        c.tick();
+        c.tick_at(Instant::now());
         assert!(c.now >= 530 && c.now <= 531);
     }
 }

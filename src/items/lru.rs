@@ -49,6 +49,7 @@ pub(super) struct Lru {
 }
 
 impl Lru {
+    #[inline]
     pub(super) fn push_head(&mut self, arena: &mut Arena, it: ChunkRef) {
         let mut v = item::view_mut(arena, it);
         v.set_prev(NIL);
@@ -63,6 +64,7 @@ impl Lru {
         self.len += 1;
     }
 
+    #[inline]
     pub(super) fn unlink(&mut self, arena: &mut Arena, it: ChunkRef) {
         let v = item::view(arena, it);
         let (prev, next) = (v.prev(), v.next());

@@ -23,7 +23,6 @@ use super::{Cache, clock, item};
 use crate::logger;
 use crate::settings::Tuning;
 use crate::slab::{ChunkRef, NIL};
-use std::time::{Duration, Instant};
 
 /// The LRU knobs the cache obeys, from `-o` and the `lru` command.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,10 +68,11 @@ impl Default for LruTuning {
 const TAIL_SEARCH: usize = 5;
 /// Rounds of pulls one juggle of a class makes at most.
 const JUGGLE_ROUNDS: usize = 500;
-/// A class's wait between juggles: never below this once it backs off...
-const MIN_SLEEP: Duration = Duration::from_millis(1);
+/// A class's wait between juggles, in microseconds: never below this
+/// once it backs off...
+const MIN_SLEEP: u64 = 1_000;
 /// ...and never above this.
-const MAX_SLEEP: Duration = Duration::from_secs(1);
+const MAX_SLEEP: u64 = 1_000_000;
 /// memcached's per-thread bump buffer holds this many.
 const BUMP_QUEUE: usize = 8192;
 /// Items one tick may look at: a few hundred microseconds of work at most.
@@ -87,17 +87,37 @@ pub(super) enum Pull {
     Evict,
 }
 
+/// Times are the clock's monotonic microseconds (`Clock::mono_us`), read
+/// once per turn: plain integers, compared on every turn.
 #[derive(Debug, Default)]
 pub(super) struct Maintainer {
-    /// Per class: when it is next juggled (None: at once) and its backoff.
-    next: Vec<Option<Instant>>,
-    backoff: Vec<Duration>,
-    /// When the next tick has work (None: at the next turn).
-    wake: Option<Instant>,
+    /// Per class: when it is next juggled (0: at once) and its backoff.
+    next: Vec<u64>,
+    backoff: Vec<u64>,
+    /// When the next tick has work (0: at the next turn).
+    wake: u64,
+    /// When the first class is due to be juggled; a tick before then only
+    /// applies the queued bumps.
+    classes_due: u64,
+    /// When the last tick ran.
+    last_tick: u64,
     /// COLD items fetched while active, with their CAS to tell them from a
     /// later item in the same chunk; moved to WARM at the next tick.
     bumps: Vec<(ChunkRef, u64)>,
     pub(super) bumps_dropped: u64,
+}
+
+impl Maintainer {
+    /// The queue was empty: the tick that applies it comes at most
+    /// `MIN_SLEEP` after the last one, as memcached's maintainer thread
+    /// sleeps at most that long while it has bumps (not at the next turn:
+    /// under load that would be a tick per turn).
+    fn first_bump_queued(&mut self) {
+        if self.bumps.capacity() == 0 {
+            self.bumps.reserve_exact(BUMP_QUEUE);
+        }
+        self.wake = self.wake.min(self.last_tick + MIN_SLEEP);
+    }
 }
 
 impl Cache {
@@ -125,11 +145,10 @@ impl Cache {
             v.set_time(now);
         } else if self.maint.bumps.len() < BUMP_QUEUE {
             let cas = self.view(it).cas();
-            if self.maint.bumps.capacity() == 0 {
-                self.maint.bumps.reserve_exact(BUMP_QUEUE);
+            if self.maint.bumps.is_empty() {
+                self.maint.first_bump_queued();
             }
             self.maint.bumps.push((it, cas));
-            self.maint.wake = None;
         } else {
             self.maint.bumps_dropped += 1;
             item::view_mut(&mut self.slabs.arena, it).set_active(false);
@@ -196,7 +215,26 @@ impl Cache {
     /// than `max_age` to COLD; COLD evicts it (`Pull::Evict`) or sends it to
     /// WARM if active; TEMP leaves it. Returns how many items it removed or
     /// moved. Each item looked at costs one of `budget`.
+    #[inline]
     pub(super) fn pull_tail(
+        &mut self,
+        id: u8,
+        seg: u8,
+        total_bytes: u64,
+        pull: Pull,
+        max_age: u32,
+        budget: &mut usize,
+    ) -> usize {
+        // A juggle pulls at every segment each round, most often at an
+        // empty one (HOT, when only gets come): no call for those.
+        if self.lrus[lru::index(id | seg)].tail == NIL {
+            return 0;
+        }
+        self.pull_tail_items(id, seg, total_bytes, pull, max_age, budget)
+    }
+
+    #[inline(never)]
+    fn pull_tail_items(
         &mut self,
         id: u8,
         seg: u8,
@@ -209,6 +247,14 @@ impl Cache {
         let idx = lru::index(lru_id);
         let c = id as usize;
         let now = self.now();
+        // HOT and WARM: the share of the class's bytes past which the tail
+        // goes to COLD (HOT's own, or WARM's when HOT's is zero).
+        let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
+        let limit = match seg {
+            HOT if share(self.lru.hot_lru_pct) != 0 => share(self.lru.hot_lru_pct),
+            HOT | WARM => share(self.lru.warm_lru_pct),
+            _ => 0,
+        };
         let mut removed = 0;
         let mut search = self.lrus[idx].tail;
         for _ in 0..TAIL_SEARCH {
@@ -234,15 +280,6 @@ impl Cache {
             }
             match seg {
                 HOT | WARM => {
-                    let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
-                    let mut limit = if seg == HOT {
-                        share(self.lru.hot_lru_pct)
-                    } else {
-                        0
-                    };
-                    if limit == 0 {
-                        limit = share(self.lru.warm_lru_pct);
-                    }
                     if active {
                         item::view_mut(&mut self.slabs.arena, search).set_active(false);
                         removed += 1;
@@ -378,18 +415,29 @@ impl Cache {
             hot_age = (f64::from(cold_age) * self.lru.hot_max_factor) as u32;
             warm_age = (f64::from(cold_age) * self.lru.warm_max_factor) as u32;
         }
+        // Within a juggle nothing enters HOT, and COLD's tail changes only
+        // by what a COLD pull does (moves land at a head; an item landing
+        // in an empty COLD is live and inactive): a HOT or COLD pull that
+        // did nothing would do nothing again, so it is not repeated.
+        let (mut hot_still, mut cold_still) = (false, false);
         for _ in 0..JUGGLE_ROUNDS {
             if *budget == 0 {
                 return (did_moves, false);
             }
             let mut more = 0;
-            if self.pull_tail(id, HOT, total, Pull::Juggle, hot_age, budget) > 0
-                || self.pull_tail(id, WARM, total, Pull::Juggle, warm_age, budget) > 0
-            {
+            let hot = if hot_still {
+                0
+            } else {
+                self.pull_tail(id, HOT, total, Pull::Juggle, hot_age, budget)
+            };
+            hot_still = hot == 0;
+            if hot > 0 || self.pull_tail(id, WARM, total, Pull::Juggle, warm_age, budget) > 0 {
                 more += 1;
             }
-            if self.lru.segmented {
-                more += self.pull_tail(id, COLD, total, Pull::Juggle, 0, budget);
+            if self.lru.segmented && !cold_still {
+                let cold = self.pull_tail(id, COLD, total, Pull::Juggle, 0, budget);
+                cold_still = cold == 0;
+                more += cold;
             }
             if more == 0 {
                 break;
@@ -414,69 +462,86 @@ impl Cache {
         self.lrus[lru::index(id | seg)].len
     }
 
-    /// How long the event loop may sleep before the maintainer has work:
-    /// None when it is off, zero when it has work now.
-    pub(crate) fn maintainer_timeout(&self, now: Instant) -> Option<Duration> {
+    /// How long (microseconds) the event loop may sleep at `now` before
+    /// the maintainer has work: None when it is off, zero when it has work.
+    pub(crate) fn maintainer_timeout(&self, now: u64) -> Option<u64> {
         if !self.lru.maintainer {
             return None;
         }
-        Some(
-            self.maint
-                .wake
-                .map_or(Duration::ZERO, |w| w.saturating_duration_since(now)),
-        )
+        Some(self.maint.wake.saturating_sub(now))
     }
 
     /// One wake-up of memcached's maintainer thread, if one is due: each
-    /// class whose time has come is juggled, then its wait is halved if it
-    /// did work or grown by an eighth if not; then the queued bumps.
-    pub(crate) fn lru_maintain(&mut self, now: Instant) {
-        if !self.lru.maintainer || self.maint.wake.is_some_and(|w| now < w) {
+    /// class whose time has come is juggled, then the queued bumps are
+    /// applied.
+    /// `now`: the clock's `mono_us` of this turn.
+    pub(crate) fn lru_maintain(&mut self, now: u64) {
+        if !self.lru.maintainer || now < self.maint.wake {
             return;
         }
         self.stats.lru_maintainer_juggles += 1;
+        self.maint.last_tick = now;
+        if now >= self.maint.classes_due {
+            self.maint.classes_due = self.juggle_due_classes(now);
+        }
+        let mut wake = self.maint.classes_due;
+        if self.apply_bumps() {
+            wake = wake.min(now + MIN_SLEEP);
+        }
+        self.maint.wake = wake;
+    }
+
+    /// Applies the queued bumps at once (a tick, juggling only the classes
+    /// that are due): the event loop is about to wait, and would otherwise
+    /// wake within `MIN_SLEEP` for them.
+    pub(crate) fn lru_apply_bumps_now(&mut self, now: u64) {
+        if !self.maint.bumps.is_empty() {
+            self.maint.wake = 0;
+            self.lru_maintain(now);
+        }
+    }
+
+    /// Juggles each class whose time has come, then halves its wait if it
+    /// did work or grows it by an eighth if not. Returns when the first
+    /// class is due again.
+    fn juggle_due_classes(&mut self, now: u64) -> u64 {
         let classes = self.slabs.largest() as usize + 1;
         if self.maint.next.len() != classes {
-            self.maint.next = vec![None; classes];
-            self.maint.backoff = vec![Duration::ZERO; classes];
+            self.maint.next = vec![0; classes];
+            self.maint.backoff = vec![0; classes];
         }
         let mut budget = TICK_BUDGET;
         let mut wake = now + MAX_SLEEP;
         for id in 1..classes {
-            if let Some(at) = self.maint.next[id]
-                && at > now
-            {
+            let at = self.maint.next[id];
+            if at > now {
                 wake = wake.min(at);
                 continue;
             }
             if budget == 0 {
-                wake = now;
-                break;
+                return now;
             }
             let (did_moves, finished) = self.juggle(id as u8, &mut budget);
             let backoff = &mut self.maint.backoff[id];
             if !finished {
-                *backoff = Duration::ZERO;
+                *backoff = 0;
             } else if did_moves == 0 {
-                *backoff = if backoff.is_zero() {
+                *backoff = if *backoff == 0 {
                     MIN_SLEEP
                 } else {
                     (*backoff + *backoff / 8).min(MAX_SLEEP)
                 };
-            } else if !backoff.is_zero() {
+            } else if *backoff != 0 {
                 *backoff /= 2;
                 if *backoff < MIN_SLEEP {
-                    *backoff = Duration::ZERO;
+                    *backoff = 0;
                 }
             }
             let at = now + *backoff;
-            self.maint.next[id] = Some(at);
+            self.maint.next[id] = at;
             wake = wake.min(at);
         }
-        if self.apply_bumps() {
-            wake = wake.min(now + MIN_SLEEP);
-        }
-        self.maint.wake = Some(wake);
+        wake
     }
 
     /// memcached's `lru_maintainer_bumps`: the queued COLD hits move to
@@ -487,17 +552,19 @@ impl Cache {
             return false;
         }
         let mut bumps = std::mem::take(&mut self.maint.bumps);
+        let largest = self.slabs.largest();
         for &(it, cas) in &bumps {
-            let largest = self.slabs.largest();
+            // The header test first (a chunk holding a chunked value's bytes
+            // reads as anything); the page lookup only for what passes it.
+            let v = self.view(it);
+            let linked = item::LINKED | item::ALLOCATED;
+            if v.iflags() & linked != linked || v.cas() != cas {
+                continue;
+            }
             if self.slabs.class_of(it) == largest && self.body_owner(it).is_some() {
                 continue;
             }
-            let v = self.view(it);
-            if v.iflags() & (item::LINKED | item::ALLOCATED) == item::LINKED | item::ALLOCATED
-                && v.cas() == cas
-            {
-                self.update(it);
-            }
+            self.update(it);
         }
         bumps.clear();
         self.maint.bumps = bumps;
@@ -507,7 +574,8 @@ impl Cache {
     /// Changes the LRU's knobs (start-up, `lru mode|tune|temp_ttl`).
     pub(crate) fn set_lru_tuning(&mut self, tuning: LruTuning) {
         self.lru = tuning;
-        self.maint.wake = None;
+        self.maint.wake = 0;
+        self.maint.classes_due = 0;
     }
 
     pub(crate) fn lru_bumps_dropped(&self) -> u64 {
@@ -550,11 +618,12 @@ mod tests {
         c.count_get_hit(it);
     }
 
-    /// Runs maintainer ticks until it would sleep, as the event loop does.
+    /// Runs maintainer ticks a second apart, so every class is juggled at
+    /// each: what the maintainer does given the time.
     fn settle(c: &mut Cache) {
         for _ in 0..100 {
-            c.maint.wake = None;
-            c.lru_maintain(Instant::now());
+            c.clock.mono_us += MAX_SLEEP;
+            c.lru_maintain(c.clock.mono_us);
         }
     }
 
@@ -626,9 +695,13 @@ mod tests {
         // The hits count toward COLD; the move waits for the maintainer.
         assert_eq!(c.stats.classes[id].lru_hits[2], 2);
         assert_eq!(segment_of(&mut c, "k0"), Some(COLD));
-        assert_eq!(c.maintainer_timeout(Instant::now()), Some(Duration::ZERO));
+        // Applied by the tick due MIN_SLEEP after the last one, not before.
+        let last = c.clock.mono_us;
+        assert_eq!(c.maintainer_timeout(last), Some(MIN_SLEEP));
         let warm_before = c.stats.classes[id].moves_to_warm;
-        c.lru_maintain(Instant::now());
+        c.lru_maintain(last + MIN_SLEEP - 1);
+        assert_eq!(segment_of(&mut c, "k0"), Some(COLD));
+        c.lru_maintain(last + MIN_SLEEP);
         assert_eq!(segment_of(&mut c, "k0"), Some(WARM));
         assert_eq!(c.stats.classes[id].moves_to_warm, warm_before + 1);
     }
@@ -671,8 +744,8 @@ mod tests {
         let b = c.find(b"b", false).unwrap();
         assert_eq!(b, it, "the chunk was reused");
         item::view_mut(&mut c.slabs.arena, b).set_active(true);
-        c.maint.next = vec![Some(Instant::now() + MAX_SLEEP); c.slabs.largest() as usize + 1];
-        c.lru_maintain(Instant::now());
+        c.maint.next = vec![MAX_SLEEP; c.slabs.largest() as usize + 1];
+        c.lru_maintain(0);
         assert_eq!(segment_of(&mut c, "b"), Some(COLD), "not b's bump");
     }
 
@@ -744,7 +817,7 @@ mod tests {
         fetch(&mut c, "first");
         let tail = c.lrus[lru::index(c.view(it).lru())].tail;
         assert_ne!(tail, it);
-        assert_eq!(c.maintainer_timeout(Instant::now()), None);
+        assert_eq!(c.maintainer_timeout(0), None);
         for i in 0..5_000 {
             set(&mut c, &format!("scan{i}"), 1000);
         }
@@ -789,10 +862,10 @@ mod tests {
             set(&mut c, &format!("k{i}"), 100);
         }
         let id = class_of_key(&mut c, "k0");
-        c.lru_maintain(Instant::now());
+        c.lru_maintain(0);
         let moved = c.stats.classes[id].moves_to_cold;
         assert!(moved > 0 && moved as usize <= TICK_BUDGET, "{moved}");
-        assert_eq!(c.maintainer_timeout(Instant::now()), Some(Duration::ZERO));
+        assert_eq!(c.maintainer_timeout(0), Some(0));
         settle(&mut c);
         assert!(c.stats.classes[id].moves_to_cold > moved);
     }
@@ -800,16 +873,13 @@ mod tests {
     #[test]
     fn an_idle_maintainer_backs_off_to_about_a_second() {
         let mut c = cache(8, segmented());
-        let mut t = Instant::now();
-        let mut gap = Duration::ZERO;
+        let mut t = 0;
+        let mut gap = 0;
         for _ in 0..200 {
             c.lru_maintain(t);
             gap = c.maintainer_timeout(t).unwrap();
             t += gap;
         }
-        assert!(
-            gap > Duration::from_millis(500) && gap <= MAX_SLEEP,
-            "{gap:?}"
-        );
+        assert!(gap > 500_000 && gap <= MAX_SLEEP, "{gap}");
     }
 }

@@ -409,8 +409,20 @@ impl Conn {
     }
 
     /// Enters `to`, tracing the change at `-vvv` as memcached does, with
-    /// the lines memcached prints along the way.
+    /// the lines memcached prints along the way. Every request passes here
+    /// two or three times: without `-vv` and the binary protocol's closing
+    /// it is one store, inlined.
+    #[inline]
     fn go(&mut self, to: State, v: u8) {
+        if v <= 1 && !matches!(to, State::Draining { binary: true }) {
+            self.state = to;
+            return;
+        }
+        self.go_traced(to, v);
+    }
+
+    #[inline(never)]
+    fn go_traced(&mut self, to: State, v: u8) {
         match to {
             // Why a binary connection closes is told on the way out of
             // conn_mwrite.

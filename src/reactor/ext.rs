@@ -145,11 +145,11 @@ impl Reactor {
     }
 
     /// The loop's wait, cut short for extstore's next tick.
-    pub(super) fn ext_timeout(&self, timeout: i32, now: Instant) -> i32 {
+    pub(super) fn ext_timeout(&self, timeout: i32) -> i32 {
         if self.cache.ext.is_none() {
             return timeout;
         }
-        let left = self.ext_next_tick.saturating_duration_since(now);
+        let left = self.ext_next_tick.saturating_duration_since(Instant::now());
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         if timeout < 0 { ms } else { timeout.min(ms) }
     }

@@ -320,8 +320,6 @@ impl Reactor {
 
     pub(crate) fn run(&mut self) -> io::Result<()> {
         let mut events = vec![sys::empty_event(); EVENTS_PER_WAIT];
-        // When the turn began: read once per turn, for the LRU maintainer.
-        let mut turn_began = Instant::now();
         while self.stop == StopReason::Running {
             let busy = !self.ready.is_empty()
                 || self.cache.hash.is_expanding()
@@ -336,11 +334,11 @@ impl Reactor {
                 None => 1000,
             };
             let timeout = self.accept_timeout(timeout);
-            let timeout = self.maintainer_timeout(timeout, turn_began);
-            let timeout = self.ext_timeout(timeout, turn_began);
+            let timeout = self.maintainer_timeout(timeout);
+            let timeout = self.ext_timeout(timeout);
             let n = self.epoll.wait(&mut events, timeout)?;
-            turn_began = Instant::now();
-            if self.cache.clock.tick() {
+            // The one clock reading of the turn (the LRU maintainer's too).
+            if self.cache.clock.tick_at(Instant::now()) {
                 self.kick_idle();
                 self.http_tick();
             }
@@ -354,7 +352,7 @@ impl Reactor {
             self.auto_crawl();
             self.between_turns();
             self.rebalance();
-            self.cache.lru_maintain(turn_began);
+            self.cache.lru_maintain(self.cache.clock.mono_us);
             self.with_repl(|r, ctx| r.turn(ctx));
             self.aof_end_turn();
             self.clear_feed();
@@ -477,10 +475,15 @@ impl Reactor {
 
     /// The loop's wait, shortened to when the LRU maintainer is next due
     /// (rounded up to the millisecond, so it never wakes early and spins).
-    fn maintainer_timeout(&self, timeout: i32, now: Instant) -> i32 {
-        match self.cache.maintainer_timeout(now) {
-            Some(d) => {
-                let ms = d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    fn maintainer_timeout(&mut self, timeout: i32) -> i32 {
+        if timeout != 0 {
+            // The loop may sleep: bumps queued since the last tick are
+            // applied now, not by a wake-up for them alone.
+            self.cache.lru_apply_bumps_now(self.cache.clock.mono_us);
+        }
+        match self.cache.maintainer_timeout(self.cache.clock.mono_us) {
+            Some(us) => {
+                let ms = us.div_ceil(1000).min(i32::MAX as u64) as i32;
                 if timeout < 0 { ms } else { timeout.min(ms) }
             }
             None => timeout,

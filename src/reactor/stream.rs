@@ -79,6 +79,7 @@ impl Stream {
     /// A read that returned less than asked for drained the socket --
     /// unless TLS found the session's end after the data, which the next
     /// read reports without the socket signalling again.
+    #[inline]
     pub(super) fn end_pending(&self) -> bool {
         matches!(self, Stream::Tls(s) if s.ends_after_data())
     }
@@ -86,6 +87,7 @@ impl Stream {
     /// Readiness that TLS turns around: a read waiting for the socket to
     /// take a handshake record resumes when it is writable, and a write
     /// waiting for a record to arrive, when it is readable.
+    #[inline]
     pub(super) fn turned_around(&self) -> (bool, bool) {
         match self {
             Stream::Tls(s) => (s.read_wants_write(), s.write_wants_read()),
@@ -95,6 +97,7 @@ impl Stream {
 
     /// TLS: sends what OpenSSL was given and could not send yet; true
     /// once nothing is left.
+    #[inline]
     pub(super) fn drain(&mut self) -> io::Result<bool> {
         match self {
             Stream::Tls(s) => s.drain(),
@@ -103,6 +106,7 @@ impl Stream {
     }
 
     /// TLS holds output the connection's buffer no longer has.
+    #[inline]
     pub(super) fn holds_output(&self) -> bool {
         matches!(self, Stream::Tls(s) if s.holds_output())
     }
@@ -116,6 +120,28 @@ impl Stream {
                 s.failed_in_handshake()
             }
             _ => false,
+        }
+    }
+}
+
+impl Stream {
+    #[inline(never)]
+    fn read_other(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Udp(s) => s.recv(buf),
+        }
+    }
+
+    #[inline(never)]
+    fn write_other(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
         }
     }
 }
@@ -136,24 +162,25 @@ pub(super) fn unix_text(addr: &std::os::unix::net::SocketAddr) -> String {
     }
 }
 
+// Plain TCP is the common case and its read and write are one syscall
+// each: inlined where the turn reads and flushes, with the other kinds
+// (TLS above all, whose session code is large) behind a call.
 impl Read for Stream {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
-            Stream::Tls(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-            Stream::Udp(s) => s.recv(buf),
+            _ => self.read_other(buf),
         }
     }
 }
 
 impl Write for Stream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-            Stream::Udp(_) => Err(io::ErrorKind::Unsupported.into()),
+            _ => self.write_other(buf),
         }
     }
 

@@ -184,13 +184,14 @@ impl Arena {
         self.len
     }
 
+    /// Every header field read or written passes here: one add and one
+    /// compare on the hot path, the panic's formatting out of line.
     #[inline]
     fn check(&self, off: usize, len: usize) {
-        assert!(
-            off <= self.len && len <= self.len - off,
-            "arena access out of bounds: {off}+{len} > {}",
-            self.len
-        );
+        match off.checked_add(len) {
+            Some(end) if end <= self.len => {}
+            _ => out_of_bounds(off, len, self.len),
+        }
     }
 
     /// The bytes `off..off+len`.
@@ -299,6 +300,12 @@ fn map_unlocked(len: usize) -> io::Result<*mut u8> {
         let _ = mlockall(future);
     }
     mapped
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(off: usize, len: usize, arena_len: usize) -> ! {
+    panic!("arena access out of bounds: {off}+{len} > {arena_len}");
 }
 
 impl Drop for Arena {
