@@ -190,6 +190,7 @@ impl<'a> View<'a> {
         self.lru() & CLASS_MASK
     }
 
+    #[cfg(test)]
     pub(crate) fn is_active(&self) -> bool {
         self.xflags() & ACTIVE != 0
     }
@@ -225,6 +226,138 @@ impl ViewMut<'_> {
     pub(crate) fn set_active(&mut self, on: bool) {
         let f = self.xflags();
         self.set_xflags(if on { f | ACTIVE } else { f & !ACTIVE });
+    }
+}
+
+/// An item's header read after one bounds check: for the LRU's loops, which
+/// look at several fields of each item they pass.
+pub(crate) struct Header<'a>(&'a [u8; HEADER]);
+
+#[inline]
+pub(crate) fn header(arena: &Arena, it: ChunkRef) -> Header<'_> {
+    let bytes = arena.bytes(Slabs::offset(it), HEADER);
+    Header(bytes.try_into().expect("a header's bytes"))
+}
+
+impl Header<'_> {
+    #[inline]
+    fn u32_at(&self, at: usize) -> u32 {
+        let b = self.0;
+        u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    }
+
+    #[inline]
+    pub(crate) fn prev(&self) -> u32 {
+        self.u32_at(PREV)
+    }
+
+    #[inline]
+    pub(crate) fn next(&self) -> u32 {
+        self.u32_at(NEXT)
+    }
+
+    #[inline]
+    pub(crate) fn time(&self) -> u32 {
+        self.u32_at(TIME)
+    }
+
+    #[inline]
+    pub(crate) fn exptime(&self) -> u32 {
+        self.u32_at(EXPTIME)
+    }
+
+    #[inline]
+    pub(crate) fn nbytes(&self) -> u32 {
+        self.u32_at(NBYTES)
+    }
+
+    #[inline]
+    pub(crate) fn flags(&self) -> u32 {
+        self.u32_at(FLAGS)
+    }
+
+    #[inline]
+    pub(crate) fn cas(&self) -> u64 {
+        let mut b = [0; 8];
+        b.copy_from_slice(&self.0[CAS..CAS + 8]);
+        u64::from_ne_bytes(b)
+    }
+
+    #[inline]
+    pub(crate) fn nkey(&self) -> u8 {
+        self.0[NKEY]
+    }
+
+    #[inline]
+    pub(crate) fn iflags(&self) -> u8 {
+        self.0[IFLAGS]
+    }
+
+    #[inline]
+    pub(crate) fn lru(&self) -> u8 {
+        self.0[LRU]
+    }
+
+    #[inline]
+    pub(crate) fn xflags(&self) -> u8 {
+        self.0[XFLAGS]
+    }
+
+    #[inline]
+    pub(crate) fn is(&self, flag: u8) -> bool {
+        self.iflags() & flag != 0
+    }
+
+    #[inline]
+    pub(crate) fn is_active(&self) -> bool {
+        self.xflags() & ACTIVE != 0
+    }
+}
+
+/// An item's header, writable after one bounds check.
+pub(crate) struct HeaderMut<'a>(&'a mut [u8; HEADER]);
+
+#[inline]
+pub(crate) fn header_mut(arena: &mut Arena, it: ChunkRef) -> HeaderMut<'_> {
+    let bytes = arena.bytes_mut(Slabs::offset(it), HEADER);
+    HeaderMut(bytes.try_into().expect("a header's bytes"))
+}
+
+impl HeaderMut<'_> {
+    #[inline]
+    fn set_u32_at(&mut self, at: usize, v: u32) {
+        let b = v.to_ne_bytes();
+        self.0[at..at + 4].copy_from_slice(&b);
+    }
+
+    #[inline]
+    pub(crate) fn set_prev(&mut self, v: u32) {
+        self.set_u32_at(PREV, v)
+    }
+
+    #[inline]
+    pub(crate) fn set_next(&mut self, v: u32) {
+        self.set_u32_at(NEXT, v)
+    }
+
+    #[inline]
+    pub(crate) fn set_time(&mut self, v: u32) {
+        self.set_u32_at(TIME, v)
+    }
+
+    #[inline]
+    pub(crate) fn set_iflags(&mut self, v: u8) {
+        self.0[IFLAGS] = v
+    }
+
+    #[inline]
+    pub(crate) fn set_lru(&mut self, v: u8) {
+        self.0[LRU] = v
+    }
+
+    #[inline]
+    pub(crate) fn set_xflags(&mut self, v: u8) {
+        self.0[XFLAGS] = v
     }
 }
 

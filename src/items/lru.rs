@@ -51,9 +51,26 @@ pub(super) struct Lru {
 impl Lru {
     #[inline]
     pub(super) fn push_head(&mut self, arena: &mut Arena, it: ChunkRef) {
-        let mut v = item::view_mut(arena, it);
-        v.set_prev(NIL);
-        v.set_next(self.head);
+        let mut h = item::header_mut(arena, it);
+        h.set_prev(NIL);
+        h.set_next(self.head);
+        self.link_head(arena, it);
+    }
+
+    /// `push_head` for an item coming from another list: its header names
+    /// this one (`lru`) in the same write.
+    #[inline]
+    pub(super) fn push_head_as(&mut self, arena: &mut Arena, it: ChunkRef, lru: u8) {
+        let mut h = item::header_mut(arena, it);
+        h.set_lru(lru);
+        h.set_prev(NIL);
+        h.set_next(self.head);
+        self.link_head(arena, it);
+    }
+
+    /// The list's side of a push at the head, once `it` points at the old head.
+    #[inline]
+    fn link_head(&mut self, arena: &mut Arena, it: ChunkRef) {
         if self.head != NIL {
             item::view_mut(arena, self.head).set_prev(it);
         }
@@ -66,8 +83,18 @@ impl Lru {
 
     #[inline]
     pub(super) fn unlink(&mut self, arena: &mut Arena, it: ChunkRef) {
-        let v = item::view(arena, it);
-        let (prev, next) = (v.prev(), v.next());
+        self.detach(arena, it);
+        let mut h = item::header_mut(arena, it);
+        h.set_prev(NIL);
+        h.set_next(NIL);
+    }
+
+    /// Takes `it` out of the list, leaving its own links stale: for a move,
+    /// whose `push_head` rewrites them.
+    #[inline]
+    pub(super) fn detach(&mut self, arena: &mut Arena, it: ChunkRef) {
+        let h = item::header(arena, it);
+        let (prev, next) = (h.prev(), h.next());
         if prev != NIL {
             item::view_mut(arena, prev).set_next(next);
         } else {
@@ -80,10 +107,17 @@ impl Lru {
             debug_assert_eq!(self.tail, it);
             self.tail = prev;
         }
-        let mut v = item::view_mut(arena, it);
-        v.set_prev(NIL);
-        v.set_next(NIL);
         self.len -= 1;
+    }
+
+    /// Moves `it` to the head of its own list (memcached's
+    /// `moves_within_lru`); nothing to do when it is there already.
+    #[inline]
+    pub(super) fn move_to_head(&mut self, arena: &mut Arena, it: ChunkRef) {
+        if self.head != it {
+            self.detach(arena, it);
+            self.push_head(arena, it);
+        }
     }
 
     /// Puts `new`, a copy of `old`'s header, in `old`'s place (a page

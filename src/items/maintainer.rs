@@ -132,26 +132,28 @@ impl Cache {
             return;
         }
         let now = self.now();
-        let mut v = item::view_mut(&mut self.slabs.arena, it);
-        if v.xflags() & item::ACTIVE != 0 {
+        let h = item::header(&self.slabs.arena, it);
+        let (xflags, iflags, lru_id, cas) = (h.xflags(), h.iflags(), h.lru(), h.cas());
+        if xflags & item::ACTIVE != 0 {
             return;
         }
-        if v.iflags() & item::FETCHED == 0 {
-            v.add_flag(item::FETCHED);
+        let mut v = item::header_mut(&mut self.slabs.arena, it);
+        if iflags & item::FETCHED == 0 {
+            v.set_iflags(iflags | item::FETCHED);
             return;
         }
-        v.set_active(true);
-        if lru::segment(v.lru()) != COLD {
+        if lru::segment(lru_id) != COLD {
+            v.set_xflags(xflags | item::ACTIVE);
             v.set_time(now);
         } else if self.maint.bumps.len() < BUMP_QUEUE {
-            let cas = self.view(it).cas();
+            v.set_xflags(xflags | item::ACTIVE);
             if self.maint.bumps.is_empty() {
                 self.maint.first_bump_queued();
             }
             self.maint.bumps.push((it, cas));
         } else {
+            // memcached sets the flag and takes it back: no trace.
             self.maint.bumps_dropped += 1;
-            item::view_mut(&mut self.slabs.arena, it).set_active(false);
         }
     }
 
@@ -161,23 +163,23 @@ impl Cache {
     /// refreshed at most once per `ITEM_UPDATE_INTERVAL`.
     pub(super) fn update(&mut self, it: ChunkRef) {
         let now = self.now();
-        let v = self.view(it);
-        if !v.is(item::LINKED) {
+        let h = item::header(&self.slabs.arena, it);
+        let (iflags, lru_id, xflags, time) = (h.iflags(), h.lru(), h.xflags(), h.time());
+        if iflags & item::LINKED == 0 {
             return;
         }
         if self.lru.segmented {
-            let (lru_id, active) = (v.lru(), v.is_active());
-            item::view_mut(&mut self.slabs.arena, it).set_time(now);
-            if lru::segment(lru_id) == COLD && active {
-                item::view_mut(&mut self.slabs.arena, it).set_active(false);
+            let mut v = item::header_mut(&mut self.slabs.arena, it);
+            v.set_time(now);
+            if lru::segment(lru_id) == COLD && xflags & item::ACTIVE != 0 {
+                v.set_xflags(xflags & !item::ACTIVE);
                 self.move_to(it, WARM);
                 self.stats.classes[(lru_id & lru::CLASS_MASK) as usize].moves_to_warm += 1;
             }
-        } else if v.time() < now.saturating_sub(clock::ITEM_UPDATE_INTERVAL) {
-            let idx = lru::index(v.lru());
+        } else if time < now.saturating_sub(clock::ITEM_UPDATE_INTERVAL) {
+            let idx = lru::index(lru_id);
             item::view_mut(&mut self.slabs.arena, it).set_time(now);
-            self.lrus[idx].unlink(&mut self.slabs.arena, it);
-            self.lrus[idx].push_head(&mut self.slabs.arena, it);
+            self.lrus[idx].move_to_head(&mut self.slabs.arena, it);
         }
     }
 
@@ -196,15 +198,16 @@ impl Cache {
     /// Moves a linked item to the head of another segment of its class,
     /// keeping its time (memcached's moves do not touch it).
     fn move_to(&mut self, it: ChunkRef, segment: u8) {
-        let size = self.memcached_size(it) as u64;
-        let from = self.view(it).lru();
+        let h = item::header(&self.slabs.arena, it);
+        let (nkey, nbytes) = (h.nkey() as usize, h.nbytes() as usize);
+        let size = item::memcached_ntotal(nkey, nbytes, h.flags(), self.cfg.use_cas) as u64;
+        let from = h.lru();
         let to = (from & lru::CLASS_MASK) | segment;
         let old = &mut self.lrus[lru::index(from)];
-        old.unlink(&mut self.slabs.arena, it);
+        old.detach(&mut self.slabs.arena, it);
         old.bytes -= size;
-        item::view_mut(&mut self.slabs.arena, it).set_lru(to);
         let new = &mut self.lrus[lru::index(to)];
-        new.push_head(&mut self.slabs.arena, it);
+        new.push_head_as(&mut self.slabs.arena, it, to);
         new.bytes += size;
     }
 
@@ -247,14 +250,6 @@ impl Cache {
         let idx = lru::index(lru_id);
         let c = id as usize;
         let now = self.now();
-        // HOT and WARM: the share of the class's bytes past which the tail
-        // goes to COLD (HOT's own, or WARM's when HOT's is zero).
-        let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
-        let limit = match seg {
-            HOT if share(self.lru.hot_lru_pct) != 0 => share(self.lru.hot_lru_pct),
-            HOT | WARM => share(self.lru.warm_lru_pct),
-            _ => 0,
-        };
         let mut removed = 0;
         let mut search = self.lrus[idx].tail;
         for _ in 0..TAIL_SEARCH {
@@ -262,10 +257,10 @@ impl Cache {
                 break;
             }
             *budget = budget.saturating_sub(1);
-            let v = self.view(search);
-            let next_it = v.prev();
+            let h = item::header(&self.slabs.arena, search);
+            let next_it = h.prev();
             let (exp, time, fetched, active) =
-                (v.exptime(), v.time(), v.is(item::FETCHED), v.is_active());
+                (h.exptime(), h.time(), h.is(item::FETCHED), h.is_active());
             if (exp != 0 && exp < now) || self.is_flushed(search) {
                 self.stats.reclaimed += 1;
                 self.stats.classes[c].reclaimed += 1;
@@ -285,14 +280,15 @@ impl Cache {
                         removed += 1;
                         if seg == WARM {
                             self.stats.classes[c].moves_within_lru += 1;
-                            self.lrus[idx].unlink(&mut self.slabs.arena, search);
-                            self.lrus[idx].push_head(&mut self.slabs.arena, search);
+                            self.lrus[idx].move_to_head(&mut self.slabs.arena, search);
                             search = next_it;
                             continue;
                         }
                         self.stats.classes[c].moves_to_warm += 1;
                         self.move_to(search, WARM);
-                    } else if self.lrus[idx].bytes > limit || now.wrapping_sub(time) > max_age {
+                    } else if self.lrus[idx].bytes > self.segment_limit(seg, total_bytes)
+                        || now.wrapping_sub(time) > max_age
+                    {
                         self.stats.classes[c].moves_to_cold += 1;
                         self.move_to(search, COLD);
                         removed += 1;
@@ -315,6 +311,16 @@ impl Cache {
             break;
         }
         removed
+    }
+
+    /// HOT's or WARM's share of the class's bytes past which its tail goes
+    /// to COLD (HOT's own, or WARM's when HOT's is zero).
+    fn segment_limit(&self, seg: u8, total_bytes: u64) -> u64 {
+        let share = |pct: u32| total_bytes.wrapping_mul(u64::from(pct)) / 100;
+        match seg {
+            HOT if share(self.lru.hot_lru_pct) != 0 => share(self.lru.hot_lru_pct),
+            _ => share(self.lru.warm_lru_pct),
+        }
     }
 
     fn evict(&mut self, it: ChunkRef, c: usize, exp: u32, time: u32, fetched: bool, active: bool) {
@@ -512,11 +518,19 @@ impl Cache {
         }
         let mut budget = TICK_BUDGET;
         let mut wake = now + MAX_SLEEP;
-        for id in 1..classes {
-            let at = self.maint.next[id];
-            if at > now {
+        let mut id = 1;
+        loop {
+            // Most classes are idle, backed off: a scan with no call in it
+            // passes them, keeping the earliest time one is due.
+            while let Some(&at) = self.maint.next.get(id) {
+                if at <= now {
+                    break;
+                }
                 wake = wake.min(at);
-                continue;
+                id += 1;
+            }
+            if id >= classes {
+                return wake;
             }
             if budget == 0 {
                 return now;
@@ -540,8 +554,8 @@ impl Cache {
             let at = now + *backoff;
             self.maint.next[id] = at;
             wake = wake.min(at);
+            id += 1;
         }
-        wake
     }
 
     /// memcached's `lru_maintainer_bumps`: the queued COLD hits move to
@@ -556,9 +570,9 @@ impl Cache {
         for &(it, cas) in &bumps {
             // The header test first (a chunk holding a chunked value's bytes
             // reads as anything); the page lookup only for what passes it.
-            let v = self.view(it);
+            let h = item::header(&self.slabs.arena, it);
             let linked = item::LINKED | item::ALLOCATED;
-            if v.iflags() & linked != linked || v.cas() != cas {
+            if h.iflags() & linked != linked || h.cas() != cas {
                 continue;
             }
             if self.slabs.class_of(it) == largest && self.body_owner(it).is_some() {
