@@ -214,7 +214,8 @@ impl Cache {
     /// memcached's `lru_pull_tail` for segment `seg` of class `id`: reclaims
     /// expired and flushed items at the tail, then deals with the first live
     /// one: HOT and WARM send an active item to WARM (WARM keeps it, at its
-    /// head) and one over the segment's share of `total_bytes` or older
+    /// head) and one while the segment holds over `limit` bytes (its share
+    /// of the class's, `segment_limit`, computed once per juggle) or older
     /// than `max_age` to COLD; COLD evicts it (`Pull::Evict`) or sends it to
     /// WARM if active; TEMP leaves it. Returns how many items it removed or
     /// moved. Each item looked at costs one of `budget`.
@@ -223,7 +224,7 @@ impl Cache {
         &mut self,
         id: u8,
         seg: u8,
-        total_bytes: u64,
+        limit: u64,
         pull: Pull,
         max_age: u32,
         budget: &mut usize,
@@ -233,7 +234,7 @@ impl Cache {
         if self.lrus[lru::index(id | seg)].tail == NIL {
             return 0;
         }
-        self.pull_tail_items(id, seg, total_bytes, pull, max_age, budget)
+        self.pull_tail_items(id, seg, limit, pull, max_age, budget)
     }
 
     #[inline(never)]
@@ -241,7 +242,7 @@ impl Cache {
         &mut self,
         id: u8,
         seg: u8,
-        total_bytes: u64,
+        limit: u64,
         pull: Pull,
         max_age: u32,
         budget: &mut usize,
@@ -286,9 +287,7 @@ impl Cache {
                         }
                         self.stats.classes[c].moves_to_warm += 1;
                         self.move_to(search, WARM);
-                    } else if self.lrus[idx].bytes > self.segment_limit(seg, total_bytes)
-                        || now.wrapping_sub(time) > max_age
-                    {
+                    } else if self.lrus[idx].bytes > limit || now.wrapping_sub(time) > max_age {
                         self.stats.classes[c].moves_to_cold += 1;
                         self.move_to(search, COLD);
                         removed += 1;
@@ -411,13 +410,15 @@ impl Cache {
             }
         }
         // Flat, HOT and WARM drain into COLD: an age limit of 0.
-        let (mut total, mut hot_age, mut warm_age) = (0, 0, 0);
+        let (mut hot_limit, mut warm_limit, mut hot_age, mut warm_age) = (0, 0, 0, 0);
         if self.lru.segmented {
             let cold_age = self.segment_tail_age(id, COLD);
-            total = [HOT, WARM, COLD]
+            let total = [HOT, WARM, COLD]
                 .iter()
                 .map(|&s| self.lrus[lru::index(id | s)].bytes)
                 .sum();
+            hot_limit = self.segment_limit(HOT, total);
+            warm_limit = self.segment_limit(WARM, total);
             hot_age = (f64::from(cold_age) * self.lru.hot_max_factor) as u32;
             warm_age = (f64::from(cold_age) * self.lru.warm_max_factor) as u32;
         }
@@ -434,14 +435,14 @@ impl Cache {
             let hot = if hot_still {
                 0
             } else {
-                self.pull_tail(id, HOT, total, Pull::Juggle, hot_age, budget)
+                self.pull_tail(id, HOT, hot_limit, Pull::Juggle, hot_age, budget)
             };
             hot_still = hot == 0;
-            if hot > 0 || self.pull_tail(id, WARM, total, Pull::Juggle, warm_age, budget) > 0 {
+            if hot > 0 || self.pull_tail(id, WARM, warm_limit, Pull::Juggle, warm_age, budget) > 0 {
                 more += 1;
             }
             if self.lru.segmented && !cold_still {
-                let cold = self.pull_tail(id, COLD, total, Pull::Juggle, 0, budget);
+                let cold = self.pull_tail(id, COLD, 0, Pull::Juggle, 0, budget);
                 cold_still = cold == 0;
                 more += cold;
             }
