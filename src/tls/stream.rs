@@ -7,7 +7,8 @@
 //! happens inside the first reads; renegotiation is refused by the
 //! context (`SSL_OP_NO_RENEGOTIATION`).
 
-use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslStream};
+use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslRef, SslStream};
+use openssl::x509::X509VerifyResult;
 use std::io;
 use std::net::TcpStream;
 
@@ -29,6 +30,9 @@ pub(crate) struct TlsStream {
     unsent: Vec<u8>,
     /// The largest plaintext given to OpenSSL at once (`ssl_wbuf_size`).
     chunk: usize,
+    /// Why the session broke, in OpenSSL's words (for the replication
+    /// link's log line; made only when it breaks).
+    failure: Option<String>,
 }
 
 /// Why an accepted socket got no session (it is closed either way).
@@ -60,7 +64,19 @@ impl TlsStream {
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
             Err(e) => return Err(Refused::Handshake(e.code().as_raw())),
         }
-        Ok(TlsStream {
+        Ok(TlsStream::over(inner, chunk))
+    }
+
+    /// A session whose handshake (in the role `ssl` was set to) happens
+    /// entirely inside its first reads and writes, so that a failure, the
+    /// very first one included, is seen there with its reason.
+    pub(super) fn begin(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
+        let inner = SslStream::new(ssl, tcp).map_err(|_| Refused::Session)?;
+        Ok(TlsStream::over(inner, chunk))
+    }
+
+    fn over(inner: SslStream<TcpStream>, chunk: usize) -> TlsStream {
+        TlsStream {
             inner,
             read_wants_write: false,
             write_wants_read: false,
@@ -68,7 +84,14 @@ impl TlsStream {
             handshake_failed: false,
             unsent: Vec::new(),
             chunk: chunk.max(1),
-        })
+            failure: None,
+        }
+    }
+
+    /// Why the session broke, if it did: OpenSSL's reason, and the
+    /// certificate check's when that is what failed.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// Plaintext into `buf`: as much as the socket has, up to its size.
@@ -91,7 +114,10 @@ impl TlsStream {
                         ErrorCode::ZERO_RETURN => self.ended(End::Closed),
                         ErrorCode::SYSCALL if e.io_error().is_none() => self.ended(End::Closed),
                         ErrorCode::SSL if unexpected_eof(&e) => self.ended(End::Closed),
-                        _ => self.ended(End::Broken),
+                        _ => {
+                            self.failure = Some(describe(&e, self.inner.ssl()));
+                            self.ended(End::Broken)
+                        }
                     };
                     if filled == 0 {
                         return outcome;
@@ -168,6 +194,7 @@ impl TlsStream {
                     if !self.inner.ssl().is_init_finished() {
                         self.handshake_failed = true;
                     }
+                    self.failure = Some(describe(&e, self.inner.ssl()));
                     Err(io::ErrorKind::BrokenPipe.into())
                 }
             },
@@ -207,6 +234,25 @@ impl TlsStream {
             let _: Result<ShutdownResult, _> = self.inner.shutdown();
         }
     }
+}
+
+/// A broken session in a few words: OpenSSL's first reason
+/// ("certificate verify failed", "wrong version number", "tlsv1 alert
+/// unknown ca"), with the certificate check's own ("hostname mismatch")
+/// when that failed.
+fn describe(e: &openssl::ssl::Error, ssl: &SslRef) -> String {
+    let mut text = match e.ssl_error().and_then(|s| s.errors().first()) {
+        Some(first) => first.reason().unwrap_or("unknown TLS error").to_string(),
+        None => match e.io_error() {
+            Some(io) => io.to_string(),
+            None => e.to_string(),
+        },
+    };
+    let verified = ssl.verify_result();
+    if verified != X509VerifyResult::OK {
+        text = format!("{text} ({})", verified.error_string());
+    }
+    text
 }
 
 /// OpenSSL 3 reports a peer that closed without close_notify as an SSL
