@@ -26,10 +26,7 @@ pub use pid_file::PidFile;
 /// `warnings`, prepares the process for `settings`, and hands them back
 /// ready for the reactor (with the `-Y` credentials loaded), with the TLS
 /// context when `-Z` asks for one.
-pub fn start(
-    mut settings: Settings,
-    warnings: &[u8],
-) -> Result<(Settings, tls::Contexts), Exit> {
+pub fn start(mut settings: Settings, warnings: &[u8]) -> Result<(Settings, tls::Contexts), Exit> {
     eprint_bytes(warnings);
     // `-d` changes to `/`: a relative AOF path means the starting directory.
     if let Some(path) = &mut settings.aof.path

@@ -345,7 +345,9 @@ impl Repl {
             return;
         };
         if link.flush().is_err() {
-            let why = self.tls_failure().unwrap_or("cannot write to the peer".into());
+            let why = self
+                .tls_failure()
+                .unwrap_or("cannot write to the peer".into());
             self.link_lost(&why, ctx);
         }
     }

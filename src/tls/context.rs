@@ -111,10 +111,7 @@ fn build(s: &TlsSettings) -> Result<SslContext, Failure> {
 /// What every context of this server shares, clients' and the
 /// replication link's: the protocol floor, the certificate, key and CA
 /// file, the ciphers, no renegotiation, kernel TLS when asked for.
-pub(super) fn configured(
-    method: SslMethod,
-    s: &TlsSettings,
-) -> Result<SslContextBuilder, Failure> {
+pub(super) fn configured(method: SslMethod, s: &TlsSettings) -> Result<SslContextBuilder, Failure> {
     let mut b = SslContextBuilder::new(method)
         .map_err(|e| Failure::Certificates(load_error("Error creating the context: ", &e)))?;
     let _ = b.set_min_proto_version(version(s.min_version));

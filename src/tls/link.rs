@@ -55,11 +55,7 @@ impl Link {
     }
 
     /// A session over our (connected) socket to the peer.
-    pub(crate) fn connect(
-        &self,
-        tcp: TcpStream,
-        name: Option<&str>,
-    ) -> Result<TlsStream, Refused> {
+    pub(crate) fn connect(&self, tcp: TcpStream, name: Option<&str>) -> Result<TlsStream, Refused> {
         let mut ssl = session(&self.connecting, name)?;
         if let Some(host) = name.filter(|n| n.parse::<IpAddr>().is_err()) {
             // SNI, for a peer behind something that routes on it.
