@@ -117,6 +117,7 @@ fmt:
 bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(CARGO) build --release --no-default-features --target-dir target/notls
 	$(PYTHON) bench/tls.py $(TLS_BENCH_ARGS)
 
 # The append-only file: set throughput per sync policy, recovery time.
