@@ -123,13 +123,6 @@ pub(super) fn configured(method: SslMethod, s: &TlsSettings) -> Result<SslContex
     }
     if s.kernel_tls {
         b.set_options(SslOptions::from_bits_retain(SSL_OP_ENABLE_KTLS as _));
-    } else {
-        // A read takes everything the socket has in one call, not a
-        // record's header and then its body: a request costs one read
-        // plus the one that finds the socket drained, where it cost
-        // three. (Not with kernel TLS: OpenSSL does not hand receiving to
-        // the kernel while it holds bytes read ahead.)
-        b.set_read_ahead(true);
     }
     b.set_options(SslOptions::NO_RENEGOTIATION);
     // Idle connections give their TLS buffers back; partial writes may
