@@ -12,11 +12,16 @@
 //! dropped. A rescue is a move in memory, not a write: nothing is told to
 //! the change feed (AOF, replication), since nothing a client sees changed.
 //!
-//! The walk is bounded per loop turn (`STEP_BYTES` of chunks), runs between
-//! requests, and the page is fenced off meanwhile (`Slabs::start_drain`) so
-//! clients allocating in the class do not land in it. An item still being
-//! written by a connection, or referenced by an unsent `mg` reply, makes
-//! the page busy: the walk goes round again on later turns until it is not.
+//! The walk is bounded per loop turn (`STEP_BYTES` of chunks) and runs
+//! between requests. Meanwhile (`Slabs::start_drain`) rescues never land in
+//! the page, and clients are given its free chunks only ahead of the walk,
+//! as under memcached's mover: a store that evicts the class's oldest items
+//! (which this page, the class's first, tends to hold) must be able to use
+//! the chunks it frees, or it fails with `SERVER_ERROR out of memory`
+//! where memcached stores. The walk comes to the new item later and moves
+//! it out like the others. An item still being written by a connection, or
+//! referenced by an unsent `mg` reply, makes the page busy: the walk goes
+//! round again on later turns until it is not.
 
 use super::{Cache, item};
 use crate::slab::{ChunkRef, Slabs};
@@ -149,6 +154,9 @@ impl Cache {
         let class = self.slabs.class(mv.src);
         let (perslab, size) = (class.perslab, class.size);
         let end = perslab.min(mv.pos + (STEP_BYTES / size).max(1));
+        // Before anything below frees a chunk: what this step walks is
+        // behind the walk for every allocation from here on.
+        self.slabs.drain_walked(mv.src, end);
         for i in mv.pos..end {
             let chunk = self.slabs.page_chunk(page, mv.src, i);
             match self.holder(chunk, mv.src) {

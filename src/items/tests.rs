@@ -379,3 +379,57 @@ fn automove_gives_pages_of_mostly_free_classes_to_the_pool_once_quiet() {
         assert!(value(&mut c, k.as_bytes()).is_some());
     }
 }
+
+/// t/slabs_reassign.t with the race forced: a store lands in the class a
+/// page is leaving after the mover's first step. The items the store must
+/// evict (the class's oldest) all lie in that page, ahead of the walk;
+/// memcached hands their freed chunks straight to the store (its mover
+/// deals with the new item when it gets there), so the store succeeds.
+#[test]
+fn a_store_in_a_class_losing_a_page_uses_the_chunks_ahead_of_the_walk() {
+    let mut c = cache(4, true);
+    let (big, small) = (vec![b'x'; 70_000], vec![b'y'; 20_000]);
+    for i in 1..=60 {
+        let key = format!("bfoo{i}");
+        assert_eq!(
+            set(&mut c, StoreMode::Set, key.as_bytes(), &big),
+            Ok(StoreResult::Stored)
+        );
+    }
+    for i in 1..=60 {
+        let key = format!("sfoo{i}");
+        assert_eq!(
+            set(&mut c, StoreMode::Set, key.as_bytes(), &small),
+            Ok(StoreResult::Stored)
+        );
+    }
+    let find = |c: &Cache, key: &[u8]| c.hash.find(&c.slabs.arena, key, c.hv(key)).unwrap();
+    let (b, s) = (find(&c, b"bfoo60"), find(&c, b"sfoo60"));
+    assert_eq!(
+        (c.class_of(b), c.class_of(s)),
+        (31, 25),
+        "the file's classes"
+    );
+    assert_eq!(c.reassign(31, 25), rebalance::Reassign::Ok);
+    finish_move(&mut c);
+    assert_eq!(c.reassign(31, 25), rebalance::Reassign::Ok);
+    assert!(!c.rebalance_step(), "one step into the move");
+    assert_eq!(
+        set(&mut c, StoreMode::Set, b"bfoo51", &big),
+        Ok(StoreResult::Stored)
+    );
+    assert_eq!(
+        set(&mut c, StoreMode::Set, b"sfoo51", &small),
+        Ok(StoreResult::Stored)
+    );
+    finish_move(&mut c);
+    assert_eq!(c.stats.slabs_moved, 2);
+    assert_eq!((c.slabs.class(31).pages, c.slabs.class(25).pages), (2, 3));
+    // Whatever survived the move reads back whole.
+    for i in 1..=60 {
+        let key = format!("bfoo{i}");
+        if let Some(v) = value(&mut c, key.as_bytes()) {
+            assert_eq!(v, big, "{key}");
+        }
+    }
+}

@@ -72,9 +72,10 @@ pub(crate) struct Slabs {
     /// Pages given back by their class, ready for any class.
     free_pages: Vec<usize>,
     /// The page a move is emptying (see `start_drain`), if any.
-    draining: Option<usize>,
-    /// Free chunks of the draining page that a rescue took off the free
-    /// list and set aside (memcached's `slab_reassign_inline_reclaim`).
+    draining: Option<Drain>,
+    /// Free chunks of the draining page, not yet walked, that a rescue
+    /// took off the free list and set aside (memcached's
+    /// `slab_reassign_inline_reclaim`).
     pub(crate) inline_reclaim: u64,
     /// Pages given back to the kernel under a lowered limit: no longer
     /// counted in `mem_malloced`, and taken again before `next_page`.
@@ -82,6 +83,27 @@ pub(crate) struct Slabs {
     /// memcached's `mem_base`: with `-L` or `-e` the memory is laid out
     /// once, so the limit cannot move and no page goes back.
     preallocated: bool,
+}
+
+/// A page being emptied by a move, and how far its walk has come.
+#[derive(Clone, Copy, Debug)]
+struct Drain {
+    page: usize,
+    /// Arena offset up to which the walk has looked at every chunk (the
+    /// furthest it got, should it go round again).
+    walked: usize,
+}
+
+impl Drain {
+    /// Whether a free chunk at arena offset `off` may be handed out: never
+    /// to a rescue (which would move an item into the page it is leaving),
+    /// and to a client only ahead of the walk, which will come to the new
+    /// item and move it out as it moves the others. Behind the walk it
+    /// would stay and be lost with the page.
+    #[inline]
+    fn withholds(&self, off: usize, page_size: usize, rescue: bool) -> bool {
+        off / page_size == self.page && (rescue || off < self.walked)
+    }
 }
 
 /// What the arena needs to know from the options.
@@ -264,7 +286,7 @@ impl Slabs {
 
     /// A chunk of class `id`, or `None` when the memory limit is reached.
     pub(crate) fn alloc(&mut self, id: u8) -> Option<ChunkRef> {
-        if let Some(chunk) = self.pop_free(id).0 {
+        if let Some(chunk) = self.pop_free(id, false).0 {
             return Some(chunk);
         }
         let class = &self.classes[id as usize];
@@ -278,7 +300,7 @@ impl Slabs {
     /// class already has (its free list, the rest of the page it carves),
     /// never a new page, and never one in the page being emptied.
     pub(crate) fn alloc_rescue(&mut self, id: u8) -> Option<ChunkRef> {
-        let (chunk, set_aside) = self.pop_free(id);
+        let (chunk, set_aside) = self.pop_free(id, true);
         self.inline_reclaim += set_aside;
         if chunk.is_some() {
             return chunk;
@@ -287,9 +309,12 @@ impl Slabs {
     }
 
     /// The head of class `id`'s free list, passing over (and setting aside)
-    /// chunks of the page being emptied; how many were set aside.
+    /// the chunks of the page being emptied that it may not have (see
+    /// `Drain::withholds`); how many of those were ahead of the walk (the
+    /// others the walk has already dealt with, as memcached's mover takes
+    /// the free chunks it passes off the free list).
     #[inline]
-    fn pop_free(&mut self, id: u8) -> (Option<ChunkRef>, u64) {
+    fn pop_free(&mut self, id: u8, rescue: bool) -> (Option<ChunkRef>, u64) {
         let mut set_aside = 0;
         loop {
             let class = &mut self.classes[id as usize];
@@ -299,10 +324,11 @@ impl Slabs {
             }
             class.free_head = self.arena.read_u32(Self::offset(chunk));
             class.free_count -= 1;
-            if let Some(page) = self.draining
-                && Self::offset(chunk) / self.page_size == page
+            let off = Self::offset(chunk);
+            if let Some(d) = self.draining
+                && d.withholds(off, self.page_size, rescue)
             {
-                set_aside += 1;
+                set_aside += u64::from(off >= d.walked);
                 continue;
             }
             class.used_chunks += 1;
@@ -334,22 +360,41 @@ impl Slabs {
     /// Marks a chunk of the page being emptied free without threading it
     /// onto the free list: the page is about to leave the class.
     pub(crate) fn release_draining(&mut self, chunk: ChunkRef, id: u8) {
-        debug_assert_eq!(self.draining, Some(Self::offset(chunk) / self.page_size));
+        debug_assert_eq!(
+            self.draining.map(|d| d.page),
+            Some(Self::offset(chunk) / self.page_size)
+        );
         self.classes[id as usize].used_chunks -= 1;
     }
 
     // ----- moving pages between classes (`slabs reassign`) -------------
 
-    /// Starts emptying `page` of class `id`: from now on no allocation
-    /// hands out its chunks (those on the free list are passed over, and
-    /// carving stops if it is the page being carved), so a move can walk
-    /// it over several loop turns while clients keep allocating.
+    /// Starts emptying `page` of class `id`, which a move walks over
+    /// several loop turns while clients keep allocating. As under
+    /// memcached's mover, a client may still be given a free chunk of the
+    /// page ahead of the walk (the walk moves its item out when it gets
+    /// there): a store that must evict the class's oldest items, which lie
+    /// in this page, gets the chunks it frees. Rescues never land in it,
+    /// nothing is handed out behind the walk (see `drain_walked`), and
+    /// carving stops if it is the page being carved.
     pub(crate) fn start_drain(&mut self, page: usize, id: u8) {
         let class = &mut self.classes[id as usize];
         if class.carve_left > 0 && class.carve_off / self.page_size == page {
             class.carve_left = 0;
         }
-        self.draining = Some(page);
+        self.draining = Some(Drain {
+            page,
+            walked: page * self.page_size,
+        });
+    }
+
+    /// The walk of the draining page has looked at every chunk before
+    /// chunk `index` (of class `id`): none of those is handed out again.
+    pub(crate) fn drain_walked(&mut self, id: u8, index: usize) {
+        let size = self.classes[id as usize].size;
+        if let Some(d) = &mut self.draining {
+            d.walked = d.walked.max(d.page * self.page_size + index * size);
+        }
     }
 
     /// Gives up emptying `page` of class `id` (a warm shutdown mid-move):
@@ -430,7 +475,7 @@ impl Slabs {
         }
         class.pages -= 1;
         self.page_class[page] = 0;
-        if self.draining == Some(page) {
+        if self.draining.is_some_and(|d| d.page == page) {
             self.draining = None;
         }
     }

@@ -194,3 +194,38 @@ def test_reassign_rescues_chunks_of_large_items_as_memcached(start_server):
             assert read_back(s, keys[::2], value) == 4, kind
             seen[kind] = {n: stat(s, n) for n in MOVE_STATS}
     assert seen["ours"] == seen["oracle"]
+
+
+def test_slabs_reassign_t_set_behind_a_second_reassign_as_memcached(start_server):
+    """memcached's t/slabs_reassign.t, the second `slabs reassign 31 25`
+    with the 70 KB set right behind it. The page leaving class 31 holds
+    its oldest items, the ones the set evicts: the set must be STORED
+    (memcached gives it a chunk of that page; the mover moves the item out
+    later), and the move's counters match memcached's, among them
+    `slab_reassign_inline_reclaim` (free chunks the mover has already
+    passed are not counted again). The race itself (the set arriving a
+    step or two into the walk) is forced in the Rust unit test
+    `a_store_in_a_class_losing_a_page_uses_the_chunks_ahead_of_the_walk`."""
+    big, small = b"x" * 70000, b"y" * 20000
+    names = MOVE_STATS + ("slab_reassign_inline_reclaim", "slab_reassign_rescues")
+    seen = {}
+    for kind in ("oracle", "ours"):
+        srv = start_server(kind, "-m", "4", "-o", "slab_reassign,slab_automove=0")
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            line = lambda b: b.endswith(b"\r\n")  # noqa: E731
+            for i in range(1, 61):
+                assert send(s, b"set bfoo%d 0 0 70000\r\n%s\r\n" % (i, big), line) == b"STORED\r\n"
+            for i in range(1, 61):
+                assert send(s, b"set sfoo%d 0 0 20000\r\n%s\r\n" % (i, small), line) == b"STORED\r\n"
+            assert send(s, b"slabs reassign 31 25\r\n", line) == b"OK\r\n"
+            wait_moved(s, 1)
+            reply = send(s, b"slabs reassign 31 25\r\nset bfoo51 0 0 70000\r\n%s\r\n" % big,
+                         lambda b: b.count(b"\r\n") == 2)
+            assert reply == b"OK\r\nSTORED\r\n", kind
+            assert send(s, b"set sfoo51 0 0 20000\r\n%s\r\n" % small, line) == b"STORED\r\n"
+            wait_moved(s, 2)
+            pages = slab_stats(s)
+            seen[kind] = {n: stat(s, n) for n in names}
+            seen[kind]["pages"] = (pages[(31, "total_pages")], pages[(25, "total_pages")])
+    assert seen["ours"] == seen["oracle"]
+    assert seen["ours"]["pages"] == (2, 3)
