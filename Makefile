@@ -118,6 +118,7 @@ fmt:
 bench: build
 	$(CARGO) build --release --manifest-path bench/loadgen/Cargo.toml
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(CARGO) build --release --no-default-features --target-dir target/notls
 	$(PYTHON) bench/tls.py $(TLS_BENCH_ARGS)
 	$(PYTHON) bench/extstore.py $(BIN) $(EXT_BENCH_ARGS)
 

@@ -306,6 +306,13 @@ pub struct ReplSettings {
     /// The port was given: replication is on even without `-x` (the node
     /// listens and is master, as repcached's master started with `-X`).
     pub listen: bool,
+    /// `-o repl_tls`: the link speaks TLS both ways, with the `ssl_*`
+    /// certificate and key, each side checking the other's certificate
+    /// against `ssl_ca_cert`.
+    pub tls: bool,
+    /// `-o repl_tls_name`: the name (DNS or IP) the peer's certificate
+    /// must carry; by default the host of `-x`.
+    pub tls_name: Option<String>,
 }
 
 impl Default for ReplSettings {
@@ -314,6 +321,8 @@ impl Default for ReplSettings {
             peer: None,
             port: REPL_DEFAULT_PORT,
             listen: false,
+            tls: false,
+            tls_name: None,
         }
     }
 }

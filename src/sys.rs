@@ -623,3 +623,80 @@ pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> bool {
     let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
     rc > 0 && p.revents & libc::POLLIN != 0
 }
+
+/// A TLS session on its socket: OpenSSL's own socket BIO reads and writes
+/// the descriptor (as memcached's `SSL_set_fd` does), which is what lets
+/// OpenSSL hand the record layer to the kernel (`ssl_kernel_tls`) and
+/// saves a trip through a Rust I/O adapter per record. The `openssl`
+/// crate makes and configures the session; these are the calls it only
+/// offers around its adapter.
+#[cfg(feature = "tls")]
+pub(crate) mod ssl {
+    use foreign_types::ForeignTypeRef;
+    use openssl::ssl::SslRef;
+    use std::os::fd::RawFd;
+
+    unsafe extern "C" {
+        fn SSL_set_fd(ssl: *mut openssl_sys::SSL, fd: libc::c_int) -> libc::c_int;
+    }
+
+    /// `ssl` reads and writes `fd`, which the caller keeps open for as
+    /// long as the session lives (OpenSSL does not close it).
+    pub(crate) fn set_fd(ssl: &mut SslRef, fd: RawFd) -> bool {
+        // SAFETY: the pointer is a live SSL (borrowed mutably); SSL_set_fd
+        // only makes a socket BIO for fd (BIO_NOCLOSE) and installs it.
+        unsafe { SSL_set_fd(ssl.as_ptr(), fd) == 1 }
+    }
+
+    /// Why a call did not complete: `SSL_get_error`'s code.
+    pub(crate) type Code = libc::c_int;
+
+    /// `SSL_read_ex`: plaintext into `buf`, or the error code.
+    pub(crate) fn read(ssl: &mut SslRef, buf: &mut [u8]) -> Result<usize, Code> {
+        let mut n = 0;
+        // SAFETY: buf is valid for writes of buf.len() bytes, n for one
+        // usize; the SSL is live and borrowed mutably.
+        let ok = unsafe {
+            openssl_sys::SSL_read_ex(ssl.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut n)
+        };
+        done(ssl, ok, n)
+    }
+
+    /// `SSL_write_ex`: how much of `buf` was taken, or the error code.
+    pub(crate) fn write(ssl: &mut SslRef, buf: &[u8]) -> Result<usize, Code> {
+        let mut n = 0;
+        // SAFETY: buf is valid for reads of buf.len() bytes, n for one
+        // usize; the SSL is live and borrowed mutably.
+        let ok = unsafe {
+            openssl_sys::SSL_write_ex(ssl.as_ptr(), buf.as_ptr().cast(), buf.len(), &mut n)
+        };
+        done(ssl, ok, n)
+    }
+
+    /// `SSL_do_handshake`: Ok once the handshake is complete.
+    pub(crate) fn handshake(ssl: &mut SslRef) -> Result<(), Code> {
+        // SAFETY: the SSL is live and borrowed mutably.
+        let rc = unsafe { openssl_sys::SSL_do_handshake(ssl.as_ptr()) };
+        done(ssl, rc, 0).map(drop)
+    }
+
+    /// `SSL_shutdown`: one try at sending close_notify.
+    pub(crate) fn shutdown(ssl: &mut SslRef) {
+        // SAFETY: the SSL is live and borrowed mutably.
+        let rc = unsafe { openssl_sys::SSL_shutdown(ssl.as_ptr()) };
+        if rc < 0 {
+            // Whatever failed is of no interest at the close; the queue
+            // must be empty for the next session's calls.
+            drop(openssl::error::ErrorStack::get());
+        }
+    }
+
+    fn done(ssl: &SslRef, rc: libc::c_int, n: usize) -> Result<usize, Code> {
+        if rc > 0 {
+            return Ok(n);
+        }
+        // SAFETY: the SSL is live; SSL_get_error reads its state and the
+        // thread's error queue, which the caller drains on failure.
+        Err(unsafe { openssl_sys::SSL_get_error(ssl.as_ptr(), rc) })
+    }
+}

@@ -45,6 +45,30 @@ impl ParseState {
                 "ERROR: You cannot enable SSL without a TCP port.\n",
             );
         }
+        self.check_repl_tls()
+    }
+
+    /// `-o repl_tls` (ours): a link with nothing to replicate, or with no
+    /// certificate to show or to check the peer's against, is refused
+    /// rather than left to fail at the first handshake.
+    fn check_repl_tls(&mut self) -> Outcome {
+        let repl = &self.settings.repl;
+        if !repl.tls && repl.tls_name.is_none() {
+            return Ok(());
+        }
+        if !repl.tls {
+            return self.fail(EX_USAGE, "repl_tls_name is given without repl_tls\n");
+        }
+        if !repl.enabled() {
+            let message = "repl_tls needs replication: -x <peer> or a replication port\n";
+            return self.fail(EX_USAGE, message);
+        }
+        let tls = &self.settings.tls;
+        if tls.chain_cert.is_none() || tls.key.is_none() || tls.ca_cert.is_none() {
+            let message = "repl_tls needs ssl_chain_cert, ssl_key and ssl_ca_cert \
+                           (the peer's certificate is checked against ssl_ca_cert)\n";
+            return self.fail(EX_USAGE, message);
+        }
         Ok(())
     }
 

@@ -267,6 +267,14 @@ impl ParseState {
              - repl_port:           the same as --repl-port\n",
             self.settings.repl.port,
         );
+        if cfg!(feature = "tls") {
+            out.extend_from_slice(
+                b"   - repl_tls:            the link speaks TLS: ssl_chain_cert and ssl_key shown\n                          \
+                  to the peer, its certificate checked against ssl_ca_cert\n   \
+                  - repl_tls_name:       the name (DNS or IP) the peer's certificate must\n                          \
+                  carry (default: the host of -x)\n",
+            );
+        }
     }
 
     /// This server's additions, after memcached's own text.

@@ -97,6 +97,19 @@ impl ParseState {
                 let value = self.need(value, "Missing repl_port argument")?;
                 return self.repl_port(value);
             }
+            #[cfg(feature = "tls")]
+            "repl_tls" => self.settings.repl.tls = true,
+            #[cfg(feature = "tls")]
+            "repl_tls_name" => {
+                let value = self.need(value, "Missing repl_tls_name argument")?;
+                self.settings.repl.tls_name = Some(String::from_utf8_lossy(value).into_owned());
+            }
+            #[cfg(not(feature = "tls"))]
+            "repl_tls" | "repl_tls_name" => {
+                let message =
+                    format!("This server is not built with TLS support (-o {key_text}).\n");
+                return self.fail(EX_USAGE, message);
+            }
             "sock_cookie_id" => {
                 self.tuning.sock_cookie_id = value.and_then(safe_strtoul).unwrap_or(0);
             }

@@ -590,9 +590,13 @@ fn help_version_and_license() {
     let next_line = text[theirs_end..].lines().next().unwrap();
     assert!(next_line.ends_with(" (not in memcached):"), "{next_line}");
     assert!(text.contains("Replication (not in memcached):\n-x, --repl-peer="));
-    assert!(text.contains(
+    assert!(text.contains("- repl_port:           the same as --repl-port\n"));
+    let after_repl = if cfg!(feature = "tls") {
+        "carry (default: the host of -x)\nOperations (not in memcached):\n"
+    } else {
         "- repl_port:           the same as --repl-port\nOperations (not in memcached):\n"
-    ));
+    };
+    assert!(text.contains(after_repl));
     assert!(text.contains("    --metrics-port=<num>  serve GET /metrics"));
     assert!(text.ends_with("on the metrics port as /metrics.\n"));
     assert!(text.contains("more details\nPersistence (not in memcached):\n"));

@@ -26,10 +26,7 @@ pub use pid_file::PidFile;
 /// `warnings`, prepares the process for `settings`, and hands them back
 /// ready for the reactor (with the `-Y` credentials loaded), with the TLS
 /// context when `-Z` asks for one.
-pub fn start(
-    mut settings: Settings,
-    warnings: &[u8],
-) -> Result<(Settings, Option<tls::Server>), Exit> {
+pub fn start(mut settings: Settings, warnings: &[u8]) -> Result<(Settings, tls::Contexts), Exit> {
     eprint_bytes(warnings);
     // `-d` changes to `/`: a relative AOF path means the starting directory.
     if let Some(path) = &mut settings.aof.path
@@ -38,7 +35,7 @@ pub fn start(
         *path = abs.to_string_lossy().into_owned();
     }
     // memcached loads its certificates first, while still root.
-    let tls = tls::Server::start(&settings.tls).map_err(|text| Exit::error(EX_USAGE, text))?;
+    let tls = tls::start(&settings).map_err(|text| Exit::error(EX_USAGE, text))?;
     prepare(&mut settings)?;
     if let Some(warning) = exposure::warning(&settings) {
         eprint_bytes(warning.as_bytes());

@@ -144,17 +144,18 @@ pub(crate) struct Reactor {
 /// Runs the server until SIGTERM/SIGINT or `shutdown`. `listening` runs
 /// once the sockets are bound and the cache is ready, before the first
 /// request (memcached writes its pid file at that point). `tls`: the
-/// context `-Z` built at start-up (`tls::Server::start`). `inherited`:
+/// contexts `-Z` and `-o repl_tls` built at start-up (`tls::start`). `inherited`:
 /// the sockets passed by systemd or another activator
 /// ([`Inherited::take`]), served instead of binding `-l`/`-p`/`-U`/`-s`.
 pub fn serve(
     settings: Settings,
-    tls: Option<tls::Server>,
+    tls: tls::Contexts,
     inherited: Option<Inherited>,
     listening: impl FnOnce(),
 ) -> io::Result<()> {
     let mut reactor = Reactor::new(settings, inherited)?;
-    reactor.tls = tls;
+    reactor.tls = tls.server;
+    reactor.repl_tls(tls.link);
     listening();
     reactor.run()
 }

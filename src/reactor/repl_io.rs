@@ -60,6 +60,14 @@ impl Reactor {
         Ok(())
     }
 
+    /// `-o repl_tls`: the link's TLS contexts, handed over before the
+    /// first event (a link is made only on one).
+    pub(super) fn repl_tls(&mut self, link: Option<crate::tls::Link>) {
+        if let (Some(repl), Some(link)) = (&mut self.repl, link) {
+            repl.use_tls(link);
+        }
+    }
+
     /// Runs `f` on replication, when it is on, with what it borrows from
     /// the loop.
     pub(super) fn with_repl(&mut self, f: impl FnOnce(&mut Repl, &mut repl::Ctx)) {

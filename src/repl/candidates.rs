@@ -6,12 +6,11 @@
 //! authfile digest under `-Y` (else HELLO), and only then put in the
 //! link's place; anything else, or silence, gets it closed.
 
-use super::link::{KIND_AUTH, KIND_HELLO, Link, control_frame, frame_len};
+use super::link::{KIND_AUTH, KIND_HELLO, Link, Wire, control_frame, frame_len};
 use super::{Ctx, Repl};
 use crate::persist::record::FRAME;
 use std::io::{self, Read};
-use std::net::TcpStream;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 /// Connections waiting to prove themselves, at most; more are closed.
 const MAX_CANDIDATES: usize = 4;
@@ -26,22 +25,23 @@ impl Repl {
     /// old link times out. So the newcomer is heard until its first frame,
     /// which must be what a joining peer sends first (our authfile's
     /// digest under `-Y`, else HELLO), and only then replaces the link.
-    pub(super) fn add_candidate(&mut self, stream: TcpStream, ctx: &mut Ctx) {
+    pub(super) fn add_candidate(&mut self, stream: Wire, ctx: &mut Ctx) {
         if self.candidates.len() >= MAX_CANDIDATES {
             return self.log("refused a connection: too many waiting to prove themselves");
         }
-        let _ = stream.set_nodelay(true);
-        let fd = stream.as_raw_fd();
         // Our own proof goes out at once, as on any link: the peer checks
         // it before it trusts what we send.
-        self.candidates.push(Link::new(stream, false, self.secret));
+        let candidate = Link::new(stream, false, self.secret);
+        let fd = candidate.fd;
+        self.candidates.push(candidate);
         if ctx.sockets.watch(fd, false).is_err() {
             return self.drop_candidate(fd, "cannot watch its socket", ctx);
         }
         if let Some(c) = self.candidates.last_mut()
             && c.flush().is_err()
         {
-            self.drop_candidate(fd, "it went away", ctx);
+            let why = candidate_failure(c);
+            self.drop_candidate(fd, &why, ctx);
         }
     }
 
@@ -64,7 +64,10 @@ impl Repl {
                 Ok(n) => c.input.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => c.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.drop_candidate(fd, "it went away", ctx),
+                Err(_) => {
+                    let why = candidate_failure(c);
+                    return self.drop_candidate(fd, &why, ctx);
+                }
             }
         }
         let first = c.input.get(..FRAME).map(|h| FRAME + frame_len(h));
@@ -95,5 +98,14 @@ impl Repl {
         }
         self.flush(ctx);
         self.publish(ctx);
+    }
+}
+
+/// Why a candidate's socket failed: its TLS session's reason, if that is
+/// what broke.
+fn candidate_failure(c: &Link) -> String {
+    match c.stream.tls_failure() {
+        Some(why) => format!("TLS failed: {why}"),
+        None => "it went away".to_string(),
     }
 }

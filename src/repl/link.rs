@@ -9,10 +9,14 @@
 //! holds), RESYNC (a full copy follows: the replica wipes its cache),
 //! SYNCED (the copy is complete) and ACK (records applied so far; also the
 //! heartbeat, once a second).
+//!
+//! **The wire** is the TCP socket itself, or under `-o repl_tls` a TLS
+//! session over it (`crate::tls`): the frames are the same either way.
 
 use crate::persist::record::{self, Encoder, FRAME};
 use crate::persist::snapshot::SnapshotCursor;
-use std::io::{self, Write};
+use crate::tls::TlsStream;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -35,9 +39,71 @@ pub(super) const COPY_LOW_WATER: usize = 1 << 20;
 const COMPACT_AT: usize = 1 << 20;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// The link's socket: plain TCP, or a TLS session over it.
+pub(super) enum Wire {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Wire {
+    fn fd(&self) -> RawFd {
+        match self {
+            Wire::Plain(s) => s.as_raw_fd(),
+            Wire::Tls(s) => s.tcp().as_raw_fd(),
+        }
+    }
+
+    /// TLS may need the socket the other way round (a read that must
+    /// write a handshake record, a write that must read one), so its
+    /// readiness is not one-to-one with the socket's.
+    pub(super) fn is_tls(&self) -> bool {
+        matches!(self, Wire::Tls(_))
+    }
+
+    /// Offers TLS what it holds and could not send yet; true once all is
+    /// sent (always, in plaintext).
+    fn drain(&mut self) -> io::Result<bool> {
+        match self {
+            Wire::Plain(_) => Ok(true),
+            Wire::Tls(s) => s.drain(),
+        }
+    }
+
+    /// Why the TLS session broke (the handshake: a certificate refused, a
+    /// peer that does not speak TLS), in OpenSSL's words.
+    pub(super) fn tls_failure(&self) -> Option<&str> {
+        match self {
+            Wire::Plain(_) => None,
+            Wire::Tls(s) => s.failure(),
+        }
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.read(buf),
+            Wire::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Wire::Plain(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The connection to the peer, in either direction.
 pub(super) struct Link {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Wire,
     pub(super) fd: RawFd,
     pub(super) out: Vec<u8>,
     pub(super) out_pos: usize,
@@ -70,10 +136,10 @@ pub(super) struct Link {
 impl Link {
     /// A link that, under `-Y` (`secret`), first proves itself to the peer
     /// and trusts nothing the peer sends until the peer has done the same.
-    pub(super) fn new(stream: TcpStream, streaming: bool, secret: Option<u64>) -> Link {
+    pub(super) fn new(stream: Wire, streaming: bool, secret: Option<u64>) -> Link {
         let now = Instant::now();
         let mut link = Link {
-            fd: stream.as_raw_fd(),
+            fd: stream.fd(),
             stream,
             out: Vec::new(),
             out_pos: 0,
@@ -96,6 +162,15 @@ impl Link {
             link.control(KIND_AUTH, secret);
         }
         link
+    }
+
+    /// Epoll's readiness bits for the socket. TLS may need the socket the
+    /// other way round, so any event there retries both directions (a try
+    /// that finds nothing just reports `WouldBlock` again).
+    pub(super) fn ready(&mut self, bits: u32) {
+        let tls = self.stream.is_tls();
+        self.writable |= tls || bits & crate::sys::WRITE != 0;
+        self.readable |= tls || bits & (libc::EPOLLIN as u32 | crate::sys::HANGUP) != 0;
     }
 
     pub(super) fn unsent(&self) -> usize {
@@ -124,6 +199,9 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if self.writable && !self.stream.drain()? {
+            self.writable = false;
         }
         if self.unsent() == 0 {
             self.out.clear();
@@ -257,7 +335,7 @@ mod tests {
     fn tomb_frames_carry_a_key_and_a_cas_and_are_not_records() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut link = Link::new(stream, true, None);
+        let mut link = Link::new(Wire::Plain(stream), true, None);
         link.tomb(b"gone", 77);
         assert_eq!(tomb_frame(&link.out), Some((77, &b"gone"[..])));
         assert_eq!(count_records(&link.out), 0);
@@ -281,7 +359,7 @@ mod tests {
     fn a_resync_keeps_the_record_being_written_and_drops_the_rest() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let mut link = Link::new(stream, true, None);
+        let mut link = Link::new(Wire::Plain(stream), true, None);
         let (buf, ends) = frames();
         link.out = buf;
         link.out_pos = ends[1] + 1;

@@ -39,7 +39,7 @@ use crate::settings::Settings;
 use crate::stats::repl::ReplStats;
 use crate::sys;
 use copy::MAX_BUFFER;
-use link::{COPY_LOW_WATER, Link, count_records};
+use link::{COPY_LOW_WATER, Link, Wire, count_records};
 use peer::{link_secret, resolve_peer};
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -106,6 +106,13 @@ pub(crate) struct Repl {
     secret: Option<u64>,
     /// The most that may wait for the peer (see `MAX_BUFFER`).
     buffer_limit: usize,
+    /// `-o repl_tls`: the link is TLS or nothing.
+    tls_wanted: bool,
+    /// Its contexts (`use_tls`); while missing, no link is made.
+    tls: Option<crate::tls::Link>,
+    /// The name the peer's certificate must carry (`repl_tls_name`, else
+    /// the host of `-x`); none for a node given only a port.
+    tls_name: Option<String>,
 }
 
 /// What replication needs of the event loop: its sockets watched, and
@@ -145,6 +152,10 @@ impl Repl {
             Some(text) => Some(resolve_peer(text, port)?),
             None => None,
         };
+        let tls_name = settings.repl.tls_name.clone().or_else(|| {
+            let text = peer_text.as_deref()?;
+            split_peer(text).map(|(host, _)| host.to_string())
+        });
         let peer_text = peer_text.unwrap_or_else(|| "(none)".to_string());
         let seed = crate::items::random_seed();
         let secret = match &settings.auth_file {
@@ -175,10 +186,41 @@ impl Repl {
             secret,
             // One record may be as large as the largest item.
             buffer_limit: MAX_BUFFER.max(4 * settings.item_size_max),
+            tls_wanted: settings.repl.tls,
+            tls: None,
+            tls_name,
         };
         r.connect(ctx);
         r.publish(ctx);
         Ok(Some(r))
+    }
+
+    /// `-o repl_tls`: the contexts every link's session is made from.
+    pub(crate) fn use_tls(&mut self, tls: crate::tls::Link) {
+        self.tls = Some(tls);
+    }
+
+    /// The link's wire over `tcp`: under `-o repl_tls` a TLS session, as
+    /// the side that `accepted` it or connected, else the socket itself.
+    /// None (the socket closed) when no session could be made: a link
+    /// that must be TLS never falls back to plaintext.
+    fn wire(&self, tcp: TcpStream, accepted: bool) -> Option<Wire> {
+        if !self.tls_wanted {
+            return Some(Wire::Plain(tcp));
+        }
+        let tls = self.tls.as_ref()?;
+        let name = self.tls_name.as_deref();
+        let session = match accepted {
+            true => tls.accept(tcp, name),
+            false => tls.connect(tcp, name),
+        };
+        match session {
+            Ok(session) => Some(Wire::Tls(Box::new(session))),
+            Err(_) => {
+                self.log("cannot make a TLS session for the link");
+                None
+            }
+        }
     }
 
     /// Whether replication has work for the next loop turn right away.
@@ -238,27 +280,18 @@ impl Repl {
             // Newcomers wait too (their first frames would be applied);
             // one that waits too long is dropped and tries again.
             if let Some(c) = self.candidates.iter_mut().find(|c| c.fd == fd) {
-                c.readable |= bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0;
-                c.writable |= bits & sys::WRITE != 0;
-                return;
+                return c.ready(bits);
             }
         }
         if let Some(i) = self.candidates.iter().position(|c| c.fd == fd) {
-            let c = &mut self.candidates[i];
-            c.writable |= bits & sys::WRITE != 0;
-            c.readable |= bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0;
+            self.candidates[i].ready(bits);
             return self.candidate_read(i, ctx);
         }
         let Some(link) = &mut self.link else { return };
         if link.fd != fd {
             return;
         }
-        if bits & sys::WRITE != 0 {
-            link.writable = true;
-        }
-        if bits & (libc::EPOLLIN as u32 | sys::HANGUP) != 0 {
-            link.readable = true;
-        }
+        link.ready(bits);
         if let Err(e) = self.read(ctx) {
             return self.read_failed(e, ctx);
         }
@@ -313,8 +346,17 @@ impl Repl {
             return;
         };
         if link.flush().is_err() {
-            self.link_lost("cannot write to the peer", ctx);
+            let why = self
+                .tls_failure()
+                .unwrap_or("cannot write to the peer".into());
+            self.link_lost(&why, ctx);
         }
+    }
+
+    /// The link's TLS session broke: why, for the log.
+    pub(super) fn tls_failure(&self) -> Option<String> {
+        let failure = self.link.as_ref()?.stream.tls_failure()?;
+        Some(format!("TLS with the peer failed: {failure}"))
     }
 
     pub(super) fn publish(&self, ctx: &mut Ctx) {

@@ -127,7 +127,8 @@ impl Repl {
     /// replica, serve alone as master and try it again only after backoff.
     pub(super) fn read_failed(&mut self, e: io::Error, ctx: &mut Ctx) {
         if e.kind() != io::ErrorKind::PermissionDenied {
-            return self.link_lost("the peer went away", ctx);
+            let why = self.tls_failure().unwrap_or("the peer went away".into());
+            return self.link_lost(&why, ctx);
         }
         if !self.drop_link(&e.to_string(), ctx) {
             return;
@@ -149,7 +150,12 @@ impl Repl {
             return ctx.sockets.forget(fd);
         }
         let _ = stream.set_nodelay(true);
-        let mut link = Link::new(stream, true, self.secret);
+        let fd = stream.as_raw_fd();
+        let Some(wire) = self.wire(stream, false) else {
+            ctx.sockets.forget(fd);
+            return self.connect_failed(ctx);
+        };
+        let mut link = Link::new(wire, true, self.secret);
         link.control(KIND_HELLO, self.node_id);
         self.link = Some(link);
         self.role = Role::Replica;
@@ -178,12 +184,16 @@ impl Repl {
                 // Dropping the stream closes it.
                 continue;
             }
+            let _ = stream.set_nodelay(true);
+            let Some(wire) = self.wire(stream, true) else {
+                continue;
+            };
             if self
                 .link
                 .as_ref()
                 .is_some_and(|l| l.last_heard.elapsed() < LIVE_WINDOW)
             {
-                self.add_candidate(stream, ctx);
+                self.add_candidate(wire, ctx);
                 continue;
             }
             if self.link.is_some() {
@@ -196,9 +206,9 @@ impl Repl {
                 drop(pending);
                 ctx.sockets.forget(fd);
             }
-            let _ = stream.set_nodelay(true);
-            let fd = stream.as_raw_fd();
-            self.link = Some(Link::new(stream, false, self.secret));
+            let link = Link::new(wire, false, self.secret);
+            let fd = link.fd;
+            self.link = Some(link);
             self.log("replica connected");
             if ctx.sockets.watch(fd, false).is_err() {
                 self.link_lost("cannot watch the replica's socket", ctx);

@@ -594,6 +594,9 @@ pub(crate) fn settings(s: &Settings) -> String {
             s.repl.peer.as_deref().unwrap_or("(none)"),
         );
         stat(&mut o, "repl_port", s.repl.port);
+        if s.repl.tls {
+            stat(&mut o, "repl_tls", "yes");
+        }
     }
     // Only when asked for, so a default `stats settings` stays memcached's.
     if s.metrics.port != 0 {

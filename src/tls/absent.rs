@@ -20,6 +20,23 @@ impl Server {
     }
 }
 
+/// No replication over TLS in this build (`-o repl_tls` is refused).
+pub enum Link {}
+
+impl Link {
+    pub fn start(_: &TlsSettings) -> Result<Link, String> {
+        Err("This server is not built with TLS support (-o repl_tls).\n".into())
+    }
+
+    pub(crate) fn accept(&self, _: TcpStream, _: Option<&str>) -> Result<TlsStream, Refused> {
+        match *self {}
+    }
+
+    pub(crate) fn connect(&self, _: TcpStream, _: Option<&str>) -> Result<TlsStream, Refused> {
+        match *self {}
+    }
+}
+
 /// Why a socket got no session (never, in this build: the reactor's
 /// match on it is all that uses it).
 #[allow(dead_code)]
@@ -61,6 +78,9 @@ impl TlsStream {
         match *self {}
     }
     pub(crate) fn close_notify(&mut self) {
+        match *self {}
+    }
+    pub(crate) fn failure(&self) -> Option<&str> {
         match *self {}
     }
 }

@@ -27,7 +27,7 @@ pub struct Server {
 /// A failed certificate load: memcached's one-line message for the client
 /// or the terminal (ending in CRLF, as memcached builds it), and the rest
 /// of OpenSSL's error queue, which it prints to stderr.
-struct LoadError {
+pub(super) struct LoadError {
     message: String,
     queue: String,
 }
@@ -44,11 +44,7 @@ impl Server {
                 context,
                 chunk: settings.wbuf_size as usize,
             })),
-            Err(Failure::Certificates(e)) => Err(e.queue + &e.message),
-            Err(Failure::Ciphers) => Err(format!(
-                "Error setting the provided cipher(s): {}\n",
-                settings.ciphers.as_deref().unwrap_or("")
-            )),
+            Err(e) => Err(e.at_start(settings)),
         }
     }
 
@@ -80,29 +76,50 @@ impl Server {
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Certificates(LoadError),
     Ciphers,
 }
 
+impl Failure {
+    /// The text memcached prints before it exits with `EX_USAGE`.
+    pub(super) fn at_start(self, settings: &TlsSettings) -> String {
+        match self {
+            Failure::Certificates(e) => e.queue + &e.message,
+            Failure::Ciphers => format!(
+                "Error setting the provided cipher(s): {}\n",
+                settings.ciphers.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
 /// A context as memcached's `ssl_init` makes it, in its order.
 fn build(s: &TlsSettings) -> Result<SslContext, Failure> {
-    let mut b = SslContextBuilder::new(SslMethod::tls_server())
-        .map_err(|e| Failure::Certificates(load_error("Error creating the context: ", &e)))?;
-    let _ = b.set_min_proto_version(version(s.min_version));
-    load_certificates(&mut b, s).map_err(Failure::Certificates)?;
+    let mut b = configured(SslMethod::tls_server(), s)?;
     b.set_verify(SslVerifyMode::from_bits_truncate(s.verify_mode));
-    if let Some(ciphers) = &s.ciphers
-        && b.set_cipher_list(ciphers).is_err()
-    {
-        return Err(Failure::Ciphers);
-    }
     if s.session_cache {
         b.set_new_session_callback(|_, _| crate::stats::count_new_tls_session());
         b.set_session_cache_mode(SslSessionCacheMode::SERVER);
         let _ = b.set_session_id_context(SESSION_ID_CONTEXT);
     } else {
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    }
+    Ok(b.build())
+}
+
+/// What every context of this server shares, clients' and the
+/// replication link's: the protocol floor, the certificate, key and CA
+/// file, the ciphers, no renegotiation, kernel TLS when asked for.
+pub(super) fn configured(method: SslMethod, s: &TlsSettings) -> Result<SslContextBuilder, Failure> {
+    let mut b = SslContextBuilder::new(method)
+        .map_err(|e| Failure::Certificates(load_error("Error creating the context: ", &e)))?;
+    let _ = b.set_min_proto_version(version(s.min_version));
+    load_certificates(&mut b, s).map_err(Failure::Certificates)?;
+    if let Some(ciphers) = &s.ciphers
+        && b.set_cipher_list(ciphers).is_err()
+    {
+        return Err(Failure::Ciphers);
     }
     if s.kernel_tls {
         b.set_options(SslOptions::from_bits_retain(SSL_OP_ENABLE_KTLS as _));
@@ -115,7 +132,7 @@ fn build(s: &TlsSettings) -> Result<SslContext, Failure> {
             | SslMode::ENABLE_PARTIAL_WRITE
             | SslMode::ACCEPT_MOVING_WRITE_BUFFER,
     );
-    Ok(b.build())
+    Ok(b)
 }
 
 /// memcached's `load_server_certificates`: chain, key, their match, the

@@ -1,5 +1,10 @@
 //! One client's TLS session over its non-blocking socket.
 //!
+//! The session reads and writes the socket itself (OpenSSL's socket BIO,
+//! set with `SSL_set_fd` as memcached does: `crate::sys::ssl`), so that
+//! with `ssl_kernel_tls` OpenSSL can hand the record layer to the kernel
+//! where the kernel offers it.
+//!
 //! Reads and writes take and give plaintext. A read fills the buffer
 //! from as many records as are there, so a short read means the socket
 //! is drained, as with a plain socket (the reactor is edge-triggered and
@@ -7,12 +12,19 @@
 //! happens inside the first reads; renegotiation is refused by the
 //! context (`SSL_OP_NO_RENEGOTIATION`).
 
-use openssl::ssl::{ErrorCode, ShutdownResult, Ssl, SslStream};
+use crate::sys::ssl as ffi;
+use openssl::error::ErrorStack;
+use openssl::ssl::{ErrorCode, Ssl, SslRef};
+use openssl::x509::X509VerifyResult;
 use std::io;
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 
 pub(crate) struct TlsStream {
-    inner: SslStream<TcpStream>,
+    /// Declared before the socket: the session is freed before the
+    /// descriptor it reads closes.
+    ssl: Ssl,
+    tcp: TcpStream,
     /// The last read stopped because OpenSSL must write first (a
     /// handshake record into a full socket): retry it when writable.
     read_wants_write: bool,
@@ -29,6 +41,9 @@ pub(crate) struct TlsStream {
     unsent: Vec<u8>,
     /// The largest plaintext given to OpenSSL at once (`ssl_wbuf_size`).
     chunk: usize,
+    /// Why the session broke, in OpenSSL's words (for the replication
+    /// link's log line; made only when it breaks).
+    failure: Option<String>,
 }
 
 /// Why an accepted socket got no session (it is closed either way).
@@ -49,26 +64,76 @@ enum End {
     Broken,
 }
 
+/// A call that did not complete: its code, with what OpenSSL and the
+/// system said (taken at once, before anything else can change them).
+struct Failed {
+    code: ErrorCode,
+    stack: ErrorStack,
+    os: Option<io::Error>,
+}
+
+impl Failed {
+    fn take(code: ffi::Code) -> Failed {
+        let code = ErrorCode::from_raw(code);
+        let os = (code == ErrorCode::SYSCALL)
+            .then(io::Error::last_os_error)
+            .filter(|e| e.raw_os_error() != Some(0));
+        // Drained on every failure, so the next call's SSL_get_error sees
+        // only its own errors.
+        let stack = ErrorStack::get();
+        Failed { code, stack, os }
+    }
+
+    fn would_block(&self) -> bool {
+        matches!(self.code, ErrorCode::WANT_READ | ErrorCode::WANT_WRITE)
+    }
+}
+
 impl TlsStream {
     /// memcached's `SSL_accept` right after `accept`: usually the client's
     /// hello is not there yet and the handshake goes on in the reads. A
     /// socket that already failed it (garbage, a closed peer) is closed.
     pub(super) fn accept(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
-        let mut inner = SslStream::new(ssl, tcp).map_err(|_| Refused::Session)?;
-        match inner.accept() {
+        let mut stream = TlsStream::begin(ssl, tcp, chunk)?;
+        stream.ssl.set_accept_state();
+        match ffi::handshake(&mut stream.ssl) {
             Ok(()) => {}
-            Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
-            Err(e) => return Err(Refused::Handshake(e.code().as_raw())),
+            Err(code) => {
+                let failed = Failed::take(code);
+                if !failed.would_block() {
+                    return Err(Refused::Handshake(failed.code.as_raw()));
+                }
+            }
+        }
+        Ok(stream)
+    }
+
+    /// A session on `tcp` whose handshake (in the role `ssl` was or will
+    /// be set to) happens entirely inside its first reads and writes, so
+    /// that a failure, the very first one included, is seen there with
+    /// its reason.
+    pub(super) fn begin(mut ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
+        if !ffi::set_fd(&mut ssl, tcp.as_raw_fd()) {
+            drop(ErrorStack::get());
+            return Err(Refused::Session);
         }
         Ok(TlsStream {
-            inner,
+            ssl,
+            tcp,
             read_wants_write: false,
             write_wants_read: false,
             end: None,
             handshake_failed: false,
             unsent: Vec::new(),
             chunk: chunk.max(1),
+            failure: None,
         })
+    }
+
+    /// Why the session broke, if it did: OpenSSL's reason, and the
+    /// certificate check's when that is what failed.
+    pub(crate) fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 
     /// Plaintext into `buf`: as much as the socket has, up to its size.
@@ -79,19 +144,23 @@ impl TlsStream {
         let mut filled = 0;
         self.read_wants_write = false;
         while filled < buf.len() {
-            match self.inner.ssl_read(&mut buf[filled..]) {
+            match ffi::read(&mut self.ssl, &mut buf[filled..]) {
                 Ok(n) => filled += n,
-                Err(e) => {
-                    let outcome = match e.code() {
+                Err(code) => {
+                    let e = Failed::take(code);
+                    let outcome = match e.code {
                         ErrorCode::WANT_READ => Err(io::ErrorKind::WouldBlock.into()),
                         ErrorCode::WANT_WRITE => {
                             self.read_wants_write = true;
                             Err(io::ErrorKind::WouldBlock.into())
                         }
                         ErrorCode::ZERO_RETURN => self.ended(End::Closed),
-                        ErrorCode::SYSCALL if e.io_error().is_none() => self.ended(End::Closed),
-                        ErrorCode::SSL if unexpected_eof(&e) => self.ended(End::Closed),
-                        _ => self.ended(End::Broken),
+                        ErrorCode::SYSCALL if e.os.is_none() => self.ended(End::Closed),
+                        ErrorCode::SSL if unexpected_eof(&e.stack) => self.ended(End::Closed),
+                        _ => {
+                            self.failure = Some(describe(&e, &self.ssl));
+                            self.ended(End::Broken)
+                        }
                     };
                     if filled == 0 {
                         return outcome;
@@ -108,7 +177,7 @@ impl TlsStream {
     /// counts only those that break in its first `SSL_accept`, which a
     /// client sending garbage right after connecting may or may not reach.
     fn ended(&mut self, end: End) -> io::Result<usize> {
-        if matches!(end, End::Broken) && !self.inner.ssl().is_init_finished() {
+        if matches!(end, End::Broken) && !self.ssl.is_init_finished() {
             self.handshake_failed = true;
         }
         self.end = Some(end);
@@ -156,26 +225,30 @@ impl TlsStream {
     /// One `SSL_write`: `None` when it must be retried with the same bytes.
     fn ssl_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
         self.write_wants_read = false;
-        match self.inner.ssl_write(buf) {
+        match ffi::write(&mut self.ssl, buf) {
             Ok(n) => Ok(Some(n)),
-            Err(e) => match e.code() {
-                ErrorCode::WANT_WRITE => Ok(None),
-                ErrorCode::WANT_READ => {
-                    self.write_wants_read = true;
-                    Ok(None)
-                }
-                _ => {
-                    if !self.inner.ssl().is_init_finished() {
-                        self.handshake_failed = true;
+            Err(code) => {
+                let e = Failed::take(code);
+                match e.code {
+                    ErrorCode::WANT_WRITE => Ok(None),
+                    ErrorCode::WANT_READ => {
+                        self.write_wants_read = true;
+                        Ok(None)
                     }
-                    Err(io::ErrorKind::BrokenPipe.into())
+                    _ => {
+                        if !self.ssl.is_init_finished() {
+                            self.handshake_failed = true;
+                        }
+                        self.failure = Some(describe(&e, &self.ssl));
+                        Err(io::ErrorKind::BrokenPipe.into())
+                    }
                 }
-            },
+            }
         }
     }
 
     pub(crate) fn tcp(&self) -> &TcpStream {
-        self.inner.get_ref()
+        &self.tcp
     }
 
     /// The last read returned data and found the session's end after it:
@@ -200,26 +273,41 @@ impl TlsStream {
     /// memcached's `SSL_shutdown` before closing: one try at sending
     /// close_notify, not waiting for the peer's.
     pub(crate) fn close_notify(&mut self) {
-        if self.inner.ssl().is_init_finished()
+        if self.ssl.is_init_finished()
             && !matches!(self.end, Some(End::Broken))
             && matches!(self.drain(), Ok(true))
         {
-            let _: Result<ShutdownResult, _> = self.inner.shutdown();
+            ffi::shutdown(&mut self.ssl);
         }
     }
+}
+
+/// A broken session in a few words: OpenSSL's first reason
+/// ("certificate verify failed", "wrong version number", "tlsv1 alert
+/// unknown ca"), with the certificate check's own ("hostname mismatch")
+/// when that failed.
+fn describe(e: &Failed, ssl: &SslRef) -> String {
+    let mut text = match (e.stack.errors().first(), &e.os) {
+        (Some(first), _) => first.reason().unwrap_or("unknown TLS error").to_string(),
+        (None, Some(os)) => os.to_string(),
+        (None, None) => format!("TLS error {}", e.code.as_raw()),
+    };
+    let verified = ssl.verify_result();
+    if verified != X509VerifyResult::OK {
+        text = format!("{text} ({})", verified.error_string());
+    }
+    text
 }
 
 /// OpenSSL 3 reports a peer that closed without close_notify as an SSL
 /// error (`SSL_R_UNEXPECTED_EOF_WHILE_READING`): a peer gone, not one
 /// that broke the protocol.
-fn unexpected_eof(e: &openssl::ssl::Error) -> bool {
+fn unexpected_eof(stack: &ErrorStack) -> bool {
     const SSL_R_UNEXPECTED_EOF_WHILE_READING: i32 = 294;
-    e.ssl_error().is_some_and(|stack| {
-        stack
-            .errors()
-            .iter()
-            .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
-    })
+    stack
+        .errors()
+        .iter()
+        .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
 }
 
 impl End {

@@ -16,6 +16,10 @@ control it:
 - SIGUSR2 restores it: connections left from before are closed, and the
   listeners are opened again on the same ports.
 
+With `--record PATH` first, every byte it forwards (both ways) is also
+appended to PATH, so a test can look at what crossed the "network"
+(test_repl_tls.py: that the link is encrypted).
+
 It writes one line to stdout when it is ready ("ready"), after each cut
 ("cut N": N connections closed or frozen) and each restore ("restored"),
 so a test
@@ -35,8 +39,9 @@ def parse_addr(text):
 
 
 class Relay:
-    def __init__(self, routes):
+    def __init__(self, routes, record=None):
         self.routes = routes  # [(listen_addr, target_addr)]
+        self.record = record  # a file every forwarded byte goes to, or None
         self.sel = selectors.DefaultSelector()
         self.listeners = {}  # socket -> target
         self.peers = {}  # socket -> the socket it forwards to
@@ -132,6 +137,9 @@ class Relay:
             data = b""
         if not data:
             return self.drop_pair(s)
+        if self.record is not None:
+            self.record.write(data)
+            self.record.flush()
         # The nodes keep what they send small (a megabyte at most waits);
         # a blocking send keeps this relay simple and ordered.
         other.setblocking(True)
@@ -181,11 +189,15 @@ def say(line):
 
 
 def main(argv):
+    record = None
+    if argv and argv[0].startswith("--record="):
+        record = open(argv[0].split("=", 1)[1], "ab")
+        argv = argv[1:]
     routes = []
     for arg in argv:
         listen, target = arg.split("=")
         routes.append((parse_addr(listen), parse_addr(target)))
-    Relay(routes).run()
+    Relay(routes, record).run()
     os._exit(0)
 
 

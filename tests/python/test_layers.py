@@ -16,7 +16,8 @@ ALLOWED = {
                 "repl", "settings", "slab", "stats", "sys", "tls"},
     # The Prometheus endpoint: the stats room's reports, rendered.
     "metrics": {"items", "settings", "stats"},
-    "repl": {"items", "persist", "settings", "stats", "sys"},
+    # The link over TLS (`-o repl_tls`) takes its sessions from tls.
+    "repl": {"items", "persist", "settings", "stats", "sys", "tls"},
     "persist": {"items", "settings", "slab", "stats", "sys"},
     "proto": {"items", "logger", "numbers", "settings", "slab", "stats", "tls"},
     "items": {"extstore", "logger", "numbers", "settings", "slab"},

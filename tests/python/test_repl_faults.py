@@ -32,8 +32,10 @@ RELAY = Path(__file__).with_name("repl_relay.py")
 class RelayProcess:
     """repl_relay.py in its own process; each control waits for its line."""
 
-    def __init__(self, routes):
+    def __init__(self, routes, record=None):
         args = [f"{l[0]}:{l[1]}={t[0]}:{t[1]}" for l, t in routes]
+        if record is not None:
+            args.insert(0, f"--record={record}")
         self.proc = subprocess.Popen(
             [sys.executable, str(RELAY), *args],
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,

@@ -8,17 +8,21 @@ server certificates with different subjects, so a refresh can be seen
 from the client side.
 """
 
+import os
 import shutil
+import signal
 import socket
 import ssl
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from mc_helpers import (
     Closed,
+    free_port,
     binary_for,
     ends_with,
     get_reply_done,
@@ -453,3 +457,65 @@ def test_failed_refresh_keeps_serving_the_old_certificate(start_server, certs, t
             assert request(s, b"version\r\n") == b"VERSION 1.6.18\r\n"
     assert replies["ours"] == replies["oracle"]
     assert replies["ours"].startswith(b"Error loading the certificate chain: " + str(crt).encode())
+
+
+def ulp_attempts(certs, kind, *more, tmp_path):
+    """Runs a server under strace (setsockopt only), makes one TLS 1.3
+    and one TLS 1.2 session with it, and returns the setsockopt lines
+    that ask for the kernel's TLS (TCP_ULP "tls", SOL_TLS)."""
+    crt, key = certs["alpha"]
+    port = free_port()
+    trace = tmp_path / f"{kind}.strace"
+    proc = subprocess.Popen(
+        ["strace", "-f", "-e", "trace=setsockopt", "-o", str(trace), str(binary_for(kind)),
+         "-u", "root", "-l", "127.0.0.1", "-p", str(port), "-U", "0",
+         *tls_args(crt, key, *more)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the traced server did not start"
+                time.sleep(0.05)
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            ctx = client_context(maximum_version=version)
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with ctx.wrap_socket(raw) as s:
+                assert request(s, b"version\r\n").startswith(b"VERSION ")
+    finally:
+        # strace leaves a tracee running when it is stopped itself: stop
+        # the server, its child, and strace then ends.
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        for pid in children.read_text().split() if children.exists() else ():
+            os.kill(int(pid), signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+    return [line for line in trace.read_text().splitlines()
+            if "TCP_ULP" in line or "SOL_TLS" in line]
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_kernel_tls_is_asked_for_as_memcached_asks(certs, tmp_path):
+    """With ssl_kernel_tls our sessions, on the socket itself (OpenSSL's
+    socket BIO, as memcached's SSL_set_fd), ask the kernel for TLS
+    offload (TCP_ULP "tls", then the keys with SOL_TLS) exactly where
+    memcached's do; without it, never. Where the kernel has TLS (its
+    /proc/net/tls_stat), the offload must then be in use."""
+    ours = ulp_attempts(certs, "ours", "-o", "ssl_kernel_tls", tmp_path=tmp_path)
+    oracle = ulp_attempts(certs, "oracle", "-o", "ssl_kernel_tls", tmp_path=tmp_path)
+    assert any('TCP_ULP, [7564404]' in line for line in ours), ours  # "tls"
+    shape = [line.split("(", 1)[1].split(",")[1:3] for line in ours]
+    assert shape == [line.split("(", 1)[1].split(",")[1:3] for line in oracle]
+    assert ulp_attempts(certs, "ours", tmp_path=tmp_path) == []
+    if not Path("/proc/net/tls_stat").exists():
+        # This kernel has no TLS (CONFIG_TLS unset): TCP_ULP is ENOENT
+        # for both servers, and OpenSSL carries on in user space.
+        assert all("ENOENT" in line or "ENOPROTOOPT" in line for line in ours + oracle)
+    else:
+        assert any(line.endswith("= 0") for line in ours), ours
