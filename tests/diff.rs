@@ -526,6 +526,19 @@ fn retrieval() {
     );
     g.case("get with tab separator", "get\tr3\r\n");
     g.case("bget (ancient alias)", "bget r3\r\n");
+    g.case(
+        "retrieval words amid runs of spaces",
+        "   get    r3     r3   \r\ngets      \r\n  gats  \r\ngets r3\r\n",
+    );
+    g.case(
+        "near-miss retrieval names",
+        "ge r3\r\ngett r3\r\ngetsx r3\r\ng r3\r\ngetr3\r\nGET r3\r\n",
+    );
+    g.case("bget without keys", "bget\r\nbget   \r\nbget  r3  r3\r\n");
+    g.case(
+        "get line cut by a NUL, keys of 8 and more bytes",
+        b"get r3\x00 r3\r\nget 12345678 1234567 123456789 r3\r\n".to_vec(),
+    );
     g.finish();
 }
 

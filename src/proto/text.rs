@@ -4,6 +4,7 @@
 //! (first letter, then exact name, then token counts) so that malformed
 //! lines fail the same way.
 
+use super::find_byte;
 use super::request::{
     Ctx, KEY_MAX_LENGTH, Next, OUTPUT_HIGH_WATER, Pending, Reply, positive_exptime, resp_cap,
     set_noreply_maybe,
@@ -31,7 +32,7 @@ pub(crate) fn process_line(
     resume: usize,
 ) -> Next {
     // memcached treats the line as a C string.
-    let line = match line.iter().position(|&b| b == 0) {
+    let line = match find_byte(0, line) {
         Some(n) => &line[..n],
         None => line,
     };
@@ -43,7 +44,6 @@ pub(crate) fn process_line(
         let _ = err.write_all(line);
         let _ = err.write_all(b"\n");
     }
-    let t = Tokens::new(line);
     let mut r = Reply {
         out,
         written,
@@ -51,6 +51,15 @@ pub(crate) fn process_line(
         trace,
         fd: ctx.fd,
     };
+    // The retrievals read their keys straight from the line: splitting it
+    // into tokens first would only be thrown away.
+    if let Some((return_cas, touch, args)) = retrieval(line) {
+        if args.iter().all(|&b| b == b' ') {
+            return r.line("ERROR");
+        }
+        return process_get(ctx, args, &mut r, return_cas, touch, resume);
+    }
+    let t = Tokens::new(line);
     let n = t.ntokens();
     let cmd = t.get(0);
     if n < 2 || cmd.len() < 2 {
@@ -70,18 +79,8 @@ pub(crate) fn process_line(
             b'e' => meta::process_meta_debug(ctx, &t, &mut r),
             _ => r.line("ERROR"),
         },
-        b'g' => {
-            if n < 3 {
-                return r.line("ERROR");
-            }
-            match cmd {
-                b"get" => process_get(ctx, line, &mut r, false, false, resume),
-                b"gets" => process_get(ctx, line, &mut r, true, false, resume),
-                b"gat" => process_get(ctx, line, &mut r, false, true, resume),
-                b"gats" => process_get(ctx, line, &mut r, true, true, resume),
-                _ => r.line("ERROR"),
-            }
-        }
+        // The retrievals were served above.
+        b'g' => r.line("ERROR"),
         b's' => match cmd {
             b"set" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Set),
             b"stats" => process_stats(ctx, &t, &mut r),
@@ -113,10 +112,12 @@ pub(crate) fn process_line(
             _ => r.line("ERROR"),
         },
         _ => match cmd {
-            b"mget" => process_get(ctx, line, &mut r, false, false, resume),
+            b"mget" => process_get(ctx, after_command(line), &mut r, false, false, resume),
             b"prepend" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Prepend),
             b"replace" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Replace),
-            b"bget" if n >= 3 => process_get(ctx, line, &mut r, false, false, resume),
+            b"bget" if n >= 3 => {
+                process_get(ctx, after_command(line), &mut r, false, false, resume)
+            }
             b"flush_all" if want(2, 4) => process_flush_all(ctx, &t, &mut r),
             b"version" => r.line(&format!("VERSION {VERSION}")),
             b"quit" => Next::CloseAfterWrite,
@@ -135,14 +136,13 @@ pub(crate) fn process_line(
 
 fn process_get(
     ctx: &mut Ctx,
-    line: &[u8],
+    args: &[u8],
     r: &mut Reply,
     return_cas: bool,
     touch: bool,
     resume: usize,
 ) -> Next {
-    let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-    words.next(); // the command
+    let mut words = Words::new(args);
     let mut exptime = None;
     if touch {
         let arg = words.next().unwrap_or(&[]);
@@ -193,7 +193,7 @@ fn process_get(
             ExtFetch::Wait => {
                 // Start the reads of the keys after it too: they come back
                 // together instead of one wait per key.
-                for later in words_after(line, touch, i + 1) {
+                for later in words_after(args, touch, i + 1) {
                     ctx.cache.ext_prepare(later, ctx.fd);
                 }
                 return Next::AwaitExt(i);
@@ -219,12 +219,61 @@ fn process_get(
     Next::Flush
 }
 
-/// The keys of a get line from index `from` on.
-fn words_after(line: &[u8], touch: bool, from: usize) -> impl Iterator<Item = &[u8]> {
-    let skip = 1 + usize::from(touch);
-    line.split(|&b| b == b' ')
-        .filter(|w| !w.is_empty())
-        .skip(skip + from)
+/// `get`, `gets`, `gat` or `gats` as the line's first word: whether it
+/// returns CAS values, whether it touches, and the rest of the line.
+fn retrieval(line: &[u8]) -> Option<(bool, bool, &[u8])> {
+    let start = line.iter().position(|&b| b != b' ')?;
+    let word = &line[start..];
+    let end = find_byte(b' ', word).unwrap_or(word.len());
+    let args = &word[end..];
+    match &word[..end] {
+        b"get" => Some((false, false, args)),
+        b"gets" => Some((true, false, args)),
+        b"gat" => Some((false, true, args)),
+        b"gats" => Some((true, true, args)),
+        _ => None,
+    }
+}
+
+/// The line after its first word.
+fn after_command(line: &[u8]) -> &[u8] {
+    let start = line.iter().position(|&b| b != b' ').unwrap_or(line.len());
+    let word = &line[start..];
+    &word[find_byte(b' ', word).unwrap_or(word.len())..]
+}
+
+/// The keys of a get's arguments from index `from` on.
+fn words_after(args: &[u8], touch: bool, from: usize) -> impl Iterator<Item = &[u8]> {
+    Words::new(args).skip(usize::from(touch) + from)
+}
+
+/// The words of a line, split at runs of spaces (as memcached's
+/// tokenizer splits), found with plain byte loops: the get path walks its
+/// line this way for every key.
+#[derive(Clone)]
+struct Words<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Words<'a> {
+    fn new(line: &'a [u8]) -> Words<'a> {
+        Words { rest: line }
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest;
+        let mut start = 0;
+        while start < rest.len() && rest[start] == b' ' {
+            start += 1;
+        }
+        let end = start + find_byte(b' ', &rest[start..]).unwrap_or(rest.len() - start);
+        self.rest = &rest[end..];
+        (start < end).then(|| &rest[start..end])
+    }
 }
 
 /// Where a get stops short: the key at index `at` is too long, or there

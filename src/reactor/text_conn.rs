@@ -5,6 +5,7 @@
 
 use super::conn::{BatchEnd, Conn, Event, writes_now};
 use crate::proto::auth::GateStep;
+use crate::proto::find_byte;
 use crate::proto::request::{Ctx, Next};
 use crate::proto::text;
 
@@ -47,7 +48,7 @@ impl Conn {
             };
         }
         let scanned = self.line_scanned.min(rest.len());
-        let Some(nl) = memchr(b'\n', &rest[scanned..]).map(|i| i + scanned) else {
+        let Some(nl) = find_byte(b'\n', &rest[scanned..]).map(|i| i + scanned) else {
             self.line_scanned = rest.len();
             if rest.len() > LINE_LIMIT && !may_grow_line(rest) {
                 self.on(Event::Parsing, v);
@@ -121,8 +122,4 @@ fn may_grow_line(rest: &[u8]) -> bool {
     spaces <= 100
         && (body.starts_with(b"get ") || body.starts_with(b"gets "))
         && rest.len() <= GET_LINE_LIMIT
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
