@@ -535,6 +535,7 @@ fn retrieval() {
         "ge r3\r\ngett r3\r\ngetsx r3\r\ng r3\r\ngetr3\r\nGET r3\r\n",
     );
     g.case("bget without keys", "bget\r\nbget   \r\nbget  r3  r3\r\n");
+    g.case("mget is no command in 1.6", "mget\r\nmget r3 r3\r\n");
     g.case(
         "get line cut by a NUL, keys of 8 and more bytes",
         b"get r3\x00 r3\r\nget 12345678 1234567 123456789 r3\r\n".to_vec(),

@@ -112,7 +112,6 @@ pub(crate) fn process_line(
             _ => r.line("ERROR"),
         },
         _ => match cmd {
-            b"mget" => process_get(ctx, after_command(line), &mut r, false, false, resume),
             b"prepend" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Prepend),
             b"replace" if want(6, 7) => process_update(ctx, &t, &mut r, StoreMode::Replace),
             b"bget" if n >= 3 => {
