@@ -153,10 +153,17 @@ fn process_get(
             return r.refused();
         }
     }
-    let keys = words;
     // Each key past the first needs a response object of its own.
     let room = ctx.resp_room;
-    let (nkeys, stop) = first_stop(keys.clone(), room);
+    // The usual get names one key: nothing to stop at, and its line is
+    // not walked twice.
+    let (keys, nkeys, stop) = match words.clone().only_word() {
+        Some(key) if key.len() <= KEY_MAX_LENGTH => (Keys::One(Some(key)), 1, None),
+        _ => {
+            let (nkeys, stop) = first_stop(words.clone(), room);
+            (Keys::Many(words), nkeys, stop)
+        }
+    };
     if let (0, Some(stop)) = (resume, stop) {
         // memcached looks up the keys before the one it stopped at
         // (counted, bumped, traced), then discards every reply it has not
@@ -260,9 +267,36 @@ impl<'a> Words<'a> {
     }
 }
 
+impl<'a> Words<'a> {
+    /// The next word, if no other follows it.
+    fn only_word(mut self) -> Option<&'a [u8]> {
+        let word = self.next()?;
+        self.rest.iter().all(|&b| b == b' ').then_some(word)
+    }
+}
+
+/// A get's keys: the one it names, or its words.
+enum Keys<'a> {
+    One(Option<&'a [u8]>),
+    Many(Words<'a>),
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Keys::One(key) => key.take(),
+            Keys::Many(words) => words.next(),
+        }
+    }
+}
+
 impl<'a> Iterator for Words<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest;
         let mut start = 0;
