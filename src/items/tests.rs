@@ -433,3 +433,14 @@ fn a_store_in_a_class_losing_a_page_uses_the_chunks_ahead_of_the_walk() {
         }
     }
 }
+
+#[test]
+fn format_u64_matches_display() {
+    let mut buf = [0u8; 20];
+    let mut probes = vec![0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65535, u64::MAX];
+    probes.extend((0..64).map(|s| 1u64 << s));
+    probes.extend((1..20).map(|e| 10u64.pow(e) - 1));
+    for v in probes {
+        assert_eq!(super::format_u64(v, &mut buf), v.to_string().as_bytes());
+    }
+}
