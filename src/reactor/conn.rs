@@ -83,8 +83,10 @@ pub(crate) enum State {
     /// `lru_crawler metadump` is being written: no requests until the
     /// crawler has finished it (memcached: conn_new_cmd).
     Dumping,
-    /// conn_nread: a data block being read into its item.
-    Nread(Value),
+    /// conn_nread: a data block being read into its item (the connection's
+    /// `value`, kept outside the state so that every other state change
+    /// stores a few bytes, not the whole block's bookkeeping).
+    Nread,
     /// conn_swallow: discarding `left` more bytes of a refused data block.
     Swallow { left: usize },
     /// The replies go out, then the connection closes (`quit`, or a binary
@@ -134,7 +136,7 @@ impl State {
             ParseCmd | Paused { .. } => "conn_parse_cmd",
             ExtWait { .. } => "conn_io_queue",
             Mwrite | Draining { binary: false } => "conn_mwrite",
-            Nread(_) => "conn_nread",
+            Nread => "conn_nread",
             Swallow { .. } => "conn_swallow",
             Closing => "conn_closing",
             Closed => "conn_closed",
@@ -218,6 +220,8 @@ pub(crate) struct Conn {
     pub(crate) fd: i32,
     /// Changed only by `on`.
     state: State,
+    /// The data block being read while `state` is `Nread`.
+    value: Option<Box<Value>>,
     /// Unparsed input carried from one read to the next.
     pub(crate) input: Vec<u8>,
     /// `input` has been parsed as far as it goes; only more bytes help.
@@ -293,6 +297,7 @@ impl Conn {
             stream,
             fd,
             state: State::NewCmd,
+            value: None,
             input: Vec::new(),
             input_seen: false,
             line_scanned: 0,
@@ -338,11 +343,29 @@ impl Conn {
 
     /// The state machine: where `event` takes the connection from its
     /// state, through the states memcached passes on the way.
+    ///
+    /// The events every request brings are told apart here, inlined where
+    /// each is raised; the rest go to `on_any`, which knows them all.
+    #[inline]
     pub(crate) fn on(&mut self, event: Event, v: u8) {
+        use State::*;
+        match (event, &self.state) {
+            (Event::Reading, NewCmd) => self.path([Waiting, Read], v),
+            (Event::Reading, Waiting) => self.go(Read, v),
+            (Event::Arrived, Read) | (Event::Parsing, _) => self.go(ParseCmd, v),
+            (Event::Reading | Event::Arrived, _) => {}
+            (Event::Handled(Next::Flush), _) => self.path([Mwrite, NewCmd], v),
+            (Event::Handled(Next::Continue), _) => self.go(NewCmd, v),
+            _ => self.on_any(event, v),
+        }
+    }
+
+    #[inline(never)]
+    fn on_any(&mut self, event: Event, v: u8) {
         use State::*;
         let binary = self.bin.binary;
         match (event, &self.state) {
-            (Event::Reading, NewCmd) => self.path(&[Waiting, Read], v),
+            (Event::Reading, NewCmd) => self.path([Waiting, Read], v),
             (Event::Reading, Waiting) => self.go(Read, v),
             (Event::Drained, Read) => self.go(Waiting, v),
             (Event::Arrived, Read) | (Event::Parsing, _) => self.go(ParseCmd, v),
@@ -352,22 +375,30 @@ impl Conn {
                 Next::AwaitExt(keys_done) => self.go(ExtWait { keys_done }, v),
                 Next::Dump => self.go(Dumping, v),
                 Next::Watch => self.go(Watch, v),
-                Next::Flush => self.path(&[Mwrite, NewCmd], v),
+                Next::Flush => self.path([Mwrite, NewCmd], v),
                 // `mn`: its reply went through out_string first.
-                Next::FlushAfterLine => self.path(&[NewCmd, Mwrite, NewCmd], v),
-                Next::ReadValue(pending) => self.go(Nread(Value::new(pending, binary)), v),
+                Next::FlushAfterLine => self.path([NewCmd, Mwrite, NewCmd], v),
+                Next::ReadValue(pending) => {
+                    let value = Value::new(pending, binary);
+                    // Boxed once per connection, reused by its next blocks.
+                    match &mut self.value {
+                        Some(held) => **held = value,
+                        None => self.value = Some(Box::new(value)),
+                    }
+                    self.go(Nread, v)
+                }
                 // The text protocol traced the way here itself: memcached
                 // swallows before the lookup that clears the old value.
                 Next::Swallow(left) if !binary => self.state = Swallow { left },
                 Next::Swallow(left) => self.go(Swallow { left }, v),
                 Next::CloseAfterWrite if !binary => self.go(Draining { binary }, v),
                 Next::CloseAfterWrite if self.bin.closing == binary::Closing::Quit => {
-                    self.path(&[NewCmd, Mwrite, Draining { binary }], v)
+                    self.path([NewCmd, Mwrite, Draining { binary }], v)
                 }
-                Next::CloseAfterWrite => self.path(&[Mwrite, Draining { binary }], v),
+                Next::CloseAfterWrite => self.path([Mwrite, Draining { binary }], v),
                 Next::Close | Next::Shutdown(_) => self.go(Closing, v),
             },
-            (Event::Stored { wrote: true }, _) => self.path(&[Mwrite, NewCmd], v),
+            (Event::Stored { wrote: true }, _) => self.path([Mwrite, NewCmd], v),
             (Event::Stored { .. } | Event::Swallowed, _) | (Event::Dumped, Dumping) => {
                 self.go(NewCmd, v)
             }
@@ -380,11 +411,11 @@ impl Conn {
                     || self.out.len() > self.flush_mark.max(self.out_pos);
                 let yields = unwritten && budget <= 1 && self.marks.is_none();
                 match (partial, unwritten) {
-                    (true, true) if yields => self.path(&[ParseCmd, Mwrite, NewCmd], v),
-                    (false, true) if yields => self.path(&[Mwrite, NewCmd], v),
-                    (true, true) => self.path(&[ParseCmd, Mwrite, NewCmd, ParseCmd, Waiting], v),
-                    (false, true) => self.path(&[Mwrite, NewCmd, Waiting], v),
-                    (true, false) => self.path(&[ParseCmd, Waiting], v),
+                    (true, true) if yields => self.path([ParseCmd, Mwrite, NewCmd], v),
+                    (false, true) if yields => self.path([Mwrite, NewCmd], v),
+                    (true, true) => self.path([ParseCmd, Mwrite, NewCmd, ParseCmd, Waiting], v),
+                    (false, true) => self.path([Mwrite, NewCmd, Waiting], v),
+                    (true, false) => self.path([ParseCmd, Waiting], v),
                     (false, false) => self.go(Waiting, v),
                 }
             }
@@ -395,15 +426,23 @@ impl Conn {
                 }
                 self.state = Closing;
             }
-            (Event::DatagramDone, Draining { .. }) => self.path(&[NewCmd, Closing, Read], v),
+            (Event::DatagramDone, Draining { .. }) => self.path([NewCmd, Closing, Read], v),
             (Event::DatagramDone, _) => self.go(Read, v),
-            (Event::Close, _) => self.path(&[Closing, Closed], v),
+            (Event::Close, _) => self.path([Closing, Closed], v),
             (Event::Reading | Event::Drained | Event::Arrived | Event::Dumped, _) => {}
         }
     }
 
-    fn path(&mut self, through: &[State], v: u8) {
-        for &to in through {
+    /// Passes through `through` in order. Untraced, only the last store
+    /// is seen, so it is the only one made.
+    #[inline]
+    fn path<const N: usize>(&mut self, through: [State; N], v: u8) {
+        let quiet = |to: &State| !matches!(to, State::Draining { binary: true });
+        if v <= 1 && through.iter().all(quiet) {
+            self.state = through[N - 1];
+            return;
+        }
+        for to in through {
             self.go(to, v);
         }
     }
@@ -470,7 +509,7 @@ impl Conn {
 
     /// Frees a half-read item; the caller moves the state on at once.
     fn free_value(&mut self, ctx: &mut Ctx) {
-        if let State::Nread(value) = &self.state {
+        if let (State::Nread, Some(value)) = (&self.state, self.value.as_deref()) {
             ctx.cache.free_unlinked(value.pending.item);
         }
     }
@@ -497,7 +536,7 @@ impl Conn {
     /// memcached's name for what this connection is doing, for `stats conns`.
     pub(crate) fn state_name(&self) -> &'static str {
         match self.state {
-            State::Nread(_) => "conn_nread",
+            State::Nread => "conn_nread",
             State::Swallow { .. } => "conn_swallow",
             State::Draining { .. } | State::Closing | State::Closed => "conn_closing",
             State::Watch => "conn_watch",
@@ -557,10 +596,13 @@ impl Conn {
     /// being read and nothing is buffered: the reactor then reads it
     /// straight into the item.
     pub(crate) fn direct_value_read(&self) -> Option<(ChunkRef, usize)> {
-        match self.state {
-            State::Nread(Value {
-                pending, filled, ..
-            }) if self.input.is_empty()
+        match (self.state, self.value.as_deref()) {
+            (
+                State::Nread,
+                Some(&Value {
+                    pending, filled, ..
+                }),
+            ) if self.input.is_empty()
                 && !self.bin.binary
                 && pending.nbytes - filled >= READ_SIZE =>
             {
@@ -572,7 +614,7 @@ impl Conn {
 
     /// Records `n` value bytes read directly into the item by the reactor.
     pub(crate) fn value_read_directly(&mut self, n: usize) {
-        if let State::Nread(value) = &mut self.state {
+        if let (State::Nread, Some(value)) = (&self.state, self.value.as_deref_mut()) {
             value.filled += n;
         }
     }
@@ -627,9 +669,9 @@ impl Conn {
                     let more = matches!(self.state, State::Swallow { .. });
                     (used, more.then_some(BatchEnd::NeedInput))
                 }
-                State::Nread(_) => {
+                State::Nread => {
                     let used = self.fill_value(ctx, &data[pos..]);
-                    let more = matches!(self.state, State::Nread(_));
+                    let more = matches!(self.state, State::Nread);
                     (used, more.then_some(BatchEnd::NeedInput))
                 }
                 _ if self.blocked_on_output() => (0, Some(BatchEnd::Blocked)),
@@ -711,12 +753,15 @@ impl Conn {
 
     /// Copies data-block bytes into the pending item; returns bytes used.
     fn fill_value(&mut self, ctx: &mut Ctx, data: &[u8]) -> usize {
-        let State::Nread(Value {
-            pending,
-            filled,
-            crlf,
-            crlf_got,
-        }) = &mut self.state
+        let (
+            State::Nread,
+            Some(Value {
+                pending,
+                filled,
+                crlf,
+                crlf_got,
+            }),
+        ) = (&self.state, self.value.as_deref_mut())
         else {
             return 0;
         };
