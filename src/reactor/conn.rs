@@ -356,7 +356,41 @@ impl Conn {
             (Event::Reading | Event::Arrived, _) => {}
             (Event::Handled(Next::Flush), _) => self.path([Mwrite, NewCmd], v),
             (Event::Handled(Next::Continue), _) => self.go(NewCmd, v),
+            (Event::Handled(Next::ReadValue(pending)), _) => self.read_value(pending, v),
+            (Event::Stored { wrote: false }, _) => self.go(NewCmd, v),
+            (Event::OutOfInput { partial, budget }, _) => self.out_of_input(partial, budget, v),
             _ => self.on_any(event, v),
+        }
+    }
+
+    /// A data block follows: conn_nread.
+    fn read_value(&mut self, pending: Pending, v: u8) {
+        let value = Value::new(pending, self.bin.binary);
+        // Boxed once per connection, reused by its next blocks.
+        match &mut self.value {
+            Some(held) => **held = value,
+            None => self.value = Some(Box::new(value)),
+        }
+        self.go(State::Nread, v)
+    }
+
+    /// No complete request is left in the input.
+    fn out_of_input(&mut self, partial: bool, budget: usize, v: u8) {
+        use State::*;
+        // Writing what memcached holds costs it one more pass through
+        // conn_new_cmd; if that pass was over the turn's budget it yields
+        // there, and waits at the next event (`Reading`). UDP counts its
+        // own yields per datagram.
+        let unwritten = std::mem::take(&mut self.replies_queued)
+            || self.out.len() > self.flush_mark.max(self.out_pos);
+        let yields = unwritten && budget <= 1 && self.marks.is_none();
+        match (partial, unwritten) {
+            (true, true) if yields => self.path([ParseCmd, Mwrite, NewCmd], v),
+            (false, true) if yields => self.path([Mwrite, NewCmd], v),
+            (true, true) => self.path([ParseCmd, Mwrite, NewCmd, ParseCmd, Waiting], v),
+            (false, true) => self.path([Mwrite, NewCmd, Waiting], v),
+            (true, false) => self.path([ParseCmd, Waiting], v),
+            (false, false) => self.go(Waiting, v),
         }
     }
 
@@ -378,15 +412,7 @@ impl Conn {
                 Next::Flush => self.path([Mwrite, NewCmd], v),
                 // `mn`: its reply went through out_string first.
                 Next::FlushAfterLine => self.path([NewCmd, Mwrite, NewCmd], v),
-                Next::ReadValue(pending) => {
-                    let value = Value::new(pending, binary);
-                    // Boxed once per connection, reused by its next blocks.
-                    match &mut self.value {
-                        Some(held) => **held = value,
-                        None => self.value = Some(Box::new(value)),
-                    }
-                    self.go(Nread, v)
-                }
+                Next::ReadValue(pending) => self.read_value(pending, v),
                 // The text protocol traced the way here itself: memcached
                 // swallows before the lookup that clears the old value.
                 Next::Swallow(left) if !binary => self.state = Swallow { left },
@@ -402,23 +428,7 @@ impl Conn {
             (Event::Stored { .. } | Event::Swallowed, _) | (Event::Dumped, Dumping) => {
                 self.go(NewCmd, v)
             }
-            (Event::OutOfInput { partial, budget }, _) => {
-                // Writing what memcached holds costs it one more pass
-                // through conn_new_cmd; if that pass was over the turn's
-                // budget it yields there, and waits at the next event
-                // (`Reading`). UDP counts its own yields per datagram.
-                let unwritten = std::mem::take(&mut self.replies_queued)
-                    || self.out.len() > self.flush_mark.max(self.out_pos);
-                let yields = unwritten && budget <= 1 && self.marks.is_none();
-                match (partial, unwritten) {
-                    (true, true) if yields => self.path([ParseCmd, Mwrite, NewCmd], v),
-                    (false, true) if yields => self.path([Mwrite, NewCmd], v),
-                    (true, true) => self.path([ParseCmd, Mwrite, NewCmd, ParseCmd, Waiting], v),
-                    (false, true) => self.path([Mwrite, NewCmd, Waiting], v),
-                    (true, false) => self.path([ParseCmd, Waiting], v),
-                    (false, false) => self.go(Waiting, v),
-                }
-            }
+            (Event::OutOfInput { partial, budget }, _) => self.out_of_input(partial, budget, v),
             (Event::Junk, _) => self.go(Closing, v),
             (Event::WatcherGone, _) => {
                 if v > 1 {
