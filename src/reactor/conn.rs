@@ -346,7 +346,7 @@ impl Conn {
     ///
     /// The events every request brings are told apart here, inlined where
     /// each is raised; the rest go to `on_any`, which knows them all.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn on(&mut self, event: Event, v: u8) {
         use State::*;
         match (event, &self.state) {
