@@ -205,10 +205,13 @@ impl Reactor {
     /// resumes after a close and pauses at the next EMFILE); a block with
     /// no client taken is the same pause going on.
     pub(super) fn retry_accepting(&mut self) {
+        // The clock is read only while paused: this runs every turn.
+        let Some(p) = &self.paused else {
+            return;
+        };
         let now = Instant::now();
-        match &self.paused {
-            Some(p) if p.try_now || now >= p.next_try => {}
-            _ => return,
+        if !p.try_now && now < p.next_try {
+            return;
         }
         let mut taken = 0;
         let mut blocked = None;
