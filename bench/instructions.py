@@ -40,10 +40,22 @@ about 1% otherwise. Compare builds with this script, on the same machine. Build 
 
     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=none \\
         cargo build --release --target-dir target/sym
+
+`--tls`: every server runs with `-Z` and a certificate made for the run
+(RSA-2048, as bench/tls.py's), and the client speaks TLS 1.3 (Python's
+ssl module, the same OpenSSL). `--syscalls`: instead of callgrind, each
+workload runs with `strace -c -f` attached to the server (every thread),
+and the figures are system calls per request, the total and by name
+(`epoll_wait`, `read`, `write`, `sendmsg`, ...); strace slows the server
+but not the number of calls it makes for a request answered before the
+next is sent.
 """
 
 import argparse
 import os
+import re
+import ssl
+import tempfile
 import random
 import shutil
 import signal
@@ -74,7 +86,7 @@ def free_port():
 
 
 class Client:
-    def __init__(self, port):
+    def __init__(self, port, tls=False):
         deadline = time.time() + 60
         while True:
             try:
@@ -85,6 +97,11 @@ class Client:
                     raise
                 time.sleep(0.2)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.s = ctx.wrap_socket(self.s)
         self.buf = b""
 
     def request(self, data, end, count=1):
@@ -201,33 +218,104 @@ def settle(pid, quiet=200_000, longest=30.0):
             return rate
 
 
-def measure(binary, scale, server_args, outdir, label):
+def make_cert(d):
+    crt, key = os.path.join(d, "crt.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", crt, "-days", "2", "-subj", "/CN=bench"], check=True,
+                   capture_output=True)
+    return crt, key
+
+
+class Callgrind:
+    """Instructions per request: the server's Ir, read live."""
+
+    def __init__(self, outdir, label):
+        self.outdir, self.label = outdir, label
+
+    def wrap(self, cmd):
+        return ["valgrind", "--tool=callgrind",
+                "--callgrind-out-file=%s/%s.%%p.out" % (self.outdir, self.label)] + cmd
+
+    def settle(self, pid):
+        return {"idle Ir/s": settle(pid)}
+
+    def before(self, pid, name):
+        self.ir = read_ir(pid)
+
+    def after(self, pid, name, requests):
+        ir = read_ir(pid)
+        dump(pid, name)
+        return {name: (ir - self.ir) / requests}
+
+
+class Strace:
+    """System calls per request: `strace -c -f` attached for each workload."""
+
+    def __init__(self, outdir, label):
+        self.outdir, self.label = outdir, label
+
+    def wrap(self, cmd):
+        return cmd
+
+    def settle(self, pid):
+        return {}
+
+    def before(self, pid, name):
+        self.out = os.path.join(self.outdir, "%s-%s.strace" % (self.label, name))
+        self.proc = subprocess.Popen(["strace", "-c", "-f", "-o", self.out, "-p", str(pid)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # strace says "Process N attached" for each thread once it holds it.
+        threads = len(os.listdir("/proc/%d/task" % pid))
+        seen = 0
+        while seen < threads:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            if b"attached with" in line:  # "attached with N threads": all at once
+                break
+            seen += b"attached" in line
+
+    def after(self, pid, name, requests):
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=60)
+        calls = {}
+        with open(self.out) as f:
+            for line in f:
+                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+                if m and m.group(2) != "total":
+                    calls[m.group(2)] = int(m.group(1))
+        total = sum(calls.values())
+        per = ", ".join("%s %.2f" % (k, v / requests)
+                        for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v / requests >= 0.01)
+        print("  %s: %.2f syscalls/request (%s)" % (name, total / requests, per), flush=True)
+        return {name: total / requests}
+
+
+def measure(binary, scale, server_args, outdir, label, counter, cert=None):
     port = free_port()
     os.makedirs(outdir, exist_ok=True)
-    cmd = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=%s/%s.%%p.out" % (outdir, label),
-        binary, "-p", str(port), "-U", "0", "-l", "127.0.0.1", "-t", "1", "-m", "64",
-    ]
+    counter = counter(outdir, label)
+    cmd = counter.wrap([binary, "-p", str(port), "-U", "0", "-l", "127.0.0.1", "-t", "1", "-m", "64"])
     if os.geteuid() == 0:
         cmd += ["-u", "root"]
+    if cert:
+        cmd += ["-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s" % cert]
     cmd += server_args
     log = open(os.path.join(outdir, label + ".log"), "w")
     srv = subprocess.Popen(cmd, stdout=log, stderr=log)
     results = {}
     try:
-        c = Client(port)
+        c = Client(port, tls=cert is not None)
         preload(c)
         warm_up(c, random.Random(5))
-        idle_rate = settle(srv.pid)
-        results["idle Ir/s"] = idle_rate
-        dump(srv.pid, "setup")
+        results.update(counter.settle(srv.pid))
+        if isinstance(counter, Callgrind):
+            dump(srv.pid, "setup")
         rng = random.Random(17)
         for name, requests, run in workloads(scale):
-            before = read_ir(srv.pid)
+            counter.before(srv.pid, name)
             run(c, rng)
-            after = read_ir(srv.pid)
-            dump(srv.pid, name)
-            results[name] = (after - before) / requests
+            results.update(counter.after(srv.pid, name, requests))
     finally:
         srv.send_signal(signal.SIGTERM)
         try:
@@ -246,9 +334,15 @@ def main():
     ap.add_argument("--server-arg", action="append", default=[], help="an extra server argument (repeatable)")
     ap.add_argument("--rounds", type=int, default=1, help="runs of each binary; the median is printed")
     ap.add_argument("--out", default="target/bench/callgrind")
+    ap.add_argument("--tls", action="store_true", help="servers with -Z, the client over TLS")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="system calls per request (strace -c -f) instead of instructions")
     args = ap.parse_args()
-    if not shutil.which("valgrind"):
-        sys.exit("valgrind is needed (apt-get install valgrind)")
+    tool = "strace" if args.syscalls else "valgrind"
+    if not shutil.which(tool):
+        sys.exit("%s is needed (apt-get install %s)" % (tool, tool))
+    counter = Strace if args.syscalls else Callgrind
+    cert = make_cert(tempfile.mkdtemp(prefix="instr-tls-")) if args.tls else None
     names = [w[0] for w in workloads(1.0)]
     runs = {b: [] for b in args.binaries}
     # Rounds alternate the binaries, so a busier spell of the machine (which
@@ -256,15 +350,17 @@ def main():
     for rnd in range(args.rounds):
         for i, b in enumerate(args.binaries):
             label = "%d-%s" % (i, os.path.basename(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(b))))) or "bin")
-            r = measure(b, args.scale, args.server_arg, args.out, label)
+            r = measure(b, args.scale, args.server_arg, args.out, label, counter, cert)
             runs[b].append(r)
             print("round %d %s: %s" % (rnd + 1, b, ", ".join("%s %.0f" % kv for kv in r.items())), flush=True)
     print()
     what = "median of %d rounds" % args.rounds if args.rounds > 1 else "one round"
-    print("| Ir per request (%s) | " % what + " | ".join(names) + " |")
+    unit = "syscalls" if args.syscalls else "Ir"
+    fmt = "%.2f" if args.syscalls else "%.0f"
+    print("| %s per request (%s%s) | " % (unit, what, ", TLS" if args.tls else "") + " | ".join(names) + " |")
     print("|---|" + "---:|" * len(names))
     for b in args.binaries:
-        print("| %s | " % b + " | ".join("%.0f" % statistics.median(r[n] for r in runs[b]) for n in names) + " |")
+        print("| %s | " % b + " | ".join(fmt % statistics.median(r[n] for r in runs[b]) for n in names) + " |")
 
 if __name__ == "__main__":
     main()

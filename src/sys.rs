@@ -629,69 +629,196 @@ pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> bool {
 /// OpenSSL hand the record layer to the kernel (`ssl_kernel_tls`) and
 /// saves a trip through a Rust I/O adapter per record. The `openssl`
 /// crate makes and configures the session; these are the calls it only
-/// offers around its adapter.
+/// offers around its adapter, and a watch on the socket BIO's reads.
 #[cfg(feature = "tls")]
 pub(crate) mod ssl {
     use foreign_types::ForeignTypeRef;
-    use openssl::ssl::SslRef;
+    use openssl::ssl::{Ssl, SslRef};
+    use std::cell::Cell;
     use std::os::fd::RawFd;
+    use std::rc::Rc;
+
+    use libc::{c_char, c_int, c_long};
+    use openssl_sys::{BIO, SSL};
+
+    /// OpenSSL's `BIO_callback_fn_ex`.
+    type BioCallback = unsafe extern "C" fn(
+        bio: *mut BIO,
+        oper: c_int,
+        argp: *const c_char,
+        len: usize,
+        argi: c_int,
+        argl: c_long,
+        ret: c_int,
+        processed: *mut usize,
+    ) -> c_long;
+
+    /// `BIO_CB_READ | BIO_CB_RETURN`: a read has returned.
+    const BIO_READ_RETURNED: c_int = 0x02 | 0x80;
 
     unsafe extern "C" {
-        fn SSL_set_fd(ssl: *mut openssl_sys::SSL, fd: libc::c_int) -> libc::c_int;
+        fn SSL_set_fd(ssl: *mut SSL, fd: c_int) -> c_int;
+        fn SSL_has_pending(ssl: *const SSL) -> c_int;
+        fn SSL_get_read_ahead(ssl: *const SSL) -> c_int;
+        fn BIO_set_callback_ex(bio: *mut BIO, callback: Option<BioCallback>);
+        fn BIO_set_callback_arg(bio: *mut BIO, arg: *mut c_char);
+        fn BIO_get_callback_arg(bio: *const BIO) -> *mut c_char;
     }
 
-    /// `ssl` reads and writes `fd`, which the caller keeps open for as
-    /// long as the session lives (OpenSSL does not close it).
-    pub(crate) fn set_fd(ssl: &mut SslRef, fd: RawFd) -> bool {
-        // SAFETY: the pointer is a live SSL (borrowed mutably); SSL_set_fd
-        // only makes a socket BIO for fd (BIO_NOCLOSE) and installs it.
-        unsafe { SSL_set_fd(ssl.as_ptr(), fd) == 1 }
+    /// A session reading and writing its socket, and what the socket BIO
+    /// saw on its last read: whether it came back with less than OpenSSL
+    /// asked for (or nothing), which leaves the socket empty at that
+    /// moment, so that an edge-triggered reader can stop without one more
+    /// read to find that out. OpenSSL asks for more than one record only
+    /// with read ahead on (`reads_ahead`); without it every read asks for
+    /// exactly what the record needs, and a short one is only a record
+    /// still in flight.
+    pub(crate) struct Session {
+        /// Declared first: freed (with its BIO, which points at
+        /// `last_read_short`) before the cell is.
+        ssl: Ssl,
+        /// Shared with the BIO (an `Rc`, not a `Box`, whose contents
+        /// must not change behind its back).
+        last_read_short: Rc<Cell<bool>>,
+        reads_ahead: bool,
     }
 
-    /// Why a call did not complete: `SSL_get_error`'s code.
-    pub(crate) type Code = libc::c_int;
-
-    /// `SSL_read_ex`: plaintext into `buf`, or the error code.
-    pub(crate) fn read(ssl: &mut SslRef, buf: &mut [u8]) -> Result<usize, Code> {
-        let mut n = 0;
-        // SAFETY: buf is valid for writes of buf.len() bytes, n for one
-        // usize; the SSL is live and borrowed mutably.
-        let ok = unsafe {
-            openssl_sys::SSL_read_ex(ssl.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut n)
-        };
-        done(ssl, ok, n)
+    /// Notes, for the session whose cell is the BIO's callback argument,
+    /// whether a read from the socket came back short. Every call's result
+    /// is passed on unchanged.
+    unsafe extern "C" fn note_read(
+        bio: *mut BIO,
+        oper: c_int,
+        _argp: *const c_char,
+        len: usize,
+        _argi: c_int,
+        _argl: c_long,
+        ret: c_int,
+        processed: *mut usize,
+    ) -> c_long {
+        if oper == BIO_READ_RETURNED {
+            // SAFETY: OpenSSL passes its live BIO, whose callback argument
+            // is the `last_read_short` cell of the Session owning the SSL
+            // that owns this BIO (set in `on_socket`; the cell is freed
+            // only after the SSL); `processed` points at the byte count
+            // of the read that returned (checked for null all the same).
+            unsafe {
+                let cell = BIO_get_callback_arg(bio).cast::<Cell<bool>>();
+                let got = if ret > 0 && !processed.is_null() {
+                    *processed
+                } else {
+                    0
+                };
+                if let Some(cell) = cell.as_ref() {
+                    cell.set(got < len);
+                }
+            }
+        }
+        c_long::from(ret)
     }
 
-    /// `SSL_write_ex`: how much of `buf` was taken, or the error code.
-    pub(crate) fn write(ssl: &mut SslRef, buf: &[u8]) -> Result<usize, Code> {
-        let mut n = 0;
-        // SAFETY: buf is valid for reads of buf.len() bytes, n for one
-        // usize; the SSL is live and borrowed mutably.
-        let ok = unsafe {
-            openssl_sys::SSL_write_ex(ssl.as_ptr(), buf.as_ptr().cast(), buf.len(), &mut n)
-        };
-        done(ssl, ok, n)
-    }
+    impl Session {
+        /// `ssl` on socket `fd`, which the caller keeps open for as long as
+        /// the session lives (OpenSSL does not close it).
+        pub(crate) fn on_socket(ssl: Ssl, fd: RawFd) -> Option<Session> {
+            let last_read_short = Rc::new(Cell::new(false));
+            // SAFETY: the pointer is a live SSL (owned here); SSL_set_fd
+            // only makes a socket BIO for fd (BIO_NOCLOSE) and installs it
+            // as the SSL's read and write BIO, which the SSL owns.
+            if unsafe { SSL_set_fd(ssl.as_ptr(), fd) } != 1 {
+                return None;
+            }
+            // SAFETY: the SSL is live; its read BIO is the socket BIO just
+            // made (non-null after SSL_set_fd succeeded), owned by the SSL,
+            // which the returned Session frees before `last_read_short`:
+            // the callback never sees the cell freed. SSL_get_read_ahead
+            // only reads the SSL's setting.
+            let reads_ahead = unsafe {
+                let bio = openssl_sys::SSL_get_rbio(ssl.as_ptr());
+                BIO_set_callback_arg(bio, Rc::as_ptr(&last_read_short).cast_mut().cast());
+                BIO_set_callback_ex(bio, Some(note_read));
+                SSL_get_read_ahead(ssl.as_ptr()) != 0
+            };
+            Some(Session {
+                ssl,
+                last_read_short,
+                reads_ahead,
+            })
+        }
 
-    /// `SSL_do_handshake`: Ok once the handshake is complete.
-    pub(crate) fn handshake(ssl: &mut SslRef) -> Result<(), Code> {
-        // SAFETY: the SSL is live and borrowed mutably.
-        let rc = unsafe { openssl_sys::SSL_do_handshake(ssl.as_ptr()) };
-        done(ssl, rc, 0).map(drop)
-    }
+        pub(crate) fn ssl(&self) -> &SslRef {
+            &self.ssl
+        }
 
-    /// `SSL_shutdown`: one try at sending close_notify.
-    pub(crate) fn shutdown(ssl: &mut SslRef) {
-        // SAFETY: the SSL is live and borrowed mutably.
-        let rc = unsafe { openssl_sys::SSL_shutdown(ssl.as_ptr()) };
-        if rc < 0 {
-            // Whatever failed is of no interest at the close; the queue
-            // must be empty for the next session's calls.
-            drop(openssl::error::ErrorStack::get());
+        pub(crate) fn ssl_mut(&mut self) -> &mut SslRef {
+            &mut self.ssl
+        }
+
+        /// With read ahead, the socket is known empty once the last read
+        /// from it came back short and OpenSSL holds none of its bytes.
+        #[inline]
+        pub(crate) fn drained(&self) -> bool {
+            self.reads_ahead && self.last_read_short.get() && !self.has_pending()
+        }
+
+        /// Bytes read from the socket that OpenSSL has not handed out yet
+        /// (a whole record or part of one).
+        pub(crate) fn has_pending(&self) -> bool {
+            // SAFETY: the SSL is live; SSL_has_pending only reads its
+            // record layer's buffers.
+            unsafe { SSL_has_pending(self.ssl.as_ptr()) == 1 }
+        }
+
+        /// `SSL_read_ex`: plaintext into `buf`, or the error code.
+        pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, Code> {
+            let mut n = 0;
+            // SAFETY: buf is valid for writes of buf.len() bytes, n for one
+            // usize; the SSL is live and borrowed mutably.
+            let ok = unsafe {
+                openssl_sys::SSL_read_ex(
+                    self.ssl.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    &mut n,
+                )
+            };
+            done(&self.ssl, ok, n)
+        }
+
+        /// `SSL_write_ex`: how much of `buf` was taken, or the error code.
+        pub(crate) fn write(&mut self, buf: &[u8]) -> Result<usize, Code> {
+            let mut n = 0;
+            // SAFETY: buf is valid for reads of buf.len() bytes, n for one
+            // usize; the SSL is live and borrowed mutably.
+            let ok = unsafe {
+                openssl_sys::SSL_write_ex(self.ssl.as_ptr(), buf.as_ptr().cast(), buf.len(), &mut n)
+            };
+            done(&self.ssl, ok, n)
+        }
+
+        /// `SSL_do_handshake`: Ok once the handshake is complete.
+        pub(crate) fn handshake(&mut self) -> Result<(), Code> {
+            // SAFETY: the SSL is live and borrowed mutably.
+            let rc = unsafe { openssl_sys::SSL_do_handshake(self.ssl.as_ptr()) };
+            done(&self.ssl, rc, 0).map(drop)
+        }
+
+        /// `SSL_shutdown`: one try at sending close_notify.
+        pub(crate) fn shutdown(&mut self) {
+            // SAFETY: the SSL is live and borrowed mutably.
+            let rc = unsafe { openssl_sys::SSL_shutdown(self.ssl.as_ptr()) };
+            if rc < 0 {
+                // Whatever failed is of no interest at the close; the queue
+                // must be empty for the next session's calls.
+                drop(openssl::error::ErrorStack::get());
+            }
         }
     }
 
-    fn done(ssl: &SslRef, rc: libc::c_int, n: usize) -> Result<usize, Code> {
+    /// Why a call did not complete: `SSL_get_error`'s code.
+    pub(crate) type Code = c_int;
+
+    fn done(ssl: &SslRef, rc: c_int, n: usize) -> Result<usize, Code> {
         if rc > 0 {
             return Ok(n);
         }

@@ -290,6 +290,9 @@ impl Reactor {
         let authenticating = self.settings.auth_file.is_some();
         let mut conn = Conn::new(stream, fd, self.cache.now(), authenticating);
         conn.choose_protocol(protocol);
+        // Registering reports the socket writable at once, so the
+        // connection gets its first turn and reads what TLS holds.
+        conn.readable = conn.stream.holds_input();
         if self
             .register(
                 fd,

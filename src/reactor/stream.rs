@@ -105,6 +105,12 @@ impl Stream {
         }
     }
 
+    /// TLS holds input already taken from the socket (see
+    /// `TlsStream::holds_input`): read it without waiting for an event.
+    pub(super) fn holds_input(&self) -> bool {
+        matches!(self, Stream::Tls(s) if s.holds_input())
+    }
+
     /// TLS holds output the connection's buffer no longer has.
     #[inline]
     pub(super) fn holds_output(&self) -> bool {

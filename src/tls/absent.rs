@@ -62,6 +62,9 @@ impl TlsStream {
     pub(crate) fn holds_output(&self) -> bool {
         match *self {}
     }
+    pub(crate) fn holds_input(&self) -> bool {
+        match *self {}
+    }
     pub(crate) fn tcp(&self) -> &TcpStream {
         match *self {}
     }

@@ -98,6 +98,18 @@ impl Failure {
 fn build(s: &TlsSettings) -> Result<SslContext, Failure> {
     let mut b = configured(SslMethod::tls_server(), s)?;
     b.set_verify(SslVerifyMode::from_bits_truncate(s.verify_mode));
+    // One recv takes all the socket has, not a record's header and then
+    // its body, and tells the stream when the socket is empty (see
+    // `stream.rs`). Clients' sessions only: their handshake ends inside a
+    // read, which goes on to hand out whatever came with it, whereas the
+    // replication link's connecting side may finish its handshake in a
+    // write, which would leave bytes read ahead with no event to come.
+    // Not with kernel TLS either: OpenSSL does not give receiving to the
+    // kernel while it holds bytes read ahead, and a kernel read returns
+    // one record whatever is asked, so a short one says nothing.
+    if !s.kernel_tls {
+        b.set_read_ahead(true);
+    }
     if s.session_cache {
         b.set_new_session_callback(|_, _| crate::stats::count_new_tls_session());
         b.set_session_cache_mode(SslSessionCacheMode::SERVER);

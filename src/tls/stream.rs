@@ -8,11 +8,15 @@
 //! Reads and writes take and give plaintext. A read fills the buffer
 //! from as many records as are there, so a short read means the socket
 //! is drained, as with a plain socket (the reactor is edge-triggered and
-//! relies on that; OpenSSL hands out one record per call). The handshake
-//! happens inside the first reads; renegotiation is refused by the
-//! context (`SSL_OP_NO_RENEGOTIATION`).
+//! relies on that; OpenSSL hands out one record per call). With read
+//! ahead (client sessions without kernel TLS) OpenSSL asks the socket for
+//! all it has, and a read stops as soon as the socket came back short and
+//! OpenSSL holds none of its bytes: one `recv` per batch of records, where
+//! reading on until `WANT_READ` cost a record header's, a body's and an
+//! empty one's. The handshake happens inside the first reads;
+//! renegotiation is refused by the context (`SSL_OP_NO_RENEGOTIATION`).
 
-use crate::sys::ssl as ffi;
+use crate::sys::ssl::{self as ffi, Session};
 use openssl::error::ErrorStack;
 use openssl::ssl::{ErrorCode, Ssl, SslRef};
 use openssl::x509::X509VerifyResult;
@@ -23,7 +27,7 @@ use std::os::fd::AsRawFd;
 pub(crate) struct TlsStream {
     /// Declared before the socket: the session is freed before the
     /// descriptor it reads closes.
-    ssl: Ssl,
+    session: Session,
     tcp: TcpStream,
     /// The last read stopped because OpenSSL must write first (a
     /// handshake record into a full socket): retry it when writable.
@@ -68,7 +72,7 @@ enum End {
 /// system said (taken at once, before anything else can change them).
 struct Failed {
     code: ErrorCode,
-    stack: ErrorStack,
+    stack: Option<ErrorStack>,
     os: Option<io::Error>,
 }
 
@@ -78,9 +82,12 @@ impl Failed {
         let os = (code == ErrorCode::SYSCALL)
             .then(io::Error::last_os_error)
             .filter(|e| e.raw_os_error() != Some(0));
-        // Drained on every failure, so the next call's SSL_get_error sees
-        // only its own errors.
-        let stack = ErrorStack::get();
+        // Drained on every failure that may have queued errors, so the
+        // next call's SSL_get_error sees only its own. `WANT_READ` and
+        // `WANT_WRITE` leave none: SSL_get_error says them only when the
+        // queue is empty.
+        let would_block = matches!(code, ErrorCode::WANT_READ | ErrorCode::WANT_WRITE);
+        let stack = (!would_block).then(ErrorStack::get);
         Failed { code, stack, os }
     }
 
@@ -95,8 +102,8 @@ impl TlsStream {
     /// socket that already failed it (garbage, a closed peer) is closed.
     pub(super) fn accept(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
         let mut stream = TlsStream::begin(ssl, tcp, chunk)?;
-        stream.ssl.set_accept_state();
-        match ffi::handshake(&mut stream.ssl) {
+        stream.session.ssl_mut().set_accept_state();
+        match stream.session.handshake() {
             Ok(()) => {}
             Err(code) => {
                 let failed = Failed::take(code);
@@ -112,13 +119,13 @@ impl TlsStream {
     /// be set to) happens entirely inside its first reads and writes, so
     /// that a failure, the very first one included, is seen there with
     /// its reason.
-    pub(super) fn begin(mut ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
-        if !ffi::set_fd(&mut ssl, tcp.as_raw_fd()) {
+    pub(super) fn begin(ssl: Ssl, tcp: TcpStream, chunk: usize) -> Result<TlsStream, Refused> {
+        let Some(session) = Session::on_socket(ssl, tcp.as_raw_fd()) else {
             drop(ErrorStack::get());
             return Err(Refused::Session);
-        }
+        };
         Ok(TlsStream {
-            ssl,
+            session,
             tcp,
             read_wants_write: false,
             write_wants_read: false,
@@ -144,8 +151,13 @@ impl TlsStream {
         let mut filled = 0;
         self.read_wants_write = false;
         while filled < buf.len() {
-            match ffi::read(&mut self.ssl, &mut buf[filled..]) {
-                Ok(n) => filled += n,
+            match self.session.read(&mut buf[filled..]) {
+                Ok(n) => {
+                    filled += n;
+                    if self.session.drained() {
+                        break;
+                    }
+                }
                 Err(code) => {
                     let e = Failed::take(code);
                     let outcome = match e.code {
@@ -156,9 +168,9 @@ impl TlsStream {
                         }
                         ErrorCode::ZERO_RETURN => self.ended(End::Closed),
                         ErrorCode::SYSCALL if e.os.is_none() => self.ended(End::Closed),
-                        ErrorCode::SSL if unexpected_eof(&e.stack) => self.ended(End::Closed),
+                        ErrorCode::SSL if unexpected_eof(&e) => self.ended(End::Closed),
                         _ => {
-                            self.failure = Some(describe(&e, &self.ssl));
+                            self.failure = Some(describe(&e, self.session.ssl()));
                             self.ended(End::Broken)
                         }
                     };
@@ -177,7 +189,7 @@ impl TlsStream {
     /// counts only those that break in its first `SSL_accept`, which a
     /// client sending garbage right after connecting may or may not reach.
     fn ended(&mut self, end: End) -> io::Result<usize> {
-        if matches!(end, End::Broken) && !self.ssl.is_init_finished() {
+        if matches!(end, End::Broken) && !self.session.ssl().is_init_finished() {
             self.handshake_failed = true;
         }
         self.end = Some(end);
@@ -222,10 +234,18 @@ impl TlsStream {
         !self.unsent.is_empty()
     }
 
+    /// Input OpenSSL has read from the socket and not handed out: after
+    /// a handshake that finished outside a read (the one `accept` starts
+    /// can take the client's Finished and, read ahead, the request right
+    /// behind it), only a read finds it; the socket will not signal it.
+    pub(crate) fn holds_input(&self) -> bool {
+        self.session.has_pending()
+    }
+
     /// One `SSL_write`: `None` when it must be retried with the same bytes.
     fn ssl_write(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
         self.write_wants_read = false;
-        match ffi::write(&mut self.ssl, buf) {
+        match self.session.write(buf) {
             Ok(n) => Ok(Some(n)),
             Err(code) => {
                 let e = Failed::take(code);
@@ -236,10 +256,10 @@ impl TlsStream {
                         Ok(None)
                     }
                     _ => {
-                        if !self.ssl.is_init_finished() {
+                        if !self.session.ssl().is_init_finished() {
                             self.handshake_failed = true;
                         }
-                        self.failure = Some(describe(&e, &self.ssl));
+                        self.failure = Some(describe(&e, self.session.ssl()));
                         Err(io::ErrorKind::BrokenPipe.into())
                     }
                 }
@@ -273,11 +293,11 @@ impl TlsStream {
     /// memcached's `SSL_shutdown` before closing: one try at sending
     /// close_notify, not waiting for the peer's.
     pub(crate) fn close_notify(&mut self) {
-        if self.ssl.is_init_finished()
+        if self.session.ssl().is_init_finished()
             && !matches!(self.end, Some(End::Broken))
             && matches!(self.drain(), Ok(true))
         {
-            ffi::shutdown(&mut self.ssl);
+            self.session.shutdown();
         }
     }
 }
@@ -287,7 +307,8 @@ impl TlsStream {
 /// unknown ca"), with the certificate check's own ("hostname mismatch")
 /// when that failed.
 fn describe(e: &Failed, ssl: &SslRef) -> String {
-    let mut text = match (e.stack.errors().first(), &e.os) {
+    let first = e.stack.as_ref().and_then(|s| s.errors().first());
+    let mut text = match (first, &e.os) {
         (Some(first), _) => first.reason().unwrap_or("unknown TLS error").to_string(),
         (None, Some(os)) => os.to_string(),
         (None, None) => format!("TLS error {}", e.code.as_raw()),
@@ -302,12 +323,14 @@ fn describe(e: &Failed, ssl: &SslRef) -> String {
 /// OpenSSL 3 reports a peer that closed without close_notify as an SSL
 /// error (`SSL_R_UNEXPECTED_EOF_WHILE_READING`): a peer gone, not one
 /// that broke the protocol.
-fn unexpected_eof(stack: &ErrorStack) -> bool {
+fn unexpected_eof(failed: &Failed) -> bool {
     const SSL_R_UNEXPECTED_EOF_WHILE_READING: i32 = 294;
-    stack
-        .errors()
-        .iter()
-        .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    failed.stack.as_ref().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|e| e.reason_code() == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    })
 }
 
 impl End {
