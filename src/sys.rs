@@ -629,7 +629,7 @@ pub(crate) fn wait_readable(fd: RawFd, timeout_ms: i32) -> bool {
 /// OpenSSL hand the record layer to the kernel (`ssl_kernel_tls`) and
 /// saves a trip through a Rust I/O adapter per record. The `openssl`
 /// crate makes and configures the session; these are the calls it only
-/// offers around its adapter, and a watch on the socket BIO's reads.
+/// offers around its adapter, and a socket BIO that notes short reads.
 #[cfg(feature = "tls")]
 pub(crate) mod ssl {
     use foreign_types::ForeignTypeRef;
@@ -637,42 +637,129 @@ pub(crate) mod ssl {
     use std::cell::Cell;
     use std::os::fd::RawFd;
     use std::rc::Rc;
+    use std::sync::OnceLock;
 
-    use libc::{c_char, c_int, c_long};
-    use openssl_sys::{BIO, SSL};
+    use libc::{c_char, c_int, c_long, c_void};
+    use openssl_sys::{BIO, BIO_METHOD, SSL};
 
-    /// OpenSSL's `BIO_callback_fn_ex`.
-    type BioCallback = unsafe extern "C" fn(
-        bio: *mut BIO,
-        oper: c_int,
-        argp: *const c_char,
-        len: usize,
-        argi: c_int,
-        argl: c_long,
-        ret: c_int,
-        processed: *mut usize,
-    ) -> c_long;
+    type ReadFn = unsafe extern "C" fn(*mut BIO, *mut c_char, c_int) -> c_int;
+    type WriteFn = unsafe extern "C" fn(*mut BIO, *const c_char, c_int) -> c_int;
+    type PutsFn = unsafe extern "C" fn(*mut BIO, *const c_char) -> c_int;
+    type CtrlFn = unsafe extern "C" fn(*mut BIO, c_int, c_long, *mut c_void) -> c_long;
+    type LifeFn = unsafe extern "C" fn(*mut BIO) -> c_int;
 
-    /// `BIO_CB_READ | BIO_CB_RETURN`: a read has returned.
-    const BIO_READ_RETURNED: c_int = 0x02 | 0x80;
+    /// `BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR`, as the socket BIO's.
+    const SOCKET_KIND: c_int = 0x0400 | 0x0100;
+    /// `BIO_C_SET_FD` (`BIO_set_fd`), and `BIO_NOCLOSE`.
+    const BIO_C_SET_FD: c_int = 104;
+    const BIO_NOCLOSE: c_long = 0;
 
     unsafe extern "C" {
         fn SSL_set_fd(ssl: *mut SSL, fd: c_int) -> c_int;
         fn SSL_has_pending(ssl: *const SSL) -> c_int;
         fn SSL_get_read_ahead(ssl: *const SSL) -> c_int;
-        fn BIO_set_callback_ex(bio: *mut BIO, callback: Option<BioCallback>);
+        fn BIO_s_socket() -> *const BIO_METHOD;
+        fn BIO_get_new_index() -> c_int;
+        fn BIO_meth_new(kind: c_int, name: *const c_char) -> *mut BIO_METHOD;
+        fn BIO_meth_get_read(m: *const BIO_METHOD) -> Option<ReadFn>;
+        fn BIO_meth_get_write(m: *const BIO_METHOD) -> Option<WriteFn>;
+        fn BIO_meth_get_puts(m: *const BIO_METHOD) -> Option<PutsFn>;
+        fn BIO_meth_get_ctrl(m: *const BIO_METHOD) -> Option<CtrlFn>;
+        fn BIO_meth_get_create(m: *const BIO_METHOD) -> Option<LifeFn>;
+        fn BIO_meth_get_destroy(m: *const BIO_METHOD) -> Option<LifeFn>;
+        fn BIO_meth_set_read(m: *mut BIO_METHOD, f: Option<ReadFn>) -> c_int;
+        fn BIO_meth_set_write(m: *mut BIO_METHOD, f: Option<WriteFn>) -> c_int;
+        fn BIO_meth_set_puts(m: *mut BIO_METHOD, f: Option<PutsFn>) -> c_int;
+        fn BIO_meth_set_ctrl(m: *mut BIO_METHOD, f: Option<CtrlFn>) -> c_int;
+        fn BIO_meth_set_create(m: *mut BIO_METHOD, f: Option<LifeFn>) -> c_int;
+        fn BIO_meth_set_destroy(m: *mut BIO_METHOD, f: Option<LifeFn>) -> c_int;
+        fn BIO_new(m: *const BIO_METHOD) -> *mut BIO;
+        fn BIO_int_ctrl(bio: *mut BIO, cmd: c_int, larg: c_long, iarg: c_int) -> c_long;
+        fn BIO_free(bio: *mut BIO) -> c_int;
         fn BIO_set_callback_arg(bio: *mut BIO, arg: *mut c_char);
         fn BIO_get_callback_arg(bio: *const BIO) -> *mut c_char;
     }
 
-    /// A session reading and writing its socket, and what the socket BIO
-    /// saw on its last read: whether it came back with less than OpenSSL
-    /// asked for (or nothing), which leaves the socket empty at that
-    /// moment, so that an edge-triggered reader can stop without one more
-    /// read to find that out. OpenSSL asks for more than one record only
-    /// with read ahead on (`reads_ahead`); without it every read asks for
-    /// exactly what the record needs, and a short one is only a record
-    /// still in flight.
+    /// OpenSSL's socket BIO with its read wrapped: every function is the
+    /// socket BIO's own (so the BIO's state is a socket BIO's), the read
+    /// also notes whether it came back short. Made once; never freed.
+    struct NotingSocket {
+        method: *mut BIO_METHOD,
+        socket_read: ReadFn,
+    }
+
+    // SAFETY: the method is built once, then only read (by OpenSSL, which
+    // shares methods between threads), and the read is a plain function.
+    unsafe impl Send for NotingSocket {}
+    // SAFETY: as above: nothing in it changes after it is made.
+    unsafe impl Sync for NotingSocket {}
+
+    static NOTING_SOCKET: OnceLock<Option<NotingSocket>> = OnceLock::new();
+
+    fn noting_socket() -> Option<&'static NotingSocket> {
+        NOTING_SOCKET
+            .get_or_init(|| {
+                // SAFETY: BIO_s_socket is OpenSSL's static socket method;
+                // its functions are copied, as they are, into a new method
+                // that OpenSSL owns and that lives as long as the process,
+                // with the read replaced by `read_noting`, which calls the
+                // socket's own read first.
+                unsafe {
+                    let socket = BIO_s_socket();
+                    let socket_read = BIO_meth_get_read(socket)?;
+                    let index = BIO_get_new_index();
+                    if index == -1 {
+                        return None;
+                    }
+                    let kind = index | SOCKET_KIND;
+                    let method = BIO_meth_new(kind, c"socket, short reads noted".as_ptr());
+                    if method.is_null() {
+                        return None;
+                    }
+                    let set = BIO_meth_set_read(method, Some(read_noting)) == 1
+                        && BIO_meth_set_write(method, BIO_meth_get_write(socket)) == 1
+                        && BIO_meth_set_puts(method, BIO_meth_get_puts(socket)) == 1
+                        && BIO_meth_set_ctrl(method, BIO_meth_get_ctrl(socket)) == 1
+                        && BIO_meth_set_create(method, BIO_meth_get_create(socket)) == 1
+                        && BIO_meth_set_destroy(method, BIO_meth_get_destroy(socket)) == 1;
+                    set.then_some(NotingSocket {
+                        method,
+                        socket_read,
+                    })
+                }
+            })
+            .as_ref()
+    }
+
+    /// The socket BIO's read, noting in the session's cell (the BIO's
+    /// callback argument; no callback is set) whether it returned less
+    /// than asked for: nothing (`EAGAIN`, end of file, an error) or a part.
+    unsafe extern "C" fn read_noting(bio: *mut BIO, buf: *mut c_char, len: c_int) -> c_int {
+        let Some(noting) = NOTING_SOCKET.get().and_then(Option::as_ref) else {
+            return -1;
+        };
+        // SAFETY: OpenSSL calls this as the BIO's read, with its arguments
+        // for the socket BIO's read (this BIO is one, but for the read);
+        // the callback argument is the `last_read_short` cell of the
+        // Session owning the SSL that owns this BIO (set in `on_socket`;
+        // the Session frees the SSL before the cell), or null.
+        unsafe {
+            let n = (noting.socket_read)(bio, buf, len);
+            if let Some(cell) = BIO_get_callback_arg(bio).cast::<Cell<bool>>().as_ref() {
+                cell.set(n < len);
+            }
+            n
+        }
+    }
+
+    /// A session reading and writing its socket. With read ahead on
+    /// (`reads_ahead`), OpenSSL asks the socket for all the room its
+    /// buffer has, and its BIO notes whether the last read came back with
+    /// less (or nothing), which left the socket empty at that moment, so
+    /// that an edge-triggered reader can stop without one more read to
+    /// find that out. Without read ahead every read asks for exactly what
+    /// the record needs, a short one says nothing, and the session is on
+    /// a plain socket BIO (`SSL_set_fd`, where kernel TLS can engage).
     pub(crate) struct Session {
         /// Declared first: freed (with its BIO, which points at
         /// `last_read_short`) before the cell is.
@@ -683,63 +770,39 @@ pub(crate) mod ssl {
         reads_ahead: bool,
     }
 
-    /// Notes, for the session whose cell is the BIO's callback argument,
-    /// whether a read from the socket came back short. Every call's result
-    /// is passed on unchanged.
-    unsafe extern "C" fn note_read(
-        bio: *mut BIO,
-        oper: c_int,
-        _argp: *const c_char,
-        len: usize,
-        _argi: c_int,
-        _argl: c_long,
-        ret: c_int,
-        processed: *mut usize,
-    ) -> c_long {
-        if oper == BIO_READ_RETURNED {
-            // SAFETY: OpenSSL passes its live BIO, whose callback argument
-            // is the `last_read_short` cell of the Session owning the SSL
-            // that owns this BIO (set in `on_socket`; the cell is freed
-            // only after the SSL); `processed` points at the byte count
-            // of the read that returned (checked for null all the same).
-            unsafe {
-                let cell = BIO_get_callback_arg(bio).cast::<Cell<bool>>();
-                let got = if ret > 0 && !processed.is_null() {
-                    *processed
-                } else {
-                    0
-                };
-                if let Some(cell) = cell.as_ref() {
-                    cell.set(got < len);
-                }
-            }
-        }
-        c_long::from(ret)
-    }
-
     impl Session {
         /// `ssl` on socket `fd`, which the caller keeps open for as long as
         /// the session lives (OpenSSL does not close it).
         pub(crate) fn on_socket(ssl: Ssl, fd: RawFd) -> Option<Session> {
             let last_read_short = Rc::new(Cell::new(false));
-            // SAFETY: the pointer is a live SSL (owned here); SSL_set_fd
-            // only makes a socket BIO for fd (BIO_NOCLOSE) and installs it
-            // as the SSL's read and write BIO, which the SSL owns.
-            if unsafe { SSL_set_fd(ssl.as_ptr(), fd) } != 1 {
-                return None;
-            }
-            // SAFETY: the SSL is live; its read BIO is the socket BIO just
-            // made (non-null after SSL_set_fd succeeded), owned by the SSL,
-            // which the returned Session frees before `last_read_short`:
-            // the callback never sees the cell freed. SSL_get_read_ahead
-            // only reads the SSL's setting.
-            let reads_ahead = unsafe {
-                let bio = openssl_sys::SSL_get_rbio(ssl.as_ptr());
-                BIO_set_callback_arg(bio, Rc::as_ptr(&last_read_short).cast_mut().cast());
-                BIO_set_callback_ex(bio, Some(note_read));
-                SSL_get_read_ahead(ssl.as_ptr()) != 0
+            // SAFETY: SSL_get_read_ahead only reads the live SSL's setting.
+            let reads_ahead = unsafe { SSL_get_read_ahead(ssl.as_ptr()) } != 0;
+            let ok = match noting_socket().filter(|_| reads_ahead) {
+                // SAFETY: the SSL is live (owned here). The BIO is made
+                // from the noting socket method, given fd (BIO_NOCLOSE,
+                // as SSL_set_fd does) and the cell, which outlives it
+                // (above), then handed to the SSL as its read and write
+                // BIO: one reference, which the SSL owns from then on. A
+                // BIO not handed over is freed here.
+                Some(noting) => unsafe {
+                    let bio = BIO_new(noting.method);
+                    if bio.is_null() {
+                        false
+                    } else if BIO_int_ctrl(bio, BIO_C_SET_FD, BIO_NOCLOSE, fd) != 1 {
+                        BIO_free(bio);
+                        false
+                    } else {
+                        BIO_set_callback_arg(bio, Rc::as_ptr(&last_read_short).cast_mut().cast());
+                        openssl_sys::SSL_set_bio(ssl.as_ptr(), bio, bio);
+                        true
+                    }
+                },
+                // SAFETY: the SSL is live (owned here); SSL_set_fd only
+                // makes a socket BIO for fd (BIO_NOCLOSE) and installs it
+                // as the SSL's read and write BIO, which the SSL owns.
+                None => unsafe { SSL_set_fd(ssl.as_ptr(), fd) == 1 },
             };
-            Some(Session {
+            ok.then_some(Session {
                 ssl,
                 last_read_short,
                 reads_ahead,
