@@ -231,3 +231,36 @@ def test_many_clients_connecting_at_once(start_server, cert, kind):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads)
     assert failures == []
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_one_read_per_request(start_server, cert, tmp_path):
+    """Read ahead and the short-read note: a get over TLS costs the
+    server one `read` of its socket (a record header, its body and a read
+    that finds the socket empty were three), and a mget10 too."""
+    srv = start(start_server, "ours", cert)
+    c = FlightClient(srv.addr, context())
+    c.handshake()
+    c.send(*[b"set k%d 0 0 1\r\nv\r\n" % i for i in range(10)])
+    c.read_until(count(b"STORED\r\n", 10))
+    trace = tmp_path / "reads.strace"
+    tracer = subprocess.Popen(["strace", "-f", "-e", "trace=read,recvfrom,recvmsg", "-o", str(trace),
+                               "-p", str(srv.pid)], stderr=subprocess.PIPE)
+    try:
+        assert b"attached" in tracer.stderr.readline()
+        for _ in range(20):
+            c.send(b"get k1\r\n")
+            assert c.read_until(ends_with(b"END\r\n")) == b"VALUE k1 0 1\r\nv\r\nEND\r\n"
+            c.send(b"get " + b" ".join(b"k%d" % i for i in range(10)) + b"\r\n")
+            assert c.read_until(ends_with(b"END\r\n")).count(b"VALUE") == 10
+    finally:
+        tracer.terminate()
+        tracer.wait(timeout=10)
+    per_fd = {}
+    for line in trace.read_text().splitlines():
+        fd = line.split("(", 1)[1].split(",", 1)[0] if "(" in line else None
+        if fd is not None and fd.isdigit():
+            per_fd[fd] = per_fd.get(fd, 0) + 1
+    c.close()
+    # The client's descriptor is the one read most; 40 requests.
+    assert 40 <= max(per_fd.values()) <= 42, per_fd
