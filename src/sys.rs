@@ -817,8 +817,17 @@ pub(crate) mod ssl {
             &mut self.ssl
         }
 
+        /// Forgets how the last read from the socket ended. A note older
+        /// than the caller's latest event says nothing: data may have come
+        /// since, and its edge been taken already.
+        #[inline]
+        pub(crate) fn forget_last_read(&self) {
+            self.last_read_short.set(false);
+        }
+
         /// With read ahead, the socket is known empty once the last read
-        /// from it came back short and OpenSSL holds none of its bytes.
+        /// from it (since `forget_last_read`) came back short and OpenSSL
+        /// holds none of its bytes.
         #[inline]
         pub(crate) fn drained(&self) -> bool {
             self.reads_ahead && self.last_read_short.get() && !self.has_pending()

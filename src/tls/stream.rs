@@ -150,6 +150,11 @@ impl TlsStream {
         }
         let mut filled = 0;
         self.read_wants_write = false;
+        // Only a short read from the socket within this call says it is
+        // empty: one from an earlier call may predate data whose event the
+        // reactor has handled already (a read that filled its buffer and
+        // left records inside OpenSSL, then more came).
+        self.session.forget_last_read();
         while filled < buf.len() {
             match self.session.read(&mut buf[filled..]) {
                 Ok(n) => {

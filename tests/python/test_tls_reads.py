@@ -1,8 +1,8 @@
 """How TLS input reaches the server: records that arrive together with
 the handshake's last flight, many records in one segment, a record split
-over several segments, values that span many records, and many clients
+over several segments, values that span many records, many clients
 connecting at once (each one handshake and one get, the benchmark's
-"new connections").
+"new connections"), and what a request costs in reads of the socket.
 
 The client here drives Python's TLS over memory buffers, so that it
 chooses exactly which bytes go out in which `send`: its Finished and its
@@ -264,3 +264,20 @@ def test_one_read_per_request(start_server, cert, tmp_path):
     c.close()
     # The client's descriptor is the one read most; 40 requests.
     assert 40 <= max(per_fd.values()) <= 42, per_fd
+
+
+def test_stream_of_small_records_with_values_swallowed(start_server, cert):
+    """memcached's lru-maintainer.t over TLS, its first part: 15,000 sets
+    (noreply, one record each) into 3 MB, many refused and their values
+    swallowed a few bytes at a time, written without reading, then one
+    set that answers. A read that finds records left inside OpenSSL must
+    not take an old short read from the socket for a drained socket (data
+    may have come since, its event already handled): it stalled here."""
+    srv = start(start_server, "ours", cert, "-m", "3", "-o", "lru_maintainer,lru_crawler")
+    raw = socket.create_connection(srv.addr, timeout=IO_TIMEOUT)
+    with context().wrap_socket(raw) as s:
+        stub = b"X" * 200
+        for i in range(1, 15001):
+            s.sendall(b"set %s%d 0 0 2 noreply\r\nok\r\n" % (stub, i))
+        s.sendall(b"set %s20001 0 0 2\r\nok\r\n" % stub)
+        assert recv_until(s, ends_with(b"STORED\r\n")).endswith(b"STORED\r\n")
