@@ -10,10 +10,10 @@
 //! is drained, as with a plain socket (the reactor is edge-triggered and
 //! relies on that; OpenSSL hands out one record per call). With read
 //! ahead (client sessions without kernel TLS) OpenSSL asks the socket for
-//! all it has, and a read stops as soon as the socket came back short and
-//! OpenSSL holds none of its bytes: one `recv` per batch of records, where
-//! reading on until `WANT_READ` cost a record header's, a body's and an
-//! empty one's. The handshake happens inside the first reads;
+//! all it has, and a read stops as soon as the socket came back short (in
+//! that read) and OpenSSL holds none of its bytes: one `recv` per batch
+//! of records, where reading on until `WANT_READ` cost a record header's,
+//! a body's and an empty one's. The handshake happens inside the first reads;
 //! renegotiation is refused by the context (`SSL_OP_NO_RENEGOTIATION`).
 
 use crate::sys::ssl::{self as ffi, Session};
