@@ -389,7 +389,7 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
     }
     out.extend_from_slice(b"\r\n");
     match &flash {
-        Some(Some((value, _))) => out.extend_from_slice(value),
+        Some(Some(value)) => out.extend_from_slice(value.bytes()),
         _ => {
             for seg in ctx.cache.value_segments(it) {
                 out.extend_from_slice(seg);
@@ -397,9 +397,11 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         }
     }
     out.extend_from_slice(b"\r\n");
-    if let Some(Some((value, fetched))) = flash {
+    if let Some(Some(value)) = flash {
         let rate = ctx.settings.ext.recache_rate;
-        ctx.cache.ext_recache(key, &value, rate, fetched, ctx.fd);
+        ctx.cache
+            .ext_recache(key, value.bytes(), rate, value.fetched, ctx.fd);
+        ctx.cache.ext_recycle(value);
     }
     if r.trace {
         let mut err = std::io::stderr().lock();
