@@ -172,7 +172,44 @@ def result_of(stdout, stderr):
     raise RuntimeError(f"loadgen: {stderr.strip()}")
 
 
+def cpu_busy(interval=0.5):
+    """Fraction of `interval` both cores were busy (from /proc/stat)."""
+    def snap():
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                parts = line.split()
+                if parts[0] in (f"cpu{SERVER_CORE}", f"cpu{CLIENT_CORE}"):
+                    v = [int(x) for x in parts[1:9]]
+                    busy += sum(v) - v[3] - v[4]
+                    total += sum(v)
+        return busy, total
+    b0, t0 = snap()
+    time.sleep(interval)
+    b1, t1 = snap()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit=15.0):
+    """Waits (up to `limit` seconds) until both cores are idle, so a run
+    does not start in the middle of someone else's burst."""
+    end = time.time() + limit
+    while time.time() < end and cpu_busy() >= 0.10:
+        pass
+
+
+def foreign(r, client_util):
+    """Busy time on the two cores that neither the server nor the load
+    generators spent (other processes of a shared machine), as a fraction
+    of the interval: the larger of the two cores'."""
+    cpus = r.get("cpus", {})
+    own = {SERVER_CORE: r.get("server_cpu_util"), CLIENT_CORE: client_util}
+    return max((cpus[c]["busy"] + cpus[c]["steal"] - u for c, u in own.items()
+                if c in cpus and u is not None), default=0.0)
+
+
 def loadgen(srv, keys, key_size, conns, duration, extra=()):
+    wait_quiet()
     cmd = loadgen_cmd(srv, keys, key_size, conns, duration, extra)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     return result_of(out.stdout, out.stderr)
@@ -256,6 +293,7 @@ def throughput(binary, label, threads_one, scale, duration):
         beside, reader = (ram_beside_python if READER == "python" else ram_beside_flash)(
             srv, n, duration)
         flash_cpu_us = flash["server_cpu_us_per_req"] or 0.0
+        client_beside = beside["client_cpu_util"] + reader["client_cpu_util"]
         return {"flash_gets": flash["ops_per_sec"], "flash_hits": flash["hits"],
                 "flash_gets_all": flash["gets"], "flash_p99_us": flash["p99_us"],
                 "flash_cpu_us": flash_cpu_us,
@@ -266,7 +304,10 @@ def throughput(binary, label, threads_one, scale, duration):
                 "server_cpu_alone": alone["server_cpu_util"],
                 "server_cpu_beside": beside["server_cpu_util"],
                 "client_cpu_alone": alone["client_cpu_util"],
-                "client_cpu_beside": beside["client_cpu_util"] + reader["client_cpu_util"],
+                "client_cpu_beside": client_beside,
+                "foreign": max(foreign(flash, flash["client_cpu_util"]),
+                               foreign(alone, alone["client_cpu_util"]),
+                               foreign(beside, client_beside)),
                 "flash_beside": reader["ops_per_sec"], "flash_beside_hits": reader["hits"],
                 "flash_beside_gets": reader["gets"],
                 # The share of the server's core the flash gets beside the
@@ -340,6 +381,8 @@ def main():
                   f"{med(thr[l], 'client_cpu_beside') * 100:.0f}%")
     row("RAM get p99 alone / beside (µs)",
         lambda l: f"{med(thr[l], 'ram_p99_alone'):.0f} / {med(thr[l], 'ram_p99_beside'):.0f}")
+    row("other processes' load on the cores (worst get run)",
+        lambda l: f"{med(thr[l], 'foreign') * 100:.0f}%")
 
 
 if __name__ == "__main__":
