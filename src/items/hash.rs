@@ -9,7 +9,8 @@
 //! to the new array.
 
 use super::item;
-use crate::slab::{ChunkRef, NIL, arena::Arena};
+use crate::slab::arena::{Arena, prefetch};
+use crate::slab::{ChunkRef, NIL};
 
 /// A keyed multiply-fold hash; the seed is random per process, so clients
 /// cannot aim keys at one bucket.
@@ -89,6 +90,15 @@ impl HashTable {
         match self.slot(hv) {
             (true, i) => self.old[i],
             (false, i) => self.buckets[i],
+        }
+    }
+
+    /// Starts loading the bucket of `hv` (see `Cache::prefetch_key`).
+    #[inline]
+    pub(crate) fn prefetch(&self, hv: u64) {
+        match self.slot(hv) {
+            (true, i) => prefetch(&self.old[i]),
+            (false, i) => prefetch(&self.buckets[i]),
         }
     }
 

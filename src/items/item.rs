@@ -24,7 +24,7 @@
 //! 40 bytes of header against memcached's 56 (with CAS) is most of why an
 //! item here often fits a smaller class than the same item in memcached.
 
-use crate::slab::{ChunkRef, Slabs, arena::Arena};
+use crate::slab::{ChunkRef, NIL, Slabs, arena::Arena};
 
 pub(crate) const HEADER: usize = 40;
 
@@ -226,6 +226,16 @@ impl ViewMut<'_> {
     pub(crate) fn set_active(&mut self, on: bool) {
         let f = self.xflags();
         self.set_xflags(if on { f | ACTIVE } else { f & !ACTIVE });
+    }
+}
+
+/// Starts loading the line of `it`'s LRU links ahead of a write to them
+/// (see `Arena::prefetch_for_write`); `NIL` and stale references are
+/// harmless.
+#[inline]
+pub(crate) fn prefetch_links(arena: &Arena, it: ChunkRef) {
+    if it != NIL {
+        arena.prefetch_for_write(Slabs::offset(it) + PREV);
     }
 }
 

@@ -412,6 +412,14 @@ impl Cache {
         hash::hash(key, self.hash.seed)
     }
 
+    /// A hint that `key` is looked up soon (the next key of a multi-key
+    /// get, the next of a pipelined batch): its hash bucket starts loading
+    /// now, so that lookup does not wait on memory. Nothing changes.
+    #[inline]
+    pub(crate) fn prefetch_key(&self, key: &[u8]) {
+        self.hash.prefetch(self.hv(key));
+    }
+
     // ----- reading items -------------------------------------------------
 
     pub(crate) fn view(&self, it: ChunkRef) -> item::View<'_> {

@@ -77,6 +77,7 @@ impl Conn {
             self.on(Event::Junk, v);
             return (0, Some(BatchEnd::Close));
         }
+        text::prefetch_next_get(ctx.cache, &rest[nl + 1..]);
         let before = self.out.len();
         let next = text::process_line(ctx, line, &mut self.out, self.flush_mark, resume);
         if let Next::Suspend(_) | Next::AwaitExt(_) = next {
