@@ -208,8 +208,9 @@ def foreign(r, client_util):
                 if c in cpus and u is not None), default=0.0)
 
 
-def loadgen(srv, keys, key_size, conns, duration, extra=()):
-    wait_quiet()
+def loadgen(srv, keys, key_size, conns, duration, extra=(), quiet_first=True):
+    if quiet_first:
+        wait_quiet()
     cmd = loadgen_cmd(srv, keys, key_size, conns, duration, extra)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
     return result_of(out.stdout, out.stderr)
@@ -237,9 +238,10 @@ def ram_beside_python(srv, n, duration):
     stop, count = threading.Event(), []
     t = threading.Thread(target=python_reader, args=(srv, n, stop, count))
     start = time.time()
+    wait_quiet()
     t.start()
     try:
-        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration)
+        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, quiet_first=False)
     finally:
         stop.set()
         t.join()
@@ -253,11 +255,13 @@ def ram_beside_flash(srv, n, duration):
     """The RAM-get run with a second load generator beside it: 1
     connection reading flash values for as long as the RAM run lasts (its
     warm-up second included, so its rate is the rate during that run)."""
+    wait_quiet()
     reader = subprocess.Popen(loadgen_cmd(srv, n, FLASH_KEY_SIZE, 1, duration + 1, warmup=0,
                                           extra=["--seed", "7"]),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration)
+        # At once: the reader keeps the cores busy.
+        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, quiet_first=False)
         out, err = reader.communicate(timeout=duration + 120)
     finally:
         if reader.poll() is None:
