@@ -19,11 +19,12 @@ Nothing asserts on the figures.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from run import free_port, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "bench", "loadgen", "target", "release", "loadgen")
@@ -33,25 +34,6 @@ WORKLOADS = {
     "mget10": COMMON + ["--multiget", "10", "--pipeline", "1"],
     "pipelined": COMMON + ["--multiget", "1", "--pipeline", "16"],
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc):
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("server did not listen")
 
 
 def cpu_per_request(binary, opts, duration):
