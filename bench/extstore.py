@@ -14,7 +14,11 @@ same file system (issue 18's four targets), printed as a table:
    the loss of RAM gets/s, the flash gets served meanwhile, the server's
    CPU share alone and beside, and the share of the server's core those
    flash gets need at the CPU each costs in (2): a server busy all the time
-   alone cannot lose less than that share, whatever the flash path;
+   alone cannot lose less than that share, whatever the flash path; then
+   again beside the same reader paced to 1,000 flash gets a second (about
+   1% of the gets: a flash tier holding the cold tail of the key space),
+   where what is lost beyond those reads' own cost is what their being in
+   flight costs the RAM gets;
 4. RSS after the capacity fill and the read-back (from 1).
 
 Servers run on core 0 (`taskset`, their I/O threads with them), the load
@@ -47,6 +51,9 @@ CLIENT_CORE = "1"
 FLASH_KEY_SIZE = 11  # key:0000001, the load generator's keys
 RAM_KEY_SIZE = 12    # key:00000001: another key space
 RAM_KEYS = 1000
+# Flash gets a second beside the RAM gets in the paced run: about 1% of
+# the RAM gets, a flash tier holding the cold tail of the key space.
+PACED_FLASH_RATE = 1000
 READER = "loadgen"  # --reader
 
 
@@ -251,13 +258,15 @@ def ram_beside_python(srv, n, duration):
                  "client_cpu_util": cpu / secs}
 
 
-def ram_beside_flash(srv, n, duration):
+def ram_beside_flash(srv, n, duration, rate=0):
     """The RAM-get run with a second load generator beside it: 1
     connection reading flash values for as long as the RAM run lasts (its
-    warm-up second included, so its rate is the rate during that run)."""
+    warm-up second included, so its rate is the rate during that run), as
+    fast as it is answered or, with `rate`, that many a second."""
     wait_quiet()
+    extra = ["--seed", "7"] + (["--rate", str(rate)] if rate else [])
     reader = subprocess.Popen(loadgen_cmd(srv, n, FLASH_KEY_SIZE, 1, duration + 1, warmup=0,
-                                          extra=["--seed", "7"]),
+                                          extra=extra),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # At once: the reader keeps the cores busy.
@@ -296,6 +305,9 @@ def throughput(binary, label, threads_one, scale, duration):
         alone = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, ram_extra)
         beside, reader = (ram_beside_python if READER == "python" else ram_beside_flash)(
             srv, n, duration)
+        # A cache whose flash tier serves a small share of the gets: the
+        # same reader paced to PACED_FLASH_RATE.
+        paced, paced_reader = ram_beside_flash(srv, n, duration, rate=PACED_FLASH_RATE)
         flash_cpu_us = flash["server_cpu_us_per_req"] or 0.0
         client_beside = beside["client_cpu_util"] + reader["client_cpu_util"]
         return {"flash_gets": flash["ops_per_sec"], "flash_hits": flash["hits"],
@@ -316,7 +328,10 @@ def throughput(binary, label, threads_one, scale, duration):
                 "flash_beside_gets": reader["gets"],
                 # The share of the server's core the flash gets beside the
                 # RAM gets take, at what each cost in the flash-only run.
-                "flash_share": reader["ops_per_sec"] * flash_cpu_us / 1e6}
+                "flash_share": reader["ops_per_sec"] * flash_cpu_us / 1e6,
+                "ram_beside_paced": paced["ops_per_sec"],
+                "flash_beside_paced": paced_reader["ops_per_sec"],
+                "ram_p99_beside_paced": paced["p99_us"]}
     finally:
         srv.stop()
 
@@ -377,6 +392,14 @@ def main():
         lambda l: f"{(1 - med(thr[l], 'ram_beside') / med(thr[l], 'ram_alone')) * 100:.1f}%")
     row("server core share those flash gets need (rate x CPU per flash get)",
         lambda l: f"{med(thr[l], 'flash_share') * 100:.1f}%")
+    row(f"RAM gets/s beside {PACED_FLASH_RATE:,} flash gets/s (1 conn, paced)",
+        lambda l: f"{med(thr[l], 'ram_beside_paced'):,.0f}")
+    row("flash gets/s served meanwhile (paced)",
+        lambda l: f"{med(thr[l], 'flash_beside_paced'):,.0f}")
+    row("RAM gets lost beside paced flash reads",
+        lambda l: f"{(1 - med(thr[l], 'ram_beside_paced') / med(thr[l], 'ram_alone')) * 100:.1f}%")
+    row("RAM get p99 beside paced flash reads (µs)",
+        lambda l: f"{med(thr[l], 'ram_p99_beside_paced'):.0f}")
     row("server CPU alone / beside (% of a core)",
         lambda l: f"{med(thr[l], 'server_cpu_alone') * 100:.0f}% / "
                   f"{med(thr[l], 'server_cpu_beside') * 100:.0f}%")
