@@ -43,6 +43,8 @@ import tempfile
 import threading
 import time
 
+from run import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "bench", "loadgen", "target", "release", "loadgen")
 ORACLE = "/usr/bin/memcached"
@@ -55,14 +57,6 @@ RAM_KEYS = 1000
 # the RAM gets, a flash tier holding the cold tail of the key space.
 PACED_FLASH_RATE = 1000
 READER = "loadgen"  # --reader
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:

@@ -38,23 +38,10 @@ import sys
 import tempfile
 import time
 
+from extstore import key, size_of
+from run import free_port
+
 N_VALUES = 2000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def key(i):
-    return b"key:%07d" % i
-
-
-def size_of(i):
-    return 4096 + (i * 7919 % 12289)
 
 
 class Conn:
