@@ -8,9 +8,21 @@ same file system (issue 18's four targets), printed as a table:
 2. flash gets/s: values of 4-16 KB all on flash (`ext_item_age=0`, the fill
    paced until written), then the load generator's random gets over them;
 3. RAM gets while flash reads are in flight: 100-byte values (never written
-   out) read by 4 connections, alone and then beside 1 connection reading
-   flash values; the loss of RAM gets/s;
+   out) read by 4 connections, alone and then beside a second load
+   generator whose 1 connection reads flash values as fast as it is
+   answered (closed loop, so it takes the server time its flash gets cost);
+   the loss of RAM gets/s, the flash gets served meanwhile, the server's
+   CPU share alone and beside, and the share of the server's core those
+   flash gets need at the CPU each costs in (2): a server busy all the time
+   alone cannot lose less than that share, whatever the flash path; then
+   again beside the same reader paced to 1,000 flash gets a second (about
+   1% of the gets: a flash tier holding the cold tail of the key space),
+   where what is lost beyond those reads' own cost is what their being in
+   flight costs the RAM gets;
 4. RSS after the capacity fill and the read-back (from 1).
+
+Servers run on core 0 (`taskset`, their I/O threads with them), the load
+generators on core 1, as bench/run.py places them.
 
     python3 bench/extstore.py [--bin target/release/memcached] [--scale 0.25]
         [--rounds 2] [--duration 5] [--only ours]
@@ -31,20 +43,20 @@ import tempfile
 import threading
 import time
 
+from run import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "bench", "loadgen", "target", "release", "loadgen")
 ORACLE = "/usr/bin/memcached"
+SERVER_CORE = "0"
+CLIENT_CORE = "1"
 FLASH_KEY_SIZE = 11  # key:0000001, the load generator's keys
 RAM_KEY_SIZE = 12    # key:00000001: another key space
 RAM_KEYS = 1000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+# Flash gets a second beside the RAM gets in the paced run: about 1% of
+# the RAM gets, a flash tier holding the cold tail of the key space.
+PACED_FLASH_RATE = 1000
+READER = "loadgen"  # --reader
 
 
 class Server:
@@ -52,7 +64,8 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix="extbench-", dir=os.environ.get("EXT_BENCH_DIR", "/tmp"))
         self.path = os.path.join(self.dir, "ext")
         self.port = free_port()
-        cmd = [binary, "-u", "root", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+        # taskset execs the server: the PID is the server's own.
+        cmd = ["taskset", "-c", SERVER_CORE, binary, "-u", "root", "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
                "-m", "64", "-o", f"ext_path={self.path}:{ext_opts}"]
         if threads_one:
             cmd += ["-t", "1"]
@@ -146,29 +159,118 @@ def readable(srv, n):
     return found
 
 
-def loadgen(srv, keys, key_size, conns, duration, extra=()):
-    cmd = [LOADGEN, "run", "--server", f"127.0.0.1:{srv.port}", "--conns", str(conns),
-           "--duration", str(duration), "--warmup", "1", "--keys", str(keys),
-           "--key-size", str(key_size), "--server-pid", str(srv.proc.pid)] + list(extra)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
-    for line in out.stdout.splitlines():
+def loadgen_cmd(srv, keys, key_size, conns, duration, extra=(), warmup=1):
+    return ["taskset", "-c", CLIENT_CORE, LOADGEN, "run", "--server", f"127.0.0.1:{srv.port}",
+            "--conns", str(conns), "--duration", str(duration), "--warmup", str(warmup),
+            "--keys", str(keys), "--key-size", str(key_size), "--server-pid", str(srv.proc.pid),
+            "--watch-cpus", f"{SERVER_CORE},{CLIENT_CORE}"] + list(extra)
+
+
+def result_of(stdout, stderr):
+    for line in stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"loadgen: {out.stderr.strip()}")
+    raise RuntimeError(f"loadgen: {stderr.strip()}")
 
 
-def flash_reader(srv, n, stop, count):
-    """One connection keeping a flash read in flight (Python-paced)."""
+def cpu_busy(interval=0.5):
+    """Fraction of `interval` both cores were busy (from /proc/stat)."""
+    def snap():
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                parts = line.split()
+                if parts[0] in (f"cpu{SERVER_CORE}", f"cpu{CLIENT_CORE}"):
+                    v = [int(x) for x in parts[1:9]]
+                    busy += sum(v) - v[3] - v[4]
+                    total += sum(v)
+        return busy, total
+    b0, t0 = snap()
+    time.sleep(interval)
+    b1, t1 = snap()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit=15.0):
+    """Waits (up to `limit` seconds) until both cores are idle, so a run
+    does not start in the middle of someone else's burst."""
+    end = time.time() + limit
+    while time.time() < end and cpu_busy() >= 0.10:
+        pass
+
+
+def foreign(r, client_util):
+    """Busy time on the two cores that neither the server nor the load
+    generators spent (other processes of a shared machine), as a fraction
+    of the interval: the larger of the two cores'."""
+    cpus = r.get("cpus", {})
+    own = {SERVER_CORE: r.get("server_cpu_util"), CLIENT_CORE: client_util}
+    return max((cpus[c]["busy"] + cpus[c]["steal"] - u for c, u in own.items()
+                if c in cpus and u is not None), default=0.0)
+
+
+def loadgen(srv, keys, key_size, conns, duration, extra=(), quiet_first=True):
+    if quiet_first:
+        wait_quiet()
+    cmd = loadgen_cmd(srv, keys, key_size, conns, duration, extra)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    return result_of(out.stdout, out.stderr)
+
+
+def python_reader(srv, n, stop, count):
+    """The flash reader of the figures before the load generator took its
+    place (`--reader python`): one connection from a Python thread of this
+    script, on the load generators' core."""
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
     c = socket.create_connection(("127.0.0.1", srv.port))
     r, done = random.Random(7), 0
+    t0 = time.thread_time()
     while not stop.is_set():
         c.sendall(b"get %s\r\n" % key(r.randrange(n)))
         b = b""
         while not b.endswith(b"END\r\n"):
             b += c.recv(1 << 16)
         done += 1
-    count.append(done)
+    count.append((done, time.thread_time() - t0))
     c.close()
+
+
+def ram_beside_python(srv, n, duration):
+    stop, count = threading.Event(), []
+    t = threading.Thread(target=python_reader, args=(srv, n, stop, count))
+    start = time.time()
+    wait_quiet()
+    t.start()
+    try:
+        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, quiet_first=False)
+    finally:
+        stop.set()
+        t.join()
+    secs = time.time() - start
+    done, cpu = count[0]
+    return ram, {"ops_per_sec": done / secs, "hits": done, "gets": done,
+                 "client_cpu_util": cpu / secs}
+
+
+def ram_beside_flash(srv, n, duration, rate=0):
+    """The RAM-get run with a second load generator beside it: 1
+    connection reading flash values for as long as the RAM run lasts (its
+    warm-up second included, so its rate is the rate during that run), as
+    fast as it is answered or, with `rate`, that many a second."""
+    wait_quiet()
+    extra = ["--seed", "7"] + (["--rate", str(rate)] if rate else [])
+    reader = subprocess.Popen(loadgen_cmd(srv, n, FLASH_KEY_SIZE, 1, duration + 1, warmup=0,
+                                          extra=extra),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # At once: the reader keeps the cores busy.
+        ram = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, quiet_first=False)
+        out, err = reader.communicate(timeout=duration + 120)
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    return ram, result_of(out, err)
 
 
 def capacity(binary, label, threads_one, scale):
@@ -195,21 +297,35 @@ def throughput(binary, label, threads_one, scale, duration):
         st = srv.stats()
         ram_extra = ["--value-size", "100", "--preload"]
         alone = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration, ram_extra)
-        before = int(srv.stats()["get_extstore"])
-        stop, count = threading.Event(), []
-        t = threading.Thread(target=flash_reader, args=(srv, n, stop, count))
-        t.start()
-        beside = loadgen(srv, RAM_KEYS, RAM_KEY_SIZE, 4, duration)
-        stop.set()
-        t.join()
-        during = int(srv.stats()["get_extstore"]) - before
+        beside, reader = (ram_beside_python if READER == "python" else ram_beside_flash)(
+            srv, n, duration)
+        # A cache whose flash tier serves a small share of the gets: the
+        # same reader paced to PACED_FLASH_RATE.
+        paced, paced_reader = ram_beside_flash(srv, n, duration, rate=PACED_FLASH_RATE)
+        flash_cpu_us = flash["server_cpu_us_per_req"] or 0.0
+        client_beside = beside["client_cpu_util"] + reader["client_cpu_util"]
         return {"flash_gets": flash["ops_per_sec"], "flash_hits": flash["hits"],
                 "flash_gets_all": flash["gets"], "flash_p99_us": flash["p99_us"],
-                "flash_cpu_us": flash["server_cpu_us_per_req"],
+                "flash_cpu_us": flash_cpu_us,
+                "flash_server_cpu": flash["server_cpu_util"],
                 "get_extstore": int(st["get_extstore"]),
                 "ram_alone": alone["ops_per_sec"], "ram_beside": beside["ops_per_sec"],
                 "ram_p99_alone": alone["p99_us"], "ram_p99_beside": beside["p99_us"],
-                "flash_reads_beside": during}
+                "server_cpu_alone": alone["server_cpu_util"],
+                "server_cpu_beside": beside["server_cpu_util"],
+                "client_cpu_alone": alone["client_cpu_util"],
+                "client_cpu_beside": client_beside,
+                "foreign": max(foreign(flash, flash["client_cpu_util"]),
+                               foreign(alone, alone["client_cpu_util"]),
+                               foreign(beside, client_beside)),
+                "flash_beside": reader["ops_per_sec"], "flash_beside_hits": reader["hits"],
+                "flash_beside_gets": reader["gets"],
+                # The share of the server's core the flash gets beside the
+                # RAM gets take, at what each cost in the flash-only run.
+                "flash_share": reader["ops_per_sec"] * flash_cpu_us / 1e6,
+                "ram_beside_paced": paced["ops_per_sec"],
+                "flash_beside_paced": paced_reader["ops_per_sec"],
+                "ram_p99_beside_paced": paced["p99_us"]}
     finally:
         srv.stop()
 
@@ -225,7 +341,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="rounds per server (medians) [1]")
     ap.add_argument("--duration", type=float, default=5, help="seconds per measured get run [5]")
     ap.add_argument("--only", choices=["ours"], help="skip memcached")
+    ap.add_argument("--reader", choices=["loadgen", "python"], default="loadgen",
+                    help="what reads flash beside the RAM gets: a second load generator "
+                         "[loadgen], or a Python thread of this script (earlier figures' way)")
     args = ap.parse_args()
+    global READER
+    READER = args.reader
     if not os.path.exists(LOADGEN):
         sys.exit(f"{LOADGEN} missing: cargo build --release --manifest-path bench/loadgen/Cargo.toml")
     servers = [("ours", args.binary, False)]
@@ -255,13 +376,34 @@ def main():
     row("flash gets/s", lambda l: f"{med(thr[l], 'flash_gets'):,.0f}")
     row("flash get p99 (µs)", lambda l: f"{med(thr[l], 'flash_p99_us'):,.0f}")
     row("server CPU per flash get (µs)", lambda l: f"{med(thr[l], 'flash_cpu_us'):.1f}")
-    row("RAM gets/s alone", lambda l: f"{med(thr[l], 'ram_alone'):,.0f}")
-    row("RAM gets/s beside flash reads", lambda l: f"{med(thr[l], 'ram_beside'):,.0f}")
+    row("server CPU during flash gets (% of a core)",
+        lambda l: f"{med(thr[l], 'flash_server_cpu') * 100:.0f}%")
+    row("RAM gets/s alone (4 conns)", lambda l: f"{med(thr[l], 'ram_alone'):,.0f}")
+    row("RAM gets/s beside 1 conn of flash gets", lambda l: f"{med(thr[l], 'ram_beside'):,.0f}")
+    row("flash gets/s served meanwhile (that 1 conn)",
+        lambda l: f"{med(thr[l], 'flash_beside'):,.0f}")
     row("RAM gets lost beside flash reads",
         lambda l: f"{(1 - med(thr[l], 'ram_beside') / med(thr[l], 'ram_alone')) * 100:.1f}%")
+    row("server core share those flash gets need (rate x CPU per flash get)",
+        lambda l: f"{med(thr[l], 'flash_share') * 100:.1f}%")
+    row(f"RAM gets/s beside {PACED_FLASH_RATE:,} flash gets/s (1 conn, paced)",
+        lambda l: f"{med(thr[l], 'ram_beside_paced'):,.0f}")
+    row("flash gets/s served meanwhile (paced)",
+        lambda l: f"{med(thr[l], 'flash_beside_paced'):,.0f}")
+    row("RAM gets lost beside paced flash reads",
+        lambda l: f"{(1 - med(thr[l], 'ram_beside_paced') / med(thr[l], 'ram_alone')) * 100:.1f}%")
+    row("RAM get p99 beside paced flash reads (µs)",
+        lambda l: f"{med(thr[l], 'ram_p99_beside_paced'):.0f}")
+    row("server CPU alone / beside (% of a core)",
+        lambda l: f"{med(thr[l], 'server_cpu_alone') * 100:.0f}% / "
+                  f"{med(thr[l], 'server_cpu_beside') * 100:.0f}%")
+    row("load generators' CPU alone / beside (% of core 1)",
+        lambda l: f"{med(thr[l], 'client_cpu_alone') * 100:.0f}% / "
+                  f"{med(thr[l], 'client_cpu_beside') * 100:.0f}%")
     row("RAM get p99 alone / beside (µs)",
         lambda l: f"{med(thr[l], 'ram_p99_alone'):.0f} / {med(thr[l], 'ram_p99_beside'):.0f}")
-    row("flash reads served meanwhile", lambda l: f"{med(thr[l], 'flash_reads_beside'):,.0f}")
+    row("other processes' load on the cores (worst get run)",
+        lambda l: f"{med(thr[l], 'foreign') * 100:.0f}%")
 
 
 if __name__ == "__main__":

@@ -536,6 +536,50 @@ pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// What a read that must not wait for the disk found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NowaitRead {
+    /// All of the buffer was read (the page cache held it).
+    Whole,
+    /// Part or none of it is cached (`EAGAIN` or a short read), or the
+    /// read failed: a thread that may block has to do it.
+    NotNow,
+    /// The file (its file system) or the kernel cannot read without
+    /// waiting (`EOPNOTSUPP`, `ENOSYS`, `EINVAL`): no use trying again.
+    Unsupported,
+}
+
+/// `preadv2(..., RWF_NOWAIT)`: fills `buf` from `fd` at `pos` only if the
+/// page cache already holds it, never waiting for I/O.
+pub(crate) fn pread_nowait(fd: RawFd, buf: &mut [u8], pos: u64) -> NowaitRead {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec describing `buf`, exclusively borrowed for the
+    // call; the kernel writes at most `buf.len()` bytes into it.
+    let n = unsafe { libc::preadv2(fd, &iov, 1, pos as libc::off_t, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return if n as usize == buf.len() {
+            NowaitRead::Whole
+        } else {
+            NowaitRead::NotNow
+        };
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => NowaitRead::Unsupported,
+        _ => NowaitRead::NotNow,
+    }
+}
+
+/// Drops `fd`'s cached pages (`POSIX_FADV_DONTNEED`; dirty ones stay):
+/// tests use it to make the next read go to the disk.
+#[cfg(test)]
+pub(crate) fn drop_cached(fd: RawFd) {
+    // SAFETY: posix_fadvise takes no pointers.
+    unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
 /// Takes a write lock on the whole of `fd`'s file (memcached's guard
 /// against two servers sharing an extstore file); fails if another
 /// process holds one.

@@ -32,7 +32,8 @@ pub(crate) enum Job {
     Read {
         file: Arc<File>,
         pos: u64,
-        len: usize,
+        /// Read into, whole (its length is the record's).
+        buf: Vec<u8>,
         ticket: Ticket,
         page: u16,
         version: u32,
@@ -196,14 +197,13 @@ pub(crate) fn run_job(job: Job) -> Done {
         Job::Read {
             file,
             pos,
-            len,
+            mut buf,
             ticket,
             page,
             version,
             offset,
         } => {
-            let mut data = vec![0u8; len];
-            let data = file.read_exact_at(&mut data, pos).map(|()| data);
+            let data = file.read_exact_at(&mut buf, pos).map(|()| buf);
             let crc_ok = match (&data, ticket) {
                 (Ok(d), Ticket::Conn(_)) => Some(super::record::crc_matches(d)),
                 _ => None,
@@ -224,18 +224,30 @@ pub(crate) fn run_job(job: Job) -> Done {
 /// naming a FIFO, each read waits for one byte from it, so a test holds a
 /// flash read in flight for as long as it likes (and shows that other
 /// clients are served meanwhile) without timing anything.
-mod test_gate {
+pub(super) mod test_gate {
     #[cfg(debug_assertions)]
-    pub(super) struct Gate(Option<std::fs::File>);
+    pub(crate) struct Gate(Option<std::fs::File>);
+
+    /// Whether reads are held at the gate: then every read goes through
+    /// an I/O thread, none is served on the loop from the page cache.
+    #[cfg(debug_assertions)]
+    pub(crate) fn is_set() -> bool {
+        std::env::var_os("MEMCACHED_TEST_EXT_GATE").is_some()
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(crate) fn is_set() -> bool {
+        false
+    }
 
     #[cfg(debug_assertions)]
     impl Gate {
-        pub(super) fn from_env() -> Gate {
+        pub(crate) fn from_env() -> Gate {
             let path = std::env::var_os("MEMCACHED_TEST_EXT_GATE");
             Gate(path.and_then(|p| std::fs::File::open(p).ok()))
         }
 
-        pub(super) fn pass(&mut self) {
+        pub(crate) fn pass(&mut self) {
             use std::io::Read as _;
             if let Some(f) = &mut self.0 {
                 let _ = f.read(&mut [0u8; 1]);
@@ -244,14 +256,14 @@ mod test_gate {
     }
 
     #[cfg(not(debug_assertions))]
-    pub(super) struct Gate;
+    pub(crate) struct Gate;
 
     #[cfg(not(debug_assertions))]
     impl Gate {
-        pub(super) fn from_env() -> Gate {
+        pub(crate) fn from_env() -> Gate {
             Gate
         }
 
-        pub(super) fn pass(&mut self) {}
+        pub(crate) fn pass(&mut self) {}
     }
 }

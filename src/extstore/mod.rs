@@ -15,7 +15,11 @@
 //! Only the reactor thread calls this; `io.rs`'s threads do the blocking
 //! reads and writes and hand results back through an eventfd. What is
 //! still in a write buffer (open or being written) is read from memory at
-//! once. Which items go out and how they come back is `items/ext.rs`'s.
+//! once, and so is a record the page cache holds whole: one `preadv2` with
+//! `RWF_NOWAIT` on the loop, which the kernel answers from the cache or
+//! refuses (`EAGAIN`) rather than wait for the disk; only then does an I/O
+//! thread read it. Which items go out and how they come back is
+//! `items/ext.rs`'s.
 
 pub(crate) mod io;
 pub(crate) mod record;
@@ -196,7 +200,17 @@ pub(crate) struct ExtStore {
     done_inline: Vec<Done>,
     /// Write buffers handed to the I/O threads and not yet back.
     writes_in_flight: usize,
+    /// Per file: a read may first be tried on the loop from the page
+    /// cache (`RWF_NOWAIT`); false once the file system said it cannot.
+    nowait: Vec<bool>,
+    /// Read buffers given back once their value was sent (see `recycle`).
+    read_bufs: Vec<Vec<u8>>,
 }
+
+/// Read buffers kept for reuse, and the largest kept: values above it
+/// are rare enough to allocate, and the pool stays small beside `-m`.
+const READ_BUFS_KEPT: usize = 32;
+const READ_BUF_KEPT_MAX: usize = 64 << 10;
 
 /// Why the store could not start, in memcached's words.
 #[derive(Debug)]
@@ -370,7 +384,6 @@ impl ExtStore {
         let pages = interleave(counts, page_size);
         let free = (1..pages.len() as u16).rev().collect();
         ExtStore {
-            files,
             pages,
             free,
             buckets: [None; BUCKETS],
@@ -379,9 +392,12 @@ impl ExtStore {
             wbuf_size,
             next_version: 1,
             counters: Counters::default(),
+            nowait: vec![!io::test_gate::is_set(); files.len()],
+            files,
             io,
             done_inline: Vec::new(),
             writes_in_flight: 0,
+            read_bufs: Vec::new(),
         }
     }
 
@@ -557,13 +573,16 @@ impl ExtStore {
         }
     }
 
-    /// Starts reading `len` bytes at `loc` for `ticket`.
+    /// Starts reading `len` bytes at `loc` for `ticket`: from a write
+    /// buffer or the page cache at once if it is there, else through an
+    /// I/O thread.
     pub(crate) fn read(&mut self, loc: Loc, len: usize, ticket: Ticket) -> ReadStart {
         if !self.holds(loc) {
             return ReadStart::Gone;
         }
         self.counters.objects_read += 1;
         self.counters.bytes_read += len as u64;
+        let mut buf = self.read_buf(len);
         let page = &self.pages[loc.page as usize];
         let end = loc.offset as usize + len;
         let in_buffer = page
@@ -573,12 +592,17 @@ impl ExtStore {
             .find(|w| loc.offset >= w.offset && end <= (w.offset + w.used) as usize);
         if let Some(w) = in_buffer {
             let at = (loc.offset - w.offset) as usize;
-            return ReadStart::Ready(w.buf[at..at + len].to_vec());
+            buf.copy_from_slice(&w.buf[at..at + len]);
+            return ReadStart::Ready(buf);
+        }
+        let (file, pos) = (page.file, page.base + loc.offset as u64);
+        if self.read_cached(file, pos, &mut buf) {
+            return ReadStart::Ready(buf);
         }
         let job = Job::Read {
-            file: Arc::clone(&self.files[page.file]),
-            pos: page.base + loc.offset as u64,
-            len,
+            file: Arc::clone(&self.files[file]),
+            pos,
+            buf,
             ticket,
             page: loc.page,
             version: loc.version,
@@ -587,6 +611,48 @@ impl ExtStore {
         self.pages[loc.page as usize].refcount += 1;
         self.run(job);
         ReadStart::Pending
+    }
+
+    /// Fills `buf` from file `file` at `pos` on the calling thread (the
+    /// loop) if the page cache holds all of it: one `preadv2` that never
+    /// waits for the disk. What it reads is handed over exactly as a write
+    /// buffer's bytes are (`ReadStart::Ready`), so the request goes on at
+    /// once; false sends the read to an I/O thread, as memcached sends
+    /// every read. Never tried with the test gate set (its reads must be
+    /// held in a thread).
+    fn read_cached(&mut self, file: usize, pos: u64, buf: &mut [u8]) -> bool {
+        if !self.nowait[file] {
+            return false;
+        }
+        use std::os::fd::AsRawFd as _;
+        match crate::sys::pread_nowait(self.files[file].as_raw_fd(), buf, pos) {
+            crate::sys::NowaitRead::Whole => true,
+            crate::sys::NowaitRead::NotNow => false,
+            crate::sys::NowaitRead::Unsupported => {
+                self.nowait[file] = false;
+                false
+            }
+        }
+    }
+
+    /// A buffer of `len` bytes to read a record into: one given back
+    /// before if there is one (its old bytes are overwritten whole).
+    fn read_buf(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = self.read_bufs.pop().unwrap_or_default();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        } else {
+            buf.truncate(len);
+        }
+        buf
+    }
+
+    /// A record's buffer whose value has been sent: kept for the next
+    /// read unless the pool is full or the buffer large.
+    pub(crate) fn recycle(&mut self, buf: Vec<u8>) {
+        if self.read_bufs.len() < READ_BUFS_KEPT && buf.capacity() <= READ_BUF_KEPT_MAX {
+            self.read_bufs.push(buf);
+        }
     }
 
     fn live_page(&self, loc: Loc) -> Option<&Page> {
@@ -812,7 +878,7 @@ impl ExtStore {
         let job = Job::Read {
             file: Arc::clone(&self.files[page.file]),
             pos: page.base + offset as u64,
-            len: self.wbuf_size as usize,
+            buf: vec![0u8; self.wbuf_size as usize],
             ticket: Ticket::Compact,
             page: p,
             version,

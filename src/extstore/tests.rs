@@ -168,3 +168,104 @@ fn a_bucket_without_a_buffer_gets_one_back_from_another_bucket() {
     assert!(put(&mut s, 3, 10).is_some());
     std::fs::remove_file(path).unwrap();
 }
+
+/// A record written through a buffer, which has gone to the file since.
+fn on_file(s: &mut ExtStore, byte: u8, len: usize) -> Loc {
+    let a = put(s, byte, len).unwrap();
+    put(s, 0, 2 * MB as usize - len).unwrap();
+    put(s, 0, 10).unwrap();
+    s.complete();
+    a
+}
+
+#[test]
+fn a_record_the_page_cache_holds_is_read_at_once_and_one_it_lacks_by_a_thread() {
+    let (mut s, path) = store(4);
+    let a = on_file(&mut s, 0x5a, 5000);
+    // Just written: the page cache holds it.
+    match s.read(a, 5000, Ticket::Conn(1)) {
+        ReadStart::Ready(v) => assert!(v.iter().all(|&b| b == 0x5a)),
+        ReadStart::Pending => {
+            // Only a file system that cannot read without waiting may say
+            // so, and then it is not asked again.
+            assert!(!s.nowait[0], "a cached record went to a thread");
+            s.complete();
+            std::fs::remove_file(path).unwrap();
+            return;
+        }
+        ReadStart::Gone => panic!("gone"),
+    }
+    // Dropped from the page cache: an I/O thread's job, whose result
+    // comes back through `complete` as before.
+    use std::os::fd::AsRawFd as _;
+    s.files[0].sync_data().unwrap();
+    crate::sys::drop_cached(s.files[0].as_raw_fd());
+    assert!(matches!(
+        s.read(a, 5000, Ticket::Conn(1)),
+        ReadStart::Pending
+    ));
+    let f = s.complete();
+    assert_eq!(f.len(), 1);
+    assert!(f[0].data.as_ref().unwrap().iter().all(|&b| b == 0x5a));
+    assert_eq!(s.counters.objects_read, 2);
+    assert!(s.nowait[0]);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn read_buffers_given_back_serve_the_next_reads() {
+    let (mut s, path) = store(4);
+    let a = put(&mut s, 7, 3000).unwrap();
+    let b = put(&mut s, 8, 2000).unwrap();
+    let first = read_now(&mut s, a, 3000).unwrap();
+    let at = first.as_ptr();
+    s.recycle(first);
+    // Shorter: the same allocation, cut to the record's length.
+    let second = read_now(&mut s, b, 2000).unwrap();
+    assert_eq!(second.as_ptr(), at);
+    assert_eq!(second, vec![8u8; 2000]);
+    s.recycle(second);
+    // Longer: grown, with the record's bytes only.
+    let third = read_now(&mut s, a, 3000).unwrap();
+    assert_eq!(third, vec![7u8; 3000]);
+    // A large buffer is not kept.
+    s.recycle(vec![0u8; READ_BUF_KEPT_MAX + 1]);
+    assert!(s.read_bufs.is_empty());
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_file_system_without_nowait_reads_is_not_asked_again() {
+    // tmpfs answers RWF_NOWAIT with EOPNOTSUPP (Linux 6.18 still does).
+    let dir = std::path::Path::new("/dev/shm");
+    if !dir.is_dir() {
+        return;
+    }
+    let path = dir.join(format!("extstore-unit-{}-nowait", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let mut s = ExtStore::with_files(vec![Arc::new(file)], &[4], 2 * MB, 2 * MB, None);
+    let a = on_file(&mut s, 0x33, 4000);
+    use std::os::fd::AsRawFd as _;
+    let probe = crate::sys::pread_nowait(s.files[0].as_raw_fd(), &mut [0u8; 16], 0);
+    if probe != crate::sys::NowaitRead::Unsupported {
+        // A kernel whose tmpfs reads without waiting: nothing to learn.
+        std::fs::remove_file(path).unwrap();
+        return;
+    }
+    assert!(s.nowait[0]);
+    assert!(matches!(
+        s.read(a, 4000, Ticket::Conn(1)),
+        ReadStart::Pending
+    ));
+    assert!(!s.nowait[0], "tmpfs read without waiting");
+    let f = s.complete();
+    assert!(f[0].data.as_ref().unwrap().iter().all(|&b| b == 0x33));
+    assert_eq!(read_now(&mut s, a, 4000).unwrap(), vec![0x33; 4000]);
+    std::fs::remove_file(path).unwrap();
+}

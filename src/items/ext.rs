@@ -10,7 +10,10 @@
 //! loop: `ext_prepare` (before the protocol counts anything) starts the
 //! read and says whether the connection must wait; once the I/O thread has
 //! it, the request runs again and `ext_take` hands over the value, or
-//! unlinks the header if the record was gone or damaged (a miss).
+//! unlinks the header if the record was gone or damaged (a miss). A record
+//! still in a write buffer or in the page cache is in hand at once (see
+//! `ExtStore::read`): the request goes on without waiting, and `ext_take`
+//! checks it as it checks one an I/O thread read.
 
 use super::Cache;
 use super::item::{self, EXT, FETCHED, PINNED};
@@ -110,6 +113,23 @@ fn push_result(results: &mut Vec<Result_>, r: Result_) {
         results.remove(0);
     }
     results.push(r);
+}
+
+/// A flash item's value as a get hands it over: the record read back and
+/// where the value starts in it (no copy), and whether the header had been
+/// fetched before (memcached recaches only items read more than once).
+/// Given back with `Cache::ext_recycle` once sent, its buffer serves the
+/// next read.
+pub(crate) struct ExtValue {
+    record: Vec<u8>,
+    start: usize,
+    pub(crate) fetched: bool,
+}
+
+impl ExtValue {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.record[self.start..]
+    }
 }
 
 /// Whether a get may go on.
@@ -269,9 +289,7 @@ impl Cache {
 
     /// The value of the flash item `it` (found by a get after
     /// `ext_prepare`), or None: the record is gone, and so is the header.
-    /// With the value comes whether the header had been fetched before
-    /// (memcached recaches only items read more than once).
-    pub(crate) fn ext_take(&mut self, it: ChunkRef, fd: i32) -> Option<(Vec<u8>, bool)> {
+    pub(crate) fn ext_take(&mut self, it: ChunkRef, fd: i32) -> Option<ExtValue> {
         let loc = self.ext_loc(it);
         let Some(tier) = self.ext.as_mut() else {
             // A header kept by `-e` from a run with extstore: its value is
@@ -315,13 +333,24 @@ impl Cache {
             }
             _ => None,
         };
-        let Some((mut data, start, fetched)) = value else {
+        let Some((record, start, fetched)) = value else {
             self.ext.as_mut().unwrap().store.counters.miss += 1;
             self.unlink(it);
             return None;
         };
-        data.drain(..start);
-        Some((data, fetched))
+        Some(ExtValue {
+            record,
+            start,
+            fetched,
+        })
+    }
+
+    /// A value from `ext_take` has been copied into its reply: its buffer
+    /// goes back for the next read.
+    pub(crate) fn ext_recycle(&mut self, value: ExtValue) {
+        if let Some(tier) = &mut self.ext {
+            tier.store.recycle(value.record);
+        }
     }
 
     /// memcached's recache: every `rate`th fetch of a flash item fetched

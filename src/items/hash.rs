@@ -102,6 +102,13 @@ impl HashTable {
         }
     }
 
+    /// Starts loading the first item of `hv`'s chain: its header and the
+    /// key after it (see `Cache::prefetch_item`).
+    #[inline]
+    pub(crate) fn prefetch_head(&self, arena: &Arena, hv: u64) {
+        item::prefetch_item(arena, self.head(hv));
+    }
+
     fn set_head(&mut self, hv: u64, it: ChunkRef) {
         match self.slot(hv) {
             (true, i) => self.old[i] = it,

@@ -239,6 +239,17 @@ pub(crate) fn prefetch_links(arena: &Arena, it: ChunkRef) {
     }
 }
 
+/// Starts loading `it`'s header and the start of its key, which a lookup
+/// compares and a hit then writes (its flags and time).
+#[inline]
+pub(crate) fn prefetch_item(arena: &Arena, it: ChunkRef) {
+    if it != NIL {
+        let off = Slabs::offset(it);
+        arena.prefetch_for_write(off);
+        arena.prefetch_for_write(off + HEADER);
+    }
+}
+
 /// An item's header read after one bounds check: for the LRU's loops, which
 /// look at several fields of each item they pass.
 pub(crate) struct Header<'a>(&'a [u8; HEADER]);

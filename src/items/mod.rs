@@ -412,12 +412,23 @@ impl Cache {
         hash::hash(key, self.hash.seed)
     }
 
-    /// A hint that `key` is looked up soon (the next key of a multi-key
-    /// get, the next of a pipelined batch): its hash bucket starts loading
-    /// now, so that lookup does not wait on memory. Nothing changes.
+    /// A hint that `key` is looked up soon (the next keys of a multi-key
+    /// get, of a pipelined batch): its hash bucket starts loading now, so
+    /// that lookup does not wait on memory. Nothing changes. The key's
+    /// hash comes back for `prefetch_item`.
     #[inline]
-    pub(crate) fn prefetch_key(&self, key: &[u8]) {
-        self.hash.prefetch(self.hv(key));
+    pub(crate) fn prefetch_key(&self, key: &[u8]) -> KeyHint {
+        let hv = self.hv(key);
+        self.hash.prefetch(hv);
+        KeyHint(hv)
+    }
+
+    /// The second step after `prefetch_key`, once its bucket is likely in
+    /// the cache: the first item of the key's chain starts loading (the
+    /// item itself unless the bucket is shared).
+    #[inline]
+    pub(crate) fn prefetch_item(&self, hint: KeyHint) {
+        self.hash.prefetch_head(&self.slabs.arena, hint.0);
     }
 
     // ----- reading items -------------------------------------------------
@@ -1123,3 +1134,8 @@ impl<'a> Iterator for Segments<'a> {
 
 #[cfg(test)]
 mod tests;
+
+/// A key announced by `Cache::prefetch_key`: its hash, kept for the second
+/// step so the key is not hashed again.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyHint(u64);

@@ -677,7 +677,7 @@ fn get_or_touch(
     }
     if with_value {
         match &flash {
-            Some(Some((value, _))) => r.out.extend_from_slice(value),
+            Some(Some(value)) => r.out.extend_from_slice(value.bytes()),
             _ => {
                 for seg in ctx.cache.value_segments(it) {
                     r.out.extend_from_slice(seg);
@@ -685,9 +685,11 @@ fn get_or_touch(
             }
         }
     }
-    if let Some(Some((value, fetched))) = flash {
+    if let Some(Some(value)) = flash {
         let rate = ctx.settings.ext.recache_rate;
-        ctx.cache.ext_recache(key, &value, rate, fetched, ctx.fd);
+        ctx.cache
+            .ext_recache(key, value.bytes(), rate, value.fetched, ctx.fd);
+        ctx.cache.ext_recycle(value);
     }
     Next::Continue
 }

@@ -381,7 +381,7 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
     out.extend_from_slice(b"\r\n");
     if of.value {
         match &flash {
-            Some(Some((value, _))) => out.extend_from_slice(value),
+            Some(Some(value)) => out.extend_from_slice(value.bytes()),
             _ => {
                 for seg in cache.value_segments(it) {
                     out.extend_from_slice(seg);
@@ -404,8 +404,10 @@ pub(super) fn process_mget(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
         cache.count_get_hit(it);
     }
     // As a text get: a value read from flash may come back into RAM.
-    if let Some(Some((value, fetched))) = flash {
-        cache.ext_recache(key, &value, ctx.settings.ext.recache_rate, fetched, fd);
+    if let Some(Some(value)) = flash {
+        let rate = ctx.settings.ext.recache_rate;
+        cache.ext_recache(key, value.bytes(), rate, value.fetched, fd);
+        cache.ext_recycle(value);
     }
     Next::Continue
 }

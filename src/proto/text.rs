@@ -11,7 +11,9 @@ use super::request::{
 };
 use super::tokens::Tokens;
 use super::{meta, tuning, watch};
-use crate::items::{AllocError, Cache, Delta, ExtFetch, StoreMode, StoreResult, format_u64};
+use crate::items::{
+    AllocError, Cache, Delta, ExtFetch, KeyHint, StoreMode, StoreResult, format_u64,
+};
 use crate::numbers::{safe_strtod, safe_strtol, safe_strtoul, safe_strtoull};
 use crate::settings::VERSION;
 use crate::stats;
@@ -191,11 +193,9 @@ fn process_get(
     // A paused get keeps the objects of the keys it has answered: the
     // first one was taken again for the line, the rest are taken here.
     ctx.resp_room = room.saturating_sub(nkeys.saturating_sub(1));
-    let mut keys = keys.enumerate().skip(resume).peekable();
-    while let Some((i, key)) = keys.next() {
-        if let Some(&(_, next)) = keys.peek() {
-            ctx.cache.prefetch_key(next);
-        }
+    let mut ahead = Lookahead::new(ctx.cache, &keys, resume);
+    for (i, key) in keys.enumerate().skip(resume) {
+        ahead.step(ctx.cache);
         if r.out.len() > OUTPUT_HIGH_WATER && i > resume {
             return Next::Suspend(i);
         }
@@ -229,25 +229,82 @@ fn process_get(
     Next::Flush
 }
 
+/// A multi-key get's lookups wait on memory, for the bucket and then the
+/// item: while one key is looked up, the next one's item and the one after
+/// that's bucket start loading, so each wait overlaps the work on the keys
+/// before it. A get of one key has nothing to overlap and skips this.
+struct Lookahead<'a> {
+    /// The keys after the next one; `None` for a get of one key.
+    rest: Option<Keys<'a>>,
+    /// The next key's hint: its bucket is loading.
+    next: Option<KeyHint>,
+}
+
+impl<'a> Lookahead<'a> {
+    /// For the keys from `first` on.
+    fn new(cache: &Cache, keys: &Keys<'a>, first: usize) -> Self {
+        let Keys::Many(_) = keys else {
+            return Lookahead {
+                rest: None,
+                next: None,
+            };
+        };
+        let mut rest = keys.clone();
+        let next = rest.nth(first + 1).map(|key| cache.prefetch_key(key));
+        Lookahead {
+            rest: Some(rest),
+            next,
+        }
+    }
+
+    /// Before looking up a key: the next one's item, the one after's bucket.
+    #[inline]
+    fn step(&mut self, cache: &Cache) {
+        let Some(rest) = &mut self.rest else {
+            return;
+        };
+        if let Some(hint) = self.next.take() {
+            cache.prefetch_item(hint);
+        }
+        self.next = rest.next().map(|key| cache.prefetch_key(key));
+    }
+}
+
 /// A hint from the connection while it runs one request line: when the
 /// next one is there already and is a one-key `get` or `gets` (a
 /// pipelined batch), its key's hash bucket starts loading now, to be in
 /// the CPU's cache when its turn comes. Only a guess at the key: a wrong
 /// one costs a wasted hint, never a wrong answer.
+/// Two lines ahead the bucket is hinted, one line ahead (its bucket
+/// hinted by the line before) the item.
 #[inline]
 pub(crate) fn prefetch_next_get(cache: &Cache, following: &[u8]) {
-    let rest = match following {
+    let Some((key, after)) = one_key_get(following) else {
+        return;
+    };
+    // Its bucket was hinted by the line before (hinting it again is cheap).
+    cache.prefetch_item(cache.prefetch_key(key));
+    if let Some((key, _)) = one_key_get(after) {
+        cache.prefetch_key(key);
+    }
+}
+
+/// The key of a `get KEY` or `gets KEY` line at the start of `buf`, and
+/// what follows that line (only when the key ends within a key's length
+/// and the line's end is in sight: a guess, never parsed for real).
+#[inline]
+fn one_key_get(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = match buf {
         [b'g', b'e', b't', b' ', rest @ ..] => rest,
         [b'g', b'e', b't', b's', b' ', rest @ ..] => rest,
-        _ => return,
+        _ => return None,
     };
-    let window = &rest[..rest.len().min(KEY_MAX_LENGTH + 1)];
+    let window = &rest[..rest.len().min(KEY_MAX_LENGTH + 2)];
     let end = window
         .iter()
-        .position(|&b| matches!(b, b' ' | b'\r' | b'\n'));
-    if let Some(end @ 1..) = end {
-        cache.prefetch_key(&window[..end]);
-    }
+        .position(|&b| matches!(b, b' ' | b'\r' | b'\n'))?;
+    let nl = end + find_byte(b'\n', &window[end..])?;
+    (end > 0).then(|| (&rest[..end], &rest[nl + 1..]))
 }
 
 /// `get`, `gets`, `gat` or `gats` as the line's first word: whether it
@@ -301,6 +358,7 @@ impl<'a> Words<'a> {
 }
 
 /// A get's keys: the one it names, or its words.
+#[derive(Clone)]
 enum Keys<'a> {
     One(Option<&'a [u8]>),
     Many(Words<'a>),
@@ -414,7 +472,7 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
     }
     out.extend_from_slice(b"\r\n");
     match &flash {
-        Some(Some((value, _))) => out.extend_from_slice(value),
+        Some(Some(value)) => out.extend_from_slice(value.bytes()),
         _ => {
             for seg in ctx.cache.value_segments(it) {
                 out.extend_from_slice(seg);
@@ -422,9 +480,11 @@ fn get_one(ctx: &mut Ctx, key: &[u8], r: &mut Reply, return_cas: bool, touch: Op
         }
     }
     out.extend_from_slice(b"\r\n");
-    if let Some(Some((value, fetched))) = flash {
+    if let Some(Some(value)) = flash {
         let rate = ctx.settings.ext.recache_rate;
-        ctx.cache.ext_recache(key, &value, rate, fetched, ctx.fd);
+        ctx.cache
+            .ext_recache(key, value.bytes(), rate, value.fetched, ctx.fd);
+        ctx.cache.ext_recycle(value);
     }
     if r.trace {
         let mut err = std::io::stderr().lock();
@@ -871,4 +931,27 @@ fn process_extstore(ctx: &mut Ctx, t: &Tokens, r: &mut Reply) -> Next {
             _ => false,
         };
     r.line(if ok { "OK" } else { "ERROR" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_key_get;
+
+    #[test]
+    fn next_get_key_is_guessed_from_a_whole_line_only() {
+        let (key, after) = one_key_get(b"get foo\r\nget bar\r\n").unwrap();
+        assert_eq!((key, after), (&b"foo"[..], &b"get bar\r\n"[..]));
+        assert_eq!(one_key_get(b"gets k\n").unwrap().0, b"k");
+        // The first key of a multi-key get, the rest of its line skipped.
+        assert_eq!(
+            one_key_get(b"get a b\r\nx").unwrap(),
+            (&b"a"[..], &b"x"[..])
+        );
+        // No end of line yet, an empty key, other commands: no guess.
+        assert!(one_key_get(b"get foo").is_none());
+        assert!(one_key_get(b"get \r\n").is_none());
+        assert!(one_key_get(b"set foo 0 0 1\r\n").is_none());
+        let long = [b"get ".as_slice(), &[b'k'; 300], b"\r\n"].concat();
+        assert!(one_key_get(&long).is_none());
+    }
 }

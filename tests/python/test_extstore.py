@@ -9,9 +9,11 @@ once) and at the tail of their class's LRU; the tests poll
 """
 
 import os
+import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -597,3 +599,101 @@ def test_a_warm_restart_over_a_changed_ext_file_loses_only_those_values(tmp_path
         for i in range(150):
             assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
     assert "[restart] extstore files changed since the save" in again.stderr.text()
+
+
+def io_thread_wakeups(pid):
+    """Context switches of the server's extstore I/O threads: each read
+    handed to one wakes it, and it is switched out again once done; a read
+    served on the loop from the page cache wakes none."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != "mc-ext-io":
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                # voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def wakeups_past(pid, before, timeout=10.0):
+    """Polls until an I/O thread has been switched out since `before` (it
+    may still be on its way back to sleep when the reply arrives)."""
+    deadline = time.monotonic() + timeout
+    while io_thread_wakeups(pid) <= before and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return io_thread_wakeups(pid) > before
+
+
+def drop_from_page_cache(path):
+    """Writes `path`'s dirty pages back, then has the kernel drop every
+    cached page of it: the next read of it must go to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_flash_values_in_the_page_cache_are_read_on_the_loop(tmp_path, start_server):
+    """A flash value whose pages the page cache holds is read by the loop
+    itself (`preadv2` with `RWF_NOWAIT`, which cannot wait for the disk):
+    no I/O thread wakes, for a text get, a multi-get, `mg` and a binary
+    get alike. Once its pages are dropped from the cache, the read goes to
+    an I/O thread and the value still comes back whole."""
+    srv = start_server("ours", "-o", ext_opts(tmp_path / "f"))
+    with srv.connect() as s, srv.connect() as b:
+        on_flash(srv, 200, s)
+        # The first 40 went out in the first write buffer (about 100 fit).
+        before = io_thread_wakeups(srv.pid)
+        for i in range(0, 40, 3):
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+        assert get(s, b"k1", b"k2", b"k4") == {b"k%d" % i: (0, value_of(i)) for i in (1, 2, 4)}
+        assert request(s, b"mg k5 v\r\n", ends_with_len(VALUE_LEN + 10)) == \
+            b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(5))
+        assert binary_get(b, b"k7")[1][4:] == value_of(7)
+        assert io_thread_wakeups(srv.pid) == before, "an I/O thread woke for a cached value"
+        assert stats_over(s)["extstore_io_queue"] == "0"
+        # Out of the page cache: each read goes to an I/O thread.
+        for i in range(8, 12):
+            drop_from_page_cache(tmp_path / "f")
+            before = io_thread_wakeups(srv.pid)
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+            assert wakeups_past(srv.pid, before), "no I/O thread read k%d" % i
+        drop_from_page_cache(tmp_path / "f")
+        before = io_thread_wakeups(srv.pid)
+        assert binary_get(b, b"k13")[1][4:] == value_of(13)
+        assert wakeups_past(srv.pid, before)
+        assert stats_over(s)["miss_from_extstore"] == "0"
+
+
+@pytest.fixture
+def tmpfs_dir():
+    """A directory on a tmpfs (/dev/shm), removed at the end: tmpfs
+    answers `RWF_NOWAIT` with EOPNOTSUPP."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    d = tempfile.mkdtemp(prefix="mc-ext-", dir="/dev/shm")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_file_system_that_cannot_read_without_waiting_reads_through_a_thread(
+        tmpfs_dir, start_server):
+    """On a file system without `RWF_NOWAIT` (tmpfs) the first read learns
+    it and every read of that file goes to an I/O thread, as memcached
+    reads: each get wakes one, and the value comes back whole."""
+    srv = start_server("ours", "-o", ext_opts(os.path.join(tmpfs_dir, "f")))
+    with srv.connect() as s:
+        on_flash(srv, 200, s)
+        for i in range(0, 40, 4):
+            before = io_thread_wakeups(srv.pid)
+            assert get(s, b"k%d" % i) == {b"k%d" % i: (0, value_of(i))}
+            assert wakeups_past(srv.pid, before), "no I/O thread read k%d" % i
+        assert request(s, b"mg k1 v\r\n", ends_with_len(VALUE_LEN + 10)) == \
+            b"VA %d\r\n%s\r\n" % (VALUE_LEN, value_of(1))
+        assert stats_over(s)["miss_from_extstore"] == "0"

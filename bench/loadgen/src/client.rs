@@ -35,6 +35,10 @@ pub struct Config {
     /// interval (to spot other load on a shared machine).
     pub watch_cpus: Vec<usize>,
     pub seed: u64,
+    /// Batches per second over all connections once warming up starts;
+    /// 0: closed loop, each connection's next batch as soon as its last is
+    /// answered.
+    pub rate: f64,
 }
 
 /// Keys are `key:` followed by the zero-padded index, `key_size` bytes in
@@ -145,6 +149,10 @@ struct Conn {
     dead: bool,
     preload_next: u64,
     preload_end: u64,
+    /// With `--rate`: when this connection's last batch was due, and the
+    /// time its next one is held until (none held: `None`).
+    sched: Instant,
+    held: Option<Instant>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -413,6 +421,8 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
             dead: false,
             preload_next: if cfg.preload { lo } else { 0 },
             preload_end: if cfg.preload { hi } else { 0 },
+            sched: Instant::now(),
+            held: None,
         });
     }
 
@@ -441,6 +451,8 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
             c.flush();
         }
     }
+    // With --rate, each connection's batches are this far apart.
+    let pace = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(cfg.conns as f64 / cfg.rate));
     let mut unrecorded = Counts::default();
     let mut events = sys::empty_events(1024);
     loop {
@@ -496,7 +508,24 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
         if conns.iter().all(|c| c.dead) {
             return Err("every connection failed".into());
         }
-        let nev = epoll.wait(&mut events, 5).map_err(|e| e.to_string())?;
+        let mut timeout = 5;
+        if pace.is_some() {
+            for c in conns.iter_mut().filter(|c| !c.dead) {
+                let Some(due) = c.held else { continue };
+                if due <= now && phase != Phase::Drain {
+                    c.held = None;
+                    c.batch_start = now;
+                    generator.batch(c);
+                    if !c.flush() {
+                        c.dead = true;
+                    }
+                } else {
+                    let ms = due.saturating_duration_since(now).as_millis() as i32;
+                    timeout = timeout.min(ms + 1);
+                }
+            }
+        }
+        let nev = epoll.wait(&mut events, timeout).map_err(|e| e.to_string())?;
         for ev in &events[..nev] {
             let c = &mut conns[ev.u64 as usize];
             if c.dead {
@@ -530,13 +559,22 @@ pub fn run(cfg: &Config) -> Result<Report, String> {
                     }
                 }
                 Phase::Warmup | Phase::Measure => {
+                    let t = Instant::now();
                     if phase == Phase::Measure {
-                        let t = Instant::now();
                         lat.push(t.duration_since(c.batch_start).as_nanos() as u64);
                         counts.batches += 1;
-                        c.batch_start = t;
-                    } else {
-                        c.batch_start = Instant::now();
+                    }
+                    c.batch_start = t;
+                    if let Some(interval) = pace {
+                        // Due one interval after the last was: a batch
+                        // answered late goes at once, but the schedule
+                        // never runs more than one interval behind.
+                        let due = (c.sched + interval).max(t.checked_sub(interval).unwrap_or(t));
+                        c.sched = due;
+                        if due > t {
+                            c.held = Some(due);
+                            continue;
+                        }
                     }
                     generator.batch(c);
                 }

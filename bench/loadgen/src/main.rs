@@ -32,6 +32,8 @@ run options (defaults in brackets):
   --server-pid PID     report server CPU (utime+stime) per request
   --watch-cpus LIST    report busy/steal of these CPUs (e.g. 0,1)
   --seed N             random seed [1]
+  --rate R             batches per second over all connections, paced
+                       (0: each connection's next as soon as answered) [0]
 
 null options:
   --listen ADDR        [127.0.0.1:11311]
@@ -144,6 +146,7 @@ fn cmd_run(argv: &[String]) -> Result<(), String> {
             })
             .collect::<Result<_, _>>()?,
         seed: a.get("seed", 1u64)?,
+        rate: a.get("rate", 0.0f64)?,
     };
     a.done()?;
     let pipeline = cfg.pipeline;
