@@ -48,7 +48,11 @@ def test_manual_crawl_reclaims(ours):
     while int(stats(ours)["time"]) < start + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     reply = command(ours, b"lru_crawler crawl all\r\n")
-    assert reply in (b"OK\r\n", b"BUSY currently processing crawler request\r\n")
+    # On a slow machine the LRU maintainer (or an automatic crawl) may have
+    # reclaimed the item first: then there is nothing to crawl, as memcached
+    # says. Either way the item must be gone.
+    assert reply in (b"OK\r\n", b"BUSY currently processing crawler request\r\n",
+                     b"NOTSTARTED no items to crawl\r\n")
     while stats(ours)["curr_items"] != "0" and time.monotonic() < deadline + 5:
         time.sleep(0.1)
     assert stats(ours)["curr_items"] == "0"
