@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 
-from run import free_port
+from run import cpu_busy, free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.path.join(ROOT, "bench", "loadgen", "target", "release", "loadgen")
@@ -173,29 +173,11 @@ def result_of(stdout, stderr):
     raise RuntimeError(f"loadgen: {stderr.strip()}")
 
 
-def cpu_busy(interval=0.5):
-    """Fraction of `interval` both cores were busy (from /proc/stat)."""
-    def snap():
-        busy = total = 0
-        with open("/proc/stat") as f:
-            for line in f:
-                parts = line.split()
-                if parts[0] in (f"cpu{SERVER_CORE}", f"cpu{CLIENT_CORE}"):
-                    v = [int(x) for x in parts[1:9]]
-                    busy += sum(v) - v[3] - v[4]
-                    total += sum(v)
-        return busy, total
-    b0, t0 = snap()
-    time.sleep(interval)
-    b1, t1 = snap()
-    return (b1 - b0) / max(1, t1 - t0)
-
-
 def wait_quiet(limit=15.0):
     """Waits (up to `limit` seconds) until both cores are idle, so a run
     does not start in the middle of someone else's burst."""
     end = time.time() + limit
-    while time.time() < end and cpu_busy() >= 0.10:
+    while time.time() < end and cpu_busy((SERVER_CORE, CLIENT_CORE)) >= 0.10:
         pass
 
 

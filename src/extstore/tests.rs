@@ -5,7 +5,12 @@ const MB: u32 = 1 << 20;
 /// A store over a temporary file: `pages` pages of 2 MB, 2 MB buffers,
 /// I/O done inline.
 fn store(pages: u32) -> (ExtStore, std::path::PathBuf) {
-    let path = std::env::temp_dir().join(format!(
+    store_in(&std::env::temp_dir(), pages)
+}
+
+/// `store` with its file in `dir`.
+fn store_in(dir: &std::path::Path, pages: u32) -> (ExtStore, std::path::PathBuf) {
+    let path = dir.join(format!(
         "extstore-unit-{}-{}",
         std::process::id(),
         rand_suffix()
@@ -241,15 +246,7 @@ fn a_file_system_without_nowait_reads_is_not_asked_again() {
     if !dir.is_dir() {
         return;
     }
-    let path = dir.join(format!("extstore-unit-{}-nowait", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    let mut s = ExtStore::with_files(vec![Arc::new(file)], &[4], 2 * MB, 2 * MB, None);
+    let (mut s, path) = store_in(dir, 4);
     let a = on_file(&mut s, 0x33, 4000);
     use std::os::fd::AsRawFd as _;
     let probe = crate::sys::pread_nowait(s.files[0].as_raw_fd(), &mut [0u8; 16], 0);
